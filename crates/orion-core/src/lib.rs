@@ -1,0 +1,22 @@
+//! ORION's domain core.
+//!
+//! Everything here is plain Rust: no wasm-bindgen, no web-sys, no I/O and no wall clock. Time comes
+//! from a [`Clock`], so every timeout and breaker is deterministic under a [`ManualClock`] in tests.
+//! Platform crates (`orion-web`) adapt these types to the browser.
+
+pub mod circuit_breaker;
+pub mod clock;
+pub mod error;
+pub mod health;
+pub mod protocol;
+pub mod runtime;
+
+pub use circuit_breaker::{BreakerConfig, BreakerState, CircuitBreaker, Permit};
+pub use clock::{Clock, ManualClock, SharedClock};
+pub use error::{Error, ErrorCode};
+pub use health::{HealthConfig, HealthReport, HealthStatus, WorkerHealthMonitor};
+pub use protocol::{Envelope, Event, Outgoing, Request, PROTOCOL_VERSION};
+pub use runtime::{Reply, WorkerRuntime};
+
+/// The version of this crate, reported by `orion.version()`.
+pub const CORE_VERSION: &str = env!("CARGO_PKG_VERSION");

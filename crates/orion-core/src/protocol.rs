@@ -1,0 +1,285 @@
+//! The message protocol between the page and the worker.
+//!
+//! Requests are objects `{v, id, type, ...fields}`: `v` is [`PROTOCOL_VERSION`], `id` an integer
+//! the page chooses (0 to 2^32 - 1) and echoes back, `type` one of [`Request`]'s variants in
+//! snake_case. The worker answers each request with exactly one [`Outgoing::Response`] or
+//! [`Outgoing::Error`] carrying the same `id`, and may send [`Outgoing::Event`]s at any time.
+//! A message whose `id` cannot be read is answered with an error whose `id` is `null`.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::circuit_breaker::{BreakerConfig, BreakerTransition};
+use crate::error::{Error, ErrorCode};
+use crate::health::{HealthConfig, HealthReport, HealthTransition};
+
+/// The protocol version this build speaks. Bump it on any incompatible change.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The id the page gives a request.
+pub type RequestId = u32;
+
+/// What the page can ask.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+// On the wire the variant is the `type` field; `decode` reshapes the message into serde's external
+// tagging first, because serde's internal tagging buffers the fields and loses their paths.
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    /// The first request: configures the worker. Everything else is refused before it.
+    Init {
+        /// Allows debug-only requests such as `crash`.
+        #[serde(default)]
+        debug: bool,
+        /// Breaker thresholds (defaults where absent).
+        #[serde(default)]
+        breaker: BreakerConfig,
+        /// Health thresholds (defaults where absent).
+        #[serde(default)]
+        health: HealthConfig,
+    },
+    /// Round-trips `payload` (any JSON value).
+    Ping {
+        /// Echoed back unchanged.
+        #[serde(default)]
+        payload: Value,
+    },
+    /// The health report.
+    Health {},
+    /// Crate and protocol versions.
+    Version {},
+    /// Debug only: makes the worker panic, to test crash recovery.
+    Crash {},
+}
+
+impl Request {
+    /// The request's `type` as it appears on the wire.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Request::Init { .. } => "init",
+            Request::Ping { .. } => "ping",
+            Request::Health {} => "health",
+            Request::Version {} => "version",
+            Request::Crash {} => "crash",
+        }
+    }
+}
+
+/// A decoded request with its id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Envelope {
+    /// The page's id for it.
+    pub id: RequestId,
+    /// The request.
+    pub request: Request,
+}
+
+/// A message that could not be decoded, with its id if that much could be read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejection {
+    /// The request id, when the message carried a valid one.
+    pub id: Option<RequestId>,
+    /// What is wrong with it.
+    pub error: Error,
+}
+
+/// Decodes a message from the page. Checks `id` first, so that any later problem can be
+/// answered to the right caller, then `v`, then the request itself.
+pub fn decode(message: Value) -> Result<Envelope, Rejection> {
+    let Value::Object(mut fields) = message else {
+        return Err(Rejection {
+            id: None,
+            error: Error::invalid(
+                ".",
+                format!("expected a request object, got {}", kind_of(&message)),
+            ),
+        });
+    };
+    let id = take_id(&mut fields).map_err(|error| Rejection { id: None, error })?;
+    let reject = |error| Rejection {
+        id: Some(id),
+        error,
+    };
+    check_version(fields.remove("v")).map_err(reject)?;
+    let kind = match fields.remove("type") {
+        Some(Value::String(kind)) => kind,
+        Some(other) => {
+            return Err(reject(Error::invalid(
+                "type",
+                format!("expected a string, got {}", kind_of(&other)),
+            )))
+        }
+        None => return Err(reject(Error::invalid("type", "missing field"))),
+    };
+    let tagged = Value::Object(Map::from_iter([(kind.clone(), Value::Object(fields))]));
+    let request = serde_path_to_error::deserialize(tagged).map_err(|e| {
+        let path = e.path().to_string();
+        let path = match path.strip_prefix(&kind) {
+            Some(field) if !field.is_empty() => field.trim_start_matches('.').to_owned(),
+            // Errors about the variant itself, or about the fields as a whole.
+            _ if e.inner().to_string().contains("unknown variant") => "type".to_owned(),
+            _ => ".".to_owned(),
+        };
+        reject(Error::invalid(path, e.into_inner().to_string()))
+    })?;
+    Ok(Envelope { id, request })
+}
+
+fn take_id(fields: &mut Map<String, Value>) -> Result<RequestId, Error> {
+    match fields.remove("id") {
+        None => Err(Error::invalid("id", "missing field")),
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .and_then(|n| RequestId::try_from(n).ok())
+            .ok_or_else(|| {
+                Error::invalid("id", format!("expected an integer from 0 to 2^32 - 1, got {n}"))
+            }),
+        Some(other) => Err(Error::invalid(
+            "id",
+            format!("expected an integer, got {}", kind_of(&other)),
+        )),
+    }
+}
+
+fn check_version(v: Option<Value>) -> Result<(), Error> {
+    match v {
+        None => Err(Error::invalid("v", "missing field (the protocol version)")),
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(got) if got == u64::from(PROTOCOL_VERSION) => Ok(()),
+            Some(got) => Err(Error::UnsupportedProtocol {
+                got,
+                supported: PROTOCOL_VERSION,
+            }),
+            None => Err(Error::invalid("v", format!("expected an integer, got {n}"))),
+        },
+        Some(other) => Err(Error::invalid(
+            "v",
+            format!("expected an integer, got {}", kind_of(&other)),
+        )),
+    }
+}
+
+fn kind_of(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// An error as it travels to the page.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireError {
+    /// The stable code.
+    pub code: ErrorCode,
+    /// A message for people.
+    pub message: String,
+}
+
+impl From<&Error> for WireError {
+    fn from(error: &Error) -> Self {
+        Self {
+            code: error.code(),
+            message: error.to_string(),
+        }
+    }
+}
+
+/// Crate and protocol versions, as `orion.version()` reports them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VersionInfo {
+    /// `orion-core`'s version.
+    pub core: String,
+    /// The platform crate's version (`orion-web`).
+    pub web: String,
+    /// [`PROTOCOL_VERSION`].
+    pub protocol: u32,
+}
+
+/// The answer to `ping`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Pong {
+    /// The request's payload, unchanged.
+    pub payload: Value,
+    /// When the worker handled it, on the worker's clock.
+    pub at_ms: u64,
+}
+
+/// The result of a successful request.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum ResponseBody {
+    /// For `init` and `version`.
+    Version(VersionInfo),
+    /// For `ping`.
+    Pong(Pong),
+    /// For `health`.
+    Health(HealthReport),
+}
+
+/// Something that happened in the worker, pushed to the page.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Event {
+    /// A circuit changed state.
+    BreakerTransition(BreakerTransition),
+    /// A component's health changed.
+    HealthTransition(HealthTransition),
+}
+
+/// A message from the worker to the page.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Outgoing {
+    /// A request succeeded.
+    Response {
+        /// [`PROTOCOL_VERSION`].
+        v: u32,
+        /// The request's id.
+        id: RequestId,
+        /// What it returned.
+        result: ResponseBody,
+    },
+    /// A request failed, or a message could not be decoded.
+    Error {
+        /// [`PROTOCOL_VERSION`].
+        v: u32,
+        /// The request's id; `None` when the message had no readable id.
+        id: Option<RequestId>,
+        /// Why.
+        error: WireError,
+    },
+    /// The worker panicked and is about to die; every pending request is lost. Sent from the
+    /// panic hook, so it carries no id.
+    Crashed {
+        /// [`PROTOCOL_VERSION`].
+        v: u32,
+        /// The panic message.
+        message: String,
+    },
+    /// An event.
+    Event {
+        /// [`PROTOCOL_VERSION`].
+        v: u32,
+        /// What happened.
+        event: Event,
+    },
+}
+
+impl Outgoing {
+    /// An error answer to request `id`.
+    pub fn error(id: Option<RequestId>, error: &Error) -> Self {
+        Outgoing::Error {
+            v: PROTOCOL_VERSION,
+            id,
+            error: error.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

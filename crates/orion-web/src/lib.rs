@@ -1,0 +1,78 @@
+//! ORION's worker runtime for the browser.
+//!
+//! The npm package's `worker.js` creates one [`OrionWorker`] in a dedicated Web Worker and hands it
+//! every message from the page. Everything that decides anything lives in `orion-core`; this crate
+//! only converts between JS values and the core's types, guards against hostile messages before
+//! copying them into wasm memory, and reports panics to the page before the instance dies.
+
+mod clock;
+mod message_guard;
+mod panic_report;
+
+use js_sys::Function;
+use orion_core::protocol::Outgoing;
+use orion_core::{Reply, WorkerRuntime};
+use serde::Serialize;
+use wasm_bindgen::prelude::*;
+
+pub use clock::WebClock;
+pub use message_guard::{check_message, Limits};
+
+/// This crate's version, reported by `orion.version()` as `web`.
+pub const WEB_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The orchestrator as the worker script sees it: messages in, messages out through `post`.
+#[wasm_bindgen]
+pub struct OrionWorker {
+    runtime: WorkerRuntime,
+    post: Function,
+    limits: Limits,
+}
+
+#[wasm_bindgen]
+impl OrionWorker {
+    /// A worker that answers through `post(message)` (in `worker.js`, `self.postMessage`).
+    #[wasm_bindgen(constructor)]
+    pub fn new(post: Function) -> OrionWorker {
+        panic_report::install(post.clone());
+        OrionWorker {
+            runtime: WorkerRuntime::new(WebClock::shared(), WEB_VERSION),
+            post,
+            limits: Limits::default(),
+        }
+    }
+
+    /// Handles one message from the page. Never throws for a bad message: it is answered with an
+    /// error. Throws only when the instance dies (a panic), after posting a `crashed` message.
+    pub fn handle(&mut self, message: JsValue) {
+        let reply = match check_message(&message, &self.limits)
+            .and_then(|()| message_guard::to_json(message.clone()))
+        {
+            Ok(json) => self.runtime.handle(json),
+            Err(error) => Reply::Send(
+                self.runtime
+                    .reject(message_guard::peek_id(&message), &error),
+            ),
+        };
+        match reply {
+            Reply::Send(messages) => messages.iter().for_each(|m| self.post(m)),
+            Reply::Crash => panic!("a debug `crash` request asked the worker to panic"),
+        }
+    }
+}
+
+impl OrionWorker {
+    fn post(&self, message: &Outgoing) {
+        let serializer = serde_wasm_bindgen::Serializer::json_compatible();
+        match message.serialize(&serializer) {
+            Ok(value) => {
+                if let Err(error) = self.post.call1(&JsValue::NULL, &value) {
+                    web_sys::console::error_2(&"ORION: posting a message failed".into(), &error);
+                }
+            }
+            Err(error) => web_sys::console::error_1(
+                &format!("ORION: could not convert a message for the page: {error}").into(),
+            ),
+        }
+    }
+}
