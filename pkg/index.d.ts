@@ -1,0 +1,185 @@
+// Types of the orion-orchestrator package. The worker protocol they describe is defined in
+// orion-core (crates/orion-core/src/protocol.rs); a test keeps the error codes here equal to it.
+
+/** The protocol version this client speaks. */
+export declare const PROTOCOL_VERSION: 1;
+/** This package's version. */
+export declare const CLIENT_VERSION: string;
+
+/** Every stable error code. */
+export type ErrorCode =
+  | 'ERR_INVALID_MESSAGE'
+  | 'ERR_MESSAGE_TOO_LARGE'
+  | 'ERR_UNSUPPORTED_PROTOCOL'
+  | 'ERR_INIT_ORDER'
+  | 'ERR_CIRCUIT_OPEN'
+  | 'ERR_DEBUG_DISABLED'
+  | 'ERR_WORKER_CRASHED'
+  | 'ERR_WORKER_START'
+  | 'ERR_CLOSED'
+  | 'ERR_INTERNAL';
+
+/** The codes by name, e.g. `ErrorCode.WORKER_CRASHED === 'ERR_WORKER_CRASHED'`. */
+export declare const ErrorCode: Readonly<{
+  INVALID_MESSAGE: 'ERR_INVALID_MESSAGE';
+  MESSAGE_TOO_LARGE: 'ERR_MESSAGE_TOO_LARGE';
+  UNSUPPORTED_PROTOCOL: 'ERR_UNSUPPORTED_PROTOCOL';
+  INIT_ORDER: 'ERR_INIT_ORDER';
+  CIRCUIT_OPEN: 'ERR_CIRCUIT_OPEN';
+  DEBUG_DISABLED: 'ERR_DEBUG_DISABLED';
+  WORKER_CRASHED: 'ERR_WORKER_CRASHED';
+  WORKER_START: 'ERR_WORKER_START';
+  CLOSED: 'ERR_CLOSED';
+  INTERNAL: 'ERR_INTERNAL';
+}>;
+
+/** Every rejection from ORION is an OrionError. */
+export declare class OrionError extends Error {
+  readonly name: 'OrionError';
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message: string);
+}
+
+/** Circuit breaker thresholds (defaults in comments). */
+export interface BreakerConfig {
+  /** Consecutive failures that open a closed circuit (5). */
+  failureThreshold?: number;
+  /** How long an open circuit rejects calls, in ms (30000). */
+  openTimeoutMs?: number;
+  /** Probe calls a half-open circuit admits at once (1). */
+  halfOpenMaxProbes?: number;
+  /** Consecutive probe successes that close it (2). */
+  successThreshold?: number;
+}
+
+/** Health thresholds (defaults in comments). */
+export interface HealthConfig {
+  /** Consecutive failures that make a component unhealthy (3). */
+  unhealthyConsecutiveFailures?: number;
+  /** An error rate above this is unhealthy (0.2). */
+  unhealthyErrorRate?: number;
+  /** An error rate from this up to the unhealthy rate is degraded (0.1). */
+  degradedErrorRate?: number;
+  /** The rolling window for error rates, in ms (60000). */
+  windowMs?: number;
+  /** Results needed before the error rate counts (10). */
+  minSamples?: number;
+  /** Silence with work pending that makes a component unhealthy, in ms (10000). */
+  heartbeatTimeoutMs?: number;
+  /** Results kept per component (1000). */
+  maxSamples?: number;
+}
+
+export interface OrionOptions {
+  /** Allow debug-only requests (`orion.debug.crash()`). Off by default. */
+  debug?: boolean;
+  /** Where the worker script is, if a bundler moved it (default: `./worker.js` beside this module). */
+  workerUrl?: string | URL;
+  /** Circuit breaker thresholds. */
+  breaker?: BreakerConfig;
+  /** Health thresholds. */
+  health?: HealthConfig;
+}
+
+export interface VersionInfo {
+  /** orion-core's version. */
+  core: string;
+  /** orion-web's version. */
+  web: string;
+  /** The protocol version the worker speaks. */
+  protocol: number;
+}
+
+export interface Pong<T = unknown> {
+  /** The payload, unchanged. */
+  payload: T;
+  /** When the worker handled the ping (ms since the Unix epoch). */
+  atMs: number;
+}
+
+export type HealthStatus = 'healthy' | 'degraded' | 'unhealthy';
+
+export type HealthReason =
+  | { kind: 'ok' }
+  | { kind: 'consecutive_failures'; count: number }
+  | { kind: 'error_rate'; rate: number }
+  | { kind: 'heartbeat_timeout'; silentMs: number };
+
+export interface ComponentHealth {
+  name: string;
+  status: HealthStatus;
+  reason: HealthReason;
+  consecutiveFailures: number;
+  /** Failures / results over the rolling window, 0 to 1. */
+  errorRate: number;
+  windowSamples: number;
+  pending: number;
+  lastError: string | null;
+  lastSuccessMs: number | null;
+  lastFailureMs: number | null;
+  totalCalls: number;
+  totalFailures: number;
+}
+
+export interface HealthReport {
+  /** The worst status of any component. */
+  status: HealthStatus;
+  atMs: number;
+  components: ComponentHealth[];
+}
+
+export type BreakerState = 'CLOSED' | 'OPEN' | 'HALF_OPEN';
+
+export interface BreakerTransitionEvent {
+  kind: 'breaker_transition';
+  key: string;
+  from: BreakerState;
+  to: BreakerState;
+  reason: 'failure_threshold' | 'timeout_elapsed' | 'probe_failed' | 'probes_succeeded';
+  atMs: number;
+}
+
+export interface HealthTransitionEvent {
+  kind: 'health_transition';
+  component: string;
+  from: HealthStatus;
+  to: HealthStatus;
+  reason: HealthReason;
+  atMs: number;
+}
+
+export type OrionEvent = BreakerTransitionEvent | HealthTransitionEvent;
+
+export type WorkerLifecycle =
+  | { state: 'starting'; restart: boolean }
+  | { state: 'ready'; version: VersionInfo }
+  | { state: 'crashed'; code: ErrorCode; reason: string }
+  | { state: 'closed' };
+
+export interface OrionEventMap {
+  event: OrionEvent;
+  breaker_transition: BreakerTransitionEvent;
+  health_transition: HealthTransitionEvent;
+  worker: WorkerLifecycle;
+}
+
+export declare class Orion {
+  private constructor();
+  /** Starts the worker and resolves once it is ready; rejects with ERR_WORKER_START if it cannot. */
+  static create(options?: OrionOptions): Promise<Orion>;
+  /** Round-trips a JSON-like payload through the worker. */
+  ping<T = null>(payload?: T): Promise<Pong<T>>;
+  /** The WorkerHealthMonitor report. */
+  health(): Promise<HealthReport>;
+  /** Worker crate and protocol versions, plus this client's version. */
+  version(): Promise<VersionInfo & { client: string }>;
+  /** Subscribes to events; returns an unsubscribe function. */
+  on<K extends keyof OrionEventMap>(name: K, listener: (event: OrionEventMap[K]) => void): () => void;
+  /** Terminates the worker; pending and later calls reject with ERR_CLOSED. */
+  close(): Promise<void>;
+  /** Debug-only requests (need `debug: true`). */
+  readonly debug: {
+    /** Makes the worker panic. Rejects with ERR_WORKER_CRASHED; the next call starts a fresh worker. */
+    crash(): Promise<never>;
+  };
+}

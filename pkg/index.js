@@ -1,0 +1,213 @@
+// ORION's client: runs on the page, owns the worker, and turns the message protocol into
+// promises. Every method returns a Promise; failures reject with an OrionError carrying `code`.
+
+/** The protocol version this client speaks; the worker must speak the same. */
+export const PROTOCOL_VERSION = 1;
+
+/** This package's version. */
+export const CLIENT_VERSION = '0.1.0';
+
+/** Every error code, as `orion_core::ErrorCode` defines it. */
+export const ErrorCode = Object.freeze({
+  INVALID_MESSAGE: 'ERR_INVALID_MESSAGE',
+  MESSAGE_TOO_LARGE: 'ERR_MESSAGE_TOO_LARGE',
+  UNSUPPORTED_PROTOCOL: 'ERR_UNSUPPORTED_PROTOCOL',
+  INIT_ORDER: 'ERR_INIT_ORDER',
+  CIRCUIT_OPEN: 'ERR_CIRCUIT_OPEN',
+  DEBUG_DISABLED: 'ERR_DEBUG_DISABLED',
+  WORKER_CRASHED: 'ERR_WORKER_CRASHED',
+  WORKER_START: 'ERR_WORKER_START',
+  CLOSED: 'ERR_CLOSED',
+  INTERNAL: 'ERR_INTERNAL',
+});
+
+/** An error from ORION. `code` is stable; `message` is for people. */
+export class OrionError extends Error {
+  constructor(code, message) {
+    super(message);
+    this.name = 'OrionError';
+    this.code = code;
+  }
+}
+
+const MAX_REQUEST_ID = 0xffffffff;
+
+/** The orchestrator, running in a dedicated module Worker. Create it with `Orion.create()`. */
+export class Orion {
+  #options;
+  #worker = null;
+  #ready = null;
+  #isReady = false;
+  #pending = new Map();
+  #nextId = 1;
+  #listeners = new Map();
+  #closed = false;
+  #starts = 0;
+
+  constructor(options, token) {
+    if (token !== CREATE) throw new TypeError('use `await Orion.create(options)`');
+    this.#options = options;
+    /** Debug-only requests; the worker refuses them unless created with `debug: true`. */
+    this.debug = Object.freeze({
+      crash: () => this.#call({ type: 'crash' }),
+    });
+  }
+
+  /** Starts the worker and waits until it is ready. */
+  static async create(options = {}) {
+    if (options === null || typeof options !== 'object') {
+      throw new OrionError(ErrorCode.INVALID_MESSAGE, 'Orion.create(options): options must be an object');
+    }
+    const orion = new Orion({ ...options }, CREATE);
+    await orion.#start();
+    return orion;
+  }
+
+  /** Round-trips `payload` (any structured-cloneable JSON value) through the worker. */
+  ping(payload = null) {
+    return this.#call({ type: 'ping', payload });
+  }
+
+  /** The WorkerHealthMonitor report: the worst status and one row per component. */
+  health() {
+    return this.#call({ type: 'health' });
+  }
+
+  /** Crate and protocol versions of the worker, and this client's version. */
+  async version() {
+    const worker = await this.#call({ type: 'version' });
+    return { ...worker, client: CLIENT_VERSION };
+  }
+
+  /**
+   * Subscribes to `name`: 'event' (every worker event), 'breaker_transition',
+   * 'health_transition', or 'worker' (lifecycle: starting, ready, crashed, closed).
+   * Returns a function that unsubscribes.
+   */
+  on(name, listener) {
+    if (typeof listener !== 'function') throw new TypeError('listener must be a function');
+    const set = this.#listeners.get(name) ?? new Set();
+    set.add(listener);
+    this.#listeners.set(name, set);
+    return () => set.delete(listener);
+  }
+
+  /** Terminates the worker. Pending calls reject with ERR_CLOSED; later calls too. */
+  async close() {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#stopWorker(new OrionError(ErrorCode.CLOSED, 'the orchestrator was closed'));
+    this.#emit('worker', { state: 'closed' });
+  }
+
+  #emit(name, detail) {
+    for (const listener of this.#listeners.get(name) ?? []) {
+      try {
+        listener(detail);
+      } catch (error) {
+        console.error('ORION: a listener threw', error);
+      }
+    }
+  }
+
+  #start() {
+    const url = this.#options.workerUrl ?? new URL('./worker.js', import.meta.url);
+    let worker;
+    try {
+      worker = new Worker(url, { type: 'module', name: 'orion' });
+    } catch (error) {
+      return Promise.reject(new OrionError(ErrorCode.WORKER_START, `could not start the worker: ${error.message}`));
+    }
+    this.#starts += 1;
+    this.#worker = worker;
+    this.#isReady = false;
+    this.#emit('worker', { state: 'starting', restart: this.#starts > 1 });
+    worker.onmessage = (event) => this.#onMessage(worker, event.data);
+    worker.onerror = (event) => {
+      event.preventDefault();
+      const code = this.#isReady ? ErrorCode.WORKER_CRASHED : ErrorCode.WORKER_START;
+      this.#onDeath(worker, code, event.message || 'the worker failed (its script may not have loaded)');
+    };
+    worker.onmessageerror = () => console.error('ORION: a message from the worker could not be deserialized');
+    const { debug = false, breaker, health } = this.#options;
+    const ready = this.#send(worker, { type: 'init', debug: Boolean(debug), ...(breaker && { breaker }), ...(health && { health }) })
+      .then((version) => {
+        if (this.#worker === worker) this.#isReady = true;
+        this.#emit('worker', { state: 'ready', version });
+        return version;
+      });
+    this.#ready = ready;
+    return ready;
+  }
+
+  async #call(request) {
+    if (this.#closed) throw new OrionError(ErrorCode.CLOSED, 'the orchestrator is closed');
+    // After a crash the next call starts a fresh worker; calls during a start wait for it.
+    if (this.#worker) await this.#ready;
+    else await this.#start();
+    const worker = this.#worker;
+    if (!worker) throw new OrionError(ErrorCode.WORKER_CRASHED, 'the worker crashed before the call was sent');
+    return this.#send(worker, request);
+  }
+
+  #send(worker, request) {
+    return new Promise((resolve, reject) => {
+      const id = this.#nextId;
+      this.#nextId = id >= MAX_REQUEST_ID ? 1 : id + 1;
+      this.#pending.set(id, { resolve, reject });
+      try {
+        worker.postMessage({ ...request, v: PROTOCOL_VERSION, id });
+      } catch (error) {
+        this.#pending.delete(id);
+        reject(new OrionError(ErrorCode.INVALID_MESSAGE, `the request could not be sent to the worker: ${error.message}`));
+      }
+    });
+  }
+
+  #onMessage(worker, message) {
+    if (worker !== this.#worker || message === null || typeof message !== 'object') return;
+    switch (message.type) {
+      case 'response':
+      case 'error': {
+        const call = this.#pending.get(message.id);
+        if (!call) {
+          if (message.type === 'error') console.error('ORION: the worker refused a message:', message.error);
+          return;
+        }
+        this.#pending.delete(message.id);
+        if (message.type === 'response') call.resolve(message.result);
+        else call.reject(new OrionError(message.error.code, message.error.message));
+        return;
+      }
+      case 'event':
+        this.#emit('event', message.event);
+        this.#emit(message.event.kind, message.event);
+        return;
+      case 'crashed':
+        this.#onDeath(worker, ErrorCode.WORKER_CRASHED, message.message);
+        return;
+      case 'fatal':
+        this.#onDeath(worker, message.error.code, message.error.message);
+        return;
+      default:
+        console.error('ORION: unknown message from the worker:', message);
+    }
+  }
+
+  #onDeath(worker, code, reason) {
+    if (worker !== this.#worker) return;
+    this.#stopWorker(new OrionError(code, `the worker died: ${reason}`));
+    this.#emit('worker', { state: 'crashed', code, reason });
+  }
+
+  #stopWorker(error) {
+    this.#worker?.terminate();
+    this.#worker = null;
+    this.#ready = null;
+    const pending = [...this.#pending.values()];
+    this.#pending.clear();
+    for (const call of pending) call.reject(error);
+  }
+}
+
+const CREATE = Symbol('Orion.create');

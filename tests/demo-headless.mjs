@@ -1,0 +1,72 @@
+// `cargo xtask demo --headless`: drives the demo page through a short scripted session in headless
+// Chromium and prints what the page showed. Exits non-zero on any failure.
+import { chromium } from '@playwright/test';
+import { chromiumLaunchOptions } from './chromium.mjs';
+
+const base = process.argv[2];
+if (!base) {
+  console.error('usage: node demo-headless.mjs <base url>');
+  process.exit(2);
+}
+
+const problems = [];
+const browser = await chromium.launch(chromiumLaunchOptions);
+try {
+  const page = await browser.newPage();
+  page.on('pageerror', (error) => problems.push(`page error: ${error.message}`));
+  page.on('console', (message) => {
+    if (message.type() === 'error' && !message.text().includes('ORION worker panicked')) {
+      problems.push(`console error: ${message.text()}`);
+    }
+  });
+  const step = async (title, action) => {
+    process.stdout.write(`- ${title}: `);
+    const shown = await action();
+    console.log(shown);
+  };
+  const text = (selector) => page.locator(selector).innerText();
+  const waitFor = (selector, state) => page.locator(`${selector}[data-state="${state}"]`).waitFor({ timeout: 20_000 });
+
+  await step('open the demo', async () => {
+    await page.goto(`${base}/`);
+    await waitFor('#worker-status', 'ready');
+    return `worker ${await text('#worker-status')}; ${await text('#worker-version')}`;
+  });
+  await step('ping', async () => {
+    await page.click('#ping');
+    await page.locator('#ping-result', { hasText: 'pong' }).waitFor();
+    return await text('#ping-result');
+  });
+  await step('health table', async () => {
+    await page.click('#refresh');
+    await page.locator('#health tbody tr').first().waitFor();
+    const rows = await page.locator('#health tbody tr').evaluateAll((trs) =>
+      trs.map((tr) => [...tr.cells].slice(0, 2).map((td) => td.textContent).join(' ')));
+    return `${await text('#health-overall')} (${rows.join(', ')})`;
+  });
+  await step('crash the worker', async () => {
+    await page.click('#crash');
+    await waitFor('#worker-status', 'crashed');
+    return await text('#worker-status');
+  });
+  await step('ping after the crash', async () => {
+    await page.click('#ping');
+    await waitFor('#worker-status', 'ready');
+    await page.locator('#ping-result', { hasText: 'pong' }).waitFor();
+    return `${await text('#ping-result')}; worker ${await text('#worker-status')}`;
+  });
+  await step('event log', async () => {
+    const items = await page.locator('#log li').allInnerTexts();
+    return `\n    ${items.reverse().join('\n    ')}`;
+  });
+} catch (error) {
+  problems.push(error.message);
+} finally {
+  await browser.close();
+}
+
+if (problems.length) {
+  console.error(`\nthe demo session failed:\n  ${problems.join('\n  ')}`);
+  process.exit(1);
+}
+console.log('\nthe demo session passed');

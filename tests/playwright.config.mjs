@@ -1,0 +1,23 @@
+// Playwright runs ORION's end-to-end tests in Debian's Chromium (never a downloaded browser).
+// `cargo xtask test` serves the repository and passes its address in ORION_BASE_URL.
+import { defineConfig } from '@playwright/test';
+import { chromiumLaunchOptions } from './chromium.mjs';
+
+const baseURL = process.env.ORION_BASE_URL;
+if (!baseURL) throw new Error('ORION_BASE_URL is not set: run the end-to-end tests through `cargo xtask test`');
+
+export default defineConfig({
+  testDir: './e2e',
+  timeout: 60_000,
+  expect: { timeout: 15_000 },
+  fullyParallel: false,
+  workers: 1,
+  retries: 0,
+  reporter: [['list']],
+  outputDir: './test-results',
+  use: {
+    baseURL,
+    launchOptions: chromiumLaunchOptions,
+    serviceWorkers: 'allow',
+  },
+});
