@@ -145,6 +145,7 @@ export class Orion {
     // After a crash the next call starts a fresh worker; calls during a start wait for it.
     if (this.#worker) await this.#ready;
     else await this.#start();
+    if (this.#closed) throw new OrionError(ErrorCode.CLOSED, 'the orchestrator is closed');
     const worker = this.#worker;
     if (!worker) throw new OrionError(ErrorCode.WORKER_CRASHED, 'the worker crashed before the call was sent');
     return this.#send(worker, request);
