@@ -335,7 +335,12 @@ impl CircuitBreaker {
     /// Replaces every circuit with the ones in `snapshot` (as a restarted worker resumes them).
     /// No call is in flight after a restore; permits issued before it are ignored.
     pub fn restore(&mut self, snapshot: BreakerSnapshot) {
-        let next_epoch = self.circuits.values().map(|c| c.epoch + 1).max().unwrap_or(0);
+        let next_epoch = self
+            .circuits
+            .values()
+            .map(|c| c.epoch + 1)
+            .max()
+            .unwrap_or(0);
         self.circuits = snapshot
             .circuits
             .into_iter()

@@ -376,39 +376,43 @@ impl WorkerHealthMonitor {
             return (HealthStatus::Healthy, HealthReason::Ok);
         };
         let horizon = now.saturating_sub(config.window_ms);
-        while c.persisted.samples.front().is_some_and(|s| s.at_ms < horizon) {
+        while c
+            .persisted
+            .samples
+            .front()
+            .is_some_and(|s| s.at_ms < horizon)
+        {
             c.persisted.samples.pop_front();
         }
         let (failures, samples) = window_counts(&c.persisted.samples);
         let error_rate = rate(failures, samples);
         let silent_ms = now.saturating_sub(c.last_progress_ms);
-        let (status, reason) = if c.persisted.consecutive_failures
-            >= config.unhealthy_consecutive_failures
-        {
-            (
-                HealthStatus::Unhealthy,
-                HealthReason::ConsecutiveFailures {
-                    count: c.persisted.consecutive_failures,
-                },
-            )
-        } else if c.pending > 0 && silent_ms > config.heartbeat_timeout_ms {
-            (
-                HealthStatus::Unhealthy,
-                HealthReason::HeartbeatTimeout { silent_ms },
-            )
-        } else if samples >= config.min_samples && error_rate > config.unhealthy_error_rate {
-            (
-                HealthStatus::Unhealthy,
-                HealthReason::ErrorRate { rate: error_rate },
-            )
-        } else if samples >= config.min_samples && error_rate >= config.degraded_error_rate {
-            (
-                HealthStatus::Degraded,
-                HealthReason::ErrorRate { rate: error_rate },
-            )
-        } else {
-            (HealthStatus::Healthy, HealthReason::Ok)
-        };
+        let (status, reason) =
+            if c.persisted.consecutive_failures >= config.unhealthy_consecutive_failures {
+                (
+                    HealthStatus::Unhealthy,
+                    HealthReason::ConsecutiveFailures {
+                        count: c.persisted.consecutive_failures,
+                    },
+                )
+            } else if c.pending > 0 && silent_ms > config.heartbeat_timeout_ms {
+                (
+                    HealthStatus::Unhealthy,
+                    HealthReason::HeartbeatTimeout { silent_ms },
+                )
+            } else if samples >= config.min_samples && error_rate > config.unhealthy_error_rate {
+                (
+                    HealthStatus::Unhealthy,
+                    HealthReason::ErrorRate { rate: error_rate },
+                )
+            } else if samples >= config.min_samples && error_rate >= config.degraded_error_rate {
+                (
+                    HealthStatus::Degraded,
+                    HealthReason::ErrorRate { rate: error_rate },
+                )
+            } else {
+                (HealthStatus::Healthy, HealthReason::Ok)
+            };
         let previous = c.status.replace(status);
         if let Some(from) = previous.filter(|from| *from != status) {
             if self.events.len() == MAX_PENDING_EVENTS {

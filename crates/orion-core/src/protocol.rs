@@ -131,7 +131,10 @@ fn take_id(fields: &mut Map<String, Value>) -> Result<RequestId, Error> {
             .as_u64()
             .and_then(|n| RequestId::try_from(n).ok())
             .ok_or_else(|| {
-                Error::invalid("id", format!("expected an integer from 0 to 2^32 - 1, got {n}"))
+                Error::invalid(
+                    "id",
+                    format!("expected an integer from 0 to 2^32 - 1, got {n}"),
+                )
             }),
         Some(other) => Err(Error::invalid(
             "id",

@@ -44,7 +44,9 @@ pub fn peek_id(message: &JsValue) -> Option<RequestId> {
     if !message.is_object() {
         return None;
     }
-    let id = Reflect::get(message, &JsValue::from_str("id")).ok()?.as_f64()?;
+    let id = Reflect::get(message, &JsValue::from_str("id"))
+        .ok()?
+        .as_f64()?;
     let in_range = id.fract() == 0.0 && (0.0..=f64::from(RequestId::MAX)).contains(&id);
     in_range.then_some(id as RequestId)
 }

@@ -7,7 +7,7 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
-use crate::run_checked;
+use crate::{cargo_bin, run_checked};
 
 /// `wasm-pack.toml`; its keys are documented in the file itself.
 #[derive(Debug, Deserialize)]
@@ -84,7 +84,7 @@ pub fn wasm(root: &Path, profile: Option<&str>) -> Result<()> {
         .join(format!("{}.wasm", config.krate.replace('-', "_")));
     let out_dir = root.join(&config.out_dir);
     let module = out_dir.join(format!("{}_bg.wasm", config.krate.replace('-', "_")));
-    let mut bindgen = Command::new("wasm-bindgen");
+    let mut bindgen = Command::new(cargo_bin("wasm-bindgen"));
     bindgen
         .arg(&artifact)
         .args(["--target", &config.target, "--no-typescript", "--out-dir"])

@@ -117,6 +117,17 @@ fn run_checked(command: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// A program that `cargo install` put in Cargo's bin folder, by full path when it is there, so that
+/// a fresh install works even when that folder is not on PATH.
+fn cargo_bin(name: &str) -> PathBuf {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")));
+    home.map(|h| h.join("bin").join(name))
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
 /// Runs `command` and returns its standard output, or `None` if it cannot run or fails.
 fn output_of(command: &mut Command) -> Option<String> {
     let out = command.output().ok()?;

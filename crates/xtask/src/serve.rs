@@ -14,7 +14,8 @@ use anyhow::{anyhow, Result};
 use tiny_http::{Header, Method, Request, Response};
 
 /// The policy every response carries.
-pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; \
+pub const CONTENT_SECURITY_POLICY: &str =
+    "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; \
 worker-src 'self'; connect-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; \
 base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
@@ -68,7 +69,12 @@ impl Server {
 
 fn respond(request: Request, mounts: &[(String, PathBuf)]) {
     let method = request.method().clone();
-    let url = request.url().split(['?', '#']).next().unwrap_or("/").to_owned();
+    let url = request
+        .url()
+        .split(['?', '#'])
+        .next()
+        .unwrap_or("/")
+        .to_owned();
     let response = if method != Method::Get && method != Method::Head {
         text(405, "method not allowed")
     } else {
@@ -85,10 +91,15 @@ fn respond(request: Request, mounts: &[(String, PathBuf)]) {
 
 /// The file for `url`, if it is inside a mount and exists (`index.html` for a folder).
 fn resolve(url: &str, mounts: &[(String, PathBuf)]) -> Option<PathBuf> {
-    let (prefix, dir) = mounts.iter().find(|(prefix, _)| url.starts_with(prefix.as_str()))?;
+    let (prefix, dir) = mounts
+        .iter()
+        .find(|(prefix, _)| url.starts_with(prefix.as_str()))?;
     let relative = Path::new(url.get(prefix.len()..)?);
     // Only plain names: no `..`, no absolute parts, so nothing outside the mount is reachable.
-    if !relative.components().all(|c| matches!(c, Component::Normal(_))) {
+    if !relative
+        .components()
+        .all(|c| matches!(c, Component::Normal(_)))
+    {
         return None;
     }
     let path = dir.join(relative);

@@ -6,7 +6,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-use crate::{output_of, run_checked};
+use crate::{cargo_bin, output_of, run_checked};
 
 /// Every set-up step.
 pub fn all(root: &Path) -> Result<()> {
@@ -19,12 +19,15 @@ pub fn all(root: &Path) -> Result<()> {
 pub fn wasm_toolchain(root: &Path) -> Result<()> {
     let targets = output_of(Command::new("rustup").args(["target", "list", "--installed"]))
         .context("rustup is needed to add the wasm32 target")?;
-    if !targets.lines().any(|t| t.trim() == "wasm32-unknown-unknown") {
+    if !targets
+        .lines()
+        .any(|t| t.trim() == "wasm32-unknown-unknown")
+    {
         run_checked(Command::new("rustup").args(["target", "add", "wasm32-unknown-unknown"]))?;
     }
     let wanted = locked_version(root, "wasm-bindgen")?;
-    let installed = output_of(Command::new("wasm-bindgen").arg("--version"));
-    let runner = output_of(Command::new("wasm-bindgen-test-runner").arg("--version"));
+    let installed = output_of(Command::new(cargo_bin("wasm-bindgen")).arg("--version"));
+    let runner = output_of(Command::new(cargo_bin("wasm-bindgen-test-runner")).arg("--version"));
     let matches = |out: &Option<String>| {
         out.as_deref()
             .is_some_and(|v| v.split_whitespace().nth(1) == Some(wanted.as_str()))

@@ -5,7 +5,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-use crate::{build, output_of, run_checked, serve, setup};
+use crate::{build, cargo_bin, output_of, run_checked, serve, setup};
 
 /// Crates that must never appear among orion-core's dependencies: the core stays platform-free.
 const PLATFORM_CRATES: [&str; 5] = [
@@ -40,7 +40,7 @@ pub fn all(root: &Path) -> Result<()> {
             ])
             .env(
                 "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER",
-                "wasm-bindgen-test-runner",
+                cargo_bin("wasm-bindgen-test-runner"),
             )
             .env("CHROMEDRIVER", "/usr/bin/chromedriver")
             .env("WASM_BINDGEN_TEST_TIMEOUT", "120")

@@ -184,7 +184,9 @@ fn keys_are_independent_and_configurable() {
         true
     }));
     clock.advance(1_000);
-    let probes: Vec<_> = (0..3).map(|_| b.try_acquire("tool:calc").unwrap()).collect();
+    let probes: Vec<_> = (0..3)
+        .map(|_| b.try_acquire("tool:calc").unwrap())
+        .collect();
     assert!(b.try_acquire("tool:calc").is_err());
     let mut probes = probes.into_iter();
     b.record_success(probes.next().unwrap());

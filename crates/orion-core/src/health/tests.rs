@@ -222,5 +222,11 @@ fn snapshot_survives_serialization() {
 fn config_deserializes_with_defaults_for_missing_fields() {
     let config: HealthConfig = serde_json::from_str(r#"{"minSamples": 4}"#).unwrap();
     assert_eq!(config.min_samples, 4);
-    assert_eq!(config, HealthConfig { min_samples: 4, ..HealthConfig::default() });
+    assert_eq!(
+        config,
+        HealthConfig {
+            min_samples: 4,
+            ..HealthConfig::default()
+        }
+    );
 }

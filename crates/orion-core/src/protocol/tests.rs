@@ -19,19 +19,35 @@ fn invalid_at(rejection: &Rejection) -> &str {
 #[test]
 fn decodes_every_request_type() {
     let cases = [
-        (json!({"v": 1, "id": 1, "type": "ping"}), Request::Ping { payload: Value::Null }),
+        (
+            json!({"v": 1, "id": 1, "type": "ping"}),
+            Request::Ping {
+                payload: Value::Null,
+            },
+        ),
         (
             json!({"v": 1, "id": 1, "type": "ping", "payload": {"a": [1, "x"]}}),
-            Request::Ping { payload: json!({"a": [1, "x"]}) },
+            Request::Ping {
+                payload: json!({"a": [1, "x"]}),
+            },
         ),
-        (json!({"v": 1, "id": 1, "type": "health"}), Request::Health {}),
-        (json!({"v": 1, "id": 1, "type": "version"}), Request::Version {}),
+        (
+            json!({"v": 1, "id": 1, "type": "health"}),
+            Request::Health {},
+        ),
+        (
+            json!({"v": 1, "id": 1, "type": "version"}),
+            Request::Version {},
+        ),
         (json!({"v": 1, "id": 1, "type": "crash"}), Request::Crash {}),
         (
             json!({"v": 1, "id": 1, "type": "init", "debug": true, "breaker": {"failureThreshold": 2}}),
             Request::Init {
                 debug: true,
-                breaker: BreakerConfig { failure_threshold: 2, ..BreakerConfig::default() },
+                breaker: BreakerConfig {
+                    failure_threshold: 2,
+                    ..BreakerConfig::default()
+                },
                 health: HealthConfig::default(),
             },
         ),
@@ -55,7 +71,14 @@ fn a_message_that_is_not_an_object_has_no_id() {
 
 #[test]
 fn a_bad_id_is_reported_without_an_id() {
-    for id in [json!("7"), json!(-1), json!(1.5), json!(4_294_967_296_u64), json!(null), json!({})] {
+    for id in [
+        json!("7"),
+        json!(-1),
+        json!(1.5),
+        json!(4_294_967_296_u64),
+        json!(null),
+        json!({}),
+    ] {
         let r = rejected(json!({"v": 1, "id": id, "type": "ping"}));
         assert_eq!(r.id, None, "{id}");
         assert_eq!(invalid_at(&r), "id");
@@ -69,7 +92,13 @@ fn a_bad_id_is_reported_without_an_id() {
 fn the_protocol_version_is_checked() {
     let r = rejected(json!({"v": 2, "id": 4, "type": "ping"}));
     assert_eq!(r.id, Some(4));
-    assert_eq!(r.error, Error::UnsupportedProtocol { got: 2, supported: 1 });
+    assert_eq!(
+        r.error,
+        Error::UnsupportedProtocol {
+            got: 2,
+            supported: 1
+        }
+    );
     let r = rejected(json!({"id": 4, "type": "ping"}));
     assert_eq!(invalid_at(&r), "v");
     let r = rejected(json!({"v": "1", "id": 4, "type": "ping"}));
@@ -81,7 +110,11 @@ fn unknown_or_missing_types_point_at_type() {
     let r = rejected(json!({"v": 1, "id": 9, "type": "launch_missiles"}));
     assert_eq!(r.id, Some(9));
     assert_eq!(invalid_at(&r), "type");
-    assert!(r.error.to_string().contains("launch_missiles"), "{}", r.error);
+    assert!(
+        r.error.to_string().contains("launch_missiles"),
+        "{}",
+        r.error
+    );
     let r = rejected(json!({"v": 1, "id": 9}));
     assert_eq!(invalid_at(&r), "type");
     let r = rejected(json!({"v": 1, "id": 9, "type": 5}));
@@ -106,7 +139,10 @@ fn outgoing_messages_have_the_documented_shape() {
     let response = Outgoing::Response {
         v: PROTOCOL_VERSION,
         id: 5,
-        result: ResponseBody::Pong(Pong { payload: json!("hi"), at_ms: 12 }),
+        result: ResponseBody::Pong(Pong {
+            payload: json!("hi"),
+            at_ms: 12,
+        }),
     };
     assert_eq!(
         serde_json::to_value(&response).unwrap(),

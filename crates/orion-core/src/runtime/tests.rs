@@ -35,7 +35,10 @@ fn init_then_ping_round_trips_the_payload() {
                 "result": {"core": CORE_VERSION, "web": "9.9.9", "protocol": 1}})]
     );
     let payload = json!({"nested": [1, 2, {"x": "ü"}]});
-    let answer = send(&mut rt, json!({"v": 1, "id": 7, "type": "ping", "payload": payload}));
+    let answer = send(
+        &mut rt,
+        json!({"v": 1, "id": 7, "type": "ping", "payload": payload}),
+    );
     assert_eq!(answer[0]["id"], 7);
     assert_eq!(answer[0]["result"]["payload"], payload);
     assert_eq!(answer[0]["result"]["atMs"], 500);
@@ -57,11 +60,17 @@ fn crash_is_debug_only() {
     let (_, mut rt) = runtime();
     init(&mut rt, false);
     let answer = send(&mut rt, json!({"v": 1, "id": 3, "type": "crash"}));
-    assert_eq!(answer[0]["error"]["code"], ErrorCode::DebugDisabled.as_str());
+    assert_eq!(
+        answer[0]["error"]["code"],
+        ErrorCode::DebugDisabled.as_str()
+    );
 
     let (_, mut rt) = runtime();
     init(&mut rt, true);
-    assert_eq!(rt.handle(json!({"v": 1, "id": 3, "type": "crash"})), Reply::Crash);
+    assert_eq!(
+        rt.handle(json!({"v": 1, "id": 3, "type": "crash"})),
+        Reply::Crash
+    );
 }
 
 #[test]
