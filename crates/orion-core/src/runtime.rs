@@ -83,7 +83,8 @@ impl WorkerRuntime {
     }
 
     fn dispatch(&mut self, Envelope { id, request }: Envelope) -> Reply {
-        self.health.work_started(RUNTIME_COMPONENT);
+        // Every request is handled synchronously, so none is ever pending: `work_started` is for
+        // the asynchronous work (inference, storage) that reports heartbeats.
         let result = match request {
             Request::Init {
                 debug,
