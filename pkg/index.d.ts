@@ -17,6 +17,8 @@ export type ErrorCode =
   | 'ERR_WORKER_CRASHED'
   | 'ERR_WORKER_START'
   | 'ERR_CLOSED'
+  | 'ERR_MODEL_LOAD'
+  | 'ERR_EMBEDDING'
   | 'ERR_INTERNAL';
 
 /** The codes by name, e.g. `ErrorCode.WORKER_CRASHED === 'ERR_WORKER_CRASHED'`. */
@@ -30,6 +32,8 @@ export declare const ErrorCode: Readonly<{
   WORKER_CRASHED: 'ERR_WORKER_CRASHED';
   WORKER_START: 'ERR_WORKER_START';
   CLOSED: 'ERR_CLOSED';
+  MODEL_LOAD: 'ERR_MODEL_LOAD';
+  EMBEDDING: 'ERR_EMBEDDING';
   INTERNAL: 'ERR_INTERNAL';
 }>;
 

@@ -62,6 +62,17 @@ pub enum Error {
     /// The orchestrator was closed; create a new one. Raised by the client.
     #[error("the orchestrator is closed")]
     Closed,
+    /// A model file could not be fetched, parsed or verified.
+    #[error("could not load the model from `{source_name}`: {reason}")]
+    ModelLoad {
+        /// The URL or file name at fault.
+        source_name: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// Inference failed on valid input (a model bug, or out of memory).
+    #[error("embedding failed: {0}")]
+    Embedding(String),
     /// A bug: an invariant did not hold. The message says which.
     #[error("internal error: {0}")]
     Internal(String),
@@ -97,6 +108,12 @@ pub enum ErrorCode {
     /// See [`Error::Closed`].
     #[serde(rename = "ERR_CLOSED")]
     Closed,
+    /// See [`Error::ModelLoad`].
+    #[serde(rename = "ERR_MODEL_LOAD")]
+    ModelLoad,
+    /// See [`Error::Embedding`].
+    #[serde(rename = "ERR_EMBEDDING")]
+    Embedding,
     /// See [`Error::Internal`].
     #[serde(rename = "ERR_INTERNAL")]
     Internal,
@@ -104,7 +121,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in declaration order.
-    pub const ALL: [ErrorCode; 10] = [
+    pub const ALL: [ErrorCode; 12] = [
         ErrorCode::InvalidMessage,
         ErrorCode::MessageTooLarge,
         ErrorCode::UnsupportedProtocol,
@@ -114,6 +131,8 @@ impl ErrorCode {
         ErrorCode::WorkerCrashed,
         ErrorCode::WorkerStart,
         ErrorCode::Closed,
+        ErrorCode::ModelLoad,
+        ErrorCode::Embedding,
         ErrorCode::Internal,
     ];
 
@@ -129,6 +148,8 @@ impl ErrorCode {
             ErrorCode::WorkerCrashed => "ERR_WORKER_CRASHED",
             ErrorCode::WorkerStart => "ERR_WORKER_START",
             ErrorCode::Closed => "ERR_CLOSED",
+            ErrorCode::ModelLoad => "ERR_MODEL_LOAD",
+            ErrorCode::Embedding => "ERR_EMBEDDING",
             ErrorCode::Internal => "ERR_INTERNAL",
         }
     }
@@ -153,7 +174,17 @@ impl Error {
             Error::WorkerCrashed(_) => ErrorCode::WorkerCrashed,
             Error::WorkerStart(_) => ErrorCode::WorkerStart,
             Error::Closed => ErrorCode::Closed,
+            Error::ModelLoad { .. } => ErrorCode::ModelLoad,
+            Error::Embedding(_) => ErrorCode::Embedding,
             Error::Internal(_) => ErrorCode::Internal,
+        }
+    }
+
+    /// A shorthand for [`Error::ModelLoad`].
+    pub fn model_load(source_name: impl Into<String>, reason: impl std::fmt::Display) -> Self {
+        Error::ModelLoad {
+            source_name: source_name.into(),
+            reason: reason.to_string(),
         }
     }
 

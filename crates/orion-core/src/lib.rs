@@ -6,6 +6,7 @@
 
 pub mod circuit_breaker;
 pub mod clock;
+pub mod embedding;
 pub mod error;
 pub mod health;
 pub mod protocol;
@@ -13,6 +14,7 @@ pub mod runtime;
 
 pub use circuit_breaker::{BreakerConfig, BreakerState, CircuitBreaker, Permit};
 pub use clock::{Clock, ManualClock, SharedClock};
+pub use embedding::{Embedder, EmbeddingModelInfo};
 pub use error::{Error, ErrorCode};
 pub use health::{HealthConfig, HealthReport, HealthStatus, WorkerHealthMonitor};
 pub use protocol::{Envelope, Event, Outgoing, Request, PROTOCOL_VERSION};
