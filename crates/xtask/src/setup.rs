@@ -12,7 +12,8 @@ use crate::{cargo_bin, output_of, run_checked};
 pub fn all(root: &Path) -> Result<()> {
     wasm_toolchain(root)?;
     browser()?;
-    npm_deps(root)
+    npm_deps(root)?;
+    crate::models::fetch(root)
 }
 
 /// The wasm32 target and the wasm-bindgen CLI at exactly Cargo.lock's wasm-bindgen version.
@@ -65,7 +66,7 @@ pub fn browser() -> Result<()> {
     apt_install(&missing)
 }
 
-fn apt_install(packages: &[&str]) -> Result<()> {
+pub fn apt_install(packages: &[&str]) -> Result<()> {
     // The dpkg lock may be held briefly by another apt run (TOOLCHAIN.md): retry a few times.
     for attempt in 1..=5 {
         let ok = Command::new("apt-get")

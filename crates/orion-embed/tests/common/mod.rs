@@ -1,0 +1,74 @@
+//! Reference data shared by the native and the wasm parity tests. It is compiled in, so the wasm
+//! tests need no file access.
+#![allow(dead_code)] // each test binary uses a different part
+
+use serde::Deserialize;
+
+/// `shared/reference/minilm-reference.json`: sentences and PyTorch's embeddings of them.
+#[derive(Deserialize)]
+pub struct Reference {
+    pub sentences: Vec<String>,
+    pub embeddings: Vec<Vec<f32>>,
+}
+
+/// `shared/reference/sts.json`: scored pairs and PyTorch's Spearman on them.
+#[derive(Deserialize)]
+pub struct Sts {
+    pub pairs: Vec<Pair>,
+    pub pytorch_spearman_x100: f64,
+}
+
+#[derive(Deserialize)]
+pub struct Pair {
+    pub s1: String,
+    pub s2: String,
+    pub score: f64,
+}
+
+pub fn reference() -> Reference {
+    let text = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/reference/minilm-reference.json"
+    ));
+    serde_json::from_str(text).unwrap()
+}
+
+pub fn sts() -> Sts {
+    let text = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/reference/sts.json"
+    ));
+    serde_json::from_str(text).unwrap()
+}
+
+/// Texts that must embed to finite unit vectors: empty, blank, emoji, CJK, and far over 256 tokens.
+pub fn edge_cases() -> Vec<String> {
+    vec![
+        String::new(),
+        " \n\t ".into(),
+        "🙂🎉🚀".into(),
+        "東京は日本の首都です。".into(),
+        "naïve café — ünïcödé".into(),
+        "token ".repeat(2_000),
+        "x".repeat(10_000),
+    ]
+}
+
+pub fn is_unit(v: &[f32]) -> bool {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    v.iter().all(|x| x.is_finite()) && (norm - 1.0).abs() < 1e-4
+}
+
+/// Spearman ×100 of an embedder's cosines against the human scores.
+pub fn sts_spearman_x100(sts: &Sts, embed: impl Fn(&[&str]) -> Vec<Vec<f32>>) -> f64 {
+    let left: Vec<&str> = sts.pairs.iter().map(|p| p.s1.as_str()).collect();
+    let right: Vec<&str> = sts.pairs.iter().map(|p| p.s2.as_str()).collect();
+    let (a, b) = (embed(&left), embed(&right));
+    let cosines: Vec<f64> = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| f64::from(orion_core::embedding::cosine(x, y)))
+        .collect();
+    let scores: Vec<f64> = sts.pairs.iter().map(|p| p.score).collect();
+    100.0 * orion_embed::evaluation::spearman(&cosines, &scores).unwrap()
+}
