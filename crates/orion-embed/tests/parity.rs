@@ -181,3 +181,8 @@ fn hashing_quality_on_sts() {
     // Lexical overlap predicts similarity only partly; far below MiniLM's 86.8, far above chance.
     assert!(ours > 50.0, "{ours}");
 }
+
+#[test]
+fn hashing_vectors_match_the_recorded_fingerprints() {
+    common::check_hashing_golden();
+}

@@ -1,6 +1,7 @@
 //! A static file server for the demo and the browser tests, on 127.0.0.1 only.
 //!
-//! Serves `www/` at `/`, the npm package `pkg/` at `/pkg/` and the fixture app at `/fixture/`, with
+//! Serves `www/` at `/`, the npm package `pkg/` at `/pkg/`, the fixture app at `/fixture/` and the
+//! model files at `/models/`, with
 //! the headers ORION is meant to run under: a strict Content-Security-Policy (no inline script, no
 //! eval, wasm allowed), cross-origin isolation (COOP/COEP) and correct MIME types. Written on
 //! tiny_http rather than a framework: it is a dev server with no routing beyond these mounts.
@@ -38,6 +39,7 @@ impl Server {
         let mounts = Arc::new(vec![
             ("/pkg/".to_owned(), root.join("pkg")),
             ("/fixture/".to_owned(), root.join("tests/fixture-app")),
+            ("/models/".to_owned(), root.join("models")),
             ("/".to_owned(), root.join("www")),
         ]);
         let threads = (0..4)
@@ -145,6 +147,8 @@ fn with_headers(
         ("Cross-Origin-Opener-Policy", "same-origin"),
         ("Cross-Origin-Embedder-Policy", "require-corp"),
         ("Cross-Origin-Resource-Policy", "same-origin"),
+        // The wasm tests run on wasm-bindgen-test-runner's own origin and fetch models from here.
+        ("Access-Control-Allow-Origin", "*"),
         ("X-Content-Type-Options", "nosniff"),
         // Always revalidate: the service worker, not the HTTP cache, is what keeps ORION offline.
         ("Cache-Control", "no-cache"),

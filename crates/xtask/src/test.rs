@@ -16,6 +16,9 @@ const PLATFORM_CRATES: [&str; 5] = [
     "gloo-timers",
 ];
 
+/// The test server's port on 127.0.0.1.
+const TEST_SERVER_PORT: u16 = 18086;
+
 /// Runs every suite; stops at the first failing one.
 pub fn all(root: &Path) -> Result<()> {
     setup::all(root)?;
@@ -27,6 +30,9 @@ pub fn all(root: &Path) -> Result<()> {
             .current_dir(root),
     )?;
     build::wasm(root, Some("release"))?;
+    // One server for the wasm tests (which fetch the models from it, so its address is compiled in
+    // and must not change between runs) and the Playwright tests.
+    let server = serve::Server::start(root, TEST_SERVER_PORT)?;
     section("wasm tests in headless Chromium (wasm-bindgen-test, dedicated worker)");
     run_checked(
         Command::new("cargo")
@@ -34,6 +40,8 @@ pub fn all(root: &Path) -> Result<()> {
                 "test",
                 "-p",
                 "orion-web",
+                "-p",
+                "orion-embed",
                 "--target",
                 "wasm32-unknown-unknown",
                 "--release",
@@ -43,13 +51,13 @@ pub fn all(root: &Path) -> Result<()> {
                 cargo_bin("wasm-bindgen-test-runner"),
             )
             .env("CHROMEDRIVER", "/usr/bin/chromedriver")
-            .env("WASM_BINDGEN_TEST_TIMEOUT", "120")
+            .env("WASM_BINDGEN_TEST_TIMEOUT", "600")
+            .env("ORION_TEST_ASSETS", server.url())
             .current_dir(root),
     )?;
     section("npm package (npm pack) and the fixture app that installs it");
     pack_and_install_fixture(root)?;
     section("end-to-end tests in headless Chromium (Playwright)");
-    let server = serve::Server::start(root, 0)?;
     run_checked(
         Command::new("npx")
             .args(["playwright", "test"])

@@ -72,3 +72,27 @@ pub fn sts_spearman_x100(sts: &Sts, embed: impl Fn(&[&str]) -> Vec<Vec<f32>>) ->
     let scores: Vec<f64> = sts.pairs.iter().map(|p| p.score).collect();
     100.0 * orion_embed::evaluation::spearman(&cosines, &scores).unwrap()
 }
+
+/// The hashing embedder's vectors are pinned by a fingerprint (Σ v[i]·(i+1)) and their count of
+/// non-zero entries, recorded once natively: the native and the wasm tests both check them, which
+/// shows the vectors are the same on both platforms. A change here needs a new version string.
+pub const HASHING_GOLDEN: [(&str, f64, usize); 4] = [
+    ("The cat sat on the mat.", -250.879815191, 21),
+    ("東京は日本の首都です。", -106.545830190, 11),
+    ("🙂🎉", 159.806129813, 2),
+    ("", -303.0, 1),
+];
+
+pub fn check_hashing_golden() {
+    let hashing = orion_embed::HashingEmbedder::new();
+    for (text, fingerprint, nonzero) in HASHING_GOLDEN {
+        let v = hashing.embed_one(text);
+        let ours: f64 = v
+            .iter()
+            .enumerate()
+            .map(|(i, x)| f64::from(*x) * (i as f64 + 1.0))
+            .sum();
+        assert!((ours - fingerprint).abs() < 1e-6, "{text:?}: {ours}");
+        assert_eq!(v.iter().filter(|x| **x != 0.0).count(), nonzero, "{text:?}");
+    }
+}
