@@ -74,7 +74,60 @@ export interface HealthConfig {
   maxSamples?: number;
 }
 
+export type ProfileName = 'full' | 'lite' | 'micro';
+
+export interface ModelUrls {
+  /** Base URL of all-MiniLM-L6-v2's `config.json`, `tokenizer.json` and `model.safetensors`. */
+  embedding?: string | URL;
+}
+
+export interface ModelProgressEvent {
+  kind: 'model_progress';
+  file: string;
+  loaded: number;
+  total: number | null;
+  /** Whether the file came from Cache Storage rather than the network. */
+  cached: boolean;
+}
+
+export interface EmbeddingModelInfo {
+  id: string;
+  /** Vectors of different versions are never comparable. */
+  version: string;
+  dims: number;
+}
+
+export interface EmbedderFallbackEvent {
+  kind: 'embedder_fallback';
+  reason: string;
+  model: EmbeddingModelInfo;
+}
+
+export interface DeviceFacts {
+  hardwareConcurrency: number | null;
+  deviceMemoryGb: number | null;
+  storageQuotaBytes: number | null;
+  wasmSimd: boolean;
+}
+
+export interface ProfileInfo {
+  requested: ProfileName | 'auto';
+  /** What the device rules chose. */
+  chosen: ProfileName;
+  /** What runs: 'micro' after a fallback. */
+  active: ProfileName;
+  facts: DeviceFacts;
+  embedding: EmbeddingModelInfo | null;
+  fallbackReason: string | null;
+}
+
 export interface OrionOptions {
+  /** 'auto' (default) detects the profile from the device. */
+  profile?: ProfileName | 'auto';
+  /** Where the model files are; without an embedding URL the hashing embedder (micro) is used. */
+  models?: ModelUrls;
+  /** Model download progress. */
+  onProgress?: (event: ModelProgressEvent) => void;
   /** Allow debug-only requests (`orion.debug.crash()`). Off by default. */
   debug?: boolean;
   /** Where the worker script is, if a bundler moved it (default: `./worker.js` beside this module). */
@@ -152,7 +205,7 @@ export interface HealthTransitionEvent {
   atMs: number;
 }
 
-export type OrionEvent = BreakerTransitionEvent | HealthTransitionEvent;
+export type OrionEvent = BreakerTransitionEvent | HealthTransitionEvent | ModelProgressEvent | EmbedderFallbackEvent;
 
 export type WorkerLifecycle =
   | { state: 'starting'; restart: boolean }
@@ -164,6 +217,8 @@ export interface OrionEventMap {
   event: OrionEvent;
   breaker_transition: BreakerTransitionEvent;
   health_transition: HealthTransitionEvent;
+  model_progress: ModelProgressEvent;
+  embedder_fallback: EmbedderFallbackEvent;
   worker: WorkerLifecycle;
 }
 
@@ -177,6 +232,15 @@ export declare class Orion {
   health(): Promise<HealthReport>;
   /** Worker crate and protocol versions, plus this client's version. */
   version(): Promise<VersionInfo & { client: string }>;
+  /** Sentence embeddings, one unit-length Float32Array per text, computed in the worker. */
+  embed(texts: string[]): Promise<Float32Array[]>;
+  /** The device profile, the device facts and the embedder in use. */
+  profile(): Promise<ProfileInfo>;
+  /** Model files cached for offline use. */
+  readonly models: {
+    /** Deletes the cached model files; resolves to whether there was a cache to delete. */
+    clearCache(): Promise<boolean>;
+  };
   /** Subscribes to events; returns an unsubscribe function. */
   on<K extends keyof OrionEventMap>(name: K, listener: (event: OrionEventMap[K]) => void): () => void;
   /** Terminates the worker; pending and later calls reject with ERR_CLOSED. */

@@ -34,6 +34,9 @@ export class OrionError extends Error {
 
 const MAX_REQUEST_ID = 0xffffffff;
 
+/** The Cache Storage cache the worker keeps model files in (orion_web::MODEL_CACHE). */
+const MODEL_CACHE = 'orion-models-v1';
+
 /** The orchestrator, running in a dedicated module Worker. Create it with `Orion.create()`. */
 export class Orion {
   #options;
@@ -49,6 +52,14 @@ export class Orion {
   constructor(options, token) {
     if (token !== CREATE) throw new TypeError('use `await Orion.create(options)`');
     this.#options = options;
+    /** Model files cached for offline use. */
+    this.models = Object.freeze({
+      /** Deletes the cached model files; the next start downloads them again. */
+      clearCache: async () => {
+        if (!globalThis.caches) return false;
+        return globalThis.caches.delete(MODEL_CACHE);
+      },
+    });
     /** Debug-only requests; the worker refuses them unless created with `debug: true`. */
     this.debug = Object.freeze({
       crash: () => this.#call({ type: 'crash' }),
@@ -82,8 +93,26 @@ export class Orion {
   }
 
   /**
+   * Sentence embeddings of `texts` (strings), one Float32Array each, computed in the worker.
+   * Vectors are unit length; compare only vectors from the same model version (see `profile()`).
+   */
+  async embed(texts) {
+    if (!Array.isArray(texts)) {
+      throw new OrionError(ErrorCode.INVALID_MESSAGE, 'embed(texts): texts must be an array of strings');
+    }
+    const { vectors } = await this.#call({ type: 'embed', texts });
+    return vectors.map((vector) => Float32Array.from(vector));
+  }
+
+  /** The device profile (requested, chosen, active), the device facts and the embedder in use. */
+  profile() {
+    return this.#call({ type: 'profile' });
+  }
+
+  /**
    * Subscribes to `name`: 'event' (every worker event), 'breaker_transition',
-   * 'health_transition', or 'worker' (lifecycle: starting, ready, crashed, closed).
+   * 'health_transition', 'model_progress', 'embedder_fallback', or 'worker' (lifecycle:
+   * starting, ready, crashed, closed).
    * Returns a function that unsubscribes.
    */
   on(name, listener) {
@@ -131,8 +160,7 @@ export class Orion {
       this.#onDeath(worker, code, event.message || 'the worker failed (its script may not have loaded)');
     };
     worker.onmessageerror = () => console.error('ORION: a message from the worker could not be deserialized');
-    const { debug = false, breaker, health } = this.#options;
-    const ready = this.#send(worker, { type: 'init', debug: Boolean(debug), ...(breaker && { breaker }), ...(health && { health }) })
+    const ready = this.#send(worker, this.#initRequest())
       .then((version) => {
         if (this.#worker === worker) this.#isReady = true;
         this.#emit('worker', { state: 'ready', version });
@@ -140,6 +168,17 @@ export class Orion {
       });
     this.#ready = ready;
     return ready;
+  }
+
+  #initRequest() {
+    const { debug = false, breaker, health, profile, models } = this.#options;
+    const request = { type: 'init', debug: Boolean(debug) };
+    if (breaker) request.breaker = breaker;
+    if (health) request.health = health;
+    if (profile) request.profile = profile;
+    // Relative model URLs are the page's: resolve them here, since the worker's base differs.
+    if (models?.embedding) request.models = { embedding: new URL(models.embedding, globalThis.location?.href).href };
+    return request;
   }
 
   async #call(request) {
@@ -185,6 +224,7 @@ export class Orion {
       case 'event':
         this.#emit('event', message.event);
         this.#emit(message.event.kind, message.event);
+        if (message.event.kind === 'model_progress') this.#options.onProgress?.(message.event);
         return;
       case 'crashed':
         this.#onDeath(worker, ErrorCode.WORKER_CRASHED, message.message);

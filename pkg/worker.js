@@ -40,9 +40,28 @@ self.onmessageerror = () => {
   });
 };
 
+// A module with one SIMD instruction: it validates only where wasm SIMD is supported.
+const SIMD_PROBE = new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123, 3, 2, 1, 0, 10, 10, 1, 8, 0, 65, 0, 253, 15, 253, 98, 11]);
+
+// What the profile rules look at (orion_core::profile); a fact the browser hides stays null.
+async function deviceFacts() {
+  let quota = null;
+  try {
+    quota = (await navigator.storage?.estimate?.())?.quota ?? null;
+  } catch {
+    quota = null;
+  }
+  return {
+    hardwareConcurrency: navigator.hardwareConcurrency ?? null,
+    deviceMemoryGb: navigator.deviceMemory ?? null,
+    storageQuotaBytes: quota,
+    wasmSimd: WebAssembly.validate(SIMD_PROBE),
+  };
+}
+
 try {
-  await init();
-  orion = new OrionWorker(post);
+  const [facts] = await Promise.all([deviceFacts(), init()]);
+  orion = new OrionWorker(post, facts);
   for (const message of early.splice(0)) deliver(message);
 } catch (error) {
   dead = true;

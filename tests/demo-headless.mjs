@@ -37,6 +37,12 @@ try {
     await page.locator('#ping-result', { hasText: 'pong' }).waitFor();
     return await text('#ping-result');
   });
+  await step('profile', async () => await text('#profile'));
+  await step('compare two sentences', async () => {
+    await page.click('#compare');
+    await page.locator('#similarity', { hasText: 'cosine' }).waitFor();
+    return `"${await page.inputValue('#text-a')}" vs "${await page.inputValue('#text-b')}": ${await text('#similarity')}`;
+  });
   await step('health table', async () => {
     await page.click('#refresh');
     await page.locator('#health tbody tr').first().waitFor();

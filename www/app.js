@@ -86,7 +86,14 @@ async function main() {
   let orion;
   try {
     // debug: the demo shows crash recovery, so it allows the debug `crash` request.
-    orion = await Orion.create({ debug: true });
+    orion = await Orion.create({
+      debug: true,
+      models: { embedding: '/models/all-MiniLM-L6-v2/' },
+      onProgress: (e) => {
+        const percent = e.total ? ` ${Math.round((100 * e.loaded) / e.total)}%` : '';
+        $('model-progress').textContent = `${e.file}${percent}${e.cached ? ' (from cache)' : ''}`;
+      },
+    });
   } catch (error) {
     setStatus('crashed', `failed to start: ${error.code}`);
     log(`start failed: ${error.code}: ${error.message}`, 'error');
@@ -107,16 +114,20 @@ async function main() {
   orion.on('event', (event) => {
     if (event.kind === 'health_transition') {
       log(`health: ${event.component} ${event.from} → ${event.to} (${describe(event.reason)})`, 'event');
+    } else if (event.kind === 'embedder_fallback') {
+      log(`embedder fallback: ${event.reason}; using ${event.model.version}`, 'error');
     } else if (event.kind === 'breaker_transition') {
       log(`breaker: ${event.key} ${event.from} → ${event.to} (${event.reason})`, 'event');
     }
-    refreshHealth(orion);
+    if (event.kind !== 'model_progress') refreshHealth(orion);
   });
 
   const version = await orion.version();
   $('worker-version').textContent = `core ${version.core} · web ${version.web} · client ${version.client} · protocol v${version.protocol}`;
   setStatus('ready');
   log('worker ready');
+  const profile = await orion.profile();
+  $('profile').textContent = `${profile.active} (device: ${profile.chosen}) · embedder ${profile.embedding?.version ?? 'loading'}`;
 
   $('ping').addEventListener('click', async () => {
     const sent = performance.now();
@@ -132,6 +143,20 @@ async function main() {
     refreshHealth(orion);
   });
   $('refresh').addEventListener('click', () => refreshHealth(orion));
+  $('compare').addEventListener('click', async () => {
+    const started = performance.now();
+    try {
+      const [a, b] = await orion.embed([$('text-a').value, $('text-b').value]);
+      let dot = 0;
+      for (let i = 0; i < a.length; i += 1) dot += a[i] * b[i];
+      const ms = (performance.now() - started).toFixed(1);
+      $('similarity').textContent = `cosine ${dot.toFixed(4)} (${a.length} dims, ${ms} ms)`;
+      log(`similarity ${dot.toFixed(4)} in ${ms} ms`);
+    } catch (error) {
+      $('similarity').textContent = `failed: ${error.code}`;
+      log(`embed failed: ${error.code}: ${error.message}`, 'error');
+    }
+  });
   $('crash').addEventListener('click', async () => {
     log('asking the worker to crash');
     try {

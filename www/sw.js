@@ -29,6 +29,8 @@ self.addEventListener('fetch', (event) => {
   const request = event.request;
   const url = new URL(request.url);
   if (request.method !== 'GET' || url.origin !== self.location.origin) return;
+  // Model files are cached by ORION's worker itself (Cache Storage 'orion-models-v1').
+  if (url.pathname.startsWith('/models/')) return;
   event.respondWith(
     fetch(request)
       .then((response) => {

@@ -9,6 +9,7 @@ pub mod clock;
 pub mod embedding;
 pub mod error;
 pub mod health;
+pub mod profile;
 pub mod protocol;
 pub mod runtime;
 
@@ -17,8 +18,9 @@ pub use clock::{Clock, ManualClock, SharedClock};
 pub use embedding::{Embedder, EmbeddingModelInfo};
 pub use error::{Error, ErrorCode};
 pub use health::{HealthConfig, HealthReport, HealthStatus, WorkerHealthMonitor};
+pub use profile::{DeviceFacts, Profile, ProfileRequest};
 pub use protocol::{Envelope, Event, Outgoing, Request, PROTOCOL_VERSION};
-pub use runtime::{Reply, WorkerRuntime};
+pub use runtime::{EmbedderLoader, Platform, Reply, WorkerRuntime};
 
 /// The version of this crate, reported by `orion.version()`.
 pub const CORE_VERSION: &str = env!("CARGO_PKG_VERSION");

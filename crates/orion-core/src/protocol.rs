@@ -10,8 +10,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::circuit_breaker::{BreakerConfig, BreakerTransition};
+use crate::embedding::EmbeddingModelInfo;
 use crate::error::{Error, ErrorCode};
 use crate::health::{HealthConfig, HealthReport, HealthTransition};
+use crate::profile::{DeviceFacts, Profile, ProfileRequest};
 
 /// The protocol version this build speaks. Bump it on any incompatible change.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -36,6 +38,12 @@ pub enum Request {
         /// Health thresholds (defaults where absent).
         #[serde(default)]
         health: HealthConfig,
+        /// The device profile to use (detected when `auto` or absent).
+        #[serde(default)]
+        profile: ProfileRequest,
+        /// Where the model files are.
+        #[serde(default)]
+        models: ModelUrls,
     },
     /// Round-trips `payload` (any JSON value).
     Ping {
@@ -47,6 +55,13 @@ pub enum Request {
     Health {},
     /// Crate and protocol versions.
     Version {},
+    /// The device profile and the embedder in use.
+    Profile {},
+    /// Sentence embeddings of `texts`.
+    Embed {
+        /// The texts, at most [`crate::runtime::MAX_EMBED_TEXTS`].
+        texts: Vec<String>,
+    },
     /// Debug only: makes the worker panic, to test crash recovery.
     Crash {},
 }
@@ -59,9 +74,21 @@ impl Request {
             Request::Ping { .. } => "ping",
             Request::Health {} => "health",
             Request::Version {} => "version",
+            Request::Profile {} => "profile",
+            Request::Embed { .. } => "embed",
             Request::Crash {} => "crash",
         }
     }
+}
+
+/// Where the model files are, as URLs the worker can fetch.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ModelUrls {
+    /// The base URL of the embedding model's `config.json`, `tokenizer.json` and
+    /// `model.safetensors`.
+    #[serde(default)]
+    pub embedding: Option<String>,
 }
 
 /// A decoded request with its id.
@@ -212,6 +239,34 @@ pub struct Pong {
     pub at_ms: u64,
 }
 
+/// The answer to `embed`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EmbedResult {
+    /// One unit vector per text, in order.
+    pub vectors: Vec<Vec<f32>>,
+    /// The embedder that made them (compare only vectors of the same version).
+    pub model: EmbeddingModelInfo,
+}
+
+/// The answer to `profile`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProfileInfo {
+    /// What the host asked for.
+    pub requested: ProfileRequest,
+    /// What the rules chose for this device.
+    pub chosen: Profile,
+    /// What runs: `micro` after a fallback.
+    pub active: Profile,
+    /// What the worker read about the device.
+    pub facts: DeviceFacts,
+    /// The embedder in use (`None` while the model loads).
+    pub embedding: Option<EmbeddingModelInfo>,
+    /// Why the model-backed embedder is not in use, if it is not.
+    pub fallback_reason: Option<String>,
+}
+
 /// The result of a successful request.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
@@ -222,6 +277,10 @@ pub enum ResponseBody {
     Pong(Pong),
     /// For `health`.
     Health(HealthReport),
+    /// For `embed`.
+    Embedded(EmbedResult),
+    /// For `profile`.
+    Profile(ProfileInfo),
 }
 
 /// Something that happened in the worker, pushed to the page.
@@ -232,6 +291,24 @@ pub enum Event {
     BreakerTransition(BreakerTransition),
     /// A component's health changed.
     HealthTransition(HealthTransition),
+    /// A model file is downloading (or being read from the cache).
+    ModelProgress {
+        /// The file's name.
+        file: String,
+        /// Bytes so far.
+        loaded: u64,
+        /// Bytes in all, when known.
+        total: Option<u64>,
+        /// Whether it came from Cache Storage.
+        cached: bool,
+    },
+    /// The model could not be loaded: the hashing embedder (micro) is used instead.
+    EmbedderFallback {
+        /// Why.
+        reason: String,
+        /// The embedder now in use.
+        model: EmbeddingModelInfo,
+    },
 }
 
 /// A message from the worker to the page.

@@ -7,16 +7,21 @@
 
 mod clock;
 mod message_guard;
+mod model_loader;
 mod panic_report;
+
+use std::rc::Rc;
 
 use js_sys::Function;
 use orion_core::protocol::Outgoing;
-use orion_core::{Reply, WorkerRuntime};
+use orion_core::{DeviceFacts, Platform, Reply, WorkerRuntime};
+use orion_embed::HashingEmbedder;
 use serde::Serialize;
 use wasm_bindgen::prelude::*;
 
 pub use clock::WebClock;
 pub use message_guard::{check_message, Limits};
+pub use model_loader::{WebModelLoader, MODEL_CACHE};
 
 /// This crate's version, reported by `orion.version()` as `web`.
 pub const WEB_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -31,12 +36,20 @@ pub struct OrionWorker {
 
 #[wasm_bindgen]
 impl OrionWorker {
-    /// A worker that answers through `post(message)` (in `worker.js`, `self.postMessage`).
+    /// A worker that answers through `post(message)` (in `worker.js`, `self.postMessage`), on a
+    /// device described by `facts` (`{hardwareConcurrency, deviceMemoryGb, storageQuotaBytes,
+    /// wasmSimd}`, read by `worker.js`; unreadable facts count as unknown).
     #[wasm_bindgen(constructor)]
-    pub fn new(post: Function) -> OrionWorker {
+    pub fn new(post: Function, facts: JsValue) -> OrionWorker {
         panic_report::install(post.clone());
+        let facts: DeviceFacts = serde_wasm_bindgen::from_value(facts).unwrap_or_default();
+        let platform = Platform {
+            loader: Rc::new(WebModelLoader::new(post.clone())),
+            fallback: Rc::new(HashingEmbedder::new()),
+            facts,
+        };
         OrionWorker {
-            runtime: WorkerRuntime::new(WebClock::shared(), WEB_VERSION),
+            runtime: WorkerRuntime::new(WebClock::shared(), WEB_VERSION, platform),
             post,
             limits: Limits::default(),
         }
@@ -55,24 +68,31 @@ impl OrionWorker {
             ),
         };
         match reply {
-            Reply::Send(messages) => messages.iter().for_each(|m| self.post(m)),
+            Reply::Send(messages) => messages.iter().for_each(|m| post(&self.post, m)),
+            Reply::Spawn(work) => {
+                let target = self.post.clone();
+                wasm_bindgen_futures::spawn_local(async move {
+                    for message in work.await {
+                        post(&target, &message);
+                    }
+                });
+            }
             Reply::Crash => panic!("a debug `crash` request asked the worker to panic"),
         }
     }
 }
 
-impl OrionWorker {
-    fn post(&self, message: &Outgoing) {
-        let serializer = serde_wasm_bindgen::Serializer::json_compatible();
-        match message.serialize(&serializer) {
-            Ok(value) => {
-                if let Err(error) = self.post.call1(&JsValue::NULL, &value) {
-                    web_sys::console::error_2(&"ORION: posting a message failed".into(), &error);
-                }
+/// Posts `message` to the page through `target`.
+fn post(target: &Function, message: &Outgoing) {
+    let serializer = serde_wasm_bindgen::Serializer::json_compatible();
+    match message.serialize(&serializer) {
+        Ok(value) => {
+            if let Err(error) = target.call1(&JsValue::NULL, &value) {
+                web_sys::console::error_2(&"ORION: posting a message failed".into(), &error);
             }
-            Err(error) => web_sys::console::error_1(
-                &format!("ORION: could not convert a message for the page: {error}").into(),
-            ),
         }
+        Err(error) => web_sys::console::error_1(
+            &format!("ORION: could not convert a message for the page: {error}").into(),
+        ),
     }
 }

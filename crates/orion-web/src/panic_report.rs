@@ -7,8 +7,6 @@
 use js_sys::Function;
 use orion_core::protocol::Outgoing;
 use orion_core::PROTOCOL_VERSION;
-use serde::Serialize;
-use wasm_bindgen::JsValue;
 
 /// Installs the hook; `post` is where crash reports go. Later calls replace the target.
 pub fn install(post: Function) {
@@ -19,10 +17,7 @@ pub fn install(post: Function) {
             v: PROTOCOL_VERSION,
             message,
         };
-        let serializer = serde_wasm_bindgen::Serializer::json_compatible();
-        if let Ok(value) = crashed.serialize(&serializer) {
-            // Nothing more can be done if this fails: the page still sees the worker's error event.
-            let _ = post.call1(&JsValue::NULL, &value);
-        }
+        // If this fails, the page still sees the worker's error event.
+        crate::post(&post, &crashed);
     }));
 }

@@ -78,3 +78,12 @@ fn versions_agree() {
         "package.json version must be {version}"
     );
 }
+
+#[test]
+fn the_client_clears_the_cache_the_worker_fills() {
+    let constant = format!("const MODEL_CACHE = '{}';", orion_web::MODEL_CACHE);
+    assert!(
+        pkg_file("index.js").contains(&constant),
+        "index.js: {constant}"
+    );
+}

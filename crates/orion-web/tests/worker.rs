@@ -37,7 +37,7 @@ impl Harness {
         });
         let function: &Function = post.as_ref().unchecked_ref();
         Self {
-            worker: OrionWorker::new(function.clone()),
+            worker: OrionWorker::new(function.clone(), JsValue::UNDEFINED),
             posted,
             _post: post,
         }

@@ -40,6 +40,8 @@ impl Server {
             ("/pkg/".to_owned(), root.join("pkg")),
             ("/fixture/".to_owned(), root.join("tests/fixture-app")),
             ("/models/".to_owned(), root.join("models")),
+            // The reference data beside the repository (tests compare against it).
+            ("/reference/".to_owned(), root.join("../shared/reference")),
             ("/".to_owned(), root.join("www")),
         ]);
         let threads = (0..4)

@@ -49,6 +49,8 @@ fn decodes_every_request_type() {
                     ..BreakerConfig::default()
                 },
                 health: HealthConfig::default(),
+                profile: ProfileRequest::Auto,
+                models: ModelUrls::default(),
             },
         ),
     ];

@@ -1,23 +1,123 @@
+use std::cell::Cell;
+
 use serde_json::json;
 
 use super::*;
 use crate::clock::ManualClock;
+use crate::embedding::EmbeddingModelInfo;
 use crate::health::HealthStatus;
 use crate::ErrorCode;
 
+/// An embedder whose vectors are [text length, 1] normalised; fails on the text "fail".
+struct LengthEmbedder(EmbeddingModelInfo);
+
+impl LengthEmbedder {
+    fn shared(version: &str) -> Rc<dyn Embedder> {
+        Rc::new(Self(EmbeddingModelInfo {
+            id: "test".into(),
+            version: version.into(),
+            dims: 2,
+        }))
+    }
+}
+
+impl Embedder for LengthEmbedder {
+    fn info(&self) -> &EmbeddingModelInfo {
+        &self.0
+    }
+
+    fn embed<'a>(
+        &'a self,
+        texts: &'a [&'a str],
+    ) -> LocalBoxFuture<'a, crate::error::Result<Vec<Vec<f32>>>> {
+        Box::pin(async move {
+            texts
+                .iter()
+                .map(|t| match *t {
+                    "fail" => Err(Error::Embedding("scripted failure".into())),
+                    t => {
+                        let mut v = vec![t.len() as f32, 1.0];
+                        crate::embedding::normalize(&mut v);
+                        Ok(v)
+                    }
+                })
+                .collect()
+        })
+    }
+}
+
+/// Loads a "model" embedder, or fails when `fail` is set; counts its calls.
+struct FakeLoader {
+    fail: bool,
+    calls: Cell<u32>,
+}
+
+impl EmbedderLoader for FakeLoader {
+    fn load(
+        &self,
+        _profile: Profile,
+        base_url: &str,
+    ) -> LocalBoxFuture<'static, crate::error::Result<Rc<dyn Embedder>>> {
+        self.calls.set(self.calls.get() + 1);
+        let result = if self.fail {
+            Err(Error::model_load(
+                format!("{base_url}/model.safetensors"),
+                "HTTP 404",
+            ))
+        } else {
+            Ok(LengthEmbedder::shared("model/v1"))
+        };
+        Box::pin(async move { result })
+    }
+}
+
+fn fake_platform(fail: bool) -> (Rc<FakeLoader>, Platform) {
+    let loader = Rc::new(FakeLoader {
+        fail,
+        calls: Cell::new(0),
+    });
+    let platform = Platform {
+        loader: loader.clone(),
+        fallback: LengthEmbedder::shared("hashing/v1"),
+        facts: DeviceFacts {
+            hardware_concurrency: Some(8),
+            device_memory_gb: Some(8.0),
+            storage_quota_bytes: None,
+            wasm_simd: true,
+        },
+    };
+    (loader, platform)
+}
+
 fn runtime() -> (ManualClock, WorkerRuntime) {
     let clock = ManualClock::new(500);
-    (clock.clone(), WorkerRuntime::new(clock.shared(), "9.9.9"))
+    let (_, platform) = fake_platform(false);
+    (
+        clock.clone(),
+        WorkerRuntime::new(clock.shared(), "9.9.9", platform),
+    )
+}
+
+/// Runs a future that completes without waiting (every fake here is ready at once).
+fn ready<T>(future: LocalBoxFuture<'static, T>) -> T {
+    let mut future = future;
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match future.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(out) => out,
+        std::task::Poll::Pending => panic!("the future did not complete"),
+    }
 }
 
 fn send(rt: &mut WorkerRuntime, message: Value) -> Vec<Value> {
-    match rt.handle(message) {
-        Reply::Send(messages) => messages
-            .iter()
-            .map(|m| serde_json::to_value(m).unwrap())
-            .collect(),
+    let messages = match rt.handle(message) {
+        Reply::Send(messages) => messages,
+        Reply::Spawn(future) => ready(future),
         Reply::Crash => panic!("unexpected crash"),
-    }
+    };
+    messages
+        .iter()
+        .map(|m| serde_json::to_value(m).unwrap())
+        .collect()
 }
 
 fn init(rt: &mut WorkerRuntime, debug: bool) {
@@ -30,9 +130,9 @@ fn init_then_ping_round_trips_the_payload() {
     let (_, mut rt) = runtime();
     let answer = send(&mut rt, json!({"v": 1, "id": 0, "type": "init"}));
     assert_eq!(
-        answer,
-        [json!({"type": "response", "v": 1, "id": 0,
-                "result": {"core": CORE_VERSION, "web": "9.9.9", "protocol": 1}})]
+        answer[0],
+        json!({"type": "response", "v": 1, "id": 0,
+                "result": {"core": CORE_VERSION, "web": "9.9.9", "protocol": 1}})
     );
     let payload = json!({"nested": [1, 2, {"x": "ü"}]});
     let answer = send(
@@ -67,10 +167,10 @@ fn crash_is_debug_only() {
 
     let (_, mut rt) = runtime();
     init(&mut rt, true);
-    assert_eq!(
+    assert!(matches!(
         rt.handle(json!({"v": 1, "id": 3, "type": "crash"})),
         Reply::Crash
-    );
+    ));
 }
 
 #[test]
@@ -86,10 +186,13 @@ fn the_health_report_has_both_components() {
         .iter()
         .map(|c| c["name"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(names, [PROTOCOL_COMPONENT, RUNTIME_COMPONENT]);
+    assert_eq!(
+        names,
+        [EMBEDDER_COMPONENT, PROTOCOL_COMPONENT, RUNTIME_COMPONENT]
+    );
     // The report is made before the health request itself is counted: only `init` so far.
-    assert_eq!(report["components"][1]["pending"], 0);
-    assert_eq!(report["components"][1]["totalCalls"], 1);
+    assert_eq!(report["components"][2]["pending"], 0);
+    assert_eq!(report["components"][2]["totalCalls"], 1);
 }
 
 #[test]
@@ -109,7 +212,8 @@ fn malformed_messages_count_against_the_protocol_and_emit_a_transition() {
     let answer = send(&mut rt, json!({"v": 1, "id": 6, "type": "ping"}));
     assert_eq!(answer[0]["type"], "response");
     assert_eq!(answer[1]["event"]["to"], "healthy");
-    assert_eq!(rt.health.status(PROTOCOL_COMPONENT), HealthStatus::Healthy);
+    let status = rt.shared.borrow_mut().health.status(PROTOCOL_COMPONENT);
+    assert_eq!(status, HealthStatus::Healthy);
 }
 
 #[test]
@@ -124,12 +228,14 @@ fn init_applies_the_configured_thresholds_and_keeps_history() {
     assert_eq!(answer[0]["type"], "response");
     // The rejected message before init is still on record.
     let answer = send(&mut rt, json!({"v": 1, "id": 1, "type": "health"}));
-    assert_eq!(answer[0]["result"]["components"][0]["totalFailures"], 1);
+    assert_eq!(answer[0]["result"]["components"][1]["totalFailures"], 1);
     let answer = send(&mut rt, json!(null));
     assert_eq!(answer[1]["event"]["to"], "unhealthy");
-    let permit = rt.breakers().try_acquire("op").unwrap();
-    rt.breakers().record_failure(permit);
-    assert!(rt.breakers().try_acquire("op").is_err());
+    rt.with_breakers(|b| {
+        let permit = b.try_acquire("op").unwrap();
+        b.record_failure(permit);
+        assert!(b.try_acquire("op").is_err());
+    });
 }
 
 #[test]
@@ -147,5 +253,127 @@ fn platform_rejections_are_answered_and_counted() {
         .collect();
     assert_eq!(answer[0]["id"], 8);
     assert_eq!(answer[0]["error"]["code"], "ERR_MESSAGE_TOO_LARGE");
-    assert_eq!(rt.health.report().components[0].total_failures, 1);
+    let report = rt.shared.borrow_mut().health.report();
+    assert_eq!(report.components[0].total_failures, 1);
+}
+
+fn init_with(rt: &mut WorkerRuntime, init: Value) -> Vec<Value> {
+    let mut message = json!({"v": 1, "id": 0, "type": "init"});
+    if let (Some(m), Some(extra)) = (message.as_object_mut(), init.as_object()) {
+        m.extend(extra.clone());
+    }
+    send(rt, message)
+}
+
+#[test]
+fn embed_uses_the_loaded_model_and_reports_it() {
+    let clock = ManualClock::new(0);
+    let (loader, platform) = fake_platform(false);
+    let mut rt = WorkerRuntime::new(clock.shared(), "1", platform);
+    init_with(&mut rt, json!({"models": {"embedding": "/models/minilm"}}));
+    assert_eq!(loader.calls.get(), 1);
+    let answer = send(
+        &mut rt,
+        json!({"v": 1, "id": 1, "type": "embed", "texts": ["abc", ""]}),
+    );
+    assert_eq!(answer[0]["result"]["model"]["version"], "model/v1");
+    let vectors = answer[0]["result"]["vectors"].as_array().unwrap();
+    assert_eq!(vectors.len(), 2);
+    assert_eq!(vectors[1], json!([0.0, 1.0]));
+    let profile = send(&mut rt, json!({"v": 1, "id": 2, "type": "profile"}));
+    assert_eq!(profile[0]["result"]["chosen"], "full");
+    assert_eq!(profile[0]["result"]["active"], "full");
+    assert_eq!(profile[0]["result"]["embedding"]["version"], "model/v1");
+    assert_eq!(profile[0]["result"]["fallbackReason"], Value::Null);
+    // The model is loaded once, not per request.
+    send(
+        &mut rt,
+        json!({"v": 1, "id": 3, "type": "embed", "texts": ["x"]}),
+    );
+    assert_eq!(loader.calls.get(), 1);
+}
+
+#[test]
+fn a_failed_load_falls_back_to_micro_with_an_event_and_health() {
+    let clock = ManualClock::new(0);
+    let (_, platform) = fake_platform(true);
+    let mut rt = WorkerRuntime::new(clock.shared(), "1", platform);
+    let answer = init_with(&mut rt, json!({"models": {"embedding": "/m"}}));
+    assert_eq!(answer[0]["type"], "response");
+    let fallback = answer
+        .iter()
+        .find(|m| m["event"]["kind"] == "embedder_fallback")
+        .expect("a fallback event");
+    assert!(fallback["event"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("/m/model.safetensors"));
+    assert_eq!(fallback["event"]["model"]["version"], "hashing/v1");
+    let answer = send(
+        &mut rt,
+        json!({"v": 1, "id": 1, "type": "embed", "texts": ["abc"]}),
+    );
+    assert_eq!(answer[0]["result"]["model"]["version"], "hashing/v1");
+    let profile = send(&mut rt, json!({"v": 1, "id": 2, "type": "profile"}));
+    assert_eq!(profile[0]["result"]["chosen"], "full");
+    assert_eq!(profile[0]["result"]["active"], "micro");
+    let health = send(&mut rt, json!({"v": 1, "id": 3, "type": "health"}));
+    let embedder = &health[0]["result"]["components"][0];
+    assert_eq!(embedder["name"], EMBEDDER_COMPONENT);
+    assert_eq!(embedder["totalFailures"], 1);
+    assert!(embedder["lastError"].as_str().unwrap().contains("HTTP 404"));
+}
+
+#[test]
+fn micro_and_missing_urls_never_call_the_loader() {
+    let clock = ManualClock::new(0);
+    let (loader, platform) = fake_platform(false);
+    let mut rt = WorkerRuntime::new(clock.shared(), "1", platform);
+    init_with(
+        &mut rt,
+        json!({"profile": "micro", "models": {"embedding": "/m"}}),
+    );
+    let answer = send(
+        &mut rt,
+        json!({"v": 1, "id": 1, "type": "embed", "texts": ["a"]}),
+    );
+    assert_eq!(answer[0]["result"]["model"]["version"], "hashing/v1");
+    assert_eq!(loader.calls.get(), 0);
+
+    let (loader, platform) = fake_platform(false);
+    let mut rt = WorkerRuntime::new(clock.shared(), "1", platform);
+    let answer = init_with(&mut rt, json!({"profile": "lite"}));
+    assert!(answer
+        .iter()
+        .any(|m| m["event"]["kind"] == "embedder_fallback"));
+    let profile = send(&mut rt, json!({"v": 1, "id": 2, "type": "profile"}));
+    assert_eq!(profile[0]["result"]["requested"], "lite");
+    assert_eq!(profile[0]["result"]["active"], "micro");
+    assert_eq!(loader.calls.get(), 0);
+}
+
+#[test]
+fn embed_errors_and_limits_are_typed() {
+    let (_, mut rt) = runtime();
+    init(&mut rt, false);
+    let answer = send(
+        &mut rt,
+        json!({"v": 1, "id": 1, "type": "embed", "texts": ["ok", "fail"]}),
+    );
+    assert_eq!(answer[0]["error"]["code"], "ERR_EMBEDDING");
+    let many: Vec<String> = (0..=MAX_EMBED_TEXTS).map(|i| i.to_string()).collect();
+    let answer = send(
+        &mut rt,
+        json!({"v": 1, "id": 2, "type": "embed", "texts": many}),
+    );
+    assert_eq!(answer[0]["error"]["code"], "ERR_MESSAGE_TOO_LARGE");
+    let answer = send(
+        &mut rt,
+        json!({"v": 1, "id": 3, "type": "embed", "texts": [1]}),
+    );
+    assert_eq!(answer[0]["error"]["code"], "ERR_INVALID_MESSAGE");
+    assert!(answer[0]["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("texts[0]"));
 }
