@@ -6,12 +6,17 @@ test('the demo starts the worker and shows its status, versions and health', asy
   await expect(page.locator('#worker-version')).toContainText('protocol v1');
   await expect(page.locator('#worker-version')).toContainText('client 0.1.0');
   const rows = page.locator('#health tbody tr');
-  await expect(rows).toHaveCount(2);
+  await expect(rows).toHaveCount(3);
+  await expect(page.locator('tr[data-component="embedder"] td').nth(1)).toHaveText('healthy');
   await expect(page.locator('tr[data-component="protocol"] td').nth(1)).toHaveText('healthy');
   await expect(page.locator('tr[data-component="runtime"] td').nth(1)).toHaveText('healthy');
   await page.click('#ping');
   await expect(page.locator('#ping-result')).toContainText('pong in');
   await expect(page.locator('#log')).toContainText('pong: {"from":"demo"}');
+  await expect(page.locator('#profile')).toContainText('all-MiniLM-L6-v2/f32');
+  await page.click('#compare');
+  await expect(page.locator('#similarity')).toContainText('cosine 0.');
+  await expect(page.locator('#similarity')).toContainText('384 dims');
   expect(await page.evaluate(() => self.crossOriginIsolated)).toBe(true);
   expect(problems).toEqual([]);
 });

@@ -8,6 +8,8 @@ try {
   result.pong = (await orion.ping({ hello: 'from the fixture', n: [1, 2, 3] })).payload;
   result.version = await orion.version();
   result.health = await orion.health();
+  result.embedding = Array.from((await orion.embed(['hello from a fixture app']))[0]);
+  result.profile = await orion.profile();
   await orion.close();
   result.afterClose = await orion.ping().then(() => 'resolved', (error) => error.code);
 } catch (error) {

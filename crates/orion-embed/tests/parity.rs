@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 
 use orion_core::embedding::cosine;
 use orion_core::{Embedder, ErrorCode};
-use orion_embed::{HashingEmbedder, MiniLm, ModelFiles};
+use orion_embed::{HashingEmbedder, MiniLm, ModelFiles, Precision};
 
 fn model_file(name: &str) -> Vec<u8> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -39,14 +39,18 @@ fn files() -> &'static Files {
     })
 }
 
-fn minilm() -> MiniLm {
+fn load(precision: Precision) -> MiniLm {
     let f = files();
-    MiniLm::load(ModelFiles {
+    let files = ModelFiles {
         config: &f.config,
         tokenizer: &f.tokenizer,
         weights: &f.weights,
-    })
-    .unwrap()
+    };
+    MiniLm::load(files, precision).unwrap()
+}
+
+fn minilm() -> MiniLm {
+    load(Precision::F32)
 }
 
 fn block_on<F: std::future::Future>(future: F) -> F::Output {
@@ -164,7 +168,7 @@ fn bad_model_files_fail_with_err_model_load_naming_the_file() {
         ),
     ];
     for (files, name) in cases {
-        let error = MiniLm::load(files).err().unwrap();
+        let error = MiniLm::load(files, Precision::F32).err().unwrap();
         assert_eq!(error.code(), ErrorCode::ModelLoad);
         assert!(error.to_string().contains(name), "{error}");
     }
@@ -185,4 +189,46 @@ fn hashing_quality_on_sts() {
 #[test]
 fn hashing_vectors_match_the_recorded_fingerprints() {
     common::check_hashing_golden();
+}
+
+#[test]
+fn lite_stays_within_tolerance_of_pytorch() {
+    let model = load(Precision::Q8_0);
+    assert_eq!(model.info().version, "all-MiniLM-L6-v2/q8_0/max256");
+    let reference = common::reference();
+    let texts: Vec<&str> = reference.sentences.iter().map(String::as_str).collect();
+    let cosines: Vec<f32> = model
+        .embed_now(&texts)
+        .unwrap()
+        .iter()
+        .zip(&reference.embeddings)
+        .map(|(v, r)| cosine(v, r))
+        .collect();
+    let worst = cosines.iter().copied().fold(1.0f32, f32::min);
+    let mean = cosines.iter().sum::<f32>() / cosines.len() as f32;
+    println!("lite: worst cosine {worst:.6}, mean {mean:.6}");
+    assert!(worst >= 0.995, "worst {worst}");
+    assert!(mean >= 0.999, "mean {mean}");
+}
+
+#[test]
+fn lite_spearman_on_sts_is_within_half_a_point() {
+    let model = load(Precision::Q8_0);
+    let sts = common::sts();
+    let ours = common::sts_spearman_x100(&sts, |texts| model.embed_now(texts).unwrap());
+    println!(
+        "lite: STS Spearman x100 {ours:.4} (PyTorch {:.4})",
+        sts.pytorch_spearman_x100
+    );
+    assert!((ours - sts.pytorch_spearman_x100).abs() <= 0.5, "{ours}");
+}
+
+#[test]
+fn lite_embeds_hard_texts_to_unit_vectors() {
+    let model = load(Precision::Q8_0);
+    let texts = common::edge_cases();
+    let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+    for vector in model.embed_now(&texts).unwrap() {
+        assert!(common::is_unit(&vector));
+    }
 }

@@ -8,7 +8,7 @@
 mod common;
 
 use orion_core::embedding::cosine;
-use orion_embed::{MiniLm, ModelFiles};
+use orion_embed::{MiniLm, ModelFiles, Precision};
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use wasm_bindgen_test::*;
@@ -34,16 +34,20 @@ async fn fetch(name: &str) -> Vec<u8> {
     js_sys::Uint8Array::new(&buffer).to_vec()
 }
 
-async fn minilm() -> MiniLm {
+async fn load(precision: Precision) -> MiniLm {
     let config = fetch("config.json").await;
     let tokenizer = fetch("tokenizer.json").await;
     let weights = fetch("model.safetensors").await;
-    MiniLm::load(ModelFiles {
+    let files = ModelFiles {
         config: &config,
         tokenizer: &tokenizer,
         weights: &weights,
-    })
-    .unwrap()
+    };
+    MiniLm::load(files, precision).unwrap()
+}
+
+async fn minilm() -> MiniLm {
+    load(Precision::F32).await
 }
 
 #[wasm_bindgen_test]
@@ -83,4 +87,30 @@ async fn hard_texts_embed_to_unit_vectors_in_wasm() {
 #[wasm_bindgen_test]
 fn hashing_vectors_are_the_same_as_natively() {
     common::check_hashing_golden();
+}
+
+#[wasm_bindgen_test]
+async fn lite_stays_within_tolerance_of_pytorch_in_wasm() {
+    let model = load(Precision::Q8_0).await;
+    let reference = common::reference();
+    let texts: Vec<&str> = reference.sentences.iter().map(String::as_str).collect();
+    let cosines: Vec<f32> = model
+        .embed_now(&texts)
+        .unwrap()
+        .iter()
+        .zip(&reference.embeddings)
+        .map(|(v, r)| cosine(v, r))
+        .collect();
+    let worst = cosines.iter().copied().fold(1.0f32, f32::min);
+    let mean = cosines.iter().sum::<f32>() / cosines.len() as f32;
+    assert!(worst >= 0.995, "worst {worst}");
+    assert!(mean >= 0.999, "mean {mean}");
+}
+
+#[wasm_bindgen_test]
+async fn lite_spearman_on_sts_is_within_half_a_point_in_wasm() {
+    let model = load(Precision::Q8_0).await;
+    let sts = common::sts();
+    let ours = common::sts_spearman_x100(&sts, |texts| model.embed_now(texts).unwrap());
+    assert!((ours - sts.pytorch_spearman_x100).abs() <= 0.5, "{ours}");
 }

@@ -12,7 +12,7 @@ use orion_core::profile::Profile;
 use orion_core::protocol::{Event, Outgoing};
 use orion_core::runtime::EmbedderLoader;
 use orion_core::{Error, PROTOCOL_VERSION};
-use orion_embed::{MiniLm, ModelFiles};
+use orion_embed::{MiniLm, ModelFiles, Precision};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{Cache, ReadableStreamDefaultReader, Response, WorkerGlobalScope};
@@ -43,11 +43,15 @@ impl WebModelLoader {
 impl EmbedderLoader for WebModelLoader {
     fn load(
         &self,
-        _profile: Profile,
+        profile: Profile,
         base_url: &str,
     ) -> LocalBoxFuture<'static, orion_core::error::Result<Rc<dyn Embedder>>> {
         let post = self.post.clone();
         let base = base_url.trim_end_matches('/').to_owned();
+        let precision = match profile {
+            Profile::Lite => Precision::Q8_0,
+            Profile::Full | Profile::Micro => Precision::F32,
+        };
         Box::pin(async move {
             let cache = open_cache().await;
             let mut files = Vec::with_capacity(MINILM_FILES.len());
@@ -56,11 +60,14 @@ impl EmbedderLoader for WebModelLoader {
                 let (bytes, from_network) = fetch_file(&url, name, cache.as_ref(), &post).await?;
                 files.push((url, bytes, from_network));
             }
-            let model = MiniLm::load(ModelFiles {
-                config: &files[0].1,
-                tokenizer: &files[1].1,
-                weights: &files[2].1,
-            })
+            let model = MiniLm::load(
+                ModelFiles {
+                    config: &files[0].1,
+                    tokenizer: &files[1].1,
+                    weights: &files[2].1,
+                },
+                precision,
+            )
             .map_err(|error| match error {
                 Error::ModelLoad {
                     source_name,

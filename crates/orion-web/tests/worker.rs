@@ -43,15 +43,27 @@ impl Harness {
         }
     }
 
-    /// Sends `message` and returns everything the worker posted in answer.
-    fn send(&mut self, message: JsValue) -> Vec<Value> {
+    /// Sends `message` and returns everything the worker posted up to its answer (some answers,
+    /// like `init`'s, come from a spawned task, so this waits for them).
+    async fn send(&mut self, message: JsValue) -> Vec<Value> {
         self.worker.handle(message);
+        for _ in 0..1_000 {
+            let answered = self
+                .posted
+                .borrow()
+                .iter()
+                .any(|m| m["type"] == "response" || m["type"] == "error");
+            if answered {
+                break;
+            }
+            TimeoutFuture::new(1).await;
+        }
         self.posted.borrow_mut().drain(..).collect()
     }
 
-    fn send_json(&mut self, message: Value) -> Vec<Value> {
+    async fn send_json(&mut self, message: Value) -> Vec<Value> {
         let serializer = serde_wasm_bindgen::Serializer::json_compatible();
-        self.send(message.serialize(&serializer).unwrap())
+        self.send(message.serialize(&serializer).unwrap()).await
     }
 }
 
@@ -133,31 +145,35 @@ fn the_web_clock_reads_wall_time() {
 }
 
 #[wasm_bindgen_test]
-fn a_protocol_round_trip_through_the_worker() {
+async fn a_protocol_round_trip_through_the_worker() {
     let mut h = Harness::new();
-    let answer = h.send_json(json!({"v": 1, "id": 1, "type": "init"}));
+    let answer = h.send_json(json!({"v": 1, "id": 1, "type": "init"})).await;
     assert_eq!(answer[0]["type"], "response");
     assert_eq!(answer[0]["result"]["web"], orion_web::WEB_VERSION);
 
     let payload = json!({"text": "héllo ✓ 中文", "n": [1, 2.5, -3], "ok": true, "none": null});
-    let answer = h.send_json(json!({"v": 1, "id": 2, "type": "ping", "payload": payload}));
+    let answer = h
+        .send_json(json!({"v": 1, "id": 2, "type": "ping", "payload": payload}))
+        .await;
     assert_eq!(answer.len(), 1);
     assert_eq!(answer[0]["id"], 2);
     assert_eq!(answer[0]["result"]["payload"], payload);
     let at = answer[0]["result"]["atMs"].as_f64().unwrap();
     assert!((at - js_sys::Date::now()).abs() < 5_000.0);
 
-    let answer = h.send_json(json!({"v": 1, "id": 3, "type": "health"}));
+    let answer = h
+        .send_json(json!({"v": 1, "id": 3, "type": "health"}))
+        .await;
     assert_eq!(answer[0]["result"]["status"], "healthy");
 }
 
 #[wasm_bindgen_test]
-fn refused_messages_are_answered_with_their_id_when_it_can_be_read() {
+async fn refused_messages_are_answered_with_their_id_when_it_can_be_read() {
     let mut h = Harness::new();
-    h.send_json(json!({"v": 1, "id": 1, "type": "init"}));
+    h.send_json(json!({"v": 1, "id": 1, "type": "init"})).await;
 
     let long = JsValue::from_str(&"y".repeat(2 * 1024 * 1024));
-    let answer = h.send(ping_with(5, long));
+    let answer = h.send(ping_with(5, long)).await;
     assert_eq!(answer[0]["id"], 5);
     assert_eq!(answer[0]["error"]["code"], "ERR_MESSAGE_TOO_LARGE");
     assert!(answer[0]["error"]["message"]
@@ -165,19 +181,21 @@ fn refused_messages_are_answered_with_their_id_when_it_can_be_read() {
         .unwrap()
         .contains("`payload`"));
 
-    let answer = h.send(object(&[
-        ("v", 1.into()),
-        ("id", "five".into()),
-        ("type", "ping".into()),
-    ]));
+    let answer = h
+        .send(object(&[
+            ("v", 1.into()),
+            ("id", "five".into()),
+            ("type", "ping".into()),
+        ]))
+        .await;
     assert_eq!(answer[0]["id"], Value::Null);
     assert_eq!(answer[0]["error"]["code"], "ERR_INVALID_MESSAGE");
 
-    let answer = h.send(JsValue::UNDEFINED);
+    let answer = h.send(JsValue::UNDEFINED).await;
     assert_eq!(answer[0]["id"], Value::Null);
     assert_eq!(answer[0]["error"]["code"], "ERR_INVALID_MESSAGE");
 
-    let answer = h.send_json(json!({"v": 1, "id": 6, "type": "ping"}));
+    let answer = h.send_json(json!({"v": 1, "id": 6, "type": "ping"})).await;
     assert_eq!(answer[0]["type"], "response");
 }
 

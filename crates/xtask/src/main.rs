@@ -7,7 +7,9 @@
 //! - `demo [--headless] [--port N]`: set up, build, serve `www/` on http://127.0.0.1:8080; with
 //!   `--headless`, drive headless Chromium through a scripted session instead and print it.
 //! - `test`: set up, build, then every test: native, wasm in headless Chromium, Playwright.
+//! - `bench embed`: the embedders in headless Chromium; writes `docs/BENCHMARKS.md`.
 
+mod bench;
 mod build;
 mod models;
 mod serve;
@@ -47,8 +49,9 @@ fn run() -> Result<()> {
         }
         "demo" => demo(&root, rest),
         "test" => test::all(&root),
+        "bench" => bench::run(&root, rest),
         "help" | "--help" | "-h" => {
-            println!("usage: cargo xtask <setup | build [--dev|--release] | demo [--headless] [--port N] | test>");
+            println!("usage: cargo xtask <setup | build [--dev|--release] | demo [--headless] [--port N] | test | bench [embed]>");
             Ok(())
         }
         other => bail!("unknown command `{other}`; try `cargo xtask help`"),
