@@ -197,15 +197,8 @@ fn lite_stays_within_tolerance_of_pytorch() {
     assert_eq!(model.info().version, "all-MiniLM-L6-v2/q8_0/max256");
     let reference = common::reference();
     let texts: Vec<&str> = reference.sentences.iter().map(String::as_str).collect();
-    let cosines: Vec<f32> = model
-        .embed_now(&texts)
-        .unwrap()
-        .iter()
-        .zip(&reference.embeddings)
-        .map(|(v, r)| cosine(v, r))
-        .collect();
-    let worst = cosines.iter().copied().fold(1.0f32, f32::min);
-    let mean = cosines.iter().sum::<f32>() / cosines.len() as f32;
+    let vectors = model.embed_now(&texts).unwrap();
+    let (worst, mean) = common::worst_and_mean_cosine(&vectors, &reference);
     println!("lite: worst cosine {worst:.6}, mean {mean:.6}");
     assert!(worst >= 0.995, "worst {worst}");
     assert!(mean >= 0.999, "mean {mean}");

@@ -94,15 +94,8 @@ async fn lite_stays_within_tolerance_of_pytorch_in_wasm() {
     let model = load(Precision::Q8_0).await;
     let reference = common::reference();
     let texts: Vec<&str> = reference.sentences.iter().map(String::as_str).collect();
-    let cosines: Vec<f32> = model
-        .embed_now(&texts)
-        .unwrap()
-        .iter()
-        .zip(&reference.embeddings)
-        .map(|(v, r)| cosine(v, r))
-        .collect();
-    let worst = cosines.iter().copied().fold(1.0f32, f32::min);
-    let mean = cosines.iter().sum::<f32>() / cosines.len() as f32;
+    let vectors = model.embed_now(&texts).unwrap();
+    let (worst, mean) = common::worst_and_mean_cosine(&vectors, &reference);
     assert!(worst >= 0.995, "worst {worst}");
     assert!(mean >= 0.999, "mean {mean}");
 }

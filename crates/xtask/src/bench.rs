@@ -77,7 +77,7 @@ fn embed(root: &Path) -> Result<()> {
     let doc = format!(
         "# Benchmarks\n\n\
 Written by `cargo xtask bench embed` on {date}: {cpu}, {cores} cores, {chromium}, headless, \
-ORION {version} (release build, wasm32, one thread, no `+simd128`).\n\n\
+ORION {version} (release build, wasm32 with `+simd128`, one thread).\n\n\
 ## Embeddings (`cargo xtask bench embed`)\n\n\
 The 200 sentences of `shared/reference/minilm-reference.json`, embedded through the npm API \
 (`orion.embed`) in the worker. Cold start: from `Orion.create` to the first embedding, with the \

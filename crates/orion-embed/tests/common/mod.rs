@@ -54,6 +54,17 @@ pub fn edge_cases() -> Vec<String> {
     ]
 }
 
+/// The worst and the mean cosine of `vectors` against the reference embeddings, in order.
+pub fn worst_and_mean_cosine(vectors: &[Vec<f32>], reference: &Reference) -> (f32, f32) {
+    let cosines: Vec<f32> = vectors
+        .iter()
+        .zip(&reference.embeddings)
+        .map(|(v, r)| orion_core::embedding::cosine(v, r))
+        .collect();
+    let worst = cosines.iter().copied().fold(1.0f32, f32::min);
+    (worst, cosines.iter().sum::<f32>() / cosines.len() as f32)
+}
+
 pub fn is_unit(v: &[f32]) -> bool {
     let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
     v.iter().all(|x| x.is_finite()) && (norm - 1.0).abs() < 1e-4
