@@ -118,6 +118,12 @@ fn pack_and_install_fixture(root: &Path) -> Result<()> {
     std::fs::rename(&tarball, &stable)
         .with_context(|| format!("moving {} to {}", tarball.display(), stable.display()))?;
     println!("packed {}", stable.display());
+    // npm keeps an installed file: dependency of the same version even when the tarball changed.
+    let installed = root.join("tests/fixture-app/node_modules/orion-orchestrator");
+    if installed.exists() {
+        std::fs::remove_dir_all(&installed)
+            .with_context(|| format!("removing {}", installed.display()))?;
+    }
     run_checked(
         Command::new("npm")
             .args([
