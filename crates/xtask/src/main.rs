@@ -75,10 +75,12 @@ fn demo(root: &Path, args: &[String]) -> Result<()> {
             other => bail!("unknown demo option `{other}`"),
         }
     }
-    setup::wasm_toolchain(root)?;
     if headless {
-        setup::browser()?;
-        setup::npm_deps(root)?;
+        setup::all(root)?;
+    } else {
+        // Serving needs no browser and no npm packages: only the wasm build and the model.
+        setup::wasm_toolchain(root)?;
+        models::fetch(root)?;
     }
     build::wasm(root, None)?;
     if headless {
