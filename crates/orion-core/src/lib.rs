@@ -20,7 +20,7 @@ pub use error::{Error, ErrorCode};
 pub use health::{HealthConfig, HealthReport, HealthStatus, WorkerHealthMonitor};
 pub use profile::{DeviceFacts, Profile, ProfileRequest};
 pub use protocol::{Envelope, Event, Outgoing, Request, PROTOCOL_VERSION};
-pub use runtime::{EmbedderLoader, Platform, Reply, WorkerRuntime};
+pub use runtime::{EmbedderLoader, Heartbeat, Platform, Reply, WorkerRuntime};
 
 /// The version of this crate, reported by `orion.version()`.
 pub const CORE_VERSION: &str = env!("CARGO_PKG_VERSION");

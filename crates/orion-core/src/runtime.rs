@@ -57,13 +57,19 @@ impl std::fmt::Debug for Reply {
     }
 }
 
+/// Called by a loader whenever it makes progress, so that a long download is not taken for a hang
+/// (the health monitor's heartbeat timeout).
+pub type Heartbeat = Rc<dyn Fn()>;
+
 /// Loads model-backed embedders: the platform fetches, verifies and caches the files.
 pub trait EmbedderLoader {
-    /// The embedder for `profile` from the model files under `base_url`.
+    /// The embedder for `profile` from the model files under `base_url`; calls `heartbeat` as the
+    /// download progresses.
     fn load(
         &self,
         profile: Profile,
         base_url: &str,
+        heartbeat: Heartbeat,
     ) -> LocalBoxFuture<'static, crate::error::Result<Rc<dyn Embedder>>>;
 }
 
@@ -235,7 +241,17 @@ impl WorkerRuntime {
             (_, None) => Some(Err(
                 "no embedding model URL was given (`models.embedding`)".to_owned()
             )),
-            (_, Some(url)) => Some(Ok(self.platform.loader.load(profile, &url))),
+            (_, Some(url)) => {
+                let shared = Rc::clone(&self.shared);
+                let heartbeat: Heartbeat = Rc::new(move || {
+                    // Never called while the state is borrowed; if it were, skip one beat
+                    // rather than panic.
+                    if let Ok(mut state) = shared.try_borrow_mut() {
+                        state.health.heartbeat(EMBEDDER_COMPONENT);
+                    }
+                });
+                Some(Ok(self.platform.loader.load(profile, &url, heartbeat)))
+            }
         };
         let shared = Rc::clone(&self.shared);
         let future: LocalBoxFuture<'static, Rc<dyn Embedder>> = Box::pin(async move {

@@ -10,7 +10,7 @@ use js_sys::{Function, Reflect, Uint8Array};
 use orion_core::embedding::{Embedder, LocalBoxFuture};
 use orion_core::profile::Profile;
 use orion_core::protocol::{Event, Outgoing};
-use orion_core::runtime::EmbedderLoader;
+use orion_core::runtime::{EmbedderLoader, Heartbeat};
 use orion_core::{Error, PROTOCOL_VERSION};
 use orion_embed::{MiniLm, ModelFiles, Precision};
 use wasm_bindgen::{JsCast, JsValue};
@@ -45,8 +45,12 @@ impl EmbedderLoader for WebModelLoader {
         &self,
         profile: Profile,
         base_url: &str,
+        heartbeat: Heartbeat,
     ) -> LocalBoxFuture<'static, orion_core::error::Result<Rc<dyn Embedder>>> {
-        let post = self.post.clone();
+        let progress = Progress {
+            post: self.post.clone(),
+            heartbeat,
+        };
         let base = base_url.trim_end_matches('/').to_owned();
         let precision = match profile {
             Profile::Lite => Precision::Q8_0,
@@ -57,7 +61,8 @@ impl EmbedderLoader for WebModelLoader {
             let mut files = Vec::with_capacity(MINILM_FILES.len());
             for name in MINILM_FILES {
                 let url = format!("{base}/{name}");
-                let (bytes, from_network) = fetch_file(&url, name, cache.as_ref(), &post).await?;
+                let (bytes, from_network) =
+                    fetch_file(&url, name, cache.as_ref(), &progress).await?;
                 files.push((url, bytes, from_network));
             }
             let model = MiniLm::load(
@@ -115,12 +120,12 @@ async fn fetch_file(
     url: &str,
     name: &str,
     cache: Option<&Cache>,
-    post_fn: &Function,
+    progress: &Progress,
 ) -> orion_core::error::Result<(Vec<u8>, bool)> {
     if let Some(cache) = cache {
         if let Ok(hit) = JsFuture::from(cache.match_with_str(url)).await {
             if let Ok(response) = hit.dyn_into::<Response>() {
-                let bytes = read_body(url, name, &response, None, post_fn, true).await?;
+                let bytes = read_body(url, name, &response, None, progress, true).await?;
                 return Ok((bytes, false));
             }
         }
@@ -150,7 +155,7 @@ async fn fetch_file(
         Some(_) => None,
         None => header("content-length").and_then(|l| l.trim().parse::<u64>().ok()),
     };
-    let bytes = read_body(url, name, &response, total, post_fn, false).await?;
+    let bytes = read_body(url, name, &response, total, progress, false).await?;
     if let Some(total) = total {
         if bytes.len() as u64 != total {
             return Err(load_error(format!(
@@ -167,7 +172,7 @@ async fn read_body(
     name: &str,
     response: &Response,
     total: Option<u64>,
-    post_fn: &Function,
+    progress: &Progress,
     cached: bool,
 ) -> orion_core::error::Result<Vec<u8>> {
     let load_error = |reason: String| Error::model_load(url, reason);
@@ -201,32 +206,36 @@ async fn read_body(
         let loaded = bytes.len() as u64;
         if loaded - reported >= PROGRESS_STEP {
             reported = loaded;
-            progress(post_fn, name, loaded, total, cached);
+            progress.report(name, loaded, total, cached);
         }
     }
-    progress(
-        post_fn,
-        name,
-        bytes.len() as u64,
-        total.or(Some(bytes.len() as u64)),
-        cached,
-    );
+    let loaded = bytes.len() as u64;
+    progress.report(name, loaded, total.or(Some(loaded)), cached);
     Ok(bytes)
 }
 
-fn progress(post_fn: &Function, file: &str, loaded: u64, total: Option<u64>, cached: bool) {
-    post(
-        post_fn,
-        &Outgoing::Event {
-            v: PROTOCOL_VERSION,
-            event: Event::ModelProgress {
-                file: file.to_owned(),
-                loaded,
-                total,
-                cached,
+/// Reports download progress to the page and keeps the embedder's heartbeat going.
+struct Progress {
+    post: Function,
+    heartbeat: Heartbeat,
+}
+
+impl Progress {
+    fn report(&self, file: &str, loaded: u64, total: Option<u64>, cached: bool) {
+        (self.heartbeat)();
+        post(
+            &self.post,
+            &Outgoing::Event {
+                v: PROTOCOL_VERSION,
+                event: Event::ModelProgress {
+                    file: file.to_owned(),
+                    loaded,
+                    total,
+                    cached,
+                },
             },
-        },
-    );
+        );
+    }
 }
 
 fn describe(error: &JsValue) -> String {

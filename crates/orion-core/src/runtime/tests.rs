@@ -1,4 +1,4 @@
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 
 use serde_json::json;
 
@@ -57,6 +57,7 @@ impl EmbedderLoader for FakeLoader {
         &self,
         _profile: Profile,
         base_url: &str,
+        _heartbeat: Heartbeat,
     ) -> LocalBoxFuture<'static, crate::error::Result<Rc<dyn Embedder>>> {
         self.calls.set(self.calls.get() + 1);
         let result = if self.fail {
@@ -376,4 +377,68 @@ fn embed_errors_and_limits_are_typed() {
         .as_str()
         .unwrap()
         .contains("texts[0]"));
+}
+
+/// A loader whose download finishes only when the test says so, keeping its heartbeat.
+struct SlowLoader {
+    heartbeat: RefCell<Option<Heartbeat>>,
+    done: Rc<Cell<bool>>,
+}
+
+impl EmbedderLoader for SlowLoader {
+    fn load(
+        &self,
+        _profile: Profile,
+        _base_url: &str,
+        heartbeat: Heartbeat,
+    ) -> LocalBoxFuture<'static, crate::error::Result<Rc<dyn Embedder>>> {
+        *self.heartbeat.borrow_mut() = Some(heartbeat);
+        let done = Rc::clone(&self.done);
+        Box::pin(std::future::poll_fn(move |_| {
+            if done.get() {
+                std::task::Poll::Ready(Ok(LengthEmbedder::shared("model/v1")))
+            } else {
+                std::task::Poll::Pending
+            }
+        }))
+    }
+}
+
+#[test]
+fn a_long_download_that_makes_progress_is_not_a_hang() {
+    let clock = ManualClock::new(0);
+    let loader = Rc::new(SlowLoader {
+        heartbeat: RefCell::new(None),
+        done: Rc::new(Cell::new(false)),
+    });
+    let (_, mut platform) = fake_platform(false);
+    platform.loader = loader.clone();
+    let mut rt = WorkerRuntime::new(clock.shared(), "1", platform);
+    let init = json!({"v": 1, "id": 0, "type": "init", "models": {"embedding": "/m"}});
+    let Reply::Spawn(mut answer) = rt.handle(init) else {
+        panic!("init answers after the model loads");
+    };
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    assert!(answer.as_mut().poll(&mut cx).is_pending());
+    let status = |rt: &WorkerRuntime| rt.shared.borrow_mut().health.status(EMBEDDER_COMPONENT);
+    let heartbeat = loader
+        .heartbeat
+        .borrow()
+        .clone()
+        .expect("the loader got a heartbeat");
+    for _ in 0..5 {
+        clock.advance(9_000);
+        heartbeat();
+        assert_eq!(status(&rt), HealthStatus::Healthy);
+    }
+    // Silence past the timeout while loading is a hang.
+    clock.advance(10_001);
+    assert_eq!(status(&rt), HealthStatus::Unhealthy);
+    loader.done.set(true);
+    let messages = match answer.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(messages) => messages,
+        std::task::Poll::Pending => panic!("the load finished"),
+    };
+    assert!(matches!(messages[0], Outgoing::Response { id: 0, .. }));
+    assert_eq!(status(&rt), HealthStatus::Healthy);
 }
