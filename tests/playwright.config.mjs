@@ -8,8 +8,8 @@ if (!baseURL) throw new Error('ORION_BASE_URL is not set: run the end-to-end tes
 
 export default defineConfig({
   testDir: './e2e',
-  timeout: 60_000,
-  expect: { timeout: 15_000 },
+  timeout: 180_000,
+  expect: { timeout: 30_000 },
   fullyParallel: false,
   workers: 1,
   retries: 0,

@@ -5,7 +5,9 @@ import { expect } from '@playwright/test';
 export async function openDemo(page) {
   const problems = watchProblems(page);
   await page.goto('/');
-  await expect(page.locator('#worker-status')).toHaveAttribute('data-state', 'ready');
+  // Each test has a fresh browser context, so the first start downloads and loads the 90 MB model:
+  // on a busy 2-core machine that can take well over the default wait.
+  await expect(page.locator('#worker-status')).toHaveAttribute('data-state', 'ready', { timeout: 90_000 });
   return problems;
 }
 
