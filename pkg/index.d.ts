@@ -76,18 +76,53 @@ export interface HealthConfig {
 
 export type ProfileName = 'full' | 'lite' | 'micro';
 
+/** The roles of all-MiniLM-L6-v2's files: `config.json`, `tokenizer.json`, `model.safetensors`. */
+export type ModelFileRole = 'config' | 'tokenizer' | 'weights';
+
+/** Lowercase or uppercase hex SHA-256 per file; a file with a digest is verified before use. */
+export type ModelDigests = Partial<Record<ModelFileRole, string>>;
+
+/**
+ * Where all-MiniLM-L6-v2 comes from:
+ * - a base URL (string or URL) of `config.json`, `tokenizer.json` and `model.safetensors`;
+ * - `{ url, sha256 }`: the same, with digests to check (a mismatch is `ERR_MODEL_LOAD`, and a cached
+ *   copy that no longer matches is downloaded again);
+ * - `{ files, sha256 }`: the files' bytes. They are copied to the worker and kept there for its life
+ *   (about 90 MB, so that `embed(texts, { profile })` can load another precision), never cached.
+ */
+export type EmbeddingModelSource =
+  | string
+  | URL
+  | { url: string | URL; sha256?: ModelDigests }
+  | { files: Record<ModelFileRole, ArrayBuffer | ArrayBufferView>; sha256?: ModelDigests };
+
 export interface ModelUrls {
-  /** Base URL of all-MiniLM-L6-v2's `config.json`, `tokenizer.json` and `model.safetensors`. */
-  embedding?: string | URL;
+  /** The embedding model. Without it the hashing embedder (micro) is used. */
+  embedding?: EmbeddingModelSource;
 }
 
 export interface ModelProgressEvent {
   kind: 'model_progress';
+  /** The file's name (`model.safetensors`, ...). */
   file: string;
   loaded: number;
   total: number | null;
   /** Whether the file came from Cache Storage rather than the network. */
   cached: boolean;
+  /** Bytes so far over all the model's files. */
+  overallLoaded: number;
+  /** Bytes over all the model's files, once every file's size is known. */
+  overallTotal: number | null;
+}
+
+export interface EmbedOptions {
+  /**
+   * Embed with this profile's embedder rather than the active one: `micro` is always there; `full`
+   * and `lite` load on first use from the same model source (`ERR_MODEL_LOAD` when they cannot, and
+   * the next call tries again). Vectors of different profiles have different versions: never compare
+   * them with each other.
+   */
+  profile?: ProfileName;
 }
 
 export interface EmbeddingModelInfo {
@@ -99,7 +134,11 @@ export interface EmbeddingModelInfo {
 
 export interface EmbedderFallbackEvent {
   kind: 'embedder_fallback';
+  /** Why, naming the URL or provided file at fault. */
   reason: string;
+  /** The error's code: `ERR_MODEL_LOAD` when the model could not be fetched, verified or parsed. */
+  code: ErrorCode;
+  /** The embedder now in use (micro's). */
   model: EmbeddingModelInfo;
 }
 
@@ -233,7 +272,7 @@ export declare class Orion {
   /** Worker crate and protocol versions, plus this client's version. */
   version(): Promise<VersionInfo & { client: string }>;
   /** Sentence embeddings, one unit-length Float32Array per text, computed in the worker. */
-  embed(texts: string[]): Promise<Float32Array[]>;
+  embed(texts: string[], options?: EmbedOptions): Promise<Float32Array[]>;
   /** The device profile, the device facts and the embedder in use. */
   profile(): Promise<ProfileInfo>;
   /** Model files cached for offline use. */

@@ -96,11 +96,16 @@ export class Orion {
    * Sentence embeddings of `texts` (strings), one Float32Array each, computed in the worker.
    * Vectors are unit length; compare only vectors from the same model version (see `profile()`).
    */
-  async embed(texts) {
+  async embed(texts, options = {}) {
     if (!Array.isArray(texts)) {
       throw new OrionError(ErrorCode.INVALID_MESSAGE, 'embed(texts): texts must be an array of strings');
     }
-    const { vectors } = await this.#call({ type: 'embed', texts });
+    if (options === null || typeof options !== 'object') {
+      throw new OrionError(ErrorCode.INVALID_MESSAGE, 'embed(texts, options): options must be an object');
+    }
+    const request = { type: 'embed', texts };
+    if (options.profile !== undefined) request.profile = options.profile;
+    const { vectors } = await this.#call(request);
     return vectors.map((vector) => Float32Array.from(vector));
   }
 
@@ -176,8 +181,7 @@ export class Orion {
     if (breaker) request.breaker = breaker;
     if (health) request.health = health;
     if (profile) request.profile = profile;
-    // Relative model URLs are the page's: resolve them here, since the worker's base differs.
-    if (models?.embedding) request.models = { embedding: new URL(models.embedding, globalThis.location?.href).href };
+    if (models?.embedding) request.models = { embedding: embeddingSource(models.embedding) };
     return request;
   }
 
@@ -254,3 +258,15 @@ export class Orion {
 }
 
 const CREATE = Symbol('Orion.create');
+
+// `models.embedding` as the protocol takes it. Relative URLs are the page's: they are resolved
+// here, since the worker's base URL differs. Provided bytes go as they are (structured clone
+// copies them; the worker takes them out of the message before decoding it).
+function embeddingSource(embedding) {
+  const resolve = (url) => new URL(url, globalThis.location?.href).href;
+  if (typeof embedding === 'string' || embedding instanceof URL) return resolve(embedding);
+  if (typeof embedding !== 'object') return embedding;
+  const source = { ...embedding };
+  if (typeof source.url === 'string' || source.url instanceof URL) source.url = resolve(source.url);
+  return source;
+}

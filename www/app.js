@@ -91,7 +91,8 @@ async function main() {
       models: { embedding: '/models/all-MiniLM-L6-v2/' },
       onProgress: (e) => {
         const percent = e.total ? ` ${Math.round((100 * e.loaded) / e.total)}%` : '';
-        $('model-progress').textContent = `${e.file}${percent}${e.cached ? ' (from cache)' : ''}`;
+        const overall = e.overallTotal ? `, ${Math.round((100 * e.overallLoaded) / e.overallTotal)}% of the model` : '';
+        $('model-progress').textContent = `${e.file}${percent}${overall}${e.cached ? ' (from cache)' : ''}`;
       },
     });
   } catch (error) {

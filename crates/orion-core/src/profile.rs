@@ -12,7 +12,7 @@
 use serde::{Deserialize, Serialize};
 
 /// What the runtime does on this device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Profile {
     /// MiniLM f32 embeddings, local or host LLM, full debate.
@@ -21,6 +21,17 @@ pub enum Profile {
     Lite,
     /// The hashing embedder; tools and memory only.
     Micro,
+}
+
+impl Profile {
+    /// The profile's name as on the wire (`full`, `lite`, `micro`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Profile::Full => "full",
+            Profile::Lite => "lite",
+            Profile::Micro => "micro",
+        }
+    }
 }
 
 /// What the host asked for.

@@ -13,6 +13,7 @@ use crate::circuit_breaker::{BreakerConfig, BreakerTransition};
 use crate::embedding::EmbeddingModelInfo;
 use crate::error::{Error, ErrorCode};
 use crate::health::{HealthConfig, HealthReport, HealthTransition};
+use crate::model_source::ModelSource;
 use crate::profile::{DeviceFacts, Profile, ProfileRequest};
 
 /// The protocol version this build speaks. Bump it on any incompatible change.
@@ -43,7 +44,7 @@ pub enum Request {
         profile: ProfileRequest,
         /// Where the model files are.
         #[serde(default)]
-        models: ModelUrls,
+        models: Models,
     },
     /// Round-trips `payload` (any JSON value).
     Ping {
@@ -61,6 +62,9 @@ pub enum Request {
     Embed {
         /// The texts, at most [`crate::runtime::MAX_EMBED_TEXTS`].
         texts: Vec<String>,
+        /// Embed with this profile's embedder instead of the active one (loaded on first use).
+        #[serde(default)]
+        profile: Option<Profile>,
     },
     /// Debug only: makes the worker panic, to test crash recovery.
     Crash {},
@@ -81,14 +85,13 @@ impl Request {
     }
 }
 
-/// Where the model files are, as URLs the worker can fetch.
+/// Where the models are.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ModelUrls {
-    /// The base URL of the embedding model's `config.json`, `tokenizer.json` and
-    /// `model.safetensors`.
+pub struct Models {
+    /// The embedding model's `config.json`, `tokenizer.json` and `model.safetensors`.
     #[serde(default)]
-    pub embedding: Option<String>,
+    pub embedding: Option<ModelSource>,
 }
 
 /// A decoded request with its id.
@@ -285,7 +288,11 @@ pub enum ResponseBody {
 
 /// Something that happened in the worker, pushed to the page.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(
+    tag = "kind",
+    rename_all = "snake_case",
+    rename_all_fields = "camelCase"
+)]
 pub enum Event {
     /// A circuit changed state.
     BreakerTransition(BreakerTransition),
@@ -301,11 +308,18 @@ pub enum Event {
         total: Option<u64>,
         /// Whether it came from Cache Storage.
         cached: bool,
+        /// Bytes so far over all of the model's files.
+        overall_loaded: u64,
+        /// Bytes in all over all of the model's files, once every file's size is known.
+        overall_total: Option<u64>,
     },
     /// The model could not be loaded: the hashing embedder (micro) is used instead.
     EmbedderFallback {
         /// Why.
         reason: String,
+        /// The error's code (`ERR_MODEL_LOAD` for a model that could not be fetched, verified or
+        /// parsed).
+        code: ErrorCode,
         /// The embedder now in use.
         model: EmbeddingModelInfo,
     },

@@ -9,7 +9,7 @@
 //! loading and inference).
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
 use futures_util::future::{FutureExt, Shared};
@@ -20,9 +20,10 @@ use crate::clock::SharedClock;
 use crate::embedding::{Embedder, LocalBoxFuture};
 use crate::error::Error;
 use crate::health::{HealthConfig, WorkerHealthMonitor};
+use crate::model_source::ModelSource;
 use crate::profile::{choose, DeviceFacts, Profile, ProfileRequest};
 use crate::protocol::{
-    self, EmbedResult, Envelope, Event, ModelUrls, Outgoing, Pong, ProfileInfo, Request, RequestId,
+    self, EmbedResult, Envelope, Event, Models, Outgoing, Pong, ProfileInfo, Request, RequestId,
     ResponseBody, VersionInfo, PROTOCOL_VERSION,
 };
 use crate::CORE_VERSION;
@@ -63,12 +64,12 @@ pub type Heartbeat = Rc<dyn Fn()>;
 
 /// Loads model-backed embedders: the platform fetches, verifies and caches the files.
 pub trait EmbedderLoader {
-    /// The embedder for `profile` from the model files under `base_url`; calls `heartbeat` as the
-    /// download progresses.
+    /// The embedder for `profile` (full or lite) from the model files of `source`; calls
+    /// `heartbeat` as the download progresses.
     fn load(
         &self,
         profile: Profile,
-        base_url: &str,
+        source: &ModelSource,
         heartbeat: Heartbeat,
     ) -> LocalBoxFuture<'static, crate::error::Result<Rc<dyn Embedder>>>;
 }
@@ -83,7 +84,11 @@ pub struct Platform {
     pub facts: DeviceFacts,
 }
 
+/// The embedder of the active profile: never fails, since a failed load falls back to micro.
 type EmbedderFuture = Shared<LocalBoxFuture<'static, Rc<dyn Embedder>>>;
+
+/// An embedder loaded because `embed` asked for another profile than the active one.
+type OnDemandFuture = Shared<LocalBoxFuture<'static, crate::error::Result<Rc<dyn Embedder>>>>;
 
 /// State that asynchronous work shares with the request loop. Never borrowed across an await.
 struct Common {
@@ -91,6 +96,8 @@ struct Common {
     breakers: CircuitBreaker,
     events: VecDeque<Event>,
     profile: Option<ProfileInfo>,
+    /// Embedders of other profiles, by profile; a failed load is removed so a later call retries.
+    on_demand: HashMap<Profile, OnDemandFuture>,
 }
 
 type SharedState = Rc<RefCell<Common>>;
@@ -103,6 +110,7 @@ pub struct WorkerRuntime {
     web_version: String,
     debug: bool,
     embedder: Option<EmbedderFuture>,
+    source: Option<ModelSource>,
 }
 
 impl WorkerRuntime {
@@ -116,6 +124,7 @@ impl WorkerRuntime {
             breakers: CircuitBreaker::new(clock.clone(), BreakerConfig::default()),
             events: VecDeque::new(),
             profile: None,
+            on_demand: HashMap::new(),
         };
         Self {
             clock,
@@ -124,6 +133,7 @@ impl WorkerRuntime {
             web_version: web_version.to_owned(),
             debug: false,
             embedder: None,
+            source: None,
         }
     }
 
@@ -202,7 +212,7 @@ impl WorkerRuntime {
                 Some(info) => Ok(ResponseBody::Profile(info)),
                 None => Err(Error::Internal("no profile after init".into())),
             },
-            Request::Embed { texts } => return self.embed(id, texts),
+            Request::Embed { texts, profile } => return self.embed(id, texts, profile),
             Request::Crash {} if self.debug => return Reply::Crash,
             Request::Crash {} => Err(Error::DebugDisabled("crash".into())),
         };
@@ -215,7 +225,7 @@ impl WorkerRuntime {
         breaker: BreakerConfig,
         health: HealthConfig,
         request: ProfileRequest,
-        models: ModelUrls,
+        models: Models,
     ) {
         self.debug = debug;
         let profile = choose(request, &self.platform.facts);
@@ -235,23 +245,19 @@ impl WorkerRuntime {
                 fallback_reason: None,
             });
         }
+        self.source = models.embedding;
         let fallback = Rc::clone(&self.platform.fallback);
-        let load = match (profile, models.embedding) {
+        let load = match (profile, &self.source) {
             (Profile::Micro, _) => None,
-            (_, None) => Some(Err(
-                "no embedding model URL was given (`models.embedding`)".to_owned()
-            )),
-            (_, Some(url)) => {
-                let shared = Rc::clone(&self.shared);
-                let heartbeat: Heartbeat = Rc::new(move || {
-                    // Never called while the state is borrowed; if it were, skip one beat
-                    // rather than panic.
-                    if let Ok(mut state) = shared.try_borrow_mut() {
-                        state.health.heartbeat(EMBEDDER_COMPONENT);
-                    }
-                });
-                Some(Ok(self.platform.loader.load(profile, &url, heartbeat)))
-            }
+            (_, None) => Some(Err(Error::model_load(
+                "models.embedding",
+                "no embedding model was given",
+            ))),
+            (_, Some(source)) => Some(Ok(self.platform.loader.load(
+                profile,
+                source,
+                self.heartbeat(),
+            ))),
         };
         let shared = Rc::clone(&self.shared);
         let future: LocalBoxFuture<'static, Rc<dyn Embedder>> = Box::pin(async move {
@@ -260,7 +266,7 @@ impl WorkerRuntime {
                 Some(Err(reason)) => Err(reason),
                 Some(Ok(loading)) => {
                     shared.borrow_mut().health.work_started(EMBEDDER_COMPONENT);
-                    loading.await.map(Some).map_err(|e| e.to_string())
+                    loading.await.map(Some)
                 }
             };
             let mut state = shared.borrow_mut();
@@ -270,10 +276,12 @@ impl WorkerRuntime {
                     model
                 }
                 Ok(None) => fallback,
-                Err(reason) => {
+                Err(error) => {
+                    let reason = error.to_string();
                     state.health.record_failure(EMBEDDER_COMPONENT, &reason);
                     state.events.push_back(Event::EmbedderFallback {
                         reason: reason.clone(),
+                        code: error.code(),
                         model: fallback.info().clone(),
                     });
                     if let Some(info) = state.profile.as_mut() {
@@ -308,7 +316,19 @@ impl WorkerRuntime {
         })
     }
 
-    fn embed(&self, id: RequestId, texts: Vec<String>) -> Reply {
+    /// Keeps the embedder's heartbeat going while a model downloads.
+    fn heartbeat(&self) -> Heartbeat {
+        let shared = Rc::clone(&self.shared);
+        Rc::new(move || {
+            // Never called while the state is borrowed; if it were, skip one beat rather than
+            // panic.
+            if let Ok(mut state) = shared.try_borrow_mut() {
+                state.health.heartbeat(EMBEDDER_COMPONENT);
+            }
+        })
+    }
+
+    fn embed(&self, id: RequestId, texts: Vec<String>, profile: Option<Profile>) -> Reply {
         if texts.len() > MAX_EMBED_TEXTS {
             let error = Error::MessageTooLarge {
                 path: "texts".into(),
@@ -317,13 +337,37 @@ impl WorkerRuntime {
             };
             return Reply::Send(finish(&self.shared, id, RUNTIME_COMPONENT, Err(error)));
         }
-        let Some(embedder) = self.embedder.clone() else {
+        let Some(primary) = self.embedder.clone() else {
             let error = Error::Internal("no embedder after init".into());
             return Reply::Send(finish(&self.shared, id, RUNTIME_COMPONENT, Err(error)));
         };
         let shared = Rc::clone(&self.shared);
+        let on_demand = profile.map(|profile| self.on_demand(profile));
         Reply::Spawn(Box::pin(async move {
-            let embedder = embedder.await;
+            let active = primary.await;
+            let embedder = match on_demand {
+                None => Ok(active),
+                // The primary was loading this profile: it counts unless it fell back to micro.
+                Some(OnDemand::Active(wanted)) => match shared.borrow().profile.as_ref() {
+                    Some(info) if info.active == wanted => Ok(active),
+                    // The reason already names the file at fault.
+                    Some(info) => Err(Error::model_load(
+                        format!("the {} model", wanted.name()),
+                        info.fallback_reason.clone().unwrap_or_default(),
+                    )),
+                    None => Err(Error::Internal("no profile after init".into())),
+                },
+                Some(OnDemand::Fallback(embedder)) => Ok(embedder),
+                Some(OnDemand::Load(load)) => {
+                    shared.borrow_mut().health.work_started(EMBEDDER_COMPONENT);
+                    load.await
+                }
+                Some(OnDemand::Failed(error)) => Err(error),
+            };
+            let embedder = match embedder {
+                Ok(embedder) => embedder,
+                Err(error) => return finish(&shared, id, EMBEDDER_COMPONENT, Err(error)),
+            };
             shared.borrow_mut().health.work_started(EMBEDDER_COMPONENT);
             let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
             let result = embedder.embed(&refs).await.map(|vectors| {
@@ -336,6 +380,47 @@ impl WorkerRuntime {
         }))
     }
 
+    /// How to get `profile`'s embedder for an `embed` that asked for it.
+    fn on_demand(&self, profile: Profile) -> OnDemand {
+        let state = self.shared.borrow();
+        let active = state.profile.as_ref().map(|info| info.active);
+        // While the primary loads, `active` is still the chosen profile: waiting for it is right.
+        if active == Some(profile) {
+            return OnDemand::Active(profile);
+        }
+        if profile == Profile::Micro {
+            return OnDemand::Fallback(Rc::clone(&self.platform.fallback));
+        }
+        if let Some(load) = state.on_demand.get(&profile) {
+            return OnDemand::Load(load.clone());
+        }
+        drop(state);
+        let Some(source) = &self.source else {
+            return OnDemand::Failed(Error::model_load(
+                "models.embedding",
+                format!(
+                    "no embedding model was given, so the {} profile cannot run",
+                    profile.name()
+                ),
+            ));
+        };
+        let loading = self.platform.loader.load(profile, source, self.heartbeat());
+        let shared = Rc::clone(&self.shared);
+        let load: LocalBoxFuture<'static, _> = Box::pin(async move {
+            let result = loading.await;
+            if result.is_err() {
+                shared.borrow_mut().on_demand.remove(&profile);
+            }
+            result
+        });
+        let load = load.shared();
+        self.shared
+            .borrow_mut()
+            .on_demand
+            .insert(profile, load.clone());
+        OnDemand::Load(load)
+    }
+
     fn version(&self) -> VersionInfo {
         VersionInfo {
             core: CORE_VERSION.to_owned(),
@@ -343,6 +428,18 @@ impl WorkerRuntime {
             protocol: PROTOCOL_VERSION,
         }
     }
+}
+
+/// Where an `embed` for a given profile gets its embedder.
+enum OnDemand {
+    /// The active embedder is (or is loading as) that profile's.
+    Active(Profile),
+    /// Micro: the hashing embedder, always there.
+    Fallback(Rc<dyn Embedder>),
+    /// Loading or loaded on demand.
+    Load(OnDemandFuture),
+    /// Cannot be had.
+    Failed(Error),
 }
 
 /// Accounts for a finished request against `component` and builds its answer and events.

@@ -9,7 +9,9 @@ mod clock;
 mod message_guard;
 mod model_loader;
 mod panic_report;
+mod provided_files;
 
+use std::cell::RefCell;
 use std::rc::Rc;
 
 use js_sys::Function;
@@ -21,7 +23,7 @@ use wasm_bindgen::prelude::*;
 
 pub use clock::WebClock;
 pub use message_guard::{check_message, Limits};
-pub use model_loader::{WebModelLoader, MODEL_CACHE};
+pub use model_loader::{ProvidedSlot, WebModelLoader, MODEL_CACHE};
 
 /// This crate's version, reported by `orion.version()` as `web`.
 pub const WEB_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -32,6 +34,7 @@ pub struct OrionWorker {
     runtime: WorkerRuntime,
     post: Function,
     limits: Limits,
+    provided: ProvidedSlot,
 }
 
 #[wasm_bindgen]
@@ -43,8 +46,9 @@ impl OrionWorker {
     pub fn new(post: Function, facts: JsValue) -> OrionWorker {
         panic_report::install(post.clone());
         let facts: DeviceFacts = serde_wasm_bindgen::from_value(facts).unwrap_or_default();
+        let provided: ProvidedSlot = Rc::new(RefCell::new(None));
         let platform = Platform {
-            loader: Rc::new(WebModelLoader::new(post.clone())),
+            loader: Rc::new(WebModelLoader::new(post.clone(), Rc::clone(&provided))),
             fallback: Rc::new(HashingEmbedder::new()),
             facts,
         };
@@ -52,21 +56,47 @@ impl OrionWorker {
             runtime: WorkerRuntime::new(WebClock::shared(), WEB_VERSION, platform),
             post,
             limits: Limits::default(),
+            provided,
         }
     }
 
     /// Handles one message from the page. Never throws for a bad message: it is answered with an
     /// error. Throws only when the instance dies (a panic), after posting a `crashed` message.
     pub fn handle(&mut self, message: JsValue) {
-        let reply = match check_message(&message, &self.limits)
-            .and_then(|()| message_guard::to_json(message.clone()))
-        {
-            Ok(json) => self.runtime.handle(json),
+        let reply = match self.take_provided_files(&message) {
+            Ok(()) => self.handle_json(&message),
             Err(error) => Reply::Send(
                 self.runtime
                     .reject(message_guard::peek_id(&message), &error),
             ),
         };
+        self.deliver(reply);
+    }
+}
+
+impl OrionWorker {
+    /// Moves model bytes out of an `init` message into the loader's slot. Only the first `init`
+    /// may set them (a second one is refused by the runtime anyway).
+    fn take_provided_files(&self, message: &JsValue) -> Result<(), orion_core::Error> {
+        if let Some(files) = provided_files::take(message)? {
+            let mut slot = self.provided.borrow_mut();
+            if slot.is_none() {
+                *slot = Some(Rc::new(files));
+            }
+        }
+        Ok(())
+    }
+
+    fn handle_json(&mut self, message: &JsValue) -> Reply {
+        match check_message(message, &self.limits)
+            .and_then(|()| message_guard::to_json(message.clone()))
+        {
+            Ok(json) => self.runtime.handle(json),
+            Err(error) => Reply::Send(self.runtime.reject(message_guard::peek_id(message), &error)),
+        }
+    }
+
+    fn deliver(&self, reply: Reply) {
         match reply {
             Reply::Send(messages) => messages.iter().for_each(|m| post(&self.post, m)),
             Reply::Spawn(work) => {

@@ -1,42 +1,72 @@
 //! Model files for the embedder: fetched with progress, verified, cached in Cache Storage.
 //!
 //! A file is taken from the cache when present; otherwise it is fetched, checked (HTTP status, not
-//! an HTML page, as many bytes as announced) and, only once the model built from it has loaded,
-//! stored in the cache. So a bad download is never cached, and a second start works offline.
+//! an HTML page, as many bytes as announced, the SHA-256 the host gave) and, only once the model
+//! built from it has loaded, stored in the cache. So a bad download is never cached, and a second
+//! start works offline. A cached file that no longer matches the host's SHA-256 is fetched again.
+//! Files the page provided as bytes are verified the same way and never cached (the page has them).
 
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use js_sys::{Function, Reflect, Uint8Array};
 use orion_core::embedding::{Embedder, LocalBoxFuture};
+use orion_core::model_source::Sha256;
 use orion_core::profile::Profile;
 use orion_core::protocol::{Event, Outgoing};
 use orion_core::runtime::{EmbedderLoader, Heartbeat};
-use orion_core::{Error, PROTOCOL_VERSION};
+use orion_core::{Error, ModelFile, ModelLocation, ModelSource, PROTOCOL_VERSION};
 use orion_embed::{MiniLm, ModelFiles, Precision};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
-use web_sys::{Cache, ReadableStreamDefaultReader, Response, WorkerGlobalScope};
+use web_sys::{
+    Cache, Headers, ReadableStreamDefaultReader, Response, ResponseInit, WorkerGlobalScope,
+};
 
 use crate::post;
+use crate::provided_files::ProvidedFiles;
 
 /// The Cache Storage cache that holds model files. Bump the suffix when the layout changes.
 pub const MODEL_CACHE: &str = "orion-models-v1";
 
-/// The files of all-MiniLM-L6-v2 under the model's base URL.
-const MINILM_FILES: [&str; 3] = ["config.json", "tokenizer.json", "model.safetensors"];
-
 /// Progress is reported at most every this many bytes per file.
 const PROGRESS_STEP: u64 = 1 << 20;
 
-/// Loads MiniLM from the host's URLs, reporting progress through `post`.
+/// The files the page provided as bytes, set when `init` carries them. Kept for the worker's life,
+/// so that an `embed` asking for another profile can load it too.
+pub type ProvidedSlot = Rc<RefCell<Option<Rc<ProvidedFiles>>>>;
+
+/// Loads MiniLM from the host's URLs or bytes, reporting progress through `post`.
 pub struct WebModelLoader {
     post: Function,
+    provided: ProvidedSlot,
 }
 
 impl WebModelLoader {
-    /// A loader that posts progress events through `post`.
-    pub fn new(post: Function) -> Self {
-        Self { post }
+    /// A loader that posts progress events through `post` and reads provided files from
+    /// `provided`.
+    pub fn new(post: Function, provided: ProvidedSlot) -> Self {
+        Self { post, provided }
+    }
+}
+
+/// One file's bytes and, when they came from the network, the URL to cache them under.
+struct Loaded {
+    bytes: Bytes,
+    cache_as: Option<String>,
+}
+
+enum Bytes {
+    Fetched(Vec<u8>),
+    Provided(Rc<ProvidedFiles>, ModelFile),
+}
+
+impl Bytes {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Bytes::Fetched(bytes) => bytes,
+            Bytes::Provided(files, file) => files.get(*file).unwrap_or_default(),
+        }
     }
 }
 
@@ -44,32 +74,60 @@ impl EmbedderLoader for WebModelLoader {
     fn load(
         &self,
         profile: Profile,
-        base_url: &str,
+        source: &ModelSource,
         heartbeat: Heartbeat,
     ) -> LocalBoxFuture<'static, orion_core::error::Result<Rc<dyn Embedder>>> {
         let progress = Progress {
             post: self.post.clone(),
             heartbeat,
+            finished: Cell::new(0),
+            overall_total: Cell::new(None),
         };
-        let base = base_url.trim_end_matches('/').to_owned();
+        let source = source.clone();
+        let provided = self.provided.borrow().clone();
         let precision = match profile {
             Profile::Lite => Precision::Q8_0,
             Profile::Full | Profile::Micro => Precision::F32,
         };
         Box::pin(async move {
-            let cache = open_cache().await;
-            let mut files = Vec::with_capacity(MINILM_FILES.len());
-            for name in MINILM_FILES {
-                let url = format!("{base}/{name}");
-                let (bytes, from_network) =
-                    fetch_file(&url, name, cache.as_ref(), &progress).await?;
-                files.push((url, bytes, from_network));
-            }
+            let cache = match source.location {
+                ModelLocation::Url(_) => open_cache().await,
+                ModelLocation::Provided => None,
+            };
+            let files = match (&source.location, provided) {
+                (ModelLocation::Url(_), _) => {
+                    fetch_files(&source, cache.as_ref(), &progress).await?
+                }
+                (ModelLocation::Provided, Some(provided)) => {
+                    let mut files = Vec::with_capacity(ModelFile::ALL.len());
+                    for file in ModelFile::ALL {
+                        let bytes = Bytes::Provided(Rc::clone(&provided), file);
+                        check_digest(bytes.as_slice(), source.sha256.get(file))
+                            .await
+                            .map_err(|reason| Error::model_load(source.describe(file), reason))?;
+                        files.push(Loaded {
+                            bytes,
+                            cache_as: None,
+                        });
+                    }
+                    files
+                }
+                (ModelLocation::Provided, None) => {
+                    return Err(Error::model_load(
+                        source.describe(ModelFile::Config),
+                        "`provided` was set but no bytes came with `init` \
+                         (pass them as `models.embedding.files`)",
+                    ))
+                }
+            };
+            let [config, tokenizer, weights] = &files[..] else {
+                return Err(Error::Internal("expected three model files".into()));
+            };
             let model = MiniLm::load(
                 ModelFiles {
-                    config: &files[0].1,
-                    tokenizer: &files[1].1,
-                    weights: &files[2].1,
+                    config: config.bytes.as_slice(),
+                    tokenizer: tokenizer.bytes.as_slice(),
+                    weights: weights.bytes.as_slice(),
                 },
                 precision,
             )
@@ -77,16 +135,21 @@ impl EmbedderLoader for WebModelLoader {
                 Error::ModelLoad {
                     source_name,
                     reason,
-                } => Error::ModelLoad {
-                    source_name: format!("{base}/{source_name}"),
-                    reason,
-                },
+                } => {
+                    let file = ModelFile::ALL
+                        .into_iter()
+                        .find(|file| file.file_name() == source_name);
+                    Error::ModelLoad {
+                        source_name: file.map_or(source_name, |file| source.describe(file)),
+                        reason,
+                    }
+                }
                 other => other,
             })?;
             if let Some(cache) = &cache {
-                for (url, bytes, from_network) in &files {
-                    if *from_network {
-                        store(cache, url, bytes).await;
+                for file in &files {
+                    if let Some(url) = &file.cache_as {
+                        store(cache, url, file.bytes.as_slice()).await;
                     }
                 }
             }
@@ -108,33 +171,101 @@ async fn open_cache() -> Option<Cache> {
 
 async fn store(cache: &Cache, url: &str, bytes: &[u8]) {
     let body = Uint8Array::from(bytes);
-    let Ok(response) = Response::new_with_opt_buffer_source(Some(&body)) else {
+    // The size travels with the copy, so a start from the cache knows the overall total too.
+    let init = ResponseInit::new();
+    if let Ok(headers) = Headers::new() {
+        let _ = headers.set("content-length", &bytes.len().to_string());
+        init.set_headers(&headers);
+    }
+    let Ok(response) = Response::new_with_opt_buffer_source_and_init(Some(&body), &init) else {
         return;
     };
     // A failed put (quota) only costs the next start a download.
     let _ = JsFuture::from(cache.put_with_str(url, &response)).await;
 }
 
-/// The bytes of `url`, from the cache or the network, and whether they came from the network.
-async fn fetch_file(
-    url: &str,
-    name: &str,
+/// A file whose response is open (headers read) but whose body is not read yet.
+struct Opened {
+    file: ModelFile,
+    url: String,
+    response: Response,
+    /// Its size, when known (not for compressed or chunked responses).
+    total: Option<u64>,
+    cached: bool,
+}
+
+/// Fetches every file of `source`: all responses are opened first, so the overall size is known
+/// before the bodies are read one after another.
+async fn fetch_files(
+    source: &ModelSource,
     cache: Option<&Cache>,
     progress: &Progress,
-) -> orion_core::error::Result<(Vec<u8>, bool)> {
-    if let Some(cache) = cache {
-        if let Ok(hit) = JsFuture::from(cache.match_with_str(url)).await {
-            if let Ok(response) = hit.dyn_into::<Response>() {
-                let bytes = read_body(url, name, &response, None, progress, true).await?;
-                return Ok((bytes, false));
-            }
-        }
+) -> orion_core::error::Result<Vec<Loaded>> {
+    let mut opened = Vec::with_capacity(ModelFile::ALL.len());
+    for file in ModelFile::ALL {
+        let url = source.describe(file);
+        let cached = match cache {
+            Some(cache) => cached_response(cache, &url).await,
+            None => None,
+        };
+        opened.push(match cached {
+            Some(response) => Opened {
+                file,
+                total: content_length(&response),
+                url,
+                response,
+                cached: true,
+            },
+            None => open_network(file, url).await?,
+        });
     }
-    let load_error = |reason: String| Error::model_load(url, reason);
+    let totals: Option<u64> = opened.iter().map(|o| o.total).sum();
+    progress.overall_total.set(totals);
+    let mut files = Vec::with_capacity(opened.len());
+    for opened in opened {
+        let expected = source.sha256.get(opened.file);
+        let bytes = read_body(&opened, progress).await?;
+        let digest = check_digest(&bytes, expected).await;
+        let loaded = match (digest, opened.cached) {
+            (Ok(()), cached) => Loaded {
+                bytes: Bytes::Fetched(bytes),
+                cache_as: (!cached).then(|| opened.url.clone()),
+            },
+            // A stale cached copy (the host now names another digest) is fetched again.
+            (Err(_), true) => {
+                let fresh = open_network(opened.file, opened.url.clone()).await?;
+                let bytes = read_body(&fresh, progress).await?;
+                check_digest(&bytes, expected)
+                    .await
+                    .map_err(|reason| Error::model_load(&opened.url, reason))?;
+                Loaded {
+                    bytes: Bytes::Fetched(bytes),
+                    cache_as: Some(opened.url),
+                }
+            }
+            (Err(reason), false) => return Err(Error::model_load(&opened.url, reason)),
+        };
+        progress.finished_file(loaded.bytes.as_slice().len() as u64);
+        files.push(loaded);
+    }
+    Ok(files)
+}
+
+async fn cached_response(cache: &Cache, url: &str) -> Option<Response> {
+    JsFuture::from(cache.match_with_str(url))
+        .await
+        .ok()?
+        .dyn_into::<Response>()
+        .ok()
+}
+
+/// Requests `url` and checks the response's status and type; the body is read later.
+async fn open_network(file: ModelFile, url: String) -> orion_core::error::Result<Opened> {
+    let load_error = |reason: String| Error::model_load(&url, reason);
     let scope: WorkerGlobalScope = js_sys::global()
         .dyn_into()
         .map_err(|_| load_error("not running in a worker".into()))?;
-    let response = JsFuture::from(scope.fetch_with_str(url))
+    let response = JsFuture::from(scope.fetch_with_str(&url))
         .await
         .map_err(|e| load_error(format!("the request failed: {}", describe(&e))))?;
     let response: Response = response
@@ -143,47 +274,75 @@ async fn fetch_file(
     if !response.ok() {
         return Err(load_error(format!("HTTP {}", response.status())));
     }
-    let headers = response.headers();
-    let header = |name: &str| headers.get(name).ok().flatten();
-    if header("content-type").is_some_and(|t| t.trim_start().starts_with("text/html")) {
+    let content_type = response.headers().get("content-type").ok().flatten();
+    if content_type.is_some_and(|t| t.trim_start().starts_with("text/html")) {
         return Err(load_error(
             "the server sent an HTML page, not the model file".into(),
         ));
     }
-    // With a content encoding, Content-Length counts compressed bytes: not comparable.
-    let total = match header("content-encoding") {
-        Some(_) => None,
-        None => header("content-length").and_then(|l| l.trim().parse::<u64>().ok()),
-    };
-    let bytes = read_body(url, name, &response, total, progress, false).await?;
-    if let Some(total) = total {
-        if bytes.len() as u64 != total {
-            return Err(load_error(format!(
-                "truncated: received {} of {total} bytes",
-                bytes.len()
-            )));
-        }
-    }
-    Ok((bytes, true))
+    Ok(Opened {
+        file,
+        total: content_length(&response),
+        url,
+        response,
+        cached: false,
+    })
 }
 
-async fn read_body(
-    url: &str,
-    name: &str,
-    response: &Response,
-    total: Option<u64>,
-    progress: &Progress,
-    cached: bool,
-) -> orion_core::error::Result<Vec<u8>> {
-    let load_error = |reason: String| Error::model_load(url, reason);
-    let Some(body) = response.body() else {
+/// The body's size from `Content-Length`, unless a content encoding makes it count compressed
+/// bytes.
+fn content_length(response: &Response) -> Option<u64> {
+    let headers = response.headers();
+    let header = |name: &str| headers.get(name).ok().flatten();
+    match header("content-encoding") {
+        Some(_) => None,
+        None => header("content-length").and_then(|l| l.trim().parse::<u64>().ok()),
+    }
+}
+
+/// Checks `bytes` against the SHA-256 the host gave, with the browser's WebCrypto (native code,
+/// far faster than hashing 90 MB in wasm).
+async fn check_digest(bytes: &[u8], expected: Option<Sha256>) -> Result<(), String> {
+    let Some(expected) = expected else {
+        return Ok(());
+    };
+    let scope: WorkerGlobalScope = js_sys::global()
+        .dyn_into()
+        .map_err(|_| "not running in a worker".to_owned())?;
+    let subtle = scope
+        .crypto()
+        .map_err(|e| format!("WebCrypto is unavailable: {}", describe(&e)))?
+        .subtle();
+    // `digest` copies its input before it returns, so passing a view of wasm memory is sound.
+    let promise = subtle
+        .digest_with_str_and_u8_array("SHA-256", bytes)
+        .map_err(|e| format!("SHA-256 failed: {}", describe(&e)))?;
+    let digest = JsFuture::from(promise)
+        .await
+        .map_err(|e| format!("SHA-256 failed: {}", describe(&e)))?;
+    let actual = Uint8Array::new(&digest).to_vec();
+    if actual == expected.0 {
+        Ok(())
+    } else {
+        let actual: String = actual.iter().map(|b| format!("{b:02x}")).collect();
+        Err(format!(
+            "SHA-256 mismatch: expected {expected}, got {actual}"
+        ))
+    }
+}
+
+/// Reads `opened`'s body with progress; fails when it ends short of `Content-Length`.
+async fn read_body(opened: &Opened, progress: &Progress) -> orion_core::error::Result<Vec<u8>> {
+    let load_error = |reason: String| Error::model_load(&opened.url, reason);
+    let name = opened.file.file_name();
+    let Some(body) = opened.response.body() else {
         return Ok(Vec::new());
     };
     let reader: ReadableStreamDefaultReader = body
         .get_reader()
         .dyn_into()
         .map_err(|_| load_error("the response body cannot be read".into()))?;
-    let mut bytes = Vec::with_capacity(total.unwrap_or(0).min(1 << 30) as usize);
+    let mut bytes = Vec::with_capacity(opened.total.unwrap_or(0).min(1 << 30) as usize);
     let mut reported = 0u64;
     loop {
         let chunk = JsFuture::from(reader.read())
@@ -206,11 +365,18 @@ async fn read_body(
         let loaded = bytes.len() as u64;
         if loaded - reported >= PROGRESS_STEP {
             reported = loaded;
-            progress.report(name, loaded, total, cached);
+            progress.report(name, loaded, opened.total, opened.cached);
         }
     }
     let loaded = bytes.len() as u64;
-    progress.report(name, loaded, total.or(Some(loaded)), cached);
+    if let Some(total) = opened.total {
+        if loaded != total {
+            return Err(load_error(format!(
+                "truncated: received {loaded} of {total} bytes"
+            )));
+        }
+    }
+    progress.report(name, loaded, Some(loaded), opened.cached);
     Ok(bytes)
 }
 
@@ -218,9 +384,16 @@ async fn read_body(
 struct Progress {
     post: Function,
     heartbeat: Heartbeat,
+    /// Bytes of the files read completely.
+    finished: Cell<u64>,
+    overall_total: Cell<Option<u64>>,
 }
 
 impl Progress {
+    fn finished_file(&self, bytes: u64) {
+        self.finished.set(self.finished.get() + bytes);
+    }
+
     fn report(&self, file: &str, loaded: u64, total: Option<u64>, cached: bool) {
         (self.heartbeat)();
         post(
@@ -232,6 +405,8 @@ impl Progress {
                     loaded,
                     total,
                     cached,
+                    overall_loaded: self.finished.get() + loaded,
+                    overall_total: self.overall_total.get(),
                 },
             },
         );

@@ -50,7 +50,7 @@ fn decodes_every_request_type() {
                 },
                 health: HealthConfig::default(),
                 profile: ProfileRequest::Auto,
-                models: ModelUrls::default(),
+                models: Models::default(),
             },
         ),
     ];

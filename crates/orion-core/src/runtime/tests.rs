@@ -46,27 +46,28 @@ impl Embedder for LengthEmbedder {
     }
 }
 
-/// Loads a "model" embedder, or fails when `fail` is set; counts its calls.
+/// Loads a "model" embedder versioned `model/<profile>`, or fails while `fail` is set; counts its
+/// calls.
 struct FakeLoader {
-    fail: bool,
+    fail: Cell<bool>,
     calls: Cell<u32>,
 }
 
 impl EmbedderLoader for FakeLoader {
     fn load(
         &self,
-        _profile: Profile,
-        base_url: &str,
+        profile: Profile,
+        source: &ModelSource,
         _heartbeat: Heartbeat,
     ) -> LocalBoxFuture<'static, crate::error::Result<Rc<dyn Embedder>>> {
         self.calls.set(self.calls.get() + 1);
-        let result = if self.fail {
+        let result = if self.fail.get() {
             Err(Error::model_load(
-                format!("{base_url}/model.safetensors"),
+                source.describe(crate::ModelFile::Weights),
                 "HTTP 404",
             ))
         } else {
-            Ok(LengthEmbedder::shared("model/v1"))
+            Ok(LengthEmbedder::shared(&format!("model/{}", profile.name())))
         };
         Box::pin(async move { result })
     }
@@ -74,7 +75,7 @@ impl EmbedderLoader for FakeLoader {
 
 fn fake_platform(fail: bool) -> (Rc<FakeLoader>, Platform) {
     let loader = Rc::new(FakeLoader {
-        fail,
+        fail: Cell::new(fail),
         calls: Cell::new(0),
     });
     let platform = Platform {
@@ -277,14 +278,14 @@ fn embed_uses_the_loaded_model_and_reports_it() {
         &mut rt,
         json!({"v": 1, "id": 1, "type": "embed", "texts": ["abc", ""]}),
     );
-    assert_eq!(answer[0]["result"]["model"]["version"], "model/v1");
+    assert_eq!(answer[0]["result"]["model"]["version"], "model/full");
     let vectors = answer[0]["result"]["vectors"].as_array().unwrap();
     assert_eq!(vectors.len(), 2);
     assert_eq!(vectors[1], json!([0.0, 1.0]));
     let profile = send(&mut rt, json!({"v": 1, "id": 2, "type": "profile"}));
     assert_eq!(profile[0]["result"]["chosen"], "full");
     assert_eq!(profile[0]["result"]["active"], "full");
-    assert_eq!(profile[0]["result"]["embedding"]["version"], "model/v1");
+    assert_eq!(profile[0]["result"]["embedding"]["version"], "model/full");
     assert_eq!(profile[0]["result"]["fallbackReason"], Value::Null);
     // The model is loaded once, not per request.
     send(
@@ -310,6 +311,7 @@ fn a_failed_load_falls_back_to_micro_with_an_event_and_health() {
         .unwrap()
         .contains("/m/model.safetensors"));
     assert_eq!(fallback["event"]["model"]["version"], "hashing/v1");
+    assert_eq!(fallback["event"]["code"], "ERR_MODEL_LOAD");
     let answer = send(
         &mut rt,
         json!({"v": 1, "id": 1, "type": "embed", "texts": ["abc"]}),
@@ -379,6 +381,95 @@ fn embed_errors_and_limits_are_typed() {
         .contains("texts[0]"));
 }
 
+fn embed_as(rt: &mut WorkerRuntime, id: u32, profile: &str) -> Value {
+    let answer = send(
+        rt,
+        json!({"v": 1, "id": id, "type": "embed", "texts": ["abc"], "profile": profile}),
+    );
+    answer[0].clone()
+}
+
+#[test]
+fn embed_can_ask_for_another_profile_which_loads_once_on_demand() {
+    let clock = ManualClock::new(0);
+    let (loader, platform) = fake_platform(false);
+    let mut rt = WorkerRuntime::new(clock.shared(), "1", platform);
+    init_with(&mut rt, json!({"models": {"embedding": "/m"}}));
+    assert_eq!(loader.calls.get(), 1);
+    let full = embed_as(&mut rt, 1, "full");
+    assert_eq!(full["result"]["model"]["version"], "model/full");
+    let micro = embed_as(&mut rt, 2, "micro");
+    assert_eq!(micro["result"]["model"]["version"], "hashing/v1");
+    assert_eq!(loader.calls.get(), 1, "full and micro need no new load");
+    for id in 3..5 {
+        let lite = embed_as(&mut rt, id, "lite");
+        assert_eq!(lite["result"]["model"]["version"], "model/lite");
+    }
+    assert_eq!(loader.calls.get(), 2, "lite is loaded once");
+    // The active embedder is unchanged.
+    let answer = send(
+        &mut rt,
+        json!({"v": 1, "id": 9, "type": "embed", "texts": ["x"]}),
+    );
+    assert_eq!(answer[0]["result"]["model"]["version"], "model/full");
+    let profile = send(&mut rt, json!({"v": 1, "id": 10, "type": "profile"}));
+    assert_eq!(profile[0]["result"]["active"], "full");
+}
+
+#[test]
+fn an_on_demand_load_that_fails_is_an_error_and_is_retried_next_time() {
+    let clock = ManualClock::new(0);
+    let (loader, platform) = fake_platform(false);
+    let mut rt = WorkerRuntime::new(clock.shared(), "1", platform);
+    init_with(
+        &mut rt,
+        json!({"profile": "micro", "models": {"embedding": "/m"}}),
+    );
+    loader.fail.set(true);
+    let failed = embed_as(&mut rt, 1, "lite");
+    assert_eq!(failed["error"]["code"], "ERR_MODEL_LOAD");
+    assert!(failed["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("/m/model.safetensors"));
+    loader.fail.set(false);
+    let lite = embed_as(&mut rt, 2, "lite");
+    assert_eq!(lite["result"]["model"]["version"], "model/lite");
+    assert_eq!(loader.calls.get(), 2);
+    let health = send(&mut rt, json!({"v": 1, "id": 3, "type": "health"}));
+    let embedder = &health[0]["result"]["components"][0];
+    assert_eq!(embedder["totalFailures"], 1);
+}
+
+#[test]
+fn asking_for_a_model_profile_without_a_model_or_after_a_fallback_is_an_error() {
+    let clock = ManualClock::new(0);
+    let (loader, platform) = fake_platform(false);
+    let mut rt = WorkerRuntime::new(clock.shared(), "1", platform);
+    init_with(&mut rt, json!({"profile": "micro"}));
+    let failed = embed_as(&mut rt, 1, "full");
+    assert_eq!(failed["error"]["code"], "ERR_MODEL_LOAD");
+    assert!(failed["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("models.embedding"));
+    assert_eq!(loader.calls.get(), 0);
+
+    // The chosen profile fell back: asking for it explicitly tries again, and says why it failed.
+    let (loader, platform) = fake_platform(true);
+    let mut rt = WorkerRuntime::new(clock.shared(), "1", platform);
+    init_with(&mut rt, json!({"models": {"embedding": "/m"}}));
+    let failed = embed_as(&mut rt, 1, "full");
+    assert_eq!(failed["error"]["code"], "ERR_MODEL_LOAD");
+    assert_eq!(loader.calls.get(), 2);
+    let bad = embed_as(&mut rt, 2, "huge");
+    assert_eq!(bad["error"]["code"], "ERR_INVALID_MESSAGE");
+    assert!(bad["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("profile"));
+}
+
 /// A loader whose download finishes only when the test says so, keeping its heartbeat.
 struct SlowLoader {
     heartbeat: RefCell<Option<Heartbeat>>,
@@ -389,14 +480,14 @@ impl EmbedderLoader for SlowLoader {
     fn load(
         &self,
         _profile: Profile,
-        _base_url: &str,
+        _source: &ModelSource,
         heartbeat: Heartbeat,
     ) -> LocalBoxFuture<'static, crate::error::Result<Rc<dyn Embedder>>> {
         *self.heartbeat.borrow_mut() = Some(heartbeat);
         let done = Rc::clone(&self.done);
         Box::pin(std::future::poll_fn(move |_| {
             if done.get() {
-                std::task::Poll::Ready(Ok(LengthEmbedder::shared("model/v1")))
+                std::task::Poll::Ready(Ok(LengthEmbedder::shared("model/full")))
             } else {
                 std::task::Poll::Pending
             }
