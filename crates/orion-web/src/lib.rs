@@ -6,6 +6,7 @@
 //! copying them into wasm memory, and reports panics to the page before the instance dies.
 
 mod clock;
+pub mod headroom;
 mod message_guard;
 mod model_loader;
 mod panic_report;

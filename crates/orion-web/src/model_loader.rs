@@ -23,6 +23,7 @@ use web_sys::{
     Cache, Headers, ReadableStreamDefaultReader, Response, ResponseInit, WorkerGlobalScope,
 };
 
+use crate::headroom;
 use crate::post;
 use crate::provided_files::ProvidedFiles;
 
@@ -123,6 +124,8 @@ impl EmbedderLoader for WebModelLoader {
             let [config, tokenizer, weights] = &files[..] else {
                 return Err(Error::Internal("expected three model files".into()));
             };
+            headroom::ensure(weights.bytes.as_slice().len() + headroom::WORKING_MEMORY)
+                .map_err(|reason| Error::model_load(source.describe(ModelFile::Weights), reason))?;
             let model = MiniLm::load(
                 ModelFiles {
                     config: config.bytes.as_slice(),

@@ -239,3 +239,15 @@ fn the_guard_walks_bounded_and_names_the_path() {
     let bare: Object = Object::create(&JsValue::NULL.unchecked_into());
     assert!(check_message(&bare.into(), &limits).is_ok());
 }
+
+#[wasm_bindgen_test]
+fn memory_headroom_is_checked_without_aborting() {
+    assert!(orion_web::headroom::ensure(64 << 20).is_ok());
+    // More than wasm32's 4 GiB address space: an error, not an abort of the instance.
+    let error = orion_web::headroom::ensure(usize::MAX - 4096).unwrap_err();
+    assert!(error.contains("not enough memory"), "{error}");
+    let error = orion_web::headroom::ensure(u32::MAX as usize).unwrap_err();
+    assert!(error.contains("not enough memory"), "{error}");
+    // The worker is still alive and can allocate.
+    assert_eq!(vec![1u8; 1 << 20].len(), 1 << 20);
+}
