@@ -155,6 +155,8 @@ export interface ProfileInfo {
   chosen: ProfileName;
   /** What runs: 'micro' after a fallback. */
   active: ProfileName;
+  /** What the active profile may spend. */
+  budget: { maxMemories: number };
   facts: DeviceFacts;
   embedding: EmbeddingModelInfo | null;
   fallbackReason: string | null;

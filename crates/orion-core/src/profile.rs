@@ -8,6 +8,18 @@
 //!
 //! Browsers hide some facts (`navigator.deviceMemory` is Chromium-only and capped at 8): a missing
 //! fact does not count against the device. The host can force a profile.
+//!
+//! Each profile has a [`Budget`] ([`Profile::budget`]):
+//!
+//! | profile | embedder | memories kept | debate |
+//! | --- | --- | ---: | --- |
+//! | full | MiniLM f32 | 100 000 | every query |
+//! | lite | MiniLM Q8_0 | 20 000 | long queries only |
+//! | micro | hashing | 5 000 | never |
+//!
+//! "Memories kept" is the memory store's size limit, past which the least recently used memories
+//! are evicted. Model memory is not budgeted by a fixed figure: before a load, the loader checks
+//! that the worker can get the weights' size plus working memory, and falls back to micro if not.
 
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +43,26 @@ impl Profile {
             Profile::Lite => "lite",
             Profile::Micro => "micro",
         }
+    }
+}
+
+/// What a profile may spend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Budget {
+    /// Memories the store keeps before evicting the least recently used.
+    pub max_memories: u32,
+}
+
+impl Profile {
+    /// This profile's budget (see the module's table).
+    pub fn budget(self) -> Budget {
+        let max_memories = match self {
+            Profile::Full => 100_000,
+            Profile::Lite => 20_000,
+            Profile::Micro => 5_000,
+        };
+        Budget { max_memories }
     }
 }
 

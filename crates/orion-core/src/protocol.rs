@@ -14,7 +14,7 @@ use crate::embedding::EmbeddingModelInfo;
 use crate::error::{Error, ErrorCode};
 use crate::health::{HealthConfig, HealthReport, HealthTransition};
 use crate::model_source::ModelSource;
-use crate::profile::{DeviceFacts, Profile, ProfileRequest};
+use crate::profile::{Budget, DeviceFacts, Profile, ProfileRequest};
 
 /// The protocol version this build speaks. Bump it on any incompatible change.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -262,6 +262,8 @@ pub struct ProfileInfo {
     pub chosen: Profile,
     /// What runs: `micro` after a fallback.
     pub active: Profile,
+    /// The active profile's budget.
+    pub budget: Budget,
     /// What the worker read about the device.
     pub facts: DeviceFacts,
     /// The embedder in use (`None` while the model loads).

@@ -240,6 +240,7 @@ impl WorkerRuntime {
                 requested: request,
                 chosen: profile,
                 active: profile,
+                budget: profile.budget(),
                 facts: self.platform.facts,
                 embedding: None,
                 fallback_reason: None,
@@ -286,6 +287,7 @@ impl WorkerRuntime {
                     });
                     if let Some(info) = state.profile.as_mut() {
                         info.active = Profile::Micro;
+                        info.budget = Profile::Micro.budget();
                         info.fallback_reason = Some(reason);
                     }
                     fallback

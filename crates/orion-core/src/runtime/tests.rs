@@ -320,6 +320,7 @@ fn a_failed_load_falls_back_to_micro_with_an_event_and_health() {
     let profile = send(&mut rt, json!({"v": 1, "id": 2, "type": "profile"}));
     assert_eq!(profile[0]["result"]["chosen"], "full");
     assert_eq!(profile[0]["result"]["active"], "micro");
+    assert_eq!(profile[0]["result"]["budget"]["maxMemories"], 5_000);
     let health = send(&mut rt, json!({"v": 1, "id": 3, "type": "health"}));
     let embedder = &health[0]["result"]["components"][0];
     assert_eq!(embedder["name"], EMBEDDER_COMPONENT);
