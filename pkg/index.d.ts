@@ -19,7 +19,10 @@ export type ErrorCode =
   | 'ERR_CLOSED'
   | 'ERR_MODEL_LOAD'
   | 'ERR_EMBEDDING'
-  | 'ERR_INTERNAL';
+  | 'ERR_INTERNAL'
+  | 'ERR_INVALID_INPUT'
+  | 'ERR_QUOTA'
+  | 'ERR_STORE';
 
 /** The codes by name, e.g. `ErrorCode.WORKER_CRASHED === 'ERR_WORKER_CRASHED'`. */
 export declare const ErrorCode: Readonly<{
@@ -35,6 +38,9 @@ export declare const ErrorCode: Readonly<{
   MODEL_LOAD: 'ERR_MODEL_LOAD';
   EMBEDDING: 'ERR_EMBEDDING';
   INTERNAL: 'ERR_INTERNAL';
+  INVALID_INPUT: 'ERR_INVALID_INPUT';
+  QUOTA: 'ERR_QUOTA';
+  STORE: 'ERR_STORE';
 }>;
 
 /** Every rejection from ORION is an OrionError. */

@@ -21,6 +21,9 @@ export const ErrorCode = Object.freeze({
   MODEL_LOAD: 'ERR_MODEL_LOAD',
   EMBEDDING: 'ERR_EMBEDDING',
   INTERNAL: 'ERR_INTERNAL',
+  INVALID_INPUT: 'ERR_INVALID_INPUT',
+  QUOTA: 'ERR_QUOTA',
+  STORE: 'ERR_STORE',
 });
 
 /** An error from ORION. `code` is stable; `message` is for people. */

@@ -73,6 +73,20 @@ pub enum Error {
     /// Inference failed on valid input (a model bug, or out of memory).
     #[error("embedding failed: {0}")]
     Embedding(String),
+    /// An argument of an API call is not acceptable (empty text, unknown kind, `k` out of range).
+    #[error("invalid `{field}`: {reason}")]
+    InvalidInput {
+        /// The argument or field at fault, e.g. `text` or `items[3].kind`.
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The browser refused a write for lack of storage quota. Nothing was written.
+    #[error("storage quota exceeded: {0}")]
+    Quota(String),
+    /// The database failed (could not open, a transaction aborted, a stored record is unreadable).
+    #[error("storage failed: {0}")]
+    Store(String),
     /// A bug: an invariant did not hold. The message says which.
     #[error("internal error: {0}")]
     Internal(String),
@@ -117,11 +131,20 @@ pub enum ErrorCode {
     /// See [`Error::Internal`].
     #[serde(rename = "ERR_INTERNAL")]
     Internal,
+    /// See [`Error::InvalidInput`].
+    #[serde(rename = "ERR_INVALID_INPUT")]
+    InvalidInput,
+    /// See [`Error::Quota`].
+    #[serde(rename = "ERR_QUOTA")]
+    Quota,
+    /// See [`Error::Store`].
+    #[serde(rename = "ERR_STORE")]
+    Store,
 }
 
 impl ErrorCode {
     /// Every code, in declaration order.
-    pub const ALL: [ErrorCode; 12] = [
+    pub const ALL: [ErrorCode; 15] = [
         ErrorCode::InvalidMessage,
         ErrorCode::MessageTooLarge,
         ErrorCode::UnsupportedProtocol,
@@ -134,6 +157,9 @@ impl ErrorCode {
         ErrorCode::ModelLoad,
         ErrorCode::Embedding,
         ErrorCode::Internal,
+        ErrorCode::InvalidInput,
+        ErrorCode::Quota,
+        ErrorCode::Store,
     ];
 
     /// The code as JS sees it, e.g. `"ERR_CIRCUIT_OPEN"`.
@@ -151,6 +177,9 @@ impl ErrorCode {
             ErrorCode::ModelLoad => "ERR_MODEL_LOAD",
             ErrorCode::Embedding => "ERR_EMBEDDING",
             ErrorCode::Internal => "ERR_INTERNAL",
+            ErrorCode::InvalidInput => "ERR_INVALID_INPUT",
+            ErrorCode::Quota => "ERR_QUOTA",
+            ErrorCode::Store => "ERR_STORE",
         }
     }
 }
@@ -177,6 +206,9 @@ impl Error {
             Error::ModelLoad { .. } => ErrorCode::ModelLoad,
             Error::Embedding(_) => ErrorCode::Embedding,
             Error::Internal(_) => ErrorCode::Internal,
+            Error::InvalidInput { .. } => ErrorCode::InvalidInput,
+            Error::Quota(_) => ErrorCode::Quota,
+            Error::Store(_) => ErrorCode::Store,
         }
     }
 
@@ -185,6 +217,14 @@ impl Error {
         Error::ModelLoad {
             source_name: source_name.into(),
             reason: reason.to_string(),
+        }
+    }
+
+    /// A shorthand for [`Error::InvalidInput`].
+    pub fn invalid_input(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::InvalidInput {
+            field: field.into(),
+            reason: reason.into(),
         }
     }
 

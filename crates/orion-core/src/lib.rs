@@ -13,6 +13,7 @@ pub mod model_source;
 pub mod profile;
 pub mod protocol;
 pub mod runtime;
+pub mod store;
 
 pub use circuit_breaker::{BreakerConfig, BreakerState, CircuitBreaker, Permit};
 pub use clock::{Clock, ManualClock, SharedClock};
@@ -23,6 +24,7 @@ pub use model_source::{ModelFile, ModelLocation, ModelSource};
 pub use profile::{DeviceFacts, Profile, ProfileRequest};
 pub use protocol::{Envelope, Event, Outgoing, Request, PROTOCOL_VERSION};
 pub use runtime::{EmbedderLoader, Heartbeat, Platform, Reply, WorkerRuntime};
+pub use store::{MemStore, Row, Scan, Store, Table, WriteOp};
 
 /// The version of this crate, reported by `orion.version()`.
 pub const CORE_VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,226 @@
+//! The storage contract: tables of rows, read in one transaction per call and written in atomic
+//! batches.
+//!
+//! IndexedDB shapes this API. Its transactions end as soon as the code awaits anything but the
+//! database, so a transaction cannot span arbitrary async work; instead every call here is one
+//! transaction: [`Store::write`] applies a whole batch atomically (all of it or, on any error,
+//! none of it), [`Store::snapshot`] reads whole tables consistently. Rows are JSON objects with a
+//! string `id` plus f32 vectors, which IndexedDB stores as `Float32Array`s (never as arrays of
+//! numbers). Implementations: [`MemStore`] here (native code and tests) and `IdbStore` in
+//! `orion-store` (IndexedDB through rexie); both pass [`conformance`].
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+
+use crate::embedding::LocalBoxFuture;
+use crate::error::{Error, Result};
+
+mod mem;
+
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
+
+pub use mem::MemStore;
+
+/// The tables of the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Table {
+    /// What ORION remembers ([`crate::memory`]).
+    Memories,
+    /// Backups and their payloads.
+    Backups,
+    /// Background jobs.
+    Jobs,
+    /// Workflow checkpoints.
+    Workflows,
+    /// Settings, schema version, breaker states.
+    Meta,
+}
+
+impl Table {
+    /// Every table.
+    pub const ALL: [Table; 5] = [
+        Table::Memories,
+        Table::Backups,
+        Table::Jobs,
+        Table::Workflows,
+        Table::Meta,
+    ];
+
+    /// The object store's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Memories => "memories",
+            Table::Backups => "backups",
+            Table::Jobs => "jobs",
+            Table::Workflows => "workflows",
+            Table::Meta => "meta",
+        }
+    }
+
+    /// The fields this table is indexed on: [`Scan::index`] may filter on them. (In IndexedDB each
+    /// is a compound index `[field, id]`, so rows with one value come out ordered by id.)
+    pub fn indexed_fields(self) -> &'static [&'static str] {
+        match self {
+            Table::Memories => &["kind"],
+            Table::Backups => &["kind"],
+            Table::Jobs => &["state", "name"],
+            Table::Workflows => &["status"],
+            Table::Meta => &[],
+        }
+    }
+}
+
+/// One stored record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    /// The primary key.
+    pub id: String,
+    /// The JSON fields (an `id` field here is ignored: [`Row::id`] is the key).
+    pub fields: Map<String, Value>,
+    /// Vector fields, stored as `Float32Array`s. Their names must not clash with `fields`.
+    pub vectors: BTreeMap<String, Vec<f32>>,
+}
+
+impl Row {
+    /// An empty row with key `id`.
+    pub fn new(id: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            fields: Map::new(),
+            vectors: BTreeMap::new(),
+        }
+    }
+
+    /// Sets a JSON field.
+    pub fn with(mut self, field: &str, value: impl Into<Value>) -> Self {
+        self.fields.insert(field.to_owned(), value.into());
+        self
+    }
+
+    /// Sets a vector field.
+    pub fn with_vector(mut self, field: &str, vector: Vec<f32>) -> Self {
+        self.vectors.insert(field.to_owned(), vector);
+        self
+    }
+
+    /// A string field, or a `Store` error naming the row and field.
+    pub fn str_field(&self, field: &str) -> Result<&str> {
+        self.fields
+            .get(field)
+            .and_then(Value::as_str)
+            .ok_or_else(|| self.malformed(field, "a string"))
+    }
+
+    /// A non-negative integer field, or a `Store` error naming the row and field.
+    pub fn u64_field(&self, field: &str) -> Result<u64> {
+        self.fields
+            .get(field)
+            .and_then(Value::as_u64)
+            .ok_or_else(|| self.malformed(field, "a non-negative integer"))
+    }
+
+    /// A vector field, or a `Store` error naming the row and field.
+    pub fn vector_field(&self, field: &str) -> Result<&[f32]> {
+        self.vectors
+            .get(field)
+            .map(Vec::as_slice)
+            .ok_or_else(|| self.malformed(field, "a Float32Array"))
+    }
+
+    fn malformed(&self, field: &str, expected: &str) -> Error {
+        Error::Store(format!(
+            "row `{}`: field `{field}` is missing or not {expected}",
+            self.id
+        ))
+    }
+}
+
+/// One change in a [`Store::write`] batch.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WriteOp {
+    /// Inserts or replaces the row with this id (the whole row: absent fields are gone).
+    Put(Table, Row),
+    /// Deletes the row with this id, if any.
+    Delete(Table, String),
+    /// Deletes every row of the table.
+    Clear(Table),
+}
+
+impl WriteOp {
+    /// The table it changes.
+    pub fn table(&self) -> Table {
+        match self {
+            WriteOp::Put(table, _) | WriteOp::Delete(table, _) | WriteOp::Clear(table) => *table,
+        }
+    }
+}
+
+/// Which rows [`Store::scan`] returns: ordered by id, those after `after`, at most `limit`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scan {
+    /// Only rows whose id sorts after this one (for paging: pass the last id of the previous page).
+    pub after: Option<String>,
+    /// At most this many rows.
+    pub limit: usize,
+    /// Only rows whose indexed field (one of [`Table::indexed_fields`]) equals this string.
+    pub index: Option<(&'static str, String)>,
+}
+
+impl Scan {
+    /// The first `limit` rows.
+    pub fn first(limit: usize) -> Self {
+        Self {
+            after: None,
+            limit,
+            index: None,
+        }
+    }
+
+    /// Continues after `id`.
+    pub fn after(mut self, id: impl Into<String>) -> Self {
+        self.after = Some(id.into());
+        self
+    }
+
+    /// Filters on an indexed field.
+    pub fn where_eq(mut self, field: &'static str, value: impl Into<String>) -> Self {
+        self.index = Some((field, value.into()));
+        self
+    }
+}
+
+/// Whole tables read together: each table with its rows in id order.
+pub type Snapshot = Vec<(Table, Vec<Row>)>;
+
+/// Tables of rows, one transaction per call. Futures are `?Send`: the worker has one thread.
+pub trait Store {
+    /// The rows with these ids, in the same order (`None` where there is none), read in one
+    /// transaction.
+    fn get(&self, table: Table, ids: Vec<String>) -> LocalBoxFuture<'_, Result<Vec<Option<Row>>>>;
+
+    /// Rows in id order, per `scan`.
+    fn scan(&self, table: Table, scan: Scan) -> LocalBoxFuture<'_, Result<Vec<Row>>>;
+
+    /// How many rows the table has.
+    fn count(&self, table: Table) -> LocalBoxFuture<'_, Result<u64>>;
+
+    /// Applies `ops` in order in one transaction: once the future resolves `Ok`, every change is
+    /// committed (durable across a page crash); on `Err`, none is. A lack of quota is
+    /// [`Error::Quota`].
+    fn write(&self, ops: Vec<WriteOp>) -> LocalBoxFuture<'_, Result<()>>;
+
+    /// Every row of `tables`, read in one transaction (a consistent snapshot), in table order.
+    fn snapshot(&self, tables: Vec<Table>) -> LocalBoxFuture<'_, Result<Snapshot>>;
+}
+
+/// Checks a scan's index against the table's indexes.
+pub fn check_scan(table: Table, scan: &Scan) -> Result<()> {
+    match &scan.index {
+        Some((field, _)) if !table.indexed_fields().contains(field) => Err(Error::Internal(
+            format!("table `{}` has no index on `{field}`", table.name()),
+        )),
+        _ => Ok(()),
+    }
+}
