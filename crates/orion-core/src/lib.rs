@@ -9,11 +9,13 @@ pub mod clock;
 pub mod embedding;
 pub mod error;
 pub mod health;
+pub mod memory;
 pub mod model_source;
 pub mod profile;
 pub mod protocol;
 pub mod runtime;
 pub mod store;
+pub mod vector_index;
 
 pub use circuit_breaker::{BreakerConfig, BreakerState, CircuitBreaker, Permit};
 pub use clock::{Clock, ManualClock, SharedClock};

@@ -1,0 +1,826 @@
+//! What ORION remembers: memories in the `memories` table, searchable by meaning.
+//!
+//! A memory is `{id, text, kind, embedding, embeddingVersion, createdAt, lastAccessed, meta}`;
+//! the embedding is stored as a `Float32Array` with the version of the embedder that made it. The
+//! worker holds an index of every memory (kind, times) and the vectors of the active embedder's
+//! version: a memory is never compared with a vector of another version (those wait for the
+//! re-embedding migration and are counted in [`MemoryStats::other_versions`]).
+//!
+//! Retention, per profile ([`MemoryConfig::for_profile`]):
+//! - `tool_result` memories expire `tool_result_ttl_ms` (24 h) after they were created: from then
+//!   on they are not returned by `get`, `list` or `search`, and they are deleted with the next
+//!   write (or at the next start);
+//! - past `max_memories` (the profile's budget) the least recently used memories (by
+//!   `lastAccessed`, which `search` updates for its hits; ties by id) are deleted in the same
+//!   transaction as the write that went over.
+//!
+//! Durability: `add` resolves once its transaction has committed. `addMany` writes one transaction
+//! per chunk of [`MemoryConfig::write_chunk`] memories; if a chunk fails, the chunks before it
+//! stay written and the error says how many.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::clock::SharedClock;
+use crate::embedding::{Embedder, EmbeddingModelInfo};
+use crate::error::{Error, Result};
+use crate::profile::Profile;
+use crate::store::{Row, Scan, Store, Table, WriteOp};
+use crate::vector_index::VectorIndex;
+
+/// What a memory is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemoryKind {
+    /// An exchange with the user.
+    Conversation,
+    /// What a tool returned (expires).
+    ToolResult,
+    /// Something the user or host told ORION to remember.
+    Fact,
+    /// The user's feedback on an answer.
+    Feedback,
+}
+
+impl MemoryKind {
+    /// Every kind.
+    pub const ALL: [MemoryKind; 4] = [
+        MemoryKind::Conversation,
+        MemoryKind::ToolResult,
+        MemoryKind::Fact,
+        MemoryKind::Feedback,
+    ];
+
+    /// The kind's name as stored and on the wire.
+    pub fn name(self) -> &'static str {
+        match self {
+            MemoryKind::Conversation => "conversation",
+            MemoryKind::ToolResult => "tool_result",
+            MemoryKind::Fact => "fact",
+            MemoryKind::Feedback => "feedback",
+        }
+    }
+
+    /// Parses a kind; an unknown one is `ERR_INVALID_INPUT` on `field`.
+    pub fn parse(name: &str, field: &str) -> Result<Self> {
+        MemoryKind::ALL
+            .into_iter()
+            .find(|kind| kind.name() == name)
+            .ok_or_else(|| {
+                Error::invalid_input(
+                    field,
+                    format!(
+                        "unknown kind `{name}`; expected one of conversation, tool_result, fact, feedback"
+                    ),
+                )
+            })
+    }
+}
+
+/// Limits and retention.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryConfig {
+    /// Longest text, in UTF-8 bytes.
+    pub max_text_bytes: usize,
+    /// Largest `meta`, serialised as JSON.
+    pub max_meta_bytes: usize,
+    /// How long a `tool_result` memory lives.
+    pub tool_result_ttl_ms: u64,
+    /// Memories kept before the least recently used are evicted.
+    pub max_memories: usize,
+    /// Memories per transaction in `add_many`.
+    pub write_chunk: usize,
+    /// Rows read per step while loading the index.
+    pub load_chunk: usize,
+}
+
+/// 24 hours.
+pub const TOOL_RESULT_TTL_MS: u64 = 24 * 60 * 60 * 1000;
+
+impl MemoryConfig {
+    /// The defaults for `profile` (its budget's `max_memories`).
+    pub fn for_profile(profile: Profile) -> Self {
+        Self {
+            max_text_bytes: 64 * 1024,
+            max_meta_bytes: 16 * 1024,
+            tool_result_ttl_ms: TOOL_RESULT_TTL_MS,
+            max_memories: profile.budget().max_memories as usize,
+            write_chunk: 500,
+            load_chunk: 2000,
+        }
+    }
+}
+
+/// A memory to add.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewMemory {
+    /// The text (not empty, at most [`MemoryConfig::max_text_bytes`]).
+    pub text: String,
+    /// Its kind (default `fact`).
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// Any JSON object the host wants kept with it.
+    #[serde(default)]
+    pub meta: Option<Value>,
+}
+
+/// A stored memory, as the API returns it (without its vector).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemoryRecord {
+    /// Its id.
+    pub id: String,
+    /// Its text.
+    pub text: String,
+    /// Its kind.
+    pub kind: MemoryKind,
+    /// When it was added (ms since the epoch, on the worker's clock).
+    pub created_at: u64,
+    /// When it was added or last returned by a search.
+    pub last_accessed: u64,
+    /// The version of the embedder that made its vector.
+    pub embedding_version: String,
+    /// The host's metadata (`{}` when none was given).
+    pub meta: Value,
+}
+
+/// A search result.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SearchHit {
+    /// The memory's id.
+    pub id: String,
+    /// Its text.
+    pub text: String,
+    /// Its kind.
+    pub kind: MemoryKind,
+    /// Cosine similarity to the query.
+    pub similarity: f32,
+    /// When it was added.
+    pub created_at: u64,
+}
+
+/// A page of [`Memories::list`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemoryPage {
+    /// The memories, in id order (which is creation order).
+    pub items: Vec<MemoryRecord>,
+    /// Pass as `after` for the next page; `None` on the last.
+    pub next: Option<String>,
+}
+
+/// What [`Memories::stats`] reports.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemoryStats {
+    /// Memories stored (expired ones not yet deleted excluded).
+    pub count: usize,
+    /// Per kind.
+    pub by_kind: BTreeMap<MemoryKind, usize>,
+    /// Memories whose vectors the active embedder can search.
+    pub searchable: usize,
+    /// Memories embedded by another embedder version (not searchable until re-embedded).
+    pub other_versions: usize,
+    /// The active embedder's version.
+    pub embedding_version: String,
+    /// The budget: memories kept before LRU eviction.
+    pub max_memories: usize,
+    /// How long `tool_result` memories live.
+    pub tool_result_ttl_ms: u64,
+}
+
+/// What the index knows of a memory without reading the store.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    kind: MemoryKind,
+    created_at: u64,
+    last_accessed: u64,
+    searchable: bool,
+}
+
+struct State {
+    entries: HashMap<String, Entry>,
+    vectors: VectorIndex<String>,
+    rng: fastrand::Rng,
+    last_id_time: u64,
+    sequence: u64,
+}
+
+/// The memory layer over a [`Store`], for one embedder version.
+pub struct Memories {
+    store: Rc<dyn Store>,
+    clock: SharedClock,
+    config: MemoryConfig,
+    model: EmbeddingModelInfo,
+    state: RefCell<State>,
+}
+
+const EMBEDDING: &str = "embedding";
+
+impl Memories {
+    /// Loads the index from `store` in chunks (calling `progress(loaded)` after each), for vectors
+    /// of `model`'s version, then deletes expired memories. `seed` makes ids unique across
+    /// workers (the platform passes a random one).
+    pub async fn load(
+        store: Rc<dyn Store>,
+        clock: SharedClock,
+        config: MemoryConfig,
+        model: EmbeddingModelInfo,
+        seed: u64,
+        progress: &dyn Fn(usize),
+    ) -> Result<Self> {
+        let memories = Self {
+            state: RefCell::new(State {
+                entries: HashMap::new(),
+                vectors: VectorIndex::new(model.dims),
+                rng: fastrand::Rng::with_seed(seed),
+                last_id_time: 0,
+                sequence: 0,
+            }),
+            store,
+            clock,
+            config,
+            model,
+        };
+        let mut scan = Scan::first(config.load_chunk.max(1));
+        let mut loaded = 0;
+        loop {
+            let rows = memories.store.scan(Table::Memories, scan.clone()).await?;
+            let Some(last) = rows.last() else { break };
+            scan = scan.after(last.id.clone());
+            loaded += rows.len();
+            let mut state = memories.state.borrow_mut();
+            for row in &rows {
+                // A row another version of ORION wrote wrongly is skipped, not fatal.
+                if let Ok(entry) = memories.index_row(&mut state, row) {
+                    state.entries.insert(row.id.clone(), entry);
+                }
+            }
+            drop(state);
+            progress(loaded);
+        }
+        let expired = memories.expired_ids();
+        if !expired.is_empty() {
+            memories
+                .store
+                .write(delete_ops(&expired))
+                .await
+                .map(|()| memories.forget(&expired))?;
+        }
+        Ok(memories)
+    }
+
+    /// The embedder version this layer searches.
+    pub fn model(&self) -> &EmbeddingModelInfo {
+        &self.model
+    }
+
+    /// Adds one memory; resolves once it is committed.
+    pub async fn add(&self, embedder: &dyn Embedder, memory: NewMemory) -> Result<MemoryRecord> {
+        let validated = self.validate(memory, "")?;
+        let mut records = self.write_chunk(embedder, vec![validated]).await?;
+        records
+            .pop()
+            .ok_or_else(|| Error::Internal("an add stored nothing".into()))
+    }
+
+    /// Adds many memories, [`MemoryConfig::write_chunk`] per transaction, calling
+    /// `progress(done, total)` after each chunk. Every item is validated before anything is
+    /// written.
+    pub async fn add_many(
+        &self,
+        embedder: &dyn Embedder,
+        items: Vec<NewMemory>,
+        progress: &dyn Fn(usize, usize),
+    ) -> Result<Vec<MemoryRecord>> {
+        let total = items.len();
+        let validated = items
+            .into_iter()
+            .enumerate()
+            .map(|(i, item)| self.validate(item, &format!("items[{i}].")))
+            .collect::<Result<Vec<_>>>()?;
+        let mut records = Vec::with_capacity(total);
+        let mut rest = validated;
+        while !rest.is_empty() {
+            let tail = rest.split_off(self.config.write_chunk.max(1).min(rest.len()));
+            let chunk = std::mem::replace(&mut rest, tail);
+            let written = records.len();
+            let stored = self.write_chunk(embedder, chunk).await.map_err(|error| {
+                if written == 0 {
+                    error
+                } else {
+                    annotate(error, written)
+                }
+            })?;
+            records.extend(stored);
+            progress(records.len(), total);
+        }
+        Ok(records)
+    }
+
+    /// The memory with this id, unless there is none or it expired.
+    pub async fn get(&self, id: &str) -> Result<Option<MemoryRecord>> {
+        check_id(id)?;
+        let row = self
+            .store
+            .get(Table::Memories, vec![id.to_owned()])
+            .await?
+            .pop()
+            .flatten();
+        let record = row.map(|row| record_of(&row)).transpose()?;
+        Ok(record.filter(|record| !self.is_expired(record.kind, record.created_at)))
+    }
+
+    /// Deletes the memory with this id; returns whether there was one.
+    pub async fn delete(&self, id: &str) -> Result<bool> {
+        check_id(id)?;
+        let existed = self
+            .store
+            .get(Table::Memories, vec![id.to_owned()])
+            .await?
+            .pop()
+            .flatten()
+            .is_some();
+        let mut ids = self.expired_ids();
+        ids.push(id.to_owned());
+        self.store.write(delete_ops(&ids)).await?;
+        self.forget(&ids);
+        Ok(existed)
+    }
+
+    /// Memories in id (creation) order, `limit` (1 to 1000) after `after`, of one kind or all.
+    pub async fn list(
+        &self,
+        kind: Option<&str>,
+        limit: usize,
+        after: Option<String>,
+    ) -> Result<MemoryPage> {
+        let kind = kind.map(|k| MemoryKind::parse(k, "kind")).transpose()?;
+        if !(1..=1000).contains(&limit) {
+            return Err(Error::invalid_input(
+                "limit",
+                format!("must be from 1 to 1000, got {limit}"),
+            ));
+        }
+        if let Some(after) = &after {
+            check_id(after).map_err(|_| Error::invalid_input("after", "not a memory id"))?;
+        }
+        let mut items = Vec::new();
+        let mut cursor = after;
+        // Expired rows are skipped, so a page may take more than one read.
+        loop {
+            let mut scan = Scan::first(limit - items.len());
+            scan.after = cursor.clone();
+            if let Some(kind) = kind {
+                scan = scan.where_eq("kind", kind.name());
+            }
+            let rows = self.store.scan(Table::Memories, scan).await?;
+            let exhausted = rows.len() < limit - items.len();
+            cursor = rows.last().map(|row| row.id.clone()).or(cursor);
+            for row in &rows {
+                let record = record_of(row)?;
+                if !self.is_expired(record.kind, record.created_at) {
+                    items.push(record);
+                }
+            }
+            if exhausted {
+                return Ok(MemoryPage { items, next: None });
+            }
+            if items.len() == limit {
+                let next = items.last().map(|r| r.id.clone());
+                return Ok(MemoryPage { items, next });
+            }
+        }
+    }
+
+    /// The `k` (1 to 100) memories most similar to `query`, at least `min_similarity`, of one
+    /// kind or all, best first. Their `lastAccessed` becomes now.
+    pub async fn search(
+        &self,
+        embedder: &dyn Embedder,
+        query: &str,
+        k: u64,
+        min_similarity: f64,
+        kind: Option<&str>,
+    ) -> Result<Vec<SearchHit>> {
+        if query.trim().is_empty() {
+            return Err(Error::invalid_input("query", "is empty"));
+        }
+        self.check_text_size(query, "query")?;
+        if !(1..=100).contains(&k) {
+            return Err(Error::invalid_input(
+                "k",
+                format!("must be from 1 to 100, got {k}"),
+            ));
+        }
+        if !(-1.0..=1.0).contains(&min_similarity) {
+            return Err(Error::invalid_input(
+                "minSimilarity",
+                format!("must be from -1 to 1, got {min_similarity}"),
+            ));
+        }
+        let kind = kind.map(|k| MemoryKind::parse(k, "kind")).transpose()?;
+        let vector = self.embed_one(embedder, query).await?;
+        let hits = {
+            let state = self.state.borrow();
+            let now = self.clock.now_ms();
+            state
+                .vectors
+                .search(&vector, k as usize, min_similarity as f32, |id| {
+                    state.entries.get(id).is_some_and(|entry| {
+                        kind.is_none_or(|kind| entry.kind == kind)
+                            && !self.expired_at(entry.kind, entry.created_at, now)
+                    })
+                })
+        };
+        if hits.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<String> = hits.iter().map(|hit| hit.key.clone()).collect();
+        let rows = self.store.get(Table::Memories, ids.clone()).await?;
+        let now = self.clock.now_ms();
+        let mut results = Vec::with_capacity(hits.len());
+        let mut touched = Vec::with_capacity(hits.len());
+        let mut gone = Vec::new();
+        for (hit, row) in hits.into_iter().zip(rows) {
+            // Deleted by another tab since the index saw it.
+            let Some(row) = row else {
+                gone.push(hit.key);
+                continue;
+            };
+            let record = record_of(&row)?;
+            results.push(SearchHit {
+                id: record.id,
+                text: record.text,
+                kind: record.kind,
+                similarity: hit.similarity,
+                created_at: record.created_at,
+            });
+            touched.push(row.with("lastAccessed", now));
+        }
+        let ops = touched
+            .iter()
+            .map(|row| WriteOp::Put(Table::Memories, row.clone()))
+            .collect();
+        self.store.write(ops).await?;
+        let mut state = self.state.borrow_mut();
+        for row in &touched {
+            if let Some(entry) = state.entries.get_mut(&row.id) {
+                entry.last_accessed = now;
+            }
+        }
+        drop(state);
+        self.forget(&gone);
+        Ok(results)
+    }
+
+    /// Deletes every memory, or those of one kind; returns how many.
+    pub async fn purge(&self, kind: Option<&str>) -> Result<usize> {
+        let kind = kind.map(|k| MemoryKind::parse(k, "kind")).transpose()?;
+        let Some(kind) = kind else {
+            let count = self.store.count(Table::Memories).await? as usize;
+            self.store
+                .write(vec![WriteOp::Clear(Table::Memories)])
+                .await?;
+            let mut state = self.state.borrow_mut();
+            state.entries.clear();
+            state.vectors.clear();
+            return Ok(count);
+        };
+        let mut ids = Vec::new();
+        let mut scan = Scan::first(self.config.load_chunk.max(1)).where_eq("kind", kind.name());
+        loop {
+            let rows = self.store.scan(Table::Memories, scan.clone()).await?;
+            let Some(last) = rows.last() else { break };
+            scan = scan.after(last.id.clone());
+            ids.extend(rows.into_iter().map(|row| row.id));
+        }
+        // One transaction: a purge is all or nothing.
+        self.store.write(delete_ops(&ids)).await?;
+        self.forget(&ids);
+        Ok(ids.len())
+    }
+
+    /// Counts and settings.
+    pub fn stats(&self) -> MemoryStats {
+        let state = self.state.borrow();
+        let now = self.clock.now_ms();
+        let mut by_kind: BTreeMap<MemoryKind, usize> =
+            MemoryKind::ALL.into_iter().map(|kind| (kind, 0)).collect();
+        let mut count = 0;
+        let mut searchable = 0;
+        for entry in state.entries.values() {
+            if self.expired_at(entry.kind, entry.created_at, now) {
+                continue;
+            }
+            count += 1;
+            *by_kind.entry(entry.kind).or_default() += 1;
+            searchable += usize::from(entry.searchable);
+        }
+        MemoryStats {
+            count,
+            by_kind,
+            searchable,
+            other_versions: count - searchable,
+            embedding_version: self.model.version.clone(),
+            max_memories: self.config.max_memories,
+            tool_result_ttl_ms: self.config.tool_result_ttl_ms,
+        }
+    }
+
+    /// Brings the index up to date with rows another worker changed: `ids` are re-read from the
+    /// store (present rows are indexed, missing ones forgotten).
+    pub async fn refresh(&self, ids: Vec<String>) -> Result<()> {
+        let rows = self.store.get(Table::Memories, ids.clone()).await?;
+        let mut state = self.state.borrow_mut();
+        for (id, row) in ids.into_iter().zip(rows) {
+            match row.map(|row| self.index_row(&mut state, &row).map(|e| (row.id, e))) {
+                Some(Ok((id, entry))) => {
+                    state.entries.insert(id, entry);
+                }
+                _ => {
+                    state.entries.remove(&id);
+                    state.vectors.remove(&id);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn validate(&self, memory: NewMemory, prefix: &str) -> Result<Validated> {
+        let field = |name: &str| format!("{prefix}{name}");
+        if memory.text.trim().is_empty() {
+            return Err(Error::invalid_input(field("text"), "is empty"));
+        }
+        self.check_text_size(&memory.text, &field("text"))?;
+        let kind = match &memory.kind {
+            Some(kind) => MemoryKind::parse(kind, &field("kind"))?,
+            None => MemoryKind::Fact,
+        };
+        let meta = match memory.meta {
+            None | Some(Value::Null) => Map::new(),
+            Some(Value::Object(meta)) => meta,
+            Some(_) => {
+                return Err(Error::invalid_input(
+                    field("meta"),
+                    "must be a plain object",
+                ))
+            }
+        };
+        let meta_bytes = serde_json::to_vec(&meta).map_or(usize::MAX, |json| json.len());
+        if meta_bytes > self.config.max_meta_bytes {
+            return Err(Error::invalid_input(
+                field("meta"),
+                format!(
+                    "is {meta_bytes} bytes as JSON; the limit is {}",
+                    self.config.max_meta_bytes
+                ),
+            ));
+        }
+        Ok(Validated {
+            text: memory.text,
+            kind,
+            meta,
+        })
+    }
+
+    fn check_text_size(&self, text: &str, field: &str) -> Result<()> {
+        if text.len() > self.config.max_text_bytes {
+            return Err(Error::invalid_input(
+                field,
+                format!(
+                    "is {} bytes; the limit is {}",
+                    text.len(),
+                    self.config.max_text_bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn embed_one(&self, embedder: &dyn Embedder, text: &str) -> Result<Vec<f32>> {
+        self.check_embedder(embedder)?;
+        embedder
+            .embed(&[text])
+            .await?
+            .pop()
+            .ok_or_else(|| Error::Embedding("the embedder returned no vector".into()))
+    }
+
+    fn check_embedder(&self, embedder: &dyn Embedder) -> Result<()> {
+        if embedder.info() == &self.model {
+            Ok(())
+        } else {
+            Err(Error::Internal(format!(
+                "the memory index is for `{}`, not `{}`",
+                self.model.version,
+                embedder.info().version
+            )))
+        }
+    }
+
+    async fn write_chunk(
+        &self,
+        embedder: &dyn Embedder,
+        chunk: Vec<Validated>,
+    ) -> Result<Vec<MemoryRecord>> {
+        self.check_embedder(embedder)?;
+        let texts: Vec<&str> = chunk.iter().map(|m| m.text.as_str()).collect();
+        let vectors = embedder.embed(&texts).await?;
+        if vectors.len() != chunk.len() || vectors.iter().any(|v| v.len() != self.model.dims) {
+            return Err(Error::Embedding(
+                "the embedder returned vectors of the wrong number or size".into(),
+            ));
+        }
+        let now = self.clock.now_ms();
+        let mut records = Vec::with_capacity(chunk.len());
+        let mut rows = Vec::with_capacity(chunk.len());
+        for (memory, vector) in chunk.into_iter().zip(vectors) {
+            let record = MemoryRecord {
+                id: self.next_id(now),
+                text: memory.text,
+                kind: memory.kind,
+                created_at: now,
+                last_accessed: now,
+                embedding_version: self.model.version.clone(),
+                meta: Value::Object(memory.meta),
+            };
+            rows.push(row_of(&record, vector));
+            records.push(record);
+        }
+        let mut removed = self.expired_ids();
+        removed.extend(self.evictions(&removed, rows.len()));
+        let mut ops = delete_ops(&removed);
+        ops.extend(
+            rows.iter()
+                .map(|row| WriteOp::Put(Table::Memories, row.clone())),
+        );
+        self.store.write(ops).await?;
+        self.forget(&removed);
+        let mut state = self.state.borrow_mut();
+        for row in &rows {
+            if let Ok(entry) = self.index_row(&mut state, row) {
+                state.entries.insert(row.id.clone(), entry);
+            }
+        }
+        Ok(records)
+    }
+
+    /// The least recently used memories to delete so that `adding` more fit the budget, after
+    /// `removed` are gone.
+    fn evictions(&self, removed: &[String], adding: usize) -> Vec<String> {
+        let state = self.state.borrow();
+        let remaining = state.entries.len().saturating_sub(removed.len());
+        let excess = (remaining + adding).saturating_sub(self.config.max_memories);
+        if excess == 0 {
+            return Vec::new();
+        }
+        let mut candidates: Vec<(u64, &String)> = state
+            .entries
+            .iter()
+            .filter(|(id, _)| !removed.contains(id))
+            .map(|(id, entry)| (entry.last_accessed, id))
+            .collect();
+        let excess = excess.min(candidates.len());
+        if excess < candidates.len() {
+            candidates.select_nth_unstable(excess);
+        }
+        candidates.truncate(excess);
+        candidates.into_iter().map(|(_, id)| id.clone()).collect()
+    }
+
+    fn expired_ids(&self) -> Vec<String> {
+        let now = self.clock.now_ms();
+        self.state
+            .borrow()
+            .entries
+            .iter()
+            .filter(|(_, entry)| self.expired_at(entry.kind, entry.created_at, now))
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    fn is_expired(&self, kind: MemoryKind, created_at: u64) -> bool {
+        self.expired_at(kind, created_at, self.clock.now_ms())
+    }
+
+    fn expired_at(&self, kind: MemoryKind, created_at: u64, now: u64) -> bool {
+        kind == MemoryKind::ToolResult
+            && now >= created_at.saturating_add(self.config.tool_result_ttl_ms)
+    }
+
+    fn forget(&self, ids: &[String]) {
+        let mut state = self.state.borrow_mut();
+        for id in ids {
+            state.entries.remove(id);
+            state.vectors.remove(id);
+        }
+    }
+
+    /// Indexes `row`'s vector if it has the active version; returns what the index keeps of it.
+    fn index_row(&self, state: &mut State, row: &Row) -> Result<Entry> {
+        let record = record_of(row)?;
+        let searchable = record.embedding_version == self.model.version
+            && state
+                .vectors
+                .upsert(row.id.clone(), row.vector_field(EMBEDDING)?);
+        if !searchable {
+            state.vectors.remove(&row.id);
+        }
+        Ok(Entry {
+            kind: record.kind,
+            created_at: record.created_at,
+            last_accessed: record.last_accessed,
+            searchable,
+        })
+    }
+
+    /// Ids sort by creation time: 13 hex digits of milliseconds, 4 of a sequence number within
+    /// the millisecond, then 12 random ones so that workers in several tabs never collide.
+    fn next_id(&self, now: u64) -> String {
+        let mut state = self.state.borrow_mut();
+        if now > state.last_id_time {
+            state.last_id_time = now;
+            state.sequence = 0;
+        } else {
+            state.sequence += 1;
+            if state.sequence > 0xffff {
+                // 65 536 ids in one millisecond: borrow the next one (the clock never sees it).
+                state.last_id_time += 1;
+                state.sequence = 0;
+            }
+        }
+        let random = state.rng.u64(..) & 0xffff_ffff_ffff;
+        format!(
+            "m{:013x}{:04x}{random:012x}",
+            state.last_id_time, state.sequence
+        )
+    }
+}
+
+struct Validated {
+    text: String,
+    kind: MemoryKind,
+    meta: Map<String, Value>,
+}
+
+fn annotate(error: Error, written: usize) -> Error {
+    let note = format!(" ({written} memories before this chunk were stored)");
+    match error {
+        Error::Quota(reason) => Error::Quota(reason + &note),
+        Error::Store(reason) => Error::Store(reason + &note),
+        Error::Embedding(reason) => Error::Embedding(reason + &note),
+        other => other,
+    }
+}
+
+fn check_id(id: &str) -> Result<()> {
+    if id.is_empty() || id.len() > 64 {
+        return Err(Error::invalid_input("id", "not a memory id"));
+    }
+    Ok(())
+}
+
+fn delete_ops(ids: &[String]) -> Vec<WriteOp> {
+    ids.iter()
+        .map(|id| WriteOp::Delete(Table::Memories, id.clone()))
+        .collect()
+}
+
+fn row_of(record: &MemoryRecord, vector: Vec<f32>) -> Row {
+    Row::new(record.id.clone())
+        .with("text", record.text.clone())
+        .with("kind", record.kind.name())
+        .with("createdAt", record.created_at)
+        .with("lastAccessed", record.last_accessed)
+        .with("embeddingVersion", record.embedding_version.clone())
+        .with("meta", record.meta.clone())
+        .with_vector(EMBEDDING, vector)
+}
+
+fn record_of(row: &Row) -> Result<MemoryRecord> {
+    let kind = MemoryKind::parse(row.str_field("kind")?, "kind")
+        .map_err(|_| Error::Store(format!("row `{}`: unknown kind", row.id)))?;
+    Ok(MemoryRecord {
+        id: row.id.clone(),
+        text: row.str_field("text")?.to_owned(),
+        kind,
+        created_at: row.u64_field("createdAt")?,
+        last_accessed: row.u64_field("lastAccessed")?,
+        embedding_version: row.str_field("embeddingVersion")?.to_owned(),
+        meta: row
+            .fields
+            .get("meta")
+            .cloned()
+            .unwrap_or_else(|| Value::Object(Map::new())),
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,448 @@
+use std::cell::Cell;
+
+use serde_json::json;
+
+use super::*;
+use crate::clock::ManualClock;
+use crate::embedding::{normalize, LocalBoxFuture};
+use crate::error::ErrorCode;
+use crate::store::conformance::block_on;
+use crate::store::MemStore;
+
+/// Bag of words hashed into 256 dimensions: texts sharing words are similar.
+struct WordsEmbedder {
+    info: EmbeddingModelInfo,
+    calls: Cell<usize>,
+}
+
+impl WordsEmbedder {
+    fn new(version: &str) -> Self {
+        Self {
+            info: EmbeddingModelInfo {
+                id: "words".into(),
+                version: version.into(),
+                dims: 256,
+            },
+            calls: Cell::new(0),
+        }
+    }
+}
+
+impl Embedder for WordsEmbedder {
+    fn info(&self) -> &EmbeddingModelInfo {
+        &self.info
+    }
+
+    fn embed<'a>(&'a self, texts: &'a [&'a str]) -> LocalBoxFuture<'a, Result<Vec<Vec<f32>>>> {
+        self.calls.set(self.calls.get() + 1);
+        Box::pin(async move {
+            Ok(texts
+                .iter()
+                .map(|text| {
+                    let mut v = vec![0.0f32; 256];
+                    for word in text.split_whitespace() {
+                        let h = word.to_lowercase().bytes().fold(0x811c_9dc5u32, |h, b| {
+                            (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+                        });
+                        v[(h % 255) as usize] += 1.0;
+                    }
+                    v[255] += 0.01;
+                    normalize(&mut v);
+                    v
+                })
+                .collect())
+        })
+    }
+}
+
+struct Fixture {
+    clock: ManualClock,
+    store: Rc<MemStore>,
+    embedder: WordsEmbedder,
+    memories: Memories,
+}
+
+fn config() -> MemoryConfig {
+    MemoryConfig {
+        max_memories: 100,
+        write_chunk: 3,
+        load_chunk: 4,
+        ..MemoryConfig::for_profile(Profile::Full)
+    }
+}
+
+fn fixture_with(store: Rc<MemStore>, config: MemoryConfig) -> Fixture {
+    let clock = ManualClock::new(1_000_000);
+    let embedder = WordsEmbedder::new("words/v1");
+    let memories = block_on(Memories::load(
+        store.clone(),
+        clock.shared(),
+        config,
+        embedder.info().clone(),
+        42,
+        &|_| {},
+    ))
+    .unwrap();
+    Fixture {
+        clock,
+        store,
+        embedder,
+        memories,
+    }
+}
+
+fn fixture() -> Fixture {
+    fixture_with(Rc::new(MemStore::new()), config())
+}
+
+fn new(text: &str, kind: &str) -> NewMemory {
+    NewMemory {
+        text: text.into(),
+        kind: Some(kind.into()),
+        meta: None,
+    }
+}
+
+impl Fixture {
+    fn add(&self, text: &str, kind: &str) -> MemoryRecord {
+        block_on(self.memories.add(&self.embedder, new(text, kind))).unwrap()
+    }
+
+    fn search(&self, query: &str, k: u64, kind: Option<&str>) -> Vec<SearchHit> {
+        block_on(self.memories.search(&self.embedder, query, k, 0.0, kind)).unwrap()
+    }
+
+    fn count(&self) -> u64 {
+        block_on(self.store.count(Table::Memories)).unwrap()
+    }
+}
+
+fn texts(hits: &[SearchHit]) -> Vec<&str> {
+    hits.iter().map(|h| h.text.as_str()).collect()
+}
+
+#[test]
+fn add_stores_the_vector_with_its_version_and_get_reads_it_back() {
+    let f = fixture();
+    let record = block_on(f.memories.add(
+        &f.embedder,
+        NewMemory {
+            text: "the cat sat on the mat".into(),
+            kind: None,
+            meta: Some(json!({"source": "test", "n": 1})),
+        },
+    ))
+    .unwrap();
+    assert_eq!(record.kind, MemoryKind::Fact, "the default kind");
+    assert_eq!(record.created_at, 1_000_000);
+    assert_eq!(record.embedding_version, "words/v1");
+    assert!(record.id.starts_with('m') && record.id.len() == 30);
+    let row = block_on(f.store.get(Table::Memories, vec![record.id.clone()]))
+        .unwrap()
+        .pop()
+        .flatten()
+        .unwrap();
+    assert_eq!(row.vector_field("embedding").unwrap().len(), 256);
+    assert!(!row.fields.contains_key("embedding"), "never a JSON array");
+    let back = block_on(f.memories.get(&record.id)).unwrap().unwrap();
+    assert_eq!(back, record);
+    assert_eq!(back.meta, json!({"source": "test", "n": 1}));
+    assert_eq!(block_on(f.memories.get("mnope")).unwrap(), None);
+}
+
+#[test]
+fn search_ranks_by_meaning_filters_and_touches_its_hits() {
+    let f = fixture();
+    let cat = f.add("the cat sat on the mat", "fact");
+    f.add("stock prices fell sharply today", "conversation");
+    f.add("a cat chased the dog", "conversation");
+    f.clock.advance(5_000);
+    let hits = f.search("cat on a mat", 2, None);
+    assert_eq!(
+        texts(&hits),
+        ["the cat sat on the mat", "a cat chased the dog"]
+    );
+    assert!(hits[0].similarity > hits[1].similarity);
+    let only_conversation = f.search("cat on a mat", 5, Some("conversation"));
+    assert!(only_conversation
+        .iter()
+        .all(|h| h.kind == MemoryKind::Conversation));
+    assert_eq!(only_conversation[0].text, "a cat chased the dog");
+    let strict = block_on(
+        f.memories
+            .search(&f.embedder, "cat on a mat", 5, 0.99, None),
+    )
+    .unwrap();
+    assert!(strict.is_empty(), "{strict:?}");
+    let touched = block_on(f.memories.get(&cat.id)).unwrap().unwrap();
+    assert_eq!(touched.last_accessed, 1_005_000);
+    assert_eq!(touched.created_at, 1_000_000);
+}
+
+#[test]
+fn bad_input_is_a_typed_error_naming_the_field_and_writes_nothing() {
+    let f = fixture();
+    let writes = f.store.committed_writes();
+    let long = "x".repeat(64 * 1024 + 1);
+    let cases: Vec<(NewMemory, &str)> = vec![
+        (new("", "fact"), "text"),
+        (new(" \n\t ", "fact"), "text"),
+        (new(&long, "fact"), "text"),
+        (new("ok", "secret"), "kind"),
+        (
+            NewMemory {
+                meta: Some(json!([1, 2])),
+                ..new("ok", "fact")
+            },
+            "meta",
+        ),
+        (
+            NewMemory {
+                meta: Some(json!({"big": "y".repeat(20_000)})),
+                ..new("ok", "fact")
+            },
+            "meta",
+        ),
+    ];
+    for (memory, field) in cases {
+        let error = block_on(f.memories.add(&f.embedder, memory)).unwrap_err();
+        assert_eq!(error.code(), ErrorCode::InvalidInput, "{error}");
+        assert!(
+            matches!(&error, Error::InvalidInput { field: got, .. } if got == field),
+            "{error}"
+        );
+    }
+    for k in [0, 101, 1_000_000_000] {
+        let error = block_on(f.memories.search(&f.embedder, "q", k, 0.0, None)).unwrap_err();
+        assert!(matches!(&error, Error::InvalidInput { field, .. } if field == "k"));
+    }
+    let error = block_on(f.memories.search(&f.embedder, "q", 3, 2.0, None)).unwrap_err();
+    assert!(matches!(&error, Error::InvalidInput { field, .. } if field == "minSimilarity"));
+    let error = block_on(f.memories.search(&f.embedder, " ", 3, 0.0, None)).unwrap_err();
+    assert!(matches!(&error, Error::InvalidInput { field, .. } if field == "query"));
+    let error = block_on(f.memories.list(Some("nope"), 10, None)).unwrap_err();
+    assert!(matches!(&error, Error::InvalidInput { field, .. } if field == "kind"));
+    let error = block_on(f.memories.list(None, 0, None)).unwrap_err();
+    assert!(matches!(&error, Error::InvalidInput { field, .. } if field == "limit"));
+    assert_eq!(f.store.committed_writes(), writes);
+    assert_eq!(f.count(), 0);
+}
+
+#[test]
+fn add_many_validates_everything_first_then_writes_one_transaction_per_chunk() {
+    let f = fixture();
+    let mut items: Vec<NewMemory> = (0..10)
+        .map(|i| new(&format!("memory number {i}"), "fact"))
+        .collect();
+    items[7].text = String::new();
+    let error = block_on(f.memories.add_many(&f.embedder, items.clone(), &|_, _| {})).unwrap_err();
+    assert!(matches!(&error, Error::InvalidInput { field, .. } if field == "items[7].text"));
+    assert_eq!(f.count(), 0);
+    assert_eq!(f.embedder.calls.get(), 0, "nothing embedded either");
+
+    items[7].text = "memory number 7".into();
+    let writes = f.store.committed_writes();
+    let progress = RefCell::new(Vec::new());
+    let records = block_on(f.memories.add_many(&f.embedder, items, &|done, total| {
+        progress.borrow_mut().push((done, total));
+    }))
+    .unwrap();
+    assert_eq!(records.len(), 10);
+    assert_eq!(f.store.committed_writes() - writes, 4, "chunks of 3");
+    assert_eq!(*progress.borrow(), [(3, 10), (6, 10), (9, 10), (10, 10)]);
+    let mut ids: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
+    let in_order = ids.clone();
+    ids.sort_unstable();
+    assert_eq!(ids, in_order, "ids sort in creation order");
+    ids.dedup();
+    assert_eq!(ids.len(), 10);
+}
+
+#[test]
+fn tool_results_expire_after_24_hours() {
+    let f = fixture();
+    let tool = f.add("weather in paris is sunny", "tool_result");
+    let fact = f.add("paris is the capital of france", "fact");
+    f.clock.advance(TOOL_RESULT_TTL_MS - 1);
+    assert_eq!(f.search("paris", 5, None).len(), 2);
+    f.clock.advance(1);
+    assert_eq!(texts(&f.search("paris", 5, None)), [fact.text.as_str()]);
+    assert_eq!(block_on(f.memories.get(&tool.id)).unwrap(), None);
+    let page = block_on(f.memories.list(None, 10, None)).unwrap();
+    assert_eq!(page.items.len(), 1);
+    assert_eq!(f.memories.stats().count, 1);
+    assert_eq!(f.count(), 2, "deleted with the next write");
+    f.add("another fact", "fact");
+    assert_eq!(f.count(), 2);
+    assert!(block_on(f.store.get(Table::Memories, vec![tool.id]))
+        .unwrap()
+        .pop()
+        .flatten()
+        .is_none());
+}
+
+#[test]
+fn expired_memories_are_deleted_when_the_index_loads() {
+    let f = fixture();
+    f.add("old tool output", "tool_result");
+    f.add("a fact", "fact");
+    let store = f.store.clone();
+    drop(f);
+    let clock = ManualClock::new(1_000_000 + TOOL_RESULT_TTL_MS);
+    let embedder = WordsEmbedder::new("words/v1");
+    let memories = block_on(Memories::load(
+        store.clone(),
+        clock.shared(),
+        config(),
+        embedder.info().clone(),
+        1,
+        &|_| {},
+    ))
+    .unwrap();
+    assert_eq!(memories.stats().count, 1);
+    assert_eq!(block_on(store.count(Table::Memories)).unwrap(), 1);
+}
+
+#[test]
+fn past_the_budget_the_least_recently_used_are_evicted() {
+    let f = fixture_with(
+        Rc::new(MemStore::new()),
+        MemoryConfig {
+            max_memories: 4,
+            ..config()
+        },
+    );
+    let mut ids = Vec::new();
+    for word in ["alpha", "bravo", "charlie", "delta"] {
+        ids.push(f.add(word, "fact").id);
+        f.clock.advance(10);
+    }
+    // alpha and charlie are used again; bravo and delta are the least recently used.
+    assert_eq!(texts(&f.search("alpha", 1, None)), ["alpha"]);
+    assert_eq!(texts(&f.search("charlie", 1, None)), ["charlie"]);
+    f.clock.advance(10);
+    let added = block_on(f.memories.add_many(
+        &f.embedder,
+        vec![new("echo", "fact"), new("foxtrot", "fact")],
+        &|_, _| {},
+    ))
+    .unwrap();
+    assert_eq!(added.len(), 2);
+    assert_eq!(f.count(), 4);
+    let left: Vec<String> = block_on(f.memories.list(None, 10, None))
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|r| r.text)
+        .collect();
+    assert_eq!(left, ["alpha", "charlie", "echo", "foxtrot"]);
+    assert_eq!(f.memories.stats().count, 4);
+}
+
+#[test]
+fn a_quota_error_changes_nothing() {
+    let f = fixture();
+    f.add("first", "fact");
+    f.store.set_max_rows(Some(2));
+    let error = block_on(f.memories.add_many(
+        &f.embedder,
+        vec![new("second", "fact"), new("third", "fact")],
+        &|_, _| {},
+    ))
+    .unwrap_err();
+    assert_eq!(error.code(), ErrorCode::Quota);
+    assert_eq!(f.count(), 1);
+    assert_eq!(f.memories.stats().count, 1);
+    assert_eq!(texts(&f.search("second third", 5, None)), ["first"]);
+}
+
+#[test]
+fn the_index_loads_in_chunks_and_skips_other_versions_and_broken_rows() {
+    let store = Rc::new(MemStore::new());
+    let old = fixture_with(store.clone(), config());
+    for i in 0..6 {
+        old.add(&format!("old memory {i}"), "fact");
+    }
+    // Rows of another embedder version, and one another program broke.
+    let other = WordsEmbedder::new("words/v0");
+    let other_memories = block_on(Memories::load(
+        store.clone(),
+        old.clock.shared(),
+        config(),
+        other.info().clone(),
+        7,
+        &|_| {},
+    ))
+    .unwrap();
+    block_on(other_memories.add(&other, new("older memory", "fact"))).unwrap();
+    block_on(store.write(vec![WriteOp::Put(
+        Table::Memories,
+        Row::new("broken").with("text", 3),
+    )]))
+    .unwrap();
+    let progress = RefCell::new(Vec::new());
+    let memories = block_on(Memories::load(
+        store.clone(),
+        old.clock.shared(),
+        config(),
+        old.embedder.info().clone(),
+        9,
+        &|loaded| progress.borrow_mut().push(loaded),
+    ))
+    .unwrap();
+    assert_eq!(*progress.borrow(), [4, 8]);
+    let stats = memories.stats();
+    assert_eq!(stats.count, 7);
+    assert_eq!(stats.searchable, 6);
+    assert_eq!(stats.other_versions, 1);
+    let hits = block_on(memories.search(&old.embedder, "older memory", 10, -1.0, None)).unwrap();
+    assert_eq!(hits.len(), 6, "the v0 vector is never compared");
+    assert!(hits.iter().all(|h| h.text.starts_with("old memory")));
+}
+
+#[test]
+fn list_pages_by_kind_and_purge_deletes() {
+    let f = fixture();
+    for i in 0..7 {
+        let kind = if i % 2 == 0 { "fact" } else { "feedback" };
+        f.add(&format!("item {i}"), kind);
+    }
+    let first = block_on(f.memories.list(Some("fact"), 2, None)).unwrap();
+    assert_eq!(first.items.len(), 2);
+    let second = block_on(f.memories.list(Some("fact"), 2, first.next.clone())).unwrap();
+    let last = block_on(f.memories.list(Some("fact"), 2, second.next.clone())).unwrap();
+    assert_eq!(last.next, None);
+    let all: Vec<String> = [first, second, last]
+        .into_iter()
+        .flat_map(|p| p.items.into_iter().map(|r| r.text))
+        .collect();
+    assert_eq!(all, ["item 0", "item 2", "item 4", "item 6"]);
+    assert_eq!(block_on(f.memories.purge(Some("feedback"))).unwrap(), 3);
+    assert_eq!(f.memories.stats().by_kind[&MemoryKind::Feedback], 0);
+    assert_eq!(f.count(), 4);
+    assert_eq!(block_on(f.memories.purge(None)).unwrap(), 4);
+    assert_eq!(f.count(), 0);
+    assert!(f.search("item", 5, None).is_empty());
+}
+
+#[test]
+fn delete_says_whether_it_deleted_and_refresh_picks_up_other_workers() {
+    let f = fixture();
+    let record = f.add("to be deleted", "fact");
+    assert!(block_on(f.memories.delete(&record.id)).unwrap());
+    assert!(!block_on(f.memories.delete(&record.id)).unwrap());
+    assert!(f.search("deleted", 5, None).is_empty());
+
+    // Another tab's worker on the same database.
+    let tab = fixture_with(f.store.clone(), config());
+    let theirs = tab.add("written in another tab", "fact");
+    assert!(f.search("another tab", 5, None).is_empty());
+    block_on(f.memories.refresh(vec![theirs.id.clone()])).unwrap();
+    assert_eq!(
+        texts(&f.search("another tab", 5, None)),
+        ["written in another tab"]
+    );
+    block_on(tab.memories.delete(&theirs.id)).unwrap();
+    block_on(f.memories.refresh(vec![theirs.id])).unwrap();
+    assert!(f.search("another tab", 5, None).is_empty());
+}
