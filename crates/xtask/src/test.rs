@@ -42,6 +42,8 @@ pub fn all(root: &Path) -> Result<()> {
                 "orion-web",
                 "-p",
                 "orion-embed",
+                "-p",
+                "orion-store",
                 "--target",
                 "wasm32-unknown-unknown",
                 "--release",

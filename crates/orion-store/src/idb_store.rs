@@ -1,0 +1,290 @@
+//! [`IdbStore`]: the [`Store`] in IndexedDB.
+
+use idb::{Database, TransactionMode};
+use orion_core::embedding::LocalBoxFuture;
+use orion_core::store::{check_scan, Row, Scan, Snapshot, Store, Table, WriteOp};
+use orion_core::Error;
+use wasm_bindgen::JsValue;
+use web_sys::{IdbKeyRange, IdbObjectStore, IdbTransaction};
+
+use crate::dom::{self, Outcome, Pending};
+use crate::{row, schema};
+
+/// ORION's tables in an IndexedDB database (see the crate docs for the schema and its history).
+///
+/// Every call is one transaction. The connection closes when the store is dropped, and also when
+/// another connection asks for a newer version or deletes the database (so that it is not
+/// blocked); calls after that fail with [`Error::Store`].
+#[derive(Debug)]
+pub struct IdbStore {
+    database: Database,
+}
+
+impl IdbStore {
+    /// Opens the database `name` (ORION's is `orion`), creating it or upgrading it to
+    /// [`SCHEMA_VERSION`](crate::SCHEMA_VERSION) in IndexedDB's upgrade transaction.
+    ///
+    /// Fails with [`Error::Store`] when IndexedDB is unavailable, the database has a newer version
+    /// (a newer ORION wrote it) or lacks an object store or index this version needs.
+    pub async fn open(name: &str) -> Result<IdbStore, Error> {
+        Ok(Self {
+            database: schema::open(name).await?,
+        })
+    }
+
+    /// The database's name.
+    pub fn name(&self) -> String {
+        self.database.name()
+    }
+
+    /// A transaction over `tables` (deduplicated: IndexedDB refuses a repeated store name).
+    fn transaction(
+        &self,
+        tables: impl IntoIterator<Item = Table>,
+        mode: TransactionMode,
+    ) -> Result<IdbTransaction, Error> {
+        let mut names: Vec<&str> = tables.into_iter().map(Table::name).collect();
+        names.sort_unstable();
+        names.dedup();
+        self.database
+            .transaction(&names, mode)
+            .map(IdbTransaction::from)
+            .map_err(|error| dom::idb_error("starting a transaction", error))
+    }
+
+    async fn get_rows(&self, table: Table, ids: Vec<String>) -> Result<Vec<Option<Row>>, Error> {
+        if ids.is_empty() {
+            // IndexedDB has no use for a transaction without requests.
+            return Ok(Vec::new());
+        }
+        let transaction = self.transaction([table], TransactionMode::ReadOnly)?;
+        let store = object_store(&transaction, table)?;
+        // Every request is placed before the first is awaited: one round of the event loop.
+        let pending = ids
+            .iter()
+            .map(|id| {
+                store
+                    .get(&JsValue::from_str(id))
+                    .map(Pending::new)
+                    .map_err(|error| dom::thrown(&format!("reading `{}`", table.name()), &error))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut rows = Vec::with_capacity(pending.len());
+        for request in pending {
+            let record = request
+                .result(&format!("reading `{}`", table.name()))
+                .await?;
+            rows.push(if record.is_undefined() {
+                None
+            } else {
+                Some(row::from_js(table.name(), &record)?)
+            });
+        }
+        Ok(rows)
+    }
+
+    async fn scan_rows(&self, table: Table, scan: Scan) -> Result<Vec<Row>, Error> {
+        check_scan(table, &scan)?;
+        if scan.limit == 0 {
+            // getAll's count 0 means "no limit".
+            return Ok(Vec::new());
+        }
+        let limit = u32::try_from(scan.limit).unwrap_or(u32::MAX);
+        let context = format!("scanning `{}`", table.name());
+        let transaction = self.transaction([table], TransactionMode::ReadOnly)?;
+        let store = object_store(&transaction, table)?;
+        let request = match &scan.index {
+            None => {
+                let range = match &scan.after {
+                    Some(after) => IdbKeyRange::lower_bound_with_open(&after.into(), true)
+                        .map_err(|error| dom::thrown(&context, &error))?
+                        .into(),
+                    None => JsValue::UNDEFINED,
+                };
+                store.get_all_with_key_and_limit(&range, limit)
+            }
+            Some((field, value)) => {
+                let index = store
+                    .index(&schema::index_name(field))
+                    .map_err(|error| dom::thrown(&context, &error))?;
+                // Index keys are `[value, id]`; `[value]` sorts before all of them and
+                // `[value, []]` after all of them (arrays sort after strings).
+                let lower = match &scan.after {
+                    Some(after) => key(&[value.into(), after.into()]),
+                    None => key(&[value.into()]),
+                };
+                let upper = key(&[value.into(), js_sys::Array::new().into()]);
+                let range = IdbKeyRange::bound_with_lower_open_and_upper_open(
+                    &lower,
+                    &upper,
+                    scan.after.is_some(),
+                    false,
+                )
+                .map_err(|error| dom::thrown(&context, &error))?;
+                index.get_all_with_key_and_limit(&range, limit)
+            }
+        }
+        .map_err(|error| dom::thrown(&context, &error))?;
+        let records = Pending::new(request).result(&context).await?;
+        records_to_rows(table, &records)
+    }
+
+    async fn count_rows(&self, table: Table) -> Result<u64, Error> {
+        let context = format!("counting `{}`", table.name());
+        let transaction = self.transaction([table], TransactionMode::ReadOnly)?;
+        let request = object_store(&transaction, table)?
+            .count()
+            .map_err(|error| dom::thrown(&context, &error))?;
+        let count = Pending::new(request).result(&context).await?;
+        match count.as_f64() {
+            Some(count) if count >= 0.0 && count.fract() == 0.0 => Ok(count as u64),
+            _ => Err(Error::Store(format!("{context}: the count is {count:?}"))),
+        }
+    }
+
+    async fn write_ops(&self, ops: Vec<WriteOp>) -> Result<(), Error> {
+        if ops.is_empty() {
+            // Nothing to commit, and IndexedDB refuses a transaction over no object store.
+            return Ok(());
+        }
+        // Converted before the transaction starts, so a row JS cannot hold fails the batch
+        // before anything is written.
+        let ops = ops
+            .into_iter()
+            .map(|op| {
+                Ok(match op {
+                    WriteOp::Put(table, row) => (table, Change::Put(row::to_js(&row)?)),
+                    WriteOp::Delete(table, id) => (table, Change::Delete(JsValue::from_str(&id))),
+                    WriteOp::Clear(table) => (table, Change::Clear),
+                })
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        let transaction = self.transaction(
+            ops.iter().map(|(table, _)| *table),
+            TransactionMode::ReadWrite,
+        )?;
+        let outcome = Outcome::new(&transaction);
+        // Requests run in the order they are placed, all in this transaction. None is awaited:
+        // a failed request aborts the transaction by default (nothing here cancels its error
+        // event), and the abort reports the request's error in `IDBTransaction.error`.
+        if let Err(error) = place(&transaction, &ops) {
+            // A request IndexedDB refused outright: undo the earlier ones, and return only once
+            // the abort is through, so that no read sees them.
+            let _ = transaction.abort();
+            let _ = outcome.committed(&transaction).await;
+            return Err(error);
+        }
+        outcome.committed(&transaction).await
+    }
+
+    async fn snapshot_tables(&self, tables: Vec<Table>) -> Result<Snapshot, Error> {
+        if tables.is_empty() {
+            return Ok(Vec::new());
+        }
+        let transaction = self.transaction(tables.iter().copied(), TransactionMode::ReadOnly)?;
+        let pending = tables
+            .iter()
+            .map(|table| {
+                object_store(&transaction, *table)?
+                    .get_all()
+                    .map(Pending::new)
+                    .map_err(|error| dom::thrown(&format!("reading `{}`", table.name()), &error))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut snapshot = Vec::with_capacity(tables.len());
+        for (table, request) in tables.into_iter().zip(pending) {
+            let records = request
+                .result(&format!("reading `{}`", table.name()))
+                .await?;
+            snapshot.push((table, records_to_rows(table, &records)?));
+        }
+        Ok(snapshot)
+    }
+}
+
+impl Drop for IdbStore {
+    /// Closes the connection (once its transactions finish), so that it does not block another
+    /// connection's upgrade or deletion of the database.
+    fn drop(&mut self) {
+        self.database.close();
+    }
+}
+
+/// One write, ready for IndexedDB.
+enum Change {
+    Put(JsValue),
+    Delete(JsValue),
+    Clear,
+}
+
+/// Places every request of a write batch, in order.
+fn place(transaction: &IdbTransaction, ops: &[(Table, Change)]) -> Result<(), Error> {
+    for (table, change) in ops {
+        let store = object_store(transaction, *table)?;
+        match change {
+            Change::Put(record) => store.put(record),
+            Change::Delete(id) => store.delete(id),
+            Change::Clear => store.clear(),
+        }
+        .map_err(|error| dom::thrown(&format!("writing `{}`", table.name()), &error))?;
+    }
+    Ok(())
+}
+
+fn object_store(transaction: &IdbTransaction, table: Table) -> Result<IdbObjectStore, Error> {
+    transaction
+        .object_store(table.name())
+        .map_err(|error| dom::thrown(&format!("opening `{}`", table.name()), &error))
+}
+
+/// A JS array, as a compound key.
+fn key(parts: &[JsValue]) -> JsValue {
+    parts.iter().collect::<js_sys::Array>().into()
+}
+
+/// A getAll result (an array of records) as rows.
+fn records_to_rows(table: Table, records: &JsValue) -> Result<Vec<Row>, Error> {
+    if !js_sys::Array::is_array(records) {
+        return Err(Error::Store(format!(
+            "reading `{}`: getAll did not return an array",
+            table.name()
+        )));
+    }
+    js_sys::Array::from(records)
+        .iter()
+        .map(|record| row::from_js(table.name(), &record))
+        .collect()
+}
+
+impl Store for IdbStore {
+    fn get(
+        &self,
+        table: Table,
+        ids: Vec<String>,
+    ) -> LocalBoxFuture<'_, orion_core::error::Result<Vec<Option<Row>>>> {
+        Box::pin(self.get_rows(table, ids))
+    }
+
+    fn scan(
+        &self,
+        table: Table,
+        scan: Scan,
+    ) -> LocalBoxFuture<'_, orion_core::error::Result<Vec<Row>>> {
+        Box::pin(self.scan_rows(table, scan))
+    }
+
+    fn count(&self, table: Table) -> LocalBoxFuture<'_, orion_core::error::Result<u64>> {
+        Box::pin(self.count_rows(table))
+    }
+
+    fn write(&self, ops: Vec<WriteOp>) -> LocalBoxFuture<'_, orion_core::error::Result<()>> {
+        Box::pin(self.write_ops(ops))
+    }
+
+    fn snapshot(
+        &self,
+        tables: Vec<Table>,
+    ) -> LocalBoxFuture<'_, orion_core::error::Result<Snapshot>> {
+        Box::pin(self.snapshot_tables(tables))
+    }
+}
