@@ -25,7 +25,7 @@ pub use health::{HealthConfig, HealthReport, HealthStatus, WorkerHealthMonitor};
 pub use model_source::{ModelFile, ModelLocation, ModelSource};
 pub use profile::{DeviceFacts, Profile, ProfileRequest};
 pub use protocol::{Envelope, Event, Outgoing, Request, PROTOCOL_VERSION};
-pub use runtime::{EmbedderLoader, Heartbeat, Platform, Reply, WorkerRuntime};
+pub use runtime::{EmbedderLoader, Heartbeat, Platform, Reply, StoreOpener, WorkerRuntime};
 pub use store::{MemStore, Row, Scan, Store, Table, WriteOp};
 
 /// The version of this crate, reported by `orion.version()`.

@@ -219,6 +219,8 @@ pub struct Memories {
     config: MemoryConfig,
     model: EmbeddingModelInfo,
     state: RefCell<State>,
+    /// Ids written or deleted since the last [`Memories::take_changes`], for other workers.
+    changes: RefCell<Vec<String>>,
 }
 
 const EMBEDDING: &str = "embedding";
@@ -247,6 +249,7 @@ impl Memories {
             clock,
             config,
             model,
+            changes: RefCell::new(Vec::new()),
         };
         let mut scan = Scan::first(config.load_chunk.max(1));
         let mut loaded = 0;
@@ -488,9 +491,8 @@ impl Memories {
             self.store
                 .write(vec![WriteOp::Clear(Table::Memories)])
                 .await?;
-            let mut state = self.state.borrow_mut();
-            state.entries.clear();
-            state.vectors.clear();
+            let ids: Vec<String> = self.state.borrow().entries.keys().cloned().collect();
+            self.forget(&ids);
             return Ok(count);
         };
         let mut ids = Vec::new();
@@ -669,6 +671,9 @@ impl Memories {
                 state.entries.insert(row.id.clone(), entry);
             }
         }
+        self.changes
+            .borrow_mut()
+            .extend(rows.iter().map(|row| row.id.clone()));
         Ok(records)
     }
 
@@ -721,6 +726,13 @@ impl Memories {
             state.entries.remove(id);
             state.vectors.remove(id);
         }
+        self.changes.borrow_mut().extend(ids.iter().cloned());
+    }
+
+    /// The ids of memories this layer wrote or deleted since the last call: other workers on the
+    /// same database pass them to [`Memories::refresh`].
+    pub fn take_changes(&self) -> Vec<String> {
+        std::mem::take(&mut self.changes.borrow_mut())
     }
 
     /// Indexes `row`'s vector if it has the active version; returns what the index keeps of it.

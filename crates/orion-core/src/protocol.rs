@@ -13,6 +13,7 @@ use crate::circuit_breaker::{BreakerConfig, BreakerTransition};
 use crate::embedding::EmbeddingModelInfo;
 use crate::error::{Error, ErrorCode};
 use crate::health::{HealthConfig, HealthReport, HealthTransition};
+use crate::memory::{MemoryPage, MemoryRecord, MemoryStats, NewMemory, SearchHit};
 use crate::model_source::ModelSource;
 use crate::profile::{Budget, DeviceFacts, Profile, ProfileRequest};
 
@@ -66,6 +67,68 @@ pub enum Request {
         #[serde(default)]
         profile: Option<Profile>,
     },
+    /// Stores a memory.
+    MemoryAdd {
+        /// The text.
+        text: String,
+        /// Its kind (default `fact`).
+        #[serde(default)]
+        kind: Option<String>,
+        /// Host metadata (a JSON object).
+        #[serde(default)]
+        meta: Option<Value>,
+    },
+    /// Stores many memories, in chunks, with `memory_progress` events.
+    MemoryAddMany {
+        /// The memories, at most [`crate::runtime::MAX_ADD_MANY`].
+        items: Vec<NewMemory>,
+    },
+    /// One memory by id (`null` when there is none).
+    MemoryGet {
+        /// Its id (`memoryId` on the wire: `id` is the request's).
+        #[serde(rename = "memoryId")]
+        memory_id: String,
+    },
+    /// Deletes a memory; answers whether there was one.
+    MemoryDelete {
+        /// Its id (`memoryId` on the wire).
+        #[serde(rename = "memoryId")]
+        memory_id: String,
+    },
+    /// A page of memories in creation order.
+    MemoryList {
+        /// Only this kind.
+        #[serde(default)]
+        kind: Option<String>,
+        /// Page size (1 to 1000, default 100).
+        #[serde(default)]
+        limit: Option<f64>,
+        /// Continue after this id (the previous page's `next`).
+        #[serde(default)]
+        after: Option<String>,
+    },
+    /// The memories most similar to `query`.
+    MemorySearch {
+        /// What to look for.
+        query: String,
+        /// How many (1 to 100, default 5).
+        #[serde(default)]
+        k: Option<f64>,
+        /// The least similarity to return (-1 to 1, default 0).
+        #[serde(default, rename = "minSimilarity")]
+        min_similarity: Option<f64>,
+        /// Only this kind.
+        #[serde(default)]
+        kind: Option<String>,
+    },
+    /// Deletes all memories, or those of one kind; answers how many.
+    MemoryPurge {
+        /// Only this kind.
+        #[serde(default)]
+        kind: Option<String>,
+    },
+    /// Counts and settings of the memory store.
+    MemoryStats {},
     /// Debug only: makes the worker panic, to test crash recovery.
     Crash {},
 }
@@ -80,6 +143,14 @@ impl Request {
             Request::Version {} => "version",
             Request::Profile {} => "profile",
             Request::Embed { .. } => "embed",
+            Request::MemoryAdd { .. } => "memory_add",
+            Request::MemoryAddMany { .. } => "memory_add_many",
+            Request::MemoryGet { .. } => "memory_get",
+            Request::MemoryDelete { .. } => "memory_delete",
+            Request::MemoryList { .. } => "memory_list",
+            Request::MemorySearch { .. } => "memory_search",
+            Request::MemoryPurge { .. } => "memory_purge",
+            Request::MemoryStats {} => "memory_stats",
             Request::Crash {} => "crash",
         }
     }
@@ -286,6 +357,22 @@ pub enum ResponseBody {
     Embedded(EmbedResult),
     /// For `profile`.
     Profile(ProfileInfo),
+    /// For `memory_add`.
+    Memory(MemoryRecord),
+    /// For `memory_get` (`null` when there is none).
+    MaybeMemory(Option<MemoryRecord>),
+    /// For `memory_add_many`.
+    Memories(Vec<MemoryRecord>),
+    /// For `memory_search`.
+    Hits(Vec<SearchHit>),
+    /// For `memory_list`.
+    Page(MemoryPage),
+    /// For `memory_stats`.
+    MemoryStats(MemoryStats),
+    /// For `memory_delete`: whether there was one.
+    Deleted(bool),
+    /// For `memory_purge`: how many were deleted.
+    Purged(usize),
 }
 
 /// Something that happened in the worker, pushed to the page.
@@ -314,6 +401,20 @@ pub enum Event {
         overall_loaded: u64,
         /// Bytes in all over all of the model's files, once every file's size is known.
         overall_total: Option<u64>,
+    },
+    /// `memory_add_many` stored another chunk.
+    MemoryProgress {
+        /// Memories stored so far.
+        done: usize,
+        /// Memories in the request.
+        total: usize,
+    },
+    /// The memory index is loading from IndexedDB (memory requests wait for it).
+    MemoryIndex {
+        /// Memories read so far.
+        loaded: usize,
+        /// Whether loading finished.
+        done: bool,
     },
     /// The model could not be loaded: the hashing embedder (micro) is used instead.
     EmbedderFallback {

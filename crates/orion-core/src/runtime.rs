@@ -20,12 +20,14 @@ use crate::clock::SharedClock;
 use crate::embedding::{Embedder, LocalBoxFuture};
 use crate::error::Error;
 use crate::health::{HealthConfig, WorkerHealthMonitor};
+use crate::memory::Memories;
 use crate::model_source::ModelSource;
 use crate::profile::{choose, DeviceFacts, Profile, ProfileRequest};
 use crate::protocol::{
     self, EmbedResult, Envelope, Event, Models, Outgoing, Pong, ProfileInfo, Request, RequestId,
     ResponseBody, VersionInfo, PROTOCOL_VERSION,
 };
+use crate::store::Store;
 use crate::CORE_VERSION;
 
 /// The health component for message decoding.
@@ -35,8 +37,14 @@ pub const RUNTIME_COMPONENT: &str = "runtime";
 /// The health component for model loading and inference.
 pub const EMBEDDER_COMPONENT: &str = "embedder";
 
+/// The health component for the memory store (IndexedDB).
+pub const STORE_COMPONENT: &str = "store";
+
 /// Texts one `embed` request may carry.
 pub const MAX_EMBED_TEXTS: usize = 1024;
+
+/// Memories one `memory_add_many` request may carry.
+pub const MAX_ADD_MANY: usize = 10_000;
 
 /// What the platform must do with a handled message.
 pub enum Reply {
@@ -74,6 +82,12 @@ pub trait EmbedderLoader {
     ) -> LocalBoxFuture<'static, crate::error::Result<Rc<dyn Embedder>>>;
 }
 
+/// Opens the database.
+pub trait StoreOpener {
+    /// The store, opened (and upgraded to the current schema).
+    fn open(&self) -> LocalBoxFuture<'static, crate::error::Result<Rc<dyn Store>>>;
+}
+
 /// What the platform provides.
 pub struct Platform {
     /// Loads MiniLM for the full and lite profiles.
@@ -82,6 +96,15 @@ pub struct Platform {
     pub fallback: Rc<dyn Embedder>,
     /// What the device is.
     pub facts: DeviceFacts,
+    /// Opens the database that holds memories.
+    pub store: Rc<dyn StoreOpener>,
+    /// Random bits for ids (unique across workers).
+    pub seed: u64,
+    /// Posts an event to the page at once (progress of long requests).
+    pub emit: Rc<dyn Fn(Event)>,
+    /// Tells other workers on the same database which memories changed (they call
+    /// [`WorkerRuntime::memories_changed`] with them).
+    pub publish_memory_changes: Rc<dyn Fn(Vec<String>)>,
 }
 
 /// The embedder of the active profile: never fails, since a failed load falls back to micro.
@@ -89,6 +112,9 @@ type EmbedderFuture = Shared<LocalBoxFuture<'static, Rc<dyn Embedder>>>;
 
 /// An embedder loaded because `embed` asked for another profile than the active one.
 type OnDemandFuture = Shared<LocalBoxFuture<'static, crate::error::Result<Rc<dyn Embedder>>>>;
+
+/// The memory layer, once the store is open and the index loaded.
+type MemoriesFuture = Shared<LocalBoxFuture<'static, crate::error::Result<Rc<Memories>>>>;
 
 /// State that asynchronous work shares with the request loop. Never borrowed across an await.
 struct Common {
@@ -111,6 +137,8 @@ pub struct WorkerRuntime {
     debug: bool,
     embedder: Option<EmbedderFuture>,
     source: Option<ModelSource>,
+    memories: Option<MemoriesFuture>,
+    background: Vec<LocalBoxFuture<'static, ()>>,
 }
 
 impl WorkerRuntime {
@@ -134,6 +162,8 @@ impl WorkerRuntime {
             debug: false,
             embedder: None,
             source: None,
+            memories: None,
+            background: Vec::new(),
         }
     }
 
@@ -213,6 +243,14 @@ impl WorkerRuntime {
                 None => Err(Error::Internal("no profile after init".into())),
             },
             Request::Embed { texts, profile } => return self.embed(id, texts, profile),
+            Request::MemoryAdd { .. }
+            | Request::MemoryAddMany { .. }
+            | Request::MemoryGet { .. }
+            | Request::MemoryDelete { .. }
+            | Request::MemoryList { .. }
+            | Request::MemorySearch { .. }
+            | Request::MemoryPurge { .. }
+            | Request::MemoryStats {} => return self.memory(id, request),
             Request::Crash {} if self.debug => return Reply::Crash,
             Request::Crash {} => Err(Error::DebugDisabled("crash".into())),
         };
@@ -235,6 +273,7 @@ impl WorkerRuntime {
             let mut monitor = WorkerHealthMonitor::new(self.clock.clone(), health);
             monitor.restore(shared.health.snapshot());
             monitor.register(EMBEDDER_COMPONENT);
+            monitor.register(STORE_COMPONENT);
             shared.health = monitor;
             shared.profile = Some(ProfileInfo {
                 requested: request,
@@ -299,6 +338,16 @@ impl WorkerRuntime {
             embedder
         });
         self.embedder = Some(future.shared());
+        let memories = self.open_memories();
+        // The index loads now, not at the first memory request.
+        self.background.push(Box::pin(memories.clone().map(|_| ())));
+        self.memories = Some(memories);
+    }
+
+    /// Work to run on the platform's executor that answers no request (loading the memory
+    /// index). Take it after every [`WorkerRuntime::handle`].
+    pub fn take_background(&mut self) -> Vec<LocalBoxFuture<'static, ()>> {
+        std::mem::take(&mut self.background)
     }
 
     /// Answers `id` with `body` once the embedder is ready (so `Orion.create` resolves with a
@@ -464,9 +513,11 @@ fn finish(
             }
             Err(error) => {
                 match error {
-                    Error::Internal(_) | Error::Embedding(_) | Error::ModelLoad { .. } => {
-                        state.health.record_failure(component, &error.to_string())
-                    }
+                    Error::Internal(_)
+                    | Error::Embedding(_)
+                    | Error::ModelLoad { .. }
+                    | Error::Store(_)
+                    | Error::Quota(_) => state.health.record_failure(component, &error.to_string()),
                     _ => state.health.record_success(component),
                 }
                 Outgoing::error(Some(id), &error)
@@ -499,5 +550,6 @@ fn drain_events(shared: &SharedState) -> Vec<Outgoing> {
         .collect()
 }
 
+mod memory_requests;
 #[cfg(test)]
 mod tests;

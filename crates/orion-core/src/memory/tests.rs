@@ -437,12 +437,15 @@ fn delete_says_whether_it_deleted_and_refresh_picks_up_other_workers() {
     let tab = fixture_with(f.store.clone(), config());
     let theirs = tab.add("written in another tab", "fact");
     assert!(f.search("another tab", 5, None).is_empty());
-    block_on(f.memories.refresh(vec![theirs.id.clone()])).unwrap();
+    let changes = tab.memories.take_changes();
+    assert_eq!(changes, std::slice::from_ref(&theirs.id));
+    assert!(tab.memories.take_changes().is_empty());
+    block_on(f.memories.refresh(changes)).unwrap();
     assert_eq!(
         texts(&f.search("another tab", 5, None)),
         ["written in another tab"]
     );
     block_on(tab.memories.delete(&theirs.id)).unwrap();
-    block_on(f.memories.refresh(vec![theirs.id])).unwrap();
+    block_on(f.memories.refresh(tab.memories.take_changes())).unwrap();
     assert!(f.search("another tab", 5, None).is_empty());
 }

@@ -6,6 +6,8 @@ use super::*;
 use crate::clock::ManualClock;
 use crate::embedding::EmbeddingModelInfo;
 use crate::health::HealthStatus;
+use crate::store::conformance::block_on;
+use crate::store::{MemStore, Table};
 use crate::ErrorCode;
 
 /// An embedder whose vectors are [text length, 1] normalised; fails on the text "fail".
@@ -87,8 +89,22 @@ fn fake_platform(fail: bool) -> (Rc<FakeLoader>, Platform) {
             storage_quota_bytes: None,
             wasm_simd: true,
         },
+        store: Rc::new(MemStoreOpener(Rc::new(MemStore::new()))),
+        seed: 1,
+        emit: Rc::new(|_| {}),
+        publish_memory_changes: Rc::new(|_| {}),
     };
     (loader, platform)
+}
+
+/// Opens the same in-memory store every time.
+struct MemStoreOpener(Rc<MemStore>);
+
+impl StoreOpener for MemStoreOpener {
+    fn open(&self) -> LocalBoxFuture<'static, crate::error::Result<Rc<dyn Store>>> {
+        let store: Rc<dyn Store> = self.0.clone();
+        Box::pin(async move { Ok(store) })
+    }
 }
 
 fn runtime() -> (ManualClock, WorkerRuntime) {
@@ -111,7 +127,14 @@ fn ready<T>(future: LocalBoxFuture<'static, T>) -> T {
 }
 
 fn send(rt: &mut WorkerRuntime, message: Value) -> Vec<Value> {
-    let messages = match rt.handle(message) {
+    let reply = rt.handle(message);
+    // Background work runs first and as far as it can without waiting (as an executor would run
+    // it before the next message).
+    for mut work in rt.take_background() {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let _ = work.as_mut().poll(&mut cx);
+    }
+    let messages = match reply {
         Reply::Send(messages) => messages,
         Reply::Spawn(future) => ready(future),
         Reply::Crash => panic!("unexpected crash"),
@@ -176,7 +199,7 @@ fn crash_is_debug_only() {
 }
 
 #[test]
-fn the_health_report_has_both_components() {
+fn the_health_report_has_every_component() {
     let (_, mut rt) = runtime();
     init(&mut rt, false);
     let answer = send(&mut rt, json!({"v": 1, "id": 4, "type": "health"}));
@@ -190,7 +213,12 @@ fn the_health_report_has_both_components() {
         .collect();
     assert_eq!(
         names,
-        [EMBEDDER_COMPONENT, PROTOCOL_COMPONENT, RUNTIME_COMPONENT]
+        [
+            EMBEDDER_COMPONENT,
+            PROTOCOL_COMPONENT,
+            RUNTIME_COMPONENT,
+            STORE_COMPONENT
+        ]
     );
     // The report is made before the health request itself is counted: only `init` so far.
     assert_eq!(report["components"][2]["pending"], 0);
@@ -533,4 +561,207 @@ fn a_long_download_that_makes_progress_is_not_a_hang() {
     };
     assert!(matches!(messages[0], Outgoing::Response { id: 0, .. }));
     assert_eq!(status(&rt), HealthStatus::Healthy);
+}
+
+/// A runtime on `store` whose emitted events and published changes are recorded.
+struct MemoryHarness {
+    rt: WorkerRuntime,
+    store: Rc<MemStore>,
+    events: Rc<RefCell<Vec<Event>>>,
+    published: Rc<RefCell<Vec<Vec<String>>>>,
+}
+
+fn memory_harness(store: Rc<MemStore>) -> MemoryHarness {
+    let clock = ManualClock::new(1_000);
+    let (_, mut platform) = fake_platform(false);
+    let events = Rc::new(RefCell::new(Vec::new()));
+    let published = Rc::new(RefCell::new(Vec::new()));
+    let sink = Rc::clone(&events);
+    platform.emit = Rc::new(move |event| sink.borrow_mut().push(event));
+    let sink = Rc::clone(&published);
+    platform.publish_memory_changes = Rc::new(move |ids| sink.borrow_mut().push(ids));
+    platform.store = Rc::new(MemStoreOpener(store.clone()));
+    let mut rt = WorkerRuntime::new(clock.shared(), "1", platform);
+    init_with(&mut rt, json!({"models": {"embedding": "/m"}}));
+    MemoryHarness {
+        rt,
+        store,
+        events,
+        published,
+    }
+}
+
+impl MemoryHarness {
+    fn call(&mut self, id: u32, request: Value) -> Value {
+        let mut message = json!({"v": 1, "id": id});
+        if let (Some(m), Some(extra)) = (message.as_object_mut(), request.as_object()) {
+            m.extend(extra.clone());
+        }
+        send(&mut self.rt, message).remove(0)
+    }
+}
+
+#[test]
+fn memory_requests_round_trip_through_the_protocol() {
+    let mut h = memory_harness(Rc::new(MemStore::new()));
+    let added = h.call(
+        1,
+        json!({"type": "memory_add", "text": "hello there", "kind": "fact", "meta": {"a": 1}}),
+    );
+    let id = added["result"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(added["result"]["embeddingVersion"], "model/full");
+    assert_eq!(added["result"]["meta"], json!({"a": 1}));
+    let many = h.call(2, json!({"type": "memory_add_many", "items": [{"text": "one"}, {"text": "two", "kind": "feedback"}]}));
+    assert_eq!(many["result"].as_array().unwrap().len(), 2);
+    let got = h.call(3, json!({"type": "memory_get", "memoryId": id}));
+    assert_eq!(got["result"]["text"], "hello there");
+    let missing = h.call(4, json!({"type": "memory_get", "memoryId": "mnone"}));
+    assert_eq!(missing["result"], Value::Null);
+    let hits = h.call(
+        5,
+        json!({"type": "memory_search", "query": "hello there", "k": 2, "minSimilarity": -1}),
+    );
+    assert_eq!(hits["result"][0]["text"], "hello there");
+    assert!((hits["result"][0]["similarity"].as_f64().unwrap() - 1.0).abs() < 1e-6);
+    let page = h.call(6, json!({"type": "memory_list", "kind": "feedback"}));
+    assert_eq!(page["result"]["items"][0]["text"], "two");
+    assert_eq!(page["result"]["next"], Value::Null);
+    let stats = h.call(7, json!({"type": "memory_stats"}));
+    assert_eq!(stats["result"]["count"], 3);
+    assert_eq!(stats["result"]["byKind"]["feedback"], 1);
+    assert_eq!(stats["result"]["maxMemories"], 100_000);
+    let deleted = h.call(8, json!({"type": "memory_delete", "memoryId": id}));
+    assert_eq!(deleted["result"], true);
+    let purged = h.call(9, json!({"type": "memory_purge"}));
+    assert_eq!(purged["result"], 2);
+    assert_eq!(block_on(h.store.count(Table::Memories)).unwrap(), 0);
+    // Index loading and add_many progress went to the page at once; changes to other workers.
+    let events = h.events.borrow();
+    assert!(events.contains(&Event::MemoryIndex {
+        loaded: 0,
+        done: true
+    }));
+    assert!(events.contains(&Event::MemoryProgress { done: 2, total: 2 }));
+    let published = h.published.borrow();
+    assert_eq!(
+        published.len(),
+        4,
+        "add, add_many, delete, purge: {published:?}"
+    );
+    assert_eq!(published[1].len(), 2);
+}
+
+#[test]
+fn memory_requests_refuse_bad_input_with_the_field_and_count_storage_failures() {
+    let store = Rc::new(MemStore::new());
+    let mut h = memory_harness(store.clone());
+    let cases = [
+        (json!({"type": "memory_add", "text": "  "}), "text"),
+        (
+            json!({"type": "memory_add", "text": "x", "kind": "gossip"}),
+            "kind",
+        ),
+        (json!({"type": "memory_search", "query": "x", "k": 0}), "k"),
+        (
+            json!({"type": "memory_search", "query": "x", "k": 1e9}),
+            "k",
+        ),
+        (
+            json!({"type": "memory_search", "query": "x", "k": 1.5}),
+            "k",
+        ),
+        (json!({"type": "memory_list", "limit": -3}), "limit"),
+        (
+            json!({"type": "memory_add_many", "items": [{"text": "ok"}, {"text": ""}]}),
+            "items[1].text",
+        ),
+    ];
+    for (i, (request, field)) in cases.into_iter().enumerate() {
+        let answer = h.call(i as u32 + 1, request.clone());
+        assert_eq!(answer["error"]["code"], "ERR_INVALID_INPUT", "{request}");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains(&format!("`{field}`")),
+            "{request}: {message}"
+        );
+    }
+    assert_eq!(block_on(store.count(Table::Memories)).unwrap(), 0);
+    let health = h.call(20, json!({"type": "health"}));
+    let component = |name: &str| {
+        health["result"]["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(
+        component(STORE_COMPONENT)["totalFailures"],
+        0,
+        "bad input is not a store failure"
+    );
+
+    store.set_max_rows(Some(0));
+    let answer = h.call(21, json!({"type": "memory_add", "text": "no room"}));
+    assert_eq!(answer["error"]["code"], "ERR_QUOTA");
+    let health = h.call(22, json!({"type": "health"}));
+    let store_health = health["result"]["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == STORE_COMPONENT)
+        .cloned()
+        .unwrap();
+    assert_eq!(store_health["totalFailures"], 1);
+    assert!(store_health["lastError"]
+        .as_str()
+        .unwrap()
+        .contains("quota"));
+}
+
+/// A database that cannot be opened (IndexedDB disabled, say).
+struct BrokenOpener;
+
+impl StoreOpener for BrokenOpener {
+    fn open(&self) -> LocalBoxFuture<'static, crate::error::Result<Rc<dyn Store>>> {
+        Box::pin(async { Err(Error::Store("IndexedDB is not available".into())) })
+    }
+}
+
+#[test]
+fn without_a_database_memory_requests_fail_and_the_rest_works() {
+    let clock = ManualClock::new(0);
+    let (_, mut platform) = fake_platform(false);
+    platform.store = Rc::new(BrokenOpener);
+    let mut rt = WorkerRuntime::new(clock.shared(), "1", platform);
+    init_with(&mut rt, json!({}));
+    let answer = send(&mut rt, json!({"v": 1, "id": 1, "type": "memory_stats"}));
+    assert_eq!(answer[0]["error"]["code"], "ERR_STORE");
+    let answer = send(
+        &mut rt,
+        json!({"v": 1, "id": 2, "type": "embed", "texts": ["still"]}),
+    );
+    assert_eq!(answer[0]["type"], "response");
+}
+
+#[test]
+fn changes_from_another_worker_reach_the_index() {
+    let store = Rc::new(MemStore::new());
+    let mut first = memory_harness(store.clone());
+    let mut second = memory_harness(store);
+    let added = second.call(
+        1,
+        json!({"type": "memory_add", "text": "from the other tab"}),
+    );
+    let search =
+        json!({"type": "memory_search", "query": "from the other tab", "minSimilarity": 0.99});
+    assert_eq!(first.call(2, search.clone())["result"], json!([]));
+    let changed = second.published.borrow().last().cloned().unwrap();
+    match first.rt.memories_changed(changed) {
+        Reply::Spawn(work) => assert!(ready(work).is_empty()),
+        other => panic!("{other:?}"),
+    }
+    let hits = first.call(3, search);
+    assert_eq!(hits["result"][0]["id"], added["result"]["id"]);
 }
