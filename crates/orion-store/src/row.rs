@@ -181,7 +181,7 @@ fn describe(value: &JsValue) -> String {
             .and_then(|name| name.as_string())
             .filter(|name| !name.is_empty());
         return match name {
-            Some(name) => format!("a {name}"),
+            Some(name) => format!("an instance of {name}"),
             None => "an object".into(),
         };
     }
