@@ -7,10 +7,10 @@
 //!
 //! Both run the same natively and in wasm32; the parity tests run in both.
 
+mod bert;
 pub mod evaluation;
 mod hashing;
 mod minilm;
-mod quantized_bert;
 
 pub use hashing::HashingEmbedder;
 pub use minilm::{MiniLm, ModelFiles, Precision, MINILM_ID};

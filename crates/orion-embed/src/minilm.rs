@@ -1,18 +1,18 @@
-//! all-MiniLM-L6-v2 on candle: in f32 (the full profile's embedder, candle-transformers' BERT) or
-//! with Q8_0 linear weights (the lite profile's, [`crate::quantized_bert`]).
+//! all-MiniLM-L6-v2 on candle: in f32 (the full profile's embedder) or with Q8_0 linear weights
+//! (the lite profile's), both on the BERT encoder of [`crate::bert`].
 //!
 //! Matches sentence-transformers: WordPiece tokens with [CLS]/[SEP], truncation at 256 tokens,
 //! mean pooling over real tokens only (the attention mask), L2 normalisation.
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertModel, Config};
+use candle_transformers::models::bert::Config;
 use orion_core::embedding::{normalize, LocalBoxFuture};
 use orion_core::error::{Error, Result};
 use orion_core::{Embedder, EmbeddingModelInfo};
 use tokenizers::{Tokenizer, TruncationParams};
 
-use crate::quantized_bert::QuantizedBert;
+use crate::bert::{Bert, LinearKind};
 
 /// The model's id.
 pub const MINILM_ID: &str = "sentence-transformers/all-MiniLM-L6-v2";
@@ -21,8 +21,9 @@ pub const MINILM_ID: &str = "sentence-transformers/all-MiniLM-L6-v2";
 /// to 128; both are overridden.)
 const MAX_TOKENS: usize = 256;
 
-/// Texts embedded in one forward pass. Texts are sorted by length first, so a batch holds texts of
-/// similar length and padding costs little.
+/// Texts embedded in one forward pass. Their tokens are packed without padding (see
+/// [`crate::bert`]), so a batch costs the sum of its texts' lengths; larger batches give the
+/// linear layers' matmuls more rows to amortise over.
 const DEFAULT_BATCH_SIZE: usize = 32;
 
 /// The bytes of the model's files.
@@ -54,16 +55,18 @@ impl Precision {
             Precision::Q8_0 => "q8_0",
         }
     }
-}
 
-enum Encoder {
-    F32(BertModel),
-    Q8_0(QuantizedBert),
+    fn linear_kind(self) -> LinearKind {
+        match self {
+            Precision::F32 => LinearKind::F32,
+            Precision::Q8_0 => LinearKind::Q8_0,
+        }
+    }
 }
 
 /// all-MiniLM-L6-v2.
 pub struct MiniLm {
-    encoder: Encoder,
+    encoder: Bert,
     tokenizer: Tokenizer,
     info: EmbeddingModelInfo,
     batch_size: usize,
@@ -86,11 +89,8 @@ impl MiniLm {
             .map_err(|e| Error::model_load("tokenizer.json", e))?;
         let weights = VarBuilder::from_slice_safetensors(files.weights, DType::F32, &Device::Cpu)
             .map_err(|e| Error::model_load("model.safetensors", e))?;
-        let encoder = match precision {
-            Precision::F32 => BertModel::load(weights, &config).map(Encoder::F32),
-            Precision::Q8_0 => QuantizedBert::load(weights, &config).map(Encoder::Q8_0),
-        }
-        .map_err(|e| Error::model_load("model.safetensors", e))?;
+        let encoder = Bert::load(weights, &config, precision.linear_kind())
+            .map_err(|e| Error::model_load("model.safetensors", e))?;
         Ok(Self {
             encoder,
             tokenizer,
@@ -125,6 +125,7 @@ impl MiniLm {
         for batch in order.chunks(self.batch_size) {
             let batch_tokens: Vec<&[u32]> = batch.iter().map(|&i| tokens[i].as_slice()).collect();
             let pooled = self
+                .encoder
                 .forward(&batch_tokens)
                 .map_err(|e| Error::Embedding(e.to_string()))?;
             for (&i, mut vector) in batch.iter().zip(pooled) {
@@ -133,32 +134,6 @@ impl MiniLm {
             }
         }
         Ok(vectors)
-    }
-
-    /// Mean-pooled hidden states of one batch, padded to its longest text.
-    fn forward(&self, batch: &[&[u32]]) -> candle_core::Result<Vec<Vec<f32>>> {
-        let len = batch.iter().map(|t| t.len()).max().unwrap_or(0).max(1);
-        let mut ids = Vec::with_capacity(batch.len() * len);
-        let mut mask = Vec::with_capacity(batch.len() * len);
-        for tokens in batch {
-            ids.extend_from_slice(tokens);
-            mask.extend(std::iter::repeat_n(1u32, tokens.len()));
-            let pad = len - tokens.len();
-            ids.extend(std::iter::repeat_n(0u32, pad));
-            mask.extend(std::iter::repeat_n(0u32, pad));
-        }
-        let shape = (batch.len(), len);
-        let ids = Tensor::from_vec(ids, shape, &Device::Cpu)?;
-        let mask = Tensor::from_vec(mask, shape, &Device::Cpu)?;
-        let token_types = ids.zeros_like()?;
-        let hidden = match &self.encoder {
-            Encoder::F32(model) => model.forward(&ids, &token_types, Some(&mask))?,
-            Encoder::Q8_0(model) => model.forward(&ids, &token_types, &mask)?,
-        };
-        let mask = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
-        let summed = hidden.broadcast_mul(&mask)?.sum(1)?;
-        let counts = mask.sum(1)?;
-        summed.broadcast_div(&counts)?.to_vec2::<f32>()
     }
 }
 
