@@ -168,13 +168,121 @@ export interface ProfileInfo {
   fallbackReason: string | null;
 }
 
+/** What a memory is. `tool_result` memories expire after 24 hours. */
+export type MemoryKind = 'conversation' | 'tool_result' | 'fact' | 'feedback';
+
+/** A stored memory (its vector stays in the worker). */
+export interface MemoryRecord {
+  /** Sorts in creation order. */
+  id: string;
+  text: string;
+  kind: MemoryKind;
+  /** Milliseconds since the epoch. */
+  createdAt: number;
+  /** When it was added or last returned by a search. */
+  lastAccessed: number;
+  /** The embedder version of its vector; only vectors of the active version are searched. */
+  embeddingVersion: string;
+  meta: Record<string, unknown>;
+}
+
+export interface MemoryAddOptions {
+  /** Default 'fact'. */
+  kind?: MemoryKind;
+  /** A JSON object (at most 16 KiB as JSON) kept with the memory. */
+  meta?: Record<string, unknown>;
+}
+
+export interface MemorySearchOptions {
+  /** How many, 1 to 100 (default 5). */
+  k?: number;
+  /** The least cosine similarity, -1 to 1 (default 0). */
+  minSimilarity?: number;
+  kind?: MemoryKind;
+}
+
+export interface MemorySearchHit {
+  id: string;
+  text: string;
+  kind: MemoryKind;
+  similarity: number;
+  createdAt: number;
+}
+
+export interface MemoryListOptions {
+  kind?: MemoryKind;
+  /** 1 to 1000 (default 100). */
+  limit?: number;
+  /** The previous page's `next`. */
+  after?: string;
+}
+
+export interface MemoryPage {
+  items: MemoryRecord[];
+  /** Pass as `after` for the next page; null on the last page. */
+  next: string | null;
+}
+
+export interface MemoryStats {
+  count: number;
+  byKind: Record<MemoryKind, number>;
+  /** Memories with a vector of the active embedder's version. */
+  searchable: number;
+  /** Memories embedded by another version (searchable again after re-embedding). */
+  otherVersions: number;
+  embeddingVersion: string;
+  /** The profile's budget: past it the least recently used memories are evicted. */
+  maxMemories: number;
+  toolResultTtlMs: number;
+}
+
+/**
+ * The memory store (IndexedDB, one index per worker). Calls wait until the index has loaded at
+ * start (`memory_index` events). Bad arguments reject with `ERR_INVALID_INPUT` naming the field and
+ * write nothing; a full disk rejects with `ERR_QUOTA` and writes nothing.
+ */
+export interface OrionMemory {
+  /** Stores a memory; resolves once it is committed (it survives a crash of the page). */
+  add(text: string, options?: MemoryAddOptions): Promise<MemoryRecord>;
+  /**
+   * Stores many, 500 per transaction, with `memory_progress` events. Every item is checked before
+   * anything is written; if a later chunk fails, the earlier chunks stay (the error says how many).
+   */
+  addMany(items: Array<{ text: string } & MemoryAddOptions>): Promise<MemoryRecord[]>;
+  /** The memory, or null (also for an expired tool_result). */
+  get(id: string): Promise<MemoryRecord | null>;
+  /** Resolves to whether there was such a memory. */
+  delete(id: string): Promise<boolean>;
+  /** A page in creation order. */
+  list(options?: MemoryListOptions): Promise<MemoryPage>;
+  /** The most similar memories, best first; their `lastAccessed` becomes now. */
+  search(query: string, options?: MemorySearchOptions): Promise<MemorySearchHit[]>;
+  /** Deletes all memories, or those of one kind, in one transaction; resolves to how many. */
+  purge(options?: { kind?: MemoryKind }): Promise<number>;
+  stats(): Promise<MemoryStats>;
+}
+
+export interface MemoryProgressEvent {
+  kind: 'memory_progress';
+  done: number;
+  total: number;
+}
+
+export interface MemoryIndexEvent {
+  kind: 'memory_index';
+  loaded: number;
+  done: boolean;
+}
+
 export interface OrionOptions {
+  /** The IndexedDB database for memories (default 'orion'). */
+  database?: string;
   /** 'auto' (default) detects the profile from the device. */
   profile?: ProfileName | 'auto';
   /** Where the model files are; without an embedding URL the hashing embedder (micro) is used. */
   models?: ModelUrls;
-  /** Model download progress. */
-  onProgress?: (event: ModelProgressEvent) => void;
+  /** Model download, memory index loading and addMany progress. */
+  onProgress?: (event: ModelProgressEvent | MemoryProgressEvent | MemoryIndexEvent) => void;
   /** Allow debug-only requests (`orion.debug.crash()`). Off by default. */
   debug?: boolean;
   /** Where the worker script is, if a bundler moved it (default: `./worker.js` beside this module). */
@@ -252,7 +360,13 @@ export interface HealthTransitionEvent {
   atMs: number;
 }
 
-export type OrionEvent = BreakerTransitionEvent | HealthTransitionEvent | ModelProgressEvent | EmbedderFallbackEvent;
+export type OrionEvent =
+  | BreakerTransitionEvent
+  | HealthTransitionEvent
+  | ModelProgressEvent
+  | EmbedderFallbackEvent
+  | MemoryProgressEvent
+  | MemoryIndexEvent;
 
 export type WorkerLifecycle =
   | { state: 'starting'; restart: boolean }
@@ -266,6 +380,8 @@ export interface OrionEventMap {
   health_transition: HealthTransitionEvent;
   model_progress: ModelProgressEvent;
   embedder_fallback: EmbedderFallbackEvent;
+  memory_progress: MemoryProgressEvent;
+  memory_index: MemoryIndexEvent;
   worker: WorkerLifecycle;
 }
 
@@ -283,6 +399,8 @@ export declare class Orion {
   embed(texts: string[], options?: EmbedOptions): Promise<Float32Array[]>;
   /** The device profile, the device facts and the embedder in use. */
   profile(): Promise<ProfileInfo>;
+  /** What ORION remembers. */
+  readonly memory: OrionMemory;
   /** Model files cached for offline use. */
   readonly models: {
     /** Deletes the cached model files; resolves to whether there was a cache to delete. */

@@ -63,6 +63,41 @@ export class Orion {
         return globalThis.caches.delete(MODEL_CACHE);
       },
     });
+    /** What ORION remembers, in IndexedDB, searchable by meaning (see `index.d.ts`). */
+    this.memory = Object.freeze({
+      add: async (text, options = {}) => {
+        const { kind, meta } = pickOptions('memory.add', options, ['kind', 'meta']);
+        const request = { type: 'memory_add', text: checkText(text, 'text') };
+        if (kind !== undefined) request.kind = kind;
+        if (meta !== undefined) request.meta = checkMeta(meta, 'meta');
+        return this.#call(request);
+      },
+      addMany: async (items) => {
+        if (!Array.isArray(items)) {
+          throw new OrionError(ErrorCode.INVALID_INPUT, 'invalid `items`: must be an array of {text, kind?, meta?}');
+        }
+        const checked = items.map((item, i) => {
+          if (item === null || typeof item !== 'object') {
+            throw new OrionError(ErrorCode.INVALID_INPUT, `invalid \`items[${i}]\`: must be an object {text, kind?, meta?}`);
+          }
+          const entry = { text: checkText(item.text, `items[${i}].text`) };
+          if (item.kind !== undefined) entry.kind = item.kind;
+          if (item.meta !== undefined) entry.meta = checkMeta(item.meta, `items[${i}].meta`);
+          return entry;
+        });
+        return this.#call({ type: 'memory_add_many', items: checked });
+      },
+      get: async (id) => this.#call({ type: 'memory_get', memoryId: id }),
+      delete: async (id) => this.#call({ type: 'memory_delete', memoryId: id }),
+      list: async (options = {}) => this.#call({ type: 'memory_list', ...pickOptions('memory.list', options, ['kind', 'limit', 'after']) }),
+      search: async (query, options = {}) => this.#call({
+        type: 'memory_search',
+        query: checkText(query, 'query'),
+        ...pickOptions('memory.search', options, ['k', 'minSimilarity', 'kind']),
+      }),
+      purge: async (options = {}) => this.#call({ type: 'memory_purge', ...pickOptions('memory.purge', options, ['kind']) }),
+      stats: async () => this.#call({ type: 'memory_stats' }),
+    });
     /** Debug-only requests; the worker refuses them unless created with `debug: true`. */
     this.debug = Object.freeze({
       crash: () => this.#call({ type: 'crash' }),
@@ -179,8 +214,9 @@ export class Orion {
   }
 
   #initRequest() {
-    const { debug = false, breaker, health, profile, models } = this.#options;
+    const { debug = false, breaker, health, profile, models, database } = this.#options;
     const request = { type: 'init', debug: Boolean(debug) };
+    if (database !== undefined) request.database = database;
     if (breaker) request.breaker = breaker;
     if (health) request.health = health;
     if (profile) request.profile = profile;
@@ -231,7 +267,7 @@ export class Orion {
       case 'event':
         this.#emit('event', message.event);
         this.#emit(message.event.kind, message.event);
-        if (message.event.kind === 'model_progress') this.#options.onProgress?.(message.event);
+        if (PROGRESS_EVENTS.has(message.event.kind)) this.#options.onProgress?.(message.event);
         return;
       case 'crashed':
         this.#onDeath(worker, ErrorCode.WORKER_CRASHED, message.message);
@@ -261,6 +297,57 @@ export class Orion {
 }
 
 const CREATE = Symbol('Orion.create');
+
+/** Events also delivered to `onProgress`. */
+const PROGRESS_EVENTS = new Set(['model_progress', 'memory_progress', 'memory_index']);
+
+// The named options of `method`, without undefined ones; an unknown option is an error rather
+// than silently ignored (or, worse, sent as a protocol field).
+function pickOptions(method, options, allowed) {
+  if (options === null || typeof options !== 'object' || Array.isArray(options)) {
+    throw new OrionError(ErrorCode.INVALID_INPUT, `invalid \`options\` of ${method}: must be an object`);
+  }
+  const picked = {};
+  for (const [key, value] of Object.entries(options)) {
+    if (!allowed.includes(key)) {
+      throw new OrionError(ErrorCode.INVALID_INPUT, `invalid \`${key}\`: ${method} takes ${allowed.join(', ')}`);
+    }
+    if (value !== undefined) picked[key] = value;
+  }
+  return picked;
+}
+
+function checkText(text, field) {
+  if (typeof text !== 'string') {
+    throw new OrionError(ErrorCode.INVALID_INPUT, `invalid \`${field}\`: must be a string`);
+  }
+  return text;
+}
+
+// `meta` must survive JSON: plain objects, arrays, strings, finite numbers, booleans, null.
+function checkMeta(meta, field) {
+  const check = (value, path, depth) => {
+    if (depth > 32) throw new OrionError(ErrorCode.INVALID_INPUT, `invalid \`${path}\`: nested too deeply (or cyclic)`);
+    if (value === null || typeof value === 'string' || typeof value === 'boolean') return;
+    if (typeof value === 'number') {
+      if (Number.isFinite(value)) return;
+      throw new OrionError(ErrorCode.INVALID_INPUT, `invalid \`${path}\`: ${value} is not a JSON number`);
+    }
+    if (Array.isArray(value)) {
+      value.forEach((item, i) => check(item, `${path}[${i}]`, depth + 1));
+      return;
+    }
+    const proto = typeof value === 'object' ? Object.getPrototypeOf(value) : undefined;
+    if (proto === Object.prototype || proto === null) {
+      for (const [key, item] of Object.entries(value)) check(item, `${path}.${key}`, depth + 1);
+      return;
+    }
+    const kind = typeof value === 'object' ? value.constructor?.name ?? 'object' : typeof value;
+    throw new OrionError(ErrorCode.INVALID_INPUT, `invalid \`${path}\`: a ${kind} cannot be stored as JSON`);
+  };
+  check(meta, field, 0);
+  return meta;
+}
 
 // `models.embedding` as the protocol takes it. Relative URLs are the page's: they are resolved
 // here, since the worker's base URL differs. Provided bytes go as they are (structured clone

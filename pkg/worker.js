@@ -59,9 +59,23 @@ async function deviceFacts() {
   };
 }
 
+// Workers of other tabs on the same origin hear which memories this one changed, and the reverse.
+const memoryChanges = typeof BroadcastChannel === 'function' ? new BroadcastChannel('orion-memories') : null;
+const publish = (message) => memoryChanges?.postMessage(message);
+
 try {
   const [facts] = await Promise.all([deviceFacts(), init()]);
-  orion = new OrionWorker(post, facts);
+  orion = new OrionWorker(post, facts, publish);
+  if (memoryChanges) {
+    memoryChanges.onmessage = (event) => {
+      if (dead) return;
+      try {
+        orion.memoriesChanged(event.data);
+      } catch (error) {
+        die(error);
+      }
+    };
+  }
   for (const message of early.splice(0)) deliver(message);
 } catch (error) {
   dead = true;

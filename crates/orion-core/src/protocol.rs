@@ -46,6 +46,9 @@ pub enum Request {
         /// Where the model files are.
         #[serde(default)]
         models: Models,
+        /// The IndexedDB database that holds the memories (default `orion`).
+        #[serde(default)]
+        database: Option<String>,
     },
     /// Round-trips `payload` (any JSON value).
     Ping {

@@ -82,10 +82,13 @@ pub trait EmbedderLoader {
     ) -> LocalBoxFuture<'static, crate::error::Result<Rc<dyn Embedder>>>;
 }
 
+/// The database ORION uses unless `init` names another.
+pub const DEFAULT_DATABASE: &str = "orion";
+
 /// Opens the database.
 pub trait StoreOpener {
-    /// The store, opened (and upgraded to the current schema).
-    fn open(&self) -> LocalBoxFuture<'static, crate::error::Result<Rc<dyn Store>>>;
+    /// The database `name`, opened (and upgraded to the current schema).
+    fn open(&self, name: &str) -> LocalBoxFuture<'static, crate::error::Result<Rc<dyn Store>>>;
 }
 
 /// What the platform provides.
@@ -138,6 +141,7 @@ pub struct WorkerRuntime {
     embedder: Option<EmbedderFuture>,
     source: Option<ModelSource>,
     memories: Option<MemoriesFuture>,
+    database: String,
     background: Vec<LocalBoxFuture<'static, ()>>,
 }
 
@@ -163,6 +167,7 @@ impl WorkerRuntime {
             embedder: None,
             source: None,
             memories: None,
+            database: DEFAULT_DATABASE.to_owned(),
             background: Vec::new(),
         }
     }
@@ -218,7 +223,9 @@ impl WorkerRuntime {
                 health,
                 profile,
                 models,
+                database,
             } if !initialized => {
+                self.database = database.unwrap_or_else(|| DEFAULT_DATABASE.to_owned());
                 self.init(debug, breaker, health, profile, models);
                 let version = ResponseBody::Version(self.version());
                 return Reply::Spawn(self.answer_after_load(id, version));

@@ -7,6 +7,7 @@
 
 mod clock;
 pub mod headroom;
+mod memory_sync;
 mod message_guard;
 mod model_loader;
 mod panic_report;
@@ -17,6 +18,7 @@ use std::rc::Rc;
 
 use js_sys::Function;
 use orion_core::protocol::Outgoing;
+use orion_core::PROTOCOL_VERSION;
 use orion_core::{DeviceFacts, Platform, Reply, WorkerRuntime};
 use orion_embed::HashingEmbedder;
 use serde::Serialize;
@@ -43,15 +45,31 @@ impl OrionWorker {
     /// A worker that answers through `post(message)` (in `worker.js`, `self.postMessage`), on a
     /// device described by `facts` (`{hardwareConcurrency, deviceMemoryGb, storageQuotaBytes,
     /// wasmSimd}`, read by `worker.js`; unreadable facts count as unknown).
+    ///
+    /// `publish(message)` tells the workers of other tabs which memories changed (in `worker.js`,
+    /// a `BroadcastChannel`); they pass the message to [`OrionWorker::memories_changed`].
     #[wasm_bindgen(constructor)]
-    pub fn new(post: Function, facts: JsValue) -> OrionWorker {
+    pub fn new(post: Function, facts: JsValue, publish: Function) -> OrionWorker {
         panic_report::install(post.clone());
         let facts: DeviceFacts = serde_wasm_bindgen::from_value(facts).unwrap_or_default();
         let provided: ProvidedSlot = Rc::new(RefCell::new(None));
+        let emit_target = post.clone();
         let platform = Platform {
             loader: Rc::new(WebModelLoader::new(post.clone(), Rc::clone(&provided))),
             fallback: Rc::new(HashingEmbedder::new()),
             facts,
+            store: Rc::new(memory_sync::IdbOpener),
+            seed: memory_sync::random_seed(),
+            emit: Rc::new(move |event| {
+                post_message(
+                    &emit_target,
+                    &Outgoing::Event {
+                        v: PROTOCOL_VERSION,
+                        event,
+                    },
+                )
+            }),
+            publish_memory_changes: memory_sync::publisher(publish),
         };
         OrionWorker {
             runtime: WorkerRuntime::new(WebClock::shared(), WEB_VERSION, platform),
@@ -72,6 +90,16 @@ impl OrionWorker {
             ),
         };
         self.deliver(reply);
+    }
+
+    /// A message another tab's worker published (see the constructor's `publish`): its memory
+    /// changes are read into this worker's index. Anything malformed is ignored.
+    #[wasm_bindgen(js_name = memoriesChanged)]
+    pub fn memories_changed(&mut self, message: JsValue) {
+        if let Some(ids) = memory_sync::changed_ids(&message) {
+            let reply = self.runtime.memories_changed(ids);
+            self.deliver(reply);
+        }
     }
 }
 
@@ -97,14 +125,17 @@ impl OrionWorker {
         }
     }
 
-    fn deliver(&self, reply: Reply) {
+    fn deliver(&mut self, reply: Reply) {
+        for work in self.runtime.take_background() {
+            wasm_bindgen_futures::spawn_local(work);
+        }
         match reply {
-            Reply::Send(messages) => messages.iter().for_each(|m| post(&self.post, m)),
+            Reply::Send(messages) => messages.iter().for_each(|m| post_message(&self.post, m)),
             Reply::Spawn(work) => {
                 let target = self.post.clone();
                 wasm_bindgen_futures::spawn_local(async move {
                     for message in work.await {
-                        post(&target, &message);
+                        post_message(&target, &message);
                     }
                 });
             }
@@ -114,7 +145,7 @@ impl OrionWorker {
 }
 
 /// Posts `message` to the page through `target`.
-fn post(target: &Function, message: &Outgoing) {
+fn post_message(target: &Function, message: &Outgoing) {
     let serializer = serde_wasm_bindgen::Serializer::json_compatible();
     match message.serialize(&serializer) {
         Ok(value) => {

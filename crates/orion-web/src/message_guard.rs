@@ -80,6 +80,13 @@ impl Walk<'_> {
                     limit: u64::from(self.limits.max_string_len),
                 });
             }
+            // Converting to Rust would replace the lone half with U+FFFD and store altered text.
+            if !s.is_valid_utf16() {
+                return Err(Error::invalid_input(
+                    display(path),
+                    "contains an unpaired UTF-16 surrogate: not valid Unicode text",
+                ));
+            }
             return Ok(());
         }
         if value.is_null()

@@ -24,7 +24,7 @@ use web_sys::{
 };
 
 use crate::headroom;
-use crate::post;
+use crate::post_message as post;
 use crate::provided_files::ProvidedFiles;
 
 /// The Cache Storage cache that holds model files. Bump the suffix when the layout changes.

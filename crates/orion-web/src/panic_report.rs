@@ -18,6 +18,6 @@ pub fn install(post: Function) {
             message,
         };
         // If this fails, the page still sees the worker's error event.
-        crate::post(&post, &crashed);
+        crate::post_message(&post, &crashed);
     }));
 }

@@ -24,7 +24,9 @@ wasm_bindgen_test_configure!(run_in_dedicated_worker);
 struct Harness {
     worker: OrionWorker,
     posted: Rc<RefCell<Vec<Value>>>,
+    published: Rc<RefCell<Vec<JsValue>>>,
     _post: Closure<dyn FnMut(JsValue)>,
+    _publish: Closure<dyn FnMut(JsValue)>,
 }
 
 impl Harness {
@@ -35,11 +37,23 @@ impl Harness {
             let value: Value = serde_wasm_bindgen::from_value(message).unwrap();
             sink.borrow_mut().push(value);
         });
+        let published = Rc::new(RefCell::new(Vec::new()));
+        let sink = Rc::clone(&published);
+        let publish = Closure::<dyn FnMut(JsValue)>::new(move |message: JsValue| {
+            sink.borrow_mut().push(message);
+        });
         let function: &Function = post.as_ref().unchecked_ref();
+        let publish_function: &Function = publish.as_ref().unchecked_ref();
         Self {
-            worker: OrionWorker::new(function.clone(), JsValue::UNDEFINED),
+            worker: OrionWorker::new(
+                function.clone(),
+                JsValue::UNDEFINED,
+                publish_function.clone(),
+            ),
             posted,
+            published,
             _post: post,
+            _publish: publish,
         }
     }
 
@@ -238,6 +252,14 @@ fn the_guard_walks_bounded_and_names_the_path() {
 
     let bare: Object = Object::create(&JsValue::NULL.unchecked_into());
     assert!(check_message(&bare.into(), &limits).is_ok());
+
+    // A lone surrogate cannot become Rust text without being altered: refused, with its path.
+    let lone = js_sys::JsString::from_char_code1(0xd800);
+    let error = check_message(&object(&[("text", lone.into())]), &limits).unwrap_err();
+    assert_eq!(error.code(), ErrorCode::InvalidInput);
+    assert!(error.to_string().contains("`text`"), "{error}");
+    let pair = js_sys::JsString::from_char_code2(0xd83d, 0xde00);
+    assert!(check_message(&object(&[("text", pair.into())]), &limits).is_ok());
 }
 
 #[wasm_bindgen_test]
@@ -250,4 +272,68 @@ fn memory_headroom_is_checked_without_aborting() {
     assert!(error.contains("not enough memory"), "{error}");
     // The worker is still alive and can allocate.
     assert_eq!(vec![1u8; 1 << 20].len(), 1 << 20);
+}
+
+#[wasm_bindgen_test]
+async fn memories_persist_in_indexeddb_through_the_worker() {
+    let database = format!("orion-worker-test-{}", js_sys::Math::random());
+    let mut first = Harness::new();
+    let init = json!({"v": 1, "id": 1, "type": "init", "profile": "micro", "database": database});
+    let answer = answer_of(first.send_json(init.clone()).await);
+    assert_eq!(answer["type"], "response", "{answer:?}");
+    let added = answer_of(
+        first
+            .send_json(json!({"v": 1, "id": 2, "type": "memory_add", "text": "the quick brown fox", "kind": "fact"}))
+            .await,
+    );
+    let id = added["result"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{added:?}"))
+        .to_owned();
+    let published = first.published.borrow_mut().drain(..).collect::<Vec<_>>();
+    assert_eq!(published.len(), 1, "the change went to other tabs");
+
+    // A second worker (another tab) on the same database finds it after loading its index.
+    let mut second = Harness::new();
+    second.send_json(init).await;
+    let hit = answer_of(
+        second
+            .send_json(json!({"v": 1, "id": 3, "type": "memory_search", "query": "the quick brown fox", "k": 1}))
+            .await,
+    );
+    assert_eq!(hit["result"][0]["id"], id.as_str());
+    assert!(hit["result"][0]["similarity"].as_f64().unwrap() > 0.99);
+
+    // And a change published by the second reaches the first's index.
+    let added = answer_of(
+        second
+            .send_json(
+                json!({"v": 1, "id": 4, "type": "memory_add", "text": "lazy dogs sleep all day"}),
+            )
+            .await,
+    );
+    let change = second.published.borrow_mut().pop().unwrap();
+    first.worker.memories_changed(change);
+    TimeoutFuture::new(50).await;
+    let hit = answer_of(
+        first
+            .send_json(json!({"v": 1, "id": 5, "type": "memory_search", "query": "lazy dogs sleep all day", "k": 1}))
+            .await,
+    );
+    assert_eq!(hit["result"][0]["id"], added["result"]["id"]);
+    let stats = answer_of(
+        first
+            .send_json(json!({"v": 1, "id": 6, "type": "memory_stats"}))
+            .await,
+    );
+    assert_eq!(stats["result"]["count"], 2, "{stats:?}");
+}
+
+/// The answer among the messages a request produced (events may come before it).
+fn answer_of(messages: Vec<Value>) -> Value {
+    messages
+        .iter()
+        .find(|m| m["type"] == "response" || m["type"] == "error")
+        .cloned()
+        .unwrap_or_else(|| panic!("no answer in {messages:?}"))
 }

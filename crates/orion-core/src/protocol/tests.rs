@@ -51,6 +51,7 @@ fn decodes_every_request_type() {
                 health: HealthConfig::default(),
                 profile: ProfileRequest::Auto,
                 models: Models::default(),
+                database: None,
             },
         ),
     ];

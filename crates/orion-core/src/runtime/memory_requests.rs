@@ -26,9 +26,10 @@ impl WorkerRuntime {
         let clock = self.clock.clone();
         let seed = self.platform.seed;
         let emit = Rc::clone(&self.platform.emit);
+        let database = self.database.clone();
         let future: LocalBoxFuture<'static, Result<Rc<Memories>>> = Box::pin(async move {
             let result = async {
-                let store = opener.open().await?;
+                let store = opener.open(&database).await?;
                 let embedder = match primary {
                     Some(primary) => primary.await,
                     None => return Err(Error::Internal("no embedder after init".into())),

@@ -101,7 +101,7 @@ fn fake_platform(fail: bool) -> (Rc<FakeLoader>, Platform) {
 struct MemStoreOpener(Rc<MemStore>);
 
 impl StoreOpener for MemStoreOpener {
-    fn open(&self) -> LocalBoxFuture<'static, crate::error::Result<Rc<dyn Store>>> {
+    fn open(&self, _name: &str) -> LocalBoxFuture<'static, crate::error::Result<Rc<dyn Store>>> {
         let store: Rc<dyn Store> = self.0.clone();
         Box::pin(async move { Ok(store) })
     }
@@ -724,7 +724,7 @@ fn memory_requests_refuse_bad_input_with_the_field_and_count_storage_failures() 
 struct BrokenOpener;
 
 impl StoreOpener for BrokenOpener {
-    fn open(&self) -> LocalBoxFuture<'static, crate::error::Result<Rc<dyn Store>>> {
+    fn open(&self, _name: &str) -> LocalBoxFuture<'static, crate::error::Result<Rc<dyn Store>>> {
         Box::pin(async { Err(Error::Store("IndexedDB is not available".into())) })
     }
 }
