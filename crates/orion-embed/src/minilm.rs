@@ -42,9 +42,11 @@ pub struct ModelFiles<'a> {
 pub enum Precision {
     /// f32 everywhere: matches PyTorch to about 1e-7.
     F32,
-    /// Linear layers quantized to Q8_0 at load time (the same files): a quarter of the weight
-    /// memory in those layers; vectors stay within cosine 0.995 of f32. Its vectors get their own
-    /// version, so they are never compared with f32 ones.
+    /// Linear layers quantized at load time (the same files) to Q8_0's scheme, 8-bit values in
+    /// blocks of 32 with one scale: a quarter of the weight memory in those layers; vectors stay
+    /// within cosine 0.995 of f32. Each batch expands a layer's weights to f32 for the matmul
+    /// (see [`crate::bert`]), so lite saves memory, not time. Its vectors get their own version,
+    /// so they are never compared with f32 ones.
     Q8_0,
 }
 
