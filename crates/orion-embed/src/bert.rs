@@ -52,7 +52,8 @@ enum Weight {
 /// expansion is one pass over the weights per batch, against `rows` multiply-adds per weight for
 /// the matmul, so it costs little even for one short sentence.
 struct Q8Transposed {
-    quants: Vec<i8>,
+    /// Fixed-size blocks, so the expansion loop has a known trip count and vectorises fully.
+    quants: Vec<[i8; Q8_BLOCK]>,
     scales: Vec<f32>,
     in_dim: usize,
     out_dim: usize,
@@ -69,13 +70,17 @@ impl Q8Transposed {
             candle_core::bail!("{out_dim} outputs: not a multiple of {Q8_BLOCK}");
         }
         let values = weight_t.flatten_all()?.to_vec1::<f32>()?;
-        let mut quants = Vec::with_capacity(values.len());
+        let mut quants = Vec::with_capacity(values.len() / Q8_BLOCK);
         let mut scales = Vec::with_capacity(values.len() / Q8_BLOCK);
         for block in values.chunks_exact(Q8_BLOCK) {
             let max = block.iter().fold(0.0f32, |m, w| m.max(w.abs()));
             let scale = max / 127.0;
             let inverse = if scale == 0.0 { 0.0 } else { 1.0 / scale };
-            quants.extend(block.iter().map(|w| (w * inverse).round() as i8));
+            let mut quant = [0i8; Q8_BLOCK];
+            for (q, w) in quant.iter_mut().zip(block) {
+                *q = (w * inverse).round() as i8;
+            }
+            quants.push(quant);
             scales.push(scale);
         }
         Ok(Self {
@@ -88,16 +93,16 @@ impl Q8Transposed {
 
     /// The f32 `[in, out]` matrix the blocks stand for.
     fn dequantize(&self) -> Result<Tensor> {
-        let mut values = vec![0.0f32; self.quants.len()];
-        for ((out, quants), scale) in values
-            .chunks_exact_mut(Q8_BLOCK)
-            .zip(self.quants.chunks_exact(Q8_BLOCK))
+        // Whole fixed-size blocks mapped and collected: vectorised, and no zero-fill first
+        // (a zeroed buffer then overwritten, or `extend` per block, compiled to scalar code and
+        // left the expansion as costly as the matmul for one sentence natively).
+        let values: Vec<[f32; Q8_BLOCK]> = self
+            .quants
+            .iter()
             .zip(&self.scales)
-        {
-            for (o, &q) in out.iter_mut().zip(quants) {
-                *o = f32::from(q) * scale;
-            }
-        }
+            .map(|(quants, &scale)| quants.map(|q| f32::from(q) * scale))
+            .collect();
+        let values = values.into_flattened();
         Tensor::from_vec(values, (self.in_dim, self.out_dim), &Device::Cpu)
     }
 }
