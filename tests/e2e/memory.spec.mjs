@@ -131,7 +131,10 @@ test('every acknowledged add survives the page or the worker dying at once (20 r
     acknowledged.push(...ids.map((id, i) => ({ id, text: texts[i] })));
     if (how === 'crash the page') {
       const cdp = await context.newCDPSession(victim);
-      await cdp.send('Page.crash').catch(() => {});
+      const crashed = victim.waitForEvent('crash', { timeout: 15_000 });
+      // The command never answers: the renderer dies under it.
+      cdp.send('Page.crash').catch(() => {});
+      await crashed;
     }
     await victim.close({ runBeforeUnload: false });
   }
@@ -190,19 +193,21 @@ test('two tabs adding at once lose nothing, and each finds the other\'s memories
 
 test('a full disk is ERR_QUOTA, changes nothing and shows in health', async ({ page, context }, testInfo) => {
   const database = databaseName(testInfo);
-  const setup = await page.evaluate(async ({ options, database }) => {
-    const { Orion } = await import('/pkg/index.js');
-    globalThis.orion = await Orion.create({ ...options, database });
-    await globalThis.orion.memory.add('a memory from before the disk filled up');
-    return (await navigator.storage.estimate()).usage;
-  }, { options: OPTIONS, database });
   const cdp = await context.newCDPSession(page);
   const origin = new URL(page.url()).origin;
-  await cdp.send('Storage.overrideQuotaForOrigin', { origin, quotaSize: setup + 200_000 });
+  // A 1.5 MB disk: room for a couple of dozen of the memories below.
+  await cdp.send('Storage.overrideQuotaForOrigin', { origin, quotaSize: 1_500_000 });
   try {
-    const outcome = await page.evaluate(async () => {
-      const orion = globalThis.orion;
-      const big = (i) => ({ text: `${i} ${'x'.repeat(60_000)}` });
+    const outcome = await page.evaluate(async ({ options, database }) => {
+      const { Orion } = await import('/pkg/index.js');
+      const orion = await Orion.create({ ...options, database });
+      await orion.memory.add('a memory from before the disk filled up');
+      // Random text: IndexedDB compresses values, so repeated characters would take no room.
+      const noise = () => {
+        const bytes = crypto.getRandomValues(new Uint8Array(45_000));
+        return btoa(String.fromCharCode(...bytes));
+      };
+      const big = (i) => ({ text: `${i} ${noise()}` });
       let error = null;
       let stored = 0;
       for (let round = 0; round < 50 && !error; round += 1) {
@@ -216,11 +221,18 @@ test('a full disk is ERR_QUOTA, changes nothing and shows in health', async ({ p
       const stats = await orion.memory.stats();
       const list = await orion.memory.list({ limit: 1000 });
       const health = await orion.health();
-      return { error, stored, count: stats.count, listed: list.items.length, store: health.components.find((c) => c.name === 'store') };
-    });
+      await orion.close();
+      // A fresh worker reads the database as it is on disk.
+      const reopened = await Orion.create({ ...options, database });
+      const onDisk = (await reopened.memory.stats()).count;
+      await reopened.close();
+      return { error, stored, count: stats.count, listed: list.items.length, onDisk, store: health.components.find((c) => c.name === 'store') };
+    }, { options: OPTIONS, database });
     expect(outcome.error?.code).toBe('ERR_QUOTA');
+    expect(outcome.stored).toBeGreaterThan(0);
     expect(outcome.count).toBe(1 + outcome.stored);
     expect(outcome.listed).toBe(1 + outcome.stored);
+    expect(outcome.onDisk).toBe(1 + outcome.stored);
     expect(outcome.store.totalFailures).toBeGreaterThanOrEqual(1);
     expect(outcome.store.lastError).toContain('quota');
   } finally {

@@ -396,10 +396,25 @@ impl Memories {
                 return Ok(MemoryPage { items, next: None });
             }
             if items.len() == limit {
-                let next = items.last().map(|r| r.id.clone());
+                let next = match items.last() {
+                    Some(last) => self
+                        .has_after(kind, &last.id)
+                        .await?
+                        .then(|| last.id.clone()),
+                    None => None,
+                };
                 return Ok(MemoryPage { items, next });
             }
         }
+    }
+
+    /// Whether a row (of `kind`) follows `id`, so that a full page knows whether it is the last.
+    async fn has_after(&self, kind: Option<MemoryKind>, id: &str) -> Result<bool> {
+        let mut scan = Scan::first(1).after(id);
+        if let Some(kind) = kind {
+            scan = scan.where_eq("kind", kind.name());
+        }
+        Ok(!self.store.scan(Table::Memories, scan).await?.is_empty())
     }
 
     /// The `k` (1 to 100) memories most similar to `query`, at least `min_similarity`, of one

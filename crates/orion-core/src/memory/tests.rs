@@ -410,9 +410,8 @@ fn list_pages_by_kind_and_purge_deletes() {
     let first = block_on(f.memories.list(Some("fact"), 2, None)).unwrap();
     assert_eq!(first.items.len(), 2);
     let second = block_on(f.memories.list(Some("fact"), 2, first.next.clone())).unwrap();
-    let last = block_on(f.memories.list(Some("fact"), 2, second.next.clone())).unwrap();
-    assert_eq!(last.next, None);
-    let all: Vec<String> = [first, second, last]
+    assert_eq!(second.next, None, "a full last page says it is the last");
+    let all: Vec<String> = [first, second]
         .into_iter()
         .flat_map(|p| p.items.into_iter().map(|r| r.text))
         .collect();
