@@ -277,6 +277,15 @@ export interface MemoryIndexEvent {
 export interface OrionOptions {
   /** The IndexedDB database for memories (default 'orion'). */
   database?: string;
+  /** Memory retention and limits over the profile's (full 100 000 memories, lite 20 000, micro 5 000). */
+  memory?: {
+    /** Memories kept before the least recently used are evicted (1 to 10 000 000). */
+    maxMemories?: number;
+    /** How long tool_result memories live, in ms (default 24 h). */
+    toolResultTtlMs?: number;
+    /** Longest memory text in UTF-8 bytes (default 64 KiB, at most 1 MiB). */
+    maxTextBytes?: number;
+  };
   /** 'auto' (default) detects the profile from the device. */
   profile?: ProfileName | 'auto';
   /** Where the model files are; without an embedding URL the hashing embedder (micro) is used. */

@@ -214,9 +214,10 @@ export class Orion {
   }
 
   #initRequest() {
-    const { debug = false, breaker, health, profile, models, database } = this.#options;
+    const { debug = false, breaker, health, profile, models, database, memory } = this.#options;
     const request = { type: 'init', debug: Boolean(debug) };
     if (database !== undefined) request.database = database;
+    if (memory !== undefined) request.memory = memory;
     if (breaker) request.breaker = breaker;
     if (health) request.health = health;
     if (profile) request.profile = profile;

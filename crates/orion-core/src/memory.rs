@@ -6,7 +6,8 @@
 //! version: a memory is never compared with a vector of another version (those wait for the
 //! re-embedding migration and are counted in [`MemoryStats::other_versions`]).
 //!
-//! Retention, per profile ([`MemoryConfig::for_profile`]):
+//! Retention, per profile ([`MemoryConfig::for_profile`]) and adjustable by the host
+//! ([`MemorySettings`]):
 //! - `tool_result` memories expire `tool_result_ttl_ms` (24 h) after they were created: from then
 //!   on they are not returned by `get`, `list` or `search`, and they are deleted with the next
 //!   write (or at the next start);
@@ -112,6 +113,49 @@ impl MemoryConfig {
             write_chunk: 500,
             load_chunk: 2000,
         }
+    }
+}
+
+/// The host's retention and size settings (`Orion.create({ memory })`), over the profile's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MemorySettings {
+    /// Memories kept before the least recently used are evicted (1 to 10 000 000).
+    #[serde(default)]
+    pub max_memories: Option<u64>,
+    /// How long a `tool_result` memory lives, in ms.
+    #[serde(default)]
+    pub tool_result_ttl_ms: Option<u64>,
+    /// Longest text, in UTF-8 bytes (1 to 1 MiB).
+    #[serde(default)]
+    pub max_text_bytes: Option<u64>,
+}
+
+impl MemoryConfig {
+    /// `self` with the host's `settings` applied; out-of-range settings are `ERR_INVALID_INPUT`.
+    pub fn with(mut self, settings: MemorySettings) -> Result<Self> {
+        if let Some(max) = settings.max_memories {
+            if !(1..=10_000_000).contains(&max) {
+                return Err(Error::invalid_input(
+                    "memory.maxMemories",
+                    format!("must be from 1 to 10000000, got {max}"),
+                ));
+            }
+            self.max_memories = max as usize;
+        }
+        if let Some(ttl) = settings.tool_result_ttl_ms {
+            self.tool_result_ttl_ms = ttl;
+        }
+        if let Some(bytes) = settings.max_text_bytes {
+            if !(1..=1 << 20).contains(&bytes) {
+                return Err(Error::invalid_input(
+                    "memory.maxTextBytes",
+                    format!("must be from 1 to 1048576, got {bytes}"),
+                ));
+            }
+            self.max_text_bytes = bytes as usize;
+        }
+        Ok(self)
     }
 }
 

@@ -13,7 +13,7 @@ use crate::circuit_breaker::{BreakerConfig, BreakerTransition};
 use crate::embedding::EmbeddingModelInfo;
 use crate::error::{Error, ErrorCode};
 use crate::health::{HealthConfig, HealthReport, HealthTransition};
-use crate::memory::{MemoryPage, MemoryRecord, MemoryStats, NewMemory, SearchHit};
+use crate::memory::{MemoryPage, MemoryRecord, MemorySettings, MemoryStats, NewMemory, SearchHit};
 use crate::model_source::ModelSource;
 use crate::profile::{Budget, DeviceFacts, Profile, ProfileRequest};
 
@@ -49,6 +49,9 @@ pub enum Request {
         /// The IndexedDB database that holds the memories (default `orion`).
         #[serde(default)]
         database: Option<String>,
+        /// Retention and size settings over the profile's.
+        #[serde(default)]
+        memory: MemorySettings,
     },
     /// Round-trips `payload` (any JSON value).
     Ping {

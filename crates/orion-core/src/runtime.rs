@@ -20,7 +20,7 @@ use crate::clock::SharedClock;
 use crate::embedding::{Embedder, LocalBoxFuture};
 use crate::error::Error;
 use crate::health::{HealthConfig, WorkerHealthMonitor};
-use crate::memory::Memories;
+use crate::memory::{Memories, MemoryConfig, MemorySettings};
 use crate::model_source::ModelSource;
 use crate::profile::{choose, DeviceFacts, Profile, ProfileRequest};
 use crate::protocol::{
@@ -142,6 +142,7 @@ pub struct WorkerRuntime {
     source: Option<ModelSource>,
     memories: Option<MemoriesFuture>,
     database: String,
+    memory_settings: MemorySettings,
     background: Vec<LocalBoxFuture<'static, ()>>,
 }
 
@@ -168,6 +169,7 @@ impl WorkerRuntime {
             source: None,
             memories: None,
             database: DEFAULT_DATABASE.to_owned(),
+            memory_settings: MemorySettings::default(),
             background: Vec::new(),
         }
     }
@@ -224,11 +226,19 @@ impl WorkerRuntime {
                 profile,
                 models,
                 database,
+                memory,
             } if !initialized => {
-                self.database = database.unwrap_or_else(|| DEFAULT_DATABASE.to_owned());
-                self.init(debug, breaker, health, profile, models);
-                let version = ResponseBody::Version(self.version());
-                return Reply::Spawn(self.answer_after_load(id, version));
+                // Bad settings refuse the init (so `Orion.create` rejects) before anything starts.
+                match MemoryConfig::for_profile(Profile::Full).with(memory) {
+                    Err(error) => Err(error),
+                    Ok(_) => {
+                        self.database = database.unwrap_or_else(|| DEFAULT_DATABASE.to_owned());
+                        self.memory_settings = memory;
+                        self.init(debug, breaker, health, profile, models);
+                        let version = ResponseBody::Version(self.version());
+                        return Reply::Spawn(self.answer_after_load(id, version));
+                    }
+                }
             }
             Request::Init { .. } => Err(Error::InitOrder(
                 "`init` was already received; a worker is initialised once".into(),

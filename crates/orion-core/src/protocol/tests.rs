@@ -52,6 +52,7 @@ fn decodes_every_request_type() {
                 profile: ProfileRequest::Auto,
                 models: Models::default(),
                 database: None,
+                memory: MemorySettings::default(),
             },
         ),
     ];

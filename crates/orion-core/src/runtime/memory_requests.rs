@@ -27,6 +27,7 @@ impl WorkerRuntime {
         let seed = self.platform.seed;
         let emit = Rc::clone(&self.platform.emit);
         let database = self.database.clone();
+        let settings = self.memory_settings;
         let future: LocalBoxFuture<'static, Result<Rc<Memories>>> = Box::pin(async move {
             let result = async {
                 let store = opener.open(&database).await?;
@@ -41,10 +42,11 @@ impl WorkerRuntime {
                         done: false,
                     })
                 };
+                let config = MemoryConfig::for_profile(profile).with(settings)?;
                 let memories = Memories::load(
                     store,
                     clock,
-                    MemoryConfig::for_profile(profile),
+                    config,
                     embedder.info().clone(),
                     seed,
                     &progress,

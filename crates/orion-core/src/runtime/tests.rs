@@ -765,3 +765,34 @@ fn changes_from_another_worker_reach_the_index() {
     let hits = first.call(3, search);
     assert_eq!(hits["result"][0]["id"], added["result"]["id"]);
 }
+
+#[test]
+fn the_host_can_set_retention_and_bad_settings_are_refused() {
+    let clock = ManualClock::new(0);
+    let (_, platform) = fake_platform(false);
+    let mut rt = WorkerRuntime::new(clock.shared(), "1", platform);
+    init_with(
+        &mut rt,
+        json!({"memory": {"maxMemories": 7, "toolResultTtlMs": 1000, "maxTextBytes": 10}}),
+    );
+    let stats = send(&mut rt, json!({"v": 1, "id": 1, "type": "memory_stats"}));
+    assert_eq!(stats[0]["result"]["maxMemories"], 7);
+    assert_eq!(stats[0]["result"]["toolResultTtlMs"], 1000);
+    let long = send(
+        &mut rt,
+        json!({"v": 1, "id": 2, "type": "memory_add", "text": "eleven char"}),
+    );
+    assert_eq!(long[0]["error"]["code"], "ERR_INVALID_INPUT");
+
+    let (_, platform) = fake_platform(false);
+    let mut rt = WorkerRuntime::new(clock.shared(), "1", platform);
+    // Refused at init, so `Orion.create` rejects; the worker is still waiting for a good init.
+    let refused = init_with(&mut rt, json!({"memory": {"maxMemories": 0}}));
+    assert_eq!(refused[0]["error"]["code"], "ERR_INVALID_INPUT");
+    assert!(refused[0]["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("memory.maxMemories"));
+    let accepted = init_with(&mut rt, json!({}));
+    assert_eq!(accepted[0]["type"], "response");
+}
