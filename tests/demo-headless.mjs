@@ -43,6 +43,14 @@ try {
     await page.locator('#similarity', { hasText: 'cosine' }).waitFor();
     return `"${await page.inputValue('#text-a')}" vs "${await page.inputValue('#text-b')}": ${await text('#similarity')}`;
   });
+  await step('remember and search', async () => {
+    await page.click('#remember');
+    await page.locator('#memory-stats', { hasText: /[1-9]\d* memor/ }).waitFor();
+    await page.click('#recall');
+    await page.locator('#memory-results li').first().waitFor();
+    const top = await page.locator('#memory-results li').first().innerText();
+    return `"${await page.inputValue('#memory-query')}" → ${top}; ${await text('#memory-stats')}`;
+  });
   await step('health table', async () => {
     await page.click('#refresh');
     await page.locator('#health tbody tr').first().waitFor();

@@ -90,6 +90,11 @@ async function main() {
       debug: true,
       models: { embedding: '/models/all-MiniLM-L6-v2/' },
       onProgress: (e) => {
+        if (e.kind === 'memory_index') {
+          $('memory-stats').textContent = e.done ? `index loaded: ${e.loaded} memories` : `loading the index: ${e.loaded} memories…`;
+          return;
+        }
+        if (e.kind !== 'model_progress') return;
         const percent = e.total ? ` ${Math.round((100 * e.loaded) / e.total)}%` : '';
         const overall = e.overallTotal ? `, ${Math.round((100 * e.overallLoaded) / e.overallTotal)}% of the model` : '';
         $('model-progress').textContent = `${e.file}${percent}${overall}${e.cached ? ' (from cache)' : ''}`;
@@ -120,7 +125,7 @@ async function main() {
     } else if (event.kind === 'breaker_transition') {
       log(`breaker: ${event.key} ${event.from} → ${event.to} (${event.reason})`, 'event');
     }
-    if (event.kind !== 'model_progress') refreshHealth(orion);
+    if (!['model_progress', 'memory_progress', 'memory_index'].includes(event.kind)) refreshHealth(orion);
   });
 
   const version = await orion.version();
@@ -167,8 +172,62 @@ async function main() {
     }
   });
 
+  setupMemory(orion);
+
   await refreshHealth(orion);
   setInterval(() => refreshHealth(orion), 5000);
+}
+
+async function showMemoryStats(orion) {
+  try {
+    const stats = await orion.memory.stats();
+    const kinds = Object.entries(stats.byKind).filter(([, n]) => n > 0).map(([kind, n]) => `${n} ${kind}`).join(', ');
+    $('memory-stats').textContent = `${stats.count} ${stats.count === 1 ? 'memory' : 'memories'}${kinds ? ` (${kinds})` : ''} · budget ${stats.maxMemories} · ${stats.embeddingVersion}`;
+  } catch (error) {
+    $('memory-stats').textContent = `unavailable: ${error.code}: ${error.message}`;
+  }
+}
+
+function setupMemory(orion) {
+  const results = $('memory-results');
+  const show = (items) => {
+    results.replaceChildren(...items.map((item) => {
+      const li = document.createElement('li');
+      li.textContent = item;
+      return li;
+    }));
+  };
+  $('remember').addEventListener('click', async () => {
+    try {
+      const memory = await orion.memory.add($('memory-text').value, { kind: $('memory-kind').value });
+      log(`remembered ${memory.id} (${memory.kind})`);
+    } catch (error) {
+      log(`remember failed: ${error.code}: ${error.message}`, 'error');
+    }
+    showMemoryStats(orion);
+  });
+  $('recall').addEventListener('click', async () => {
+    const started = performance.now();
+    try {
+      const hits = await orion.memory.search($('memory-query').value, { k: 5 });
+      const ms = (performance.now() - started).toFixed(1);
+      show(hits.length ? hits.map((h) => `${h.similarity.toFixed(3)} · ${h.kind} · ${h.text}`) : ['nothing similar enough']);
+      log(`memory search: ${hits.length} hits in ${ms} ms`);
+    } catch (error) {
+      show([`failed: ${error.code}: ${error.message}`]);
+    }
+  });
+  $('forget').addEventListener('click', async () => {
+    try {
+      const count = await orion.memory.purge();
+      show([]);
+      log(`forgot ${count} memories`);
+    } catch (error) {
+      log(`forget failed: ${error.code}: ${error.message}`, 'error');
+    }
+    showMemoryStats(orion);
+  });
+  showMemoryStats(orion);
 }
 
 main();

@@ -45,7 +45,7 @@ test('the second start loads the model from Cache Storage with the network block
   const first = await page.evaluate(async (model) => {
     const { Orion } = await import('/pkg/index.js');
     const progress = [];
-    const orion = await Orion.create({ models: { embedding: model }, profile: 'full', onProgress: (e) => progress.push(e) });
+    const orion = await Orion.create({ models: { embedding: model }, profile: 'full', onProgress: (e) => { if (e.kind === 'model_progress') progress.push(e); } });
     const [vector] = await orion.embed(['offline please']);
     await orion.close();
     const cached = await (await caches.open('orion-models-v1')).keys();
@@ -59,7 +59,7 @@ test('the second start loads the model from Cache Storage with the network block
   const second = await page.evaluate(async (model) => {
     const { Orion } = await import('/pkg/index.js');
     const progress = [];
-    const orion = await Orion.create({ models: { embedding: model }, profile: 'full', onProgress: (e) => progress.push(e) });
+    const orion = await Orion.create({ models: { embedding: model }, profile: 'full', onProgress: (e) => { if (e.kind === 'model_progress') progress.push(e); } });
     const [vector] = await orion.embed(['offline please']);
     const profile = await orion.profile();
     await orion.close();
@@ -138,7 +138,7 @@ test('SHA-256: right digests load and cache; a wrong one is ERR_MODEL_LOAD namin
     const attempt = async (sha256) => {
       const progress = [];
       const fallbacks = [];
-      const orion = await Orion.create({ models: { embedding: { url: model, sha256 } }, profile: 'full', onProgress: (e) => progress.push(e) });
+      const orion = await Orion.create({ models: { embedding: { url: model, sha256 } }, profile: 'full', onProgress: (e) => { if (e.kind === 'model_progress') progress.push(e); } });
       orion.on('embedder_fallback', (e) => fallbacks.push(e));
       const profile = await orion.profile();
       let explicit = null;

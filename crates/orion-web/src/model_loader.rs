@@ -366,7 +366,8 @@ async fn read_body(opened: &Opened, progress: &Progress) -> orion_core::error::R
             }
         }
         let loaded = bytes.len() as u64;
-        if loaded - reported >= PROGRESS_STEP {
+        // The end of the file is reported once, after the loop.
+        if loaded - reported >= PROGRESS_STEP && opened.total != Some(loaded) {
             reported = loaded;
             progress.report(name, loaded, opened.total, opened.cached);
         }
