@@ -47,10 +47,10 @@ enum Weight {
 /// one int8 dot product per output element, with no register blocking and an f16 scale to
 /// convert per block; profiled, that was 85% of the lite encoder's time and made lite 2.5×
 /// slower than f32 natively and 1.5× slower in wasm. Here each call instead expands the weight
-/// into an f32 scratch matrix (one multiply per weight, vectorised: blocks run along the
-/// contiguous `out` axis so expansion writes sequentially) and runs the same gemm as f32. The
-/// expansion is one pass over the weights per batch, against `rows` multiply-adds per weight for
-/// the matmul, so it costs little even for one short sentence.
+/// into f32, panel by panel (one multiply per weight, vectorised: blocks run along the
+/// contiguous `out` axis so expansion writes sequentially), and runs the same gemm as f32. The
+/// expansion is one pass over the weights per batch, against `rows` multiply-adds per weight
+/// for the matmul.
 struct Q8Transposed {
     /// Fixed-size blocks, so the expansion loop has a known trip count and vectorises fully.
     quants: Vec<[i8; Q8_BLOCK]>,
@@ -91,21 +91,50 @@ impl Q8Transposed {
         })
     }
 
-    /// The f32 `[in, out]` matrix the blocks stand for.
-    fn dequantize(&self) -> Result<Tensor> {
-        // Whole fixed-size blocks mapped and collected: vectorised, and no zero-fill first
-        // (a zeroed buffer then overwritten, or `extend` per block, compiled to scalar code and
-        // left the expansion as costly as the matmul for one sentence natively).
-        let values: Vec<[f32; Q8_BLOCK]> = self
-            .quants
-            .iter()
-            .zip(&self.scales)
-            .map(|(quants, &scale)| quants.map(|q| f32::from(q) * scale))
-            .collect();
-        let values = values.into_flattened();
-        Tensor::from_vec(values, (self.in_dim, self.out_dim), &Device::Cpu)
+    /// `xs · W` for `xs` of `[rows, in]`, expanding the weight one panel of output columns at
+    /// a time. Expanding the whole matrix at once wrote up to 2.4 MB of f32 per layer, beyond
+    /// the caches, and gemm then read it back from memory: in wasm that made lite one sentence at
+    /// a time 1.6× slower than full. A panel of about 256 KiB stays in cache between the
+    /// expansion and the matmul.
+    fn matmul(&self, xs: &Tensor) -> Result<Vec<f32>> {
+        let rows = xs.dim(0)?;
+        let blocks_per_row = self.out_dim / Q8_BLOCK;
+        let panel_blocks = (PANEL_FLOATS / (self.in_dim * Q8_BLOCK)).clamp(1, blocks_per_row);
+        let mut ys = vec![0.0f32; rows * self.out_dim];
+        let mut first = 0;
+        while first < blocks_per_row {
+            let count = panel_blocks.min(blocks_per_row - first);
+            let width = count * Q8_BLOCK;
+            // Whole fixed-size blocks mapped and collected: vectorised, and no zero-fill first
+            // (a zeroed buffer then overwritten, or `extend` per f32, compiled to scalar code).
+            let mut panel: Vec<[f32; Q8_BLOCK]> = Vec::with_capacity(self.in_dim * count);
+            for row in 0..self.in_dim {
+                let at = row * blocks_per_row + first;
+                panel.extend(
+                    self.quants[at..at + count]
+                        .iter()
+                        .zip(&self.scales[at..at + count])
+                        .map(|(quants, &scale)| quants.map(|q| f32::from(q) * scale)),
+                );
+            }
+            let panel =
+                Tensor::from_vec(panel.into_flattened(), (self.in_dim, width), &Device::Cpu)?;
+            let part = xs.matmul(&panel)?.flatten_all()?.to_vec1::<f32>()?;
+            let column = first * Q8_BLOCK;
+            for (y, p) in ys
+                .chunks_exact_mut(self.out_dim)
+                .zip(part.chunks_exact(width))
+            {
+                y[column..column + width].copy_from_slice(p);
+            }
+            first += count;
+        }
+        Ok(ys)
     }
 }
+
+/// f32 values of one expanded weight panel: 256 KiB, within a core's L2.
+const PANEL_FLOATS: usize = 64 * 1024;
 
 struct Linear {
     weight: Weight,
@@ -140,11 +169,10 @@ impl Linear {
     fn forward(&self, xs: &[f32], rows: usize) -> Result<Vec<f32>> {
         let in_dim = xs.len() / rows.max(1);
         let xs = Tensor::from_slice(xs, (rows, in_dim), &Device::Cpu)?;
-        let ys = match &self.weight {
-            Weight::F32Transposed(weight) => xs.matmul(weight)?,
-            Weight::Q8Transposed(weight) => xs.matmul(&weight.dequantize()?)?,
+        let mut ys = match &self.weight {
+            Weight::F32Transposed(weight) => xs.matmul(weight)?.flatten_all()?.to_vec1::<f32>()?,
+            Weight::Q8Transposed(weight) => weight.matmul(&xs)?,
         };
-        let mut ys = ys.flatten_all()?.to_vec1::<f32>()?;
         for row in ys.chunks_exact_mut(self.out_dim) {
             for (y, b) in row.iter_mut().zip(&self.bias) {
                 *y += b;
