@@ -1,5 +1,9 @@
-//! `cargo xtask bench embed`: measures ORION's embedders and transformers.js side by side in one
-//! headless Chromium run and writes `docs/BENCHMARKS.md`.
+//! `cargo xtask bench embed` measures ORION's embedders and transformers.js side by side, `cargo
+//! xtask bench memory` ORION's memory store against idb-keyval and Dexie, each in one headless
+//! Chromium run. Each writes its own section of `docs/BENCHMARKS.md` and keeps the rest.
+//!
+//! The harnesses and their npm packages are in `tests/bench/`, installed only here
+//! ([`setup::bench_packages`]).
 
 use std::io::Write;
 use std::path::Path;
@@ -10,27 +14,31 @@ use serde_json::Value;
 
 use crate::{build, models, output_of, serve, setup};
 
-/// The line of `docs/BENCHMARKS.md` after which everything is written by hand and kept as it is.
-const HAND_WRITTEN: &str =
-    "<!-- Everything below is written by hand; `cargo xtask bench embed` keeps it as it is. -->";
+/// The note at the top of a new `docs/BENCHMARKS.md`.
+const NOTE: &str = "<!-- Written by hand, except each part between a `begin: cargo xtask bench NAME` \
+comment and its `end:` comment, which that benchmark rewrites; it keeps everything else as it is. -->";
 
-/// Runs the benchmark named by `args` (only `embed` so far).
+/// Runs the benchmark named by `args`.
 pub fn run(root: &Path, args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
-        Some("embed") | None => embed(root),
-        Some(other) => bail!("unknown benchmark `{other}` (try `embed`)"),
+        Some("embed") => embed(root),
+        Some("memory") => memory(root),
+        Some(other) => bail!("unknown benchmark `{other}` (try `embed` or `memory`)"),
+        None => bail!("which benchmark? `cargo xtask bench embed` or `cargo xtask bench memory`"),
     }
 }
 
-fn embed(root: &Path) -> Result<()> {
+/// Set-up, a release build, the bench server, then `node <script> <url>` in `tests/bench/`: its
+/// figures (the JSON object on its last line), refused if the run saw requests outside our server,
+/// CSP violations or page errors.
+fn run_harness(root: &Path, script: &str, what: &str) -> Result<Value> {
     setup::all(root)?;
     setup::bench_packages(root)?;
-    models::fetch_bench(root)?;
     build::wasm(root, Some("release"))?;
     let server = serve::Server::start_bench(root)?;
-    println!("running the embedding benchmark in headless Chromium (a few minutes)");
+    println!("running the {what} benchmark in headless Chromium (a few minutes)");
     let output = Command::new("node")
-        .arg("embed.mjs")
+        .arg(script)
         .arg(server.url())
         .current_dir(root.join("tests/bench"))
         .stderr(Stdio::inherit())
@@ -48,15 +56,52 @@ fn embed(root: &Path) -> Result<()> {
             bail!("the benchmark reported {key}: {list:?}");
         }
     }
+    Ok(figures)
+}
 
+/// Replaces the section `name` of `docs/BENCHMARKS.md` with `section` and prints it.
+fn write_section(root: &Path, name: &str, section: &str) -> Result<()> {
+    let path = root.join("docs/BENCHMARKS.md");
+    let old = match std::fs::read_to_string(&path) {
+        Ok(old) => Some(old),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+        Err(error) => return Err(error).context("reading docs/BENCHMARKS.md"),
+    };
+    let doc = splice(old.as_deref(), name, section);
+    std::fs::create_dir_all(root.join("docs")).context("creating docs/")?;
+    std::fs::write(&path, doc).context("writing docs/BENCHMARKS.md")?;
+    println!("{section}");
+    println!("written to docs/BENCHMARKS.md (section `{name}`)");
+    Ok(())
+}
+
+/// `doc` with the part between the markers of section `name` replaced by `section` (appended when
+/// the markers are not there); everything else stays as it is.
+fn splice(doc: Option<&str>, name: &str, section: &str) -> String {
+    let begin = format!("<!-- begin: cargo xtask bench {name} -->");
+    let end = format!("<!-- end: cargo xtask bench {name} -->");
+    let block = format!("{begin}\n{}\n{end}", section.trim_end());
+    let Some(doc) = doc else {
+        return format!("# Benchmarks\n\n{NOTE}\n\n{block}\n");
+    };
+    if let Some(from) = doc.find(&begin) {
+        if let Some(to) = doc[from..].find(&end).map(|at| from + at + end.len()) {
+            return format!("{}{block}{}", &doc[..from], &doc[to..]);
+        }
+    }
+    format!("{}\n\n{block}\n", doc.trim_end())
+}
+
+fn embed(root: &Path) -> Result<()> {
+    models::fetch_bench(root)?;
+    let figures = run_harness(root, "embed.mjs", "embedding")?;
     let wasm =
         std::fs::read(root.join("pkg/wasm/orion_web_bg.wasm")).context("reading the wasm")?;
     let ort_wasm_path = root
         .join("tests/bench/node_modules/onnxruntime-web/dist/ort-wasm-simd-threaded.asyncify.wasm");
     let ort_wasm = std::fs::read(&ort_wasm_path)
         .with_context(|| format!("reading {}", ort_wasm_path.display()))?;
-
-    let doc = document(
+    let section = document(
         &figures,
         &Sizes {
             orion_raw: wasm.len(),
@@ -64,19 +109,62 @@ fn embed(root: &Path) -> Result<()> {
             ort_raw: ort_wasm.len(),
             ort_gz: gzipped_len(&ort_wasm)?,
         },
+        &Machine::read(),
     );
-    let path = root.join("docs/BENCHMARKS.md");
-    // Keep the hand-written part of the current file (dated measurements, analysis).
-    let kept = std::fs::read_to_string(&path)
-        .ok()
-        .and_then(|old| old.find(HAND_WRITTEN).map(|at| old[at..].to_owned()))
-        .unwrap_or_else(|| format!("{HAND_WRITTEN}\n"));
-    let doc = format!("{doc}\n{kept}");
-    std::fs::create_dir_all(root.join("docs")).context("creating docs/")?;
-    std::fs::write(&path, &doc).context("writing docs/BENCHMARKS.md")?;
-    println!("{doc}");
-    println!("written to docs/BENCHMARKS.md");
-    Ok(())
+    write_section(root, "embed", &section)
+}
+
+fn memory(root: &Path) -> Result<()> {
+    let figures = run_harness(root, "memory.mjs", "memory store")?;
+    write_section(root, "memory", &memory_document(&figures, &Machine::read()))
+}
+
+/// Where and when a benchmark ran.
+struct Machine {
+    date: String,
+    cpu: String,
+    cores: usize,
+    /// The load average when the run ended.
+    load: String,
+    chromium: String,
+}
+
+impl Machine {
+    fn read() -> Self {
+        let cpu = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|info| {
+                info.lines()
+                    .find(|l| l.starts_with("model name"))
+                    .and_then(|l| l.split(':').nth(1))
+                    .map(|s| s.trim().to_owned())
+            })
+            .unwrap_or_else(|| "unknown CPU".into());
+        Self {
+            date: output_of(Command::new("date").args(["-u", "+%Y-%m-%d"]))
+                .unwrap_or_default()
+                .trim()
+                .to_owned(),
+            cpu,
+            cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
+            load: std::fs::read_to_string("/proc/loadavg")
+                .ok()
+                .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+                .unwrap_or_else(|| "?".into()),
+            chromium: output_of(Command::new("/usr/bin/chromium").arg("--version"))
+                .unwrap_or_default()
+                .trim()
+                .to_owned(),
+        }
+    }
+
+    /// "on DATE: CPU, N cores (load average L when the run ended), CHROMIUM, headless".
+    fn describe(&self) -> String {
+        format!(
+            "on {}: {}, {} cores (load average {} when the run ended), {}, headless",
+            self.date, self.cpu, self.cores, self.load, self.chromium
+        )
+    }
 }
 
 /// Sizes of the wasm modules, in bytes.
@@ -112,7 +200,7 @@ fn verdict(value: f64, target: f64, at_most: bool) -> &'static str {
 }
 
 /// The generated part of `docs/BENCHMARKS.md`.
-fn document(figures: &Value, sizes: &Sizes) -> String {
+fn document(figures: &Value, sizes: &Sizes, machine: &Machine) -> String {
     let tjs = &figures["transformersjs"];
     let engines = [
         ("ORION full", &figures["profiles"]["full"], true),
@@ -178,28 +266,6 @@ fn document(figures: &Value, sizes: &Sizes) -> String {
         verdict(gz_mb, 4.0, true)
     ));
 
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|s| s.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let chromium = output_of(Command::new("/usr/bin/chromium").arg("--version"))
-        .unwrap_or_default()
-        .trim()
-        .to_owned();
-    let date = output_of(Command::new("date").args(["-u", "+%Y-%m-%d"]))
-        .unwrap_or_default()
-        .trim()
-        .to_owned();
-    let load = std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
-        .unwrap_or_else(|| "?".into());
     let cached = |name: &str| {
         figures["cached"][name]
             .as_array()
@@ -215,11 +281,9 @@ fn document(figures: &Value, sizes: &Sizes) -> String {
     };
 
     format!(
-        "# Benchmarks\n\n\
-Written by `cargo xtask bench embed` on {date}: {cpu}, {cores} cores (load average {load} when \
-the run ended), {chromium}, headless, ORION {version} (release build, wasm32 with `+simd128`, one \
-thread) and {tjs_version} (wasm backend, `numThreads = 1`).\n\n\
-## Embeddings (`cargo xtask bench embed`)\n\n\
+        "## Embeddings (`cargo xtask bench embed`)\n\n\
+Written by `cargo xtask bench embed` {machine}, ORION {version} (release build, wasm32 with \
+`+simd128`, one thread) and {tjs_version} (wasm backend, `numThreads = 1`).\n\n\
 The 200 sentences of `shared/reference/minilm-reference.json`, in one Chromium run, each engine in \
 a fresh page (a new renderer process) of one browser context whose Cache Storage was filled \
 first. ORION goes through its npm API (`orion.embed`, in its worker) under the server's strict \
@@ -258,6 +322,7 @@ Cached before the measurements: `orion-models-v1`: {orion_cache}; `transformers-
 Wasm sizes: `orion_web_bg.wasm` {orion_raw:.2} MB raw, {orion_gz:.2} MB gzipped; \
 onnxruntime-web's `ort-wasm-simd-threaded.asyncify.wasm` (what transformers.js loads) \
 {ort_raw:.2} MB raw, {ort_gz:.2} MB gzipped.\n",
+        machine = machine.describe(),
         version = env!("CARGO_PKG_VERSION"),
         tjs_version = tjs["library"].as_str().unwrap_or("transformers.js ?"),
         orion_cache = cached("orion-models-v1"),
@@ -266,6 +331,252 @@ onnxruntime-web's `ort-wasm-simd-threaded.asyncify.wasm` (what transformers.js l
         orion_gz = gz_mb,
         ort_raw = sizes.ort_raw as f64 / 1e6,
         ort_gz = sizes.ort_gz as f64 / 1e6,
+    )
+}
+
+/// Memories per second for `count` memories in `ms`, or NaN.
+fn rate(count: f64, ms: f64) -> f64 {
+    if ms > 0.0 {
+        count / (ms / 1000.0)
+    } else {
+        f64::NAN
+    }
+}
+
+/// A rate for a table cell (`n/a` when it could not be computed).
+fn per_second(value: f64) -> String {
+    if value.is_finite() {
+        format!("{value:.0}")
+    } else {
+        "n/a".to_owned()
+    }
+}
+
+/// The median of `values` (NaN when empty).
+fn median(values: &[f64]) -> f64 {
+    let mut sorted: Vec<f64> = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
+/// The section of `cargo xtask bench memory`.
+fn memory_document(figures: &Value, machine: &Machine) -> String {
+    let orion = &figures["orion"];
+    let adds = orion["add"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    // Cumulative ORION figures at each size: (size, addMany ms, embed ms, memories held).
+    let mut cumulative = Vec::new();
+    let (mut add_ms, mut embed_ms) = (0.0, 0.0);
+    for add in adds {
+        add_ms += num(&add["addMs"]);
+        embed_ms += num(&add["embedMs"]);
+        cumulative.push((num(&add["to"]), add_ms, embed_ms, num(&add["count"])));
+    }
+    let library_ms = |library: &str, size: f64| {
+        figures[library]["marks"]
+            .as_array()
+            .and_then(|marks| marks.iter().find(|m| num(&m["size"]) == size))
+            .map_or(f64::NAN, |m| num(&m["ms"]))
+    };
+
+    let mut writes = String::new();
+    let mut ratios = String::new();
+    for &(size, add_ms, embed_ms, held) in &cumulative {
+        let idb = library_ms("idbKeyval", size);
+        let dexie = library_ms("dexie", size);
+        let without = add_ms - embed_ms;
+        writes.push_str(&format!(
+            "| {size:.0} | {held:.0} | {} | {} | {} | {} | {} |\n",
+            per_second(rate(size, add_ms)),
+            per_second(rate(size, without)),
+            per_second(rate(size, embed_ms)),
+            per_second(rate(size, idb)),
+            per_second(rate(size, dexie)),
+        ));
+        let times = |orion_ms: f64, other_ms: f64| {
+            let ratio = orion_ms / other_ms;
+            if ratio.is_finite() && ratio > 0.0 {
+                format!("{ratio:.2}×")
+            } else {
+                "n/a".to_owned()
+            }
+        };
+        ratios.push_str(&format!(
+            "| {size:.0} | {} | {} | {} | {} |\n",
+            times(add_ms, idb),
+            times(without, idb),
+            times(add_ms, dexie),
+            times(without, dexie),
+        ));
+    }
+
+    let mut searches = String::new();
+    for search in orion["search"].as_array().map(Vec::as_slice).unwrap_or(&[]) {
+        let (s, e, p) = (&search["search"], &search["embedQuery"], &search["ping"]);
+        searches.push_str(&format!(
+            "| {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} |\n",
+            num(&search["memories"]),
+            num(&s["median"]),
+            num(&s["p95"]),
+            num(&e["median"]),
+            num(&e["p95"]),
+            num(&p["median"]),
+            num(&s["median"]) - num(&e["median"]),
+            num(&search["meanHits"]),
+        ));
+    }
+
+    let colds = figures["coldStart"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    let mut cold_rows = String::new();
+    for (i, cold) in colds.iter().enumerate() {
+        cold_rows.push_str(&format!(
+            "| {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.1} |\n",
+            i + 1,
+            num(&cold["createdMs"]),
+            num(&cold["indexDoneMs"]),
+            num(&cold["loaded"]),
+            num(&cold["progressEvents"]),
+            num(&cold["firstSearchMs"]),
+        ));
+    }
+    let read_back = &figures["dexieReadBack"];
+    let read_back = format!(
+        "For comparison, Dexie read its {:.0} records back (a fresh page, opening the database, \
+pages of 2000 by key, no index built) in {:.0} ms.\n",
+        num(&read_back["rows"]),
+        num(&read_back["ms"])
+    );
+    let cold_median = median(
+        &colds
+            .iter()
+            .map(|c| num(&c["indexDoneMs"]))
+            .collect::<Vec<_>>(),
+    );
+
+    // Targets, on the largest size measured.
+    let (size, add_ms, embed_ms, held) =
+        cumulative
+            .last()
+            .copied()
+            .unwrap_or((f64::NAN, f64::NAN, f64::NAN, f64::NAN));
+    let raw = rate(size, add_ms);
+    let without = rate(size, add_ms - embed_ms);
+    let largest = orion["search"]
+        .as_array()
+        .and_then(|s| s.last())
+        .unwrap_or(&Value::Null);
+    let (search_median, search_p95) = (
+        num(&largest["search"]["median"]),
+        num(&largest["search"]["p95"]),
+    );
+    let mut targets = String::new();
+    targets.push_str(&format!(
+        "| `addMany`, {size:.0} memories, \"with precomputed embeddings\": estimated as raw time minus `orion.embed` time | ≥ 5000/s | {}/s | {} |\n",
+        per_second(without),
+        verdict(without, 5000.0, false)
+    ));
+    targets.push_str(&format!(
+        "| `addMany`, {size:.0} memories, raw (embedding inside, as the API works) | (≥ 5000/s) | {}/s | {} |\n",
+        per_second(raw),
+        verdict(raw, 5000.0, false)
+    ));
+    for (what, value) in [("median", search_median), ("p95", search_p95)] {
+        targets.push_str(&format!(
+            "| search top-10 at {:.0} memories, {what} | ≤ 15 ms | {value:.2} ms | {} |\n",
+            num(&largest["memories"]),
+            verdict(value, 15.0, true)
+        ));
+    }
+    targets.push_str(&format!(
+        "| cold start to `memory_index` done, {:.0} memories, median of {} | ≤ 1500 ms | {cold_median:.0} ms | {} |\n",
+        colds.first().map_or(f64::NAN, |c| num(&c["loaded"])),
+        colds.len(),
+        verdict(cold_median, 1500.0, true)
+    ));
+
+    let mut warnings = String::new();
+    if held.is_finite() && size.is_finite() && held < size {
+        warnings.push_str(&format!(
+            "\n**The store held {held:.0} memories after {size:.0} were added**: its budget \
+(`stats().maxMemories`) was {:.0}, and past it ORION evicts the least recently used memories in \
+the same transactions. The figures at that size are for a store of that many memories.\n",
+            num(&orion["maxMemories"])
+        ));
+    }
+
+    let text = &orion["textLength"];
+    let version = &figures["orionVersion"];
+    format!(
+        "## Memory store (`cargo xtask bench memory`)\n\n\
+Written by `cargo xtask bench memory` {machine}, ORION core {core} / web {web} (release build, \
+wasm32 with `+simd128`, one thread), profile `{active}` (embedder `{embedding}`, no model), \
+budget `stats().maxMemories` = {max:.0}.\n\n\
+One Chromium run through the npm API: `Orion.create({{ profile: 'micro', database, memory: {{ \
+maxMemories: 200000 }} }})` on a page under the server's strict CSP, a database of its own. \
+Texts: {min:.0}–{maxlen:.0} characters (mean {mean:.0}), made deterministically from the 200 \
+sentences of `shared/reference/minilm-reference.json` (sentences joined up to at least 100 \
+characters, cut at a word by 185, and a number), all unique. \
+Every time is `performance.now()` on the page's main thread around the awaited call, so it \
+includes the round trip to ORION's worker.\n\n\
+- `addMany`: calls of {batch} memories (ORION writes them in transactions of 500), into an empty \
+database up to 10 000, then on to 100 000; a size's figure is over all memories up to it. \
+ORION's API embeds inside `addMany` and takes no precomputed vectors, so \"without embedding\" \
+subtracts the time of `orion.embed` on the same texts in the same batches (afterwards, same \
+worker). That estimate is slightly generous to ORION: `embed` also sends the 384-float vectors \
+back to the page, which `addMany` does not.\n\
+- idb-keyval 6.3.0 `setMany` and Dexie 4.4.7 `bulkPut`: the same texts as records of ORION's \
+shape (`id`, `text`, `kind`, `createdAt`, `lastAccessed`, `embeddingVersion`, `meta`, `embedding` \
+a `Float32Array(384)` of unit length, made before each timed call), {chunk} per call (one \
+transaction each), on the page's main thread, each into its own database, from the served \
+`tests/bench/node_modules/`. Dexie's table has ORION's indexes (key `id`, index on `[kind+id]`); \
+idb-keyval's store has none.\n\
+- Search: `orion.memory.search(query, {{ k: 10 }})` for 50 queries of 8 words (after 5 not \
+counted), each followed by `orion.embed([query])` and `orion.ping()` for comparison. A search \
+embeds the query, scans every vector (exact top-k), reads the hits' records and writes their \
+`lastAccessed`.\n\
+- Cold start: a fresh page (new renderer process, the JS module already imported), the same \
+database: from calling `Orion.create` to the `memory_index` event with `done: true` (wasm \
+compile, worker start, opening the database, reading every record into the index); then the \
+first search.\n\
+{warnings}\n\
+### Writes, memories/s\n\n\
+| memories added | held after | ORION `addMany` | ORION `addMany` without embedding | `orion.embed` alone | idb-keyval `setMany` | Dexie `bulkPut` |\n\
+| ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n\
+{writes}\n\
+ORION's write time ÷ the library's, for the same number of records:\n\n\
+| memories | raw ÷ idb-keyval | without embedding ÷ idb-keyval | raw ÷ Dexie | without embedding ÷ Dexie |\n\
+| ---: | ---: | ---: | ---: | ---: |\n\
+{ratios}\n\
+### Search top-10, ms\n\n\
+| memories | search median | search p95 | `embed([query])` median | `embed([query])` p95 | `ping()` median | search − embed, medians | hits per search |\n\
+| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n\
+{searches}\n\
+### Cold start with the full database, ms\n\n\
+| run | `Orion.create` resolved | `memory_index` done | memories loaded | `memory_index` events | first search |\n\
+| ---: | ---: | ---: | ---: | ---: | ---: |\n\
+{cold_rows}\n\
+{read_back}\n\
+### Against issue 4's targets\n\n\
+| target | bound | measured | |\n\
+| --- | ---: | ---: | --- |\n\
+{targets}",
+        machine = machine.describe(),
+        core = version["core"].as_str().unwrap_or("?"),
+        web = version["web"].as_str().unwrap_or("?"),
+        active = orion["active"].as_str().unwrap_or("?"),
+        embedding = orion["embedding"].as_str().unwrap_or("?"),
+        max = num(&orion["maxMemories"]),
+        min = num(&text["min"]),
+        maxlen = num(&text["max"]),
+        mean = num(&text["mean"]),
+        batch = num(&figures["batch"]),
+        chunk = num(&figures["chunk"]),
     )
 }
 
@@ -293,7 +604,14 @@ mod tests {
             ort_raw: 27_000_000,
             ort_gz: 7_000_000,
         };
-        let doc = document(&figures, &sizes);
+        let machine = Machine {
+            date: "2026-01-01".into(),
+            cpu: "CPU".into(),
+            cores: 2,
+            load: "1.0".into(),
+            chromium: "Chromium 1".into(),
+        };
+        let doc = document(&figures, &sizes, &machine);
         for needle in [
             "| ORION full |",
             "| ORION lite |",
@@ -307,5 +625,70 @@ mod tests {
         ] {
             assert!(doc.contains(needle), "missing {needle:?} in\n{doc}");
         }
+    }
+    #[test]
+    fn each_benchmark_rewrites_only_its_section() {
+        let first = splice(None, "embed", "## Embeddings\n\nA\n");
+        assert!(first.starts_with("# Benchmarks\n\n<!--"));
+        let hand = format!("{first}\n### Analysis by hand\n");
+        let both = splice(Some(&hand), "memory", "## Memory\n\nM1\n");
+        assert!(both.contains("### Analysis by hand\n\n<!-- begin: cargo xtask bench memory -->\n## Memory\n\nM1\n<!-- end: cargo xtask bench memory -->\n"));
+        let again = splice(Some(&both), "embed", "## Embeddings\n\nB\n");
+        assert_eq!(again, both.replace("\nA\n", "\nB\n"));
+        let memory = splice(Some(&again), "memory", "## Memory\n\nM2\n");
+        assert_eq!(memory, again.replace("M1", "M2"));
+        assert_eq!(memory.matches("<!-- begin: cargo xtask bench").count(), 2);
+    }
+
+    #[test]
+    fn the_memory_document_has_every_figure_and_target() {
+        let stats = |median: f64, p95: f64| serde_json::json!({ "median": median, "p95": p95 });
+        let figures = serde_json::json!({
+            "batch": 1000, "chunk": 500,
+            "orionVersion": { "core": "0.1.0", "web": "0.1.0" },
+            "orion": {
+                "active": "micro", "embedding": "orion-hashing-v1/384", "maxMemories": 200000,
+                "textLength": { "min": 100, "max": 200, "mean": 150 },
+                "add": [
+                    { "from": 0, "to": 10000, "addMs": 2000.0, "embedMs": 1000.0, "count": 10000 },
+                    { "from": 10000, "to": 100000, "addMs": 18000.0, "embedMs": 9000.0, "count": 100000 },
+                ],
+                "search": [
+                    { "memories": 10000, "search": stats(3.0, 4.0), "embedQuery": stats(1.0, 2.0), "ping": stats(0.5, 0.6), "meanHits": 10 },
+                    { "memories": 100000, "search": stats(12.0, 20.0), "embedQuery": stats(1.0, 2.0), "ping": stats(0.5, 0.6), "meanHits": 10 },
+                ],
+            },
+            "coldStart": [
+                { "createdMs": 200, "indexDoneMs": 1400, "loaded": 100000, "progressEvents": 50, "firstSearchMs": 20 },
+                { "createdMs": 200, "indexDoneMs": 1600, "loaded": 100000, "progressEvents": 50, "firstSearchMs": 20 },
+                { "createdMs": 200, "indexDoneMs": 1450, "loaded": 100000, "progressEvents": 50, "firstSearchMs": 20 },
+            ],
+            "idbKeyval": { "marks": [{ "size": 10000, "ms": 500.0 }, { "size": 100000, "ms": 5000.0 }] },
+            "dexie": { "marks": [{ "size": 10000, "ms": 1000.0 }, { "size": 100000, "ms": 10000.0 }] },
+            "dexieReadBack": { "rows": 100000, "ms": 900.0 },
+        });
+        let machine = Machine {
+            date: "2026-01-01".into(),
+            cpu: "CPU".into(),
+            cores: 2,
+            load: "1.0".into(),
+            chromium: "Chromium 1".into(),
+        };
+        let doc = memory_document(&figures, &machine);
+        for needle in [
+            "| 10000 | 10000 | 5000 | 10000 | 10000 | 20000 | 10000 |",
+            "| 100000 | 100000 | 5000 | 10000 | 10000 | 20000 | 10000 |",
+            "| 100000 | 4.00× | 2.00× | 2.00× | 1.00× |",
+            "| 100000 | 12.00 | 20.00 | 1.00 | 2.00 | 0.50 | 11.00 | 10.0 |",
+            "minus `orion.embed` time | ≥ 5000/s | 10000/s | **met** |",
+            "| search top-10 at 100000 memories, median | ≤ 15 ms | 12.00 ms | **met** |",
+            "| search top-10 at 100000 memories, p95 | ≤ 15 ms | 20.00 ms | not met |",
+            "median of 3 | ≤ 1500 ms | 1450 ms | **met** |",
+            "on 2026-01-01: CPU, 2 cores",
+            "Dexie read its 100000 records back (a fresh page, opening the database, pages of 2000 by key, no index built) in 900 ms.",
+        ] {
+            assert!(doc.contains(needle), "missing {needle:?} in\n{doc}");
+        }
+        assert!(!doc.contains("The store held"));
     }
 }

@@ -7,7 +7,9 @@
 //! - `demo [--headless] [--port N]`: set up, build, serve `www/` on http://127.0.0.1:8080; with
 //!   `--headless`, drive headless Chromium through a scripted session instead and print it.
 //! - `test`: set up, build, then every test: native, wasm in headless Chromium, Playwright.
-//! - `bench embed`: the embedders in headless Chromium; writes `docs/BENCHMARKS.md`.
+//! - `bench embed`: the embedders in headless Chromium; `bench memory`: the memory store (addMany,
+//!   search, cold start) against idb-keyval and Dexie. Each writes its section of
+//!   `docs/BENCHMARKS.md`; their npm packages (`tests/bench/`) are installed only then.
 
 mod bench;
 mod build;
@@ -51,7 +53,7 @@ fn run() -> Result<()> {
         "test" => test::all(&root),
         "bench" => bench::run(&root, rest),
         "help" | "--help" | "-h" => {
-            println!("usage: cargo xtask <setup | build [--dev|--release] | demo [--headless] [--port N] | test | bench [embed]>");
+            println!("usage: cargo xtask <setup | build [--dev|--release] | demo [--headless] [--port N] | test | bench <embed|memory>>");
             Ok(())
         }
         other => bail!("unknown command `{other}`; try `cargo xtask help`"),
