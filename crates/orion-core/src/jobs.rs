@@ -1,0 +1,62 @@
+//! Durable background jobs: a BullMQ-style queue persisted in the `jobs` table.
+//!
+//! A job is a row `{name, data, state, options, attemptsMade, progress, result, error,
+//! createdAt, processedAt, finishedAt, nextRunAt, leaseUntil, ...}` in the `jobs` table (indexed on
+//! `state` and `name`). [`JobQueue::enqueue`] validates and stores it; handlers registered by
+//! queue name ([`JobQueue::register`], with a per-queue concurrency) run it.
+//!
+//! # States
+//!
+//! `waiting` → `active` → `completed` | `failed` | `cancelled`, with `delayed` before `waiting`
+//! when the job has a `delay` or waits out a retry's backoff. Waiting jobs start by priority (1
+//! critical, 5 high, 10 normal, 15 low, 20 background; lower first), FIFO within a priority in
+//! the order they became waiting. A handler's retryable error (or a timeout) retries the job while
+//! `attemptsMade < attempts`, after the backoff (`fixed`, or `exponential` = `delay *
+//! 2^(attempt-1)`, capped, with optional jitter); a non-retryable error fails it at once. Failed
+//! jobs are kept — the dead-letter set — until `removeOnFail` removes them or
+//! [`JobQueue::retry`] runs them again.
+//!
+//! # Running: poll-driven, no timers
+//!
+//! The queue owns no timer and spawns nothing. The platform calls [`JobQueue::tick`], which does
+//! what is due and returns the started runs ([`JobRun`], futures needing no runtime) for it to
+//! poll, and arms a timer for [`JobQueue::next_wake_at`]. Timeouts are checked on tick: a run past
+//! its `timeout` gets its cancellation signal and ends as a (retryable) failed attempt.
+//!
+//! # Delivery: at least once, under a lease
+//!
+//! Starting a job writes it `active` with `leaseUntil = now + lease` in one transaction *before*
+//! its handler runs; the outcome is written in one transaction after. While the handler runs,
+//! ticks renew the lease. If the worker dies (a crash, a closed tab) the job stays `active`
+//! until its lease expires; the next tick of any queue instance on the store then takes it back:
+//! the lost run counts as an attempt and the job waits again (after `maxStalled` such losses it
+//! fails). So a handler may run more than once for one job — after a crash between "handler
+//! finished" and "state saved" too — and gets an idempotency key, the same for every attempt, to
+//! make its side effects happen once. Within one instance a job never runs twice at once (the
+//! instance tracks its in-flight jobs); across instances the lease guards it, and a run whose
+//! lease was taken over does not write its outcome.
+//!
+//! The store has no compare-and-set, so two instances racing on one row (two tabs both running
+//! queues) can still both act; ORION runs queues in one tab at a time (the Web Lock holder).
+
+mod backoff;
+mod context;
+mod index;
+mod options;
+mod queue;
+mod record;
+
+pub use backoff::{Backoff, BackoffKind};
+pub use context::{CancelReason, CancelSignal, Cancelled, Handler, JobContext, JobError};
+pub use options::{
+    Debounce, JobOptions, Priority, RemovePolicy, MAX_ATTEMPTS, MAX_DELAY_MS, MAX_ID_BYTES,
+    MAX_TIMEOUT_MS,
+};
+pub use queue::{
+    CancelOutcome, JobCounts, JobFilter, JobPage, JobQueue, JobRun, QueueConfig, StateCounts,
+    MAX_CONCURRENCY, MAX_DATA_BYTES, PAUSED_META_ID,
+};
+pub use record::{JobFailure, JobRecord, JobState};
+
+#[cfg(test)]
+mod tests;

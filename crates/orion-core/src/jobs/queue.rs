@@ -1,0 +1,1188 @@
+//! [`JobQueue`]: enqueue, control, status, and the poll-driven scheduler ([`JobQueue::tick`]).
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::rc::{Rc, Weak};
+use std::task::{Context, Poll};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::context::{CancelReason, CancelSignal, Handler, JobContext, JobError, ProgressSink};
+use super::index::Index;
+use super::options::{check_id, JobOptions, RemovePolicy};
+use super::record::{JobFailure, JobRecord, JobState};
+use crate::clock::SharedClock;
+use crate::embedding::LocalBoxFuture;
+use crate::error::{Error, Result};
+use crate::store::{Row, Scan, Store, Table, WriteOp};
+
+/// The largest job `data`, serialised as JSON: 1 MiB.
+pub const MAX_DATA_BYTES: usize = 1 << 20;
+/// The most jobs a queue may run at once.
+pub const MAX_CONCURRENCY: usize = 1000;
+/// The `meta` row holding the paused queues (`{queues: [name, ...]}`).
+pub const PAUSED_META_ID: &str = "jobs.paused";
+
+/// How a queue instance runs its jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueConfig {
+    /// How long a started job is held (ms) before another instance may take it back; renewed by
+    /// [`JobQueue::tick`] while the handler runs. Default 30 s (BullMQ's lock duration).
+    pub lease_ms: u64,
+    /// How many times a job's lease may expire before the job fails instead of going back to
+    /// waiting. Default 1 (BullMQ's `maxStalledCount`).
+    pub max_stalled: u32,
+    /// Seeds the jitter and the generated ids and names this instance's leases (the platform
+    /// passes a random one; tests a fixed one).
+    pub seed: u64,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            lease_ms: 30_000,
+            max_stalled: 1,
+            seed: 0,
+        }
+    }
+}
+
+/// Which jobs [`JobQueue::list`] returns. On the wire `{state?, name?, limit?, after?}`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct JobFilter {
+    /// Only jobs in this state.
+    pub state: Option<JobState>,
+    /// Only jobs of this queue.
+    pub name: Option<String>,
+    /// At most this many (1 to 1000; default 100).
+    pub limit: usize,
+    /// Only jobs whose id sorts after this one (the `next` of the previous page).
+    pub after: Option<String>,
+}
+
+impl Default for JobFilter {
+    fn default() -> Self {
+        Self {
+            state: None,
+            name: None,
+            limit: 100,
+            after: None,
+        }
+    }
+}
+
+/// A page of [`JobQueue::list`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobPage {
+    /// The jobs, in id order (generated ids sort by creation).
+    pub items: Vec<JobRecord>,
+    /// Pass as `after` for the next page; `None` on the last.
+    pub next: Option<String>,
+}
+
+/// How many jobs are in each state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StateCounts {
+    /// Ready to run.
+    pub waiting: usize,
+    /// Due later.
+    pub delayed: usize,
+    /// Running.
+    pub active: usize,
+    /// Done.
+    pub completed: usize,
+    /// Failed for good (the dead-letter set).
+    pub failed: usize,
+    /// Cancelled.
+    pub cancelled: usize,
+}
+
+impl StateCounts {
+    fn add(&mut self, state: JobState) {
+        let slot = match state {
+            JobState::Waiting => &mut self.waiting,
+            JobState::Delayed => &mut self.delayed,
+            JobState::Active => &mut self.active,
+            JobState::Completed => &mut self.completed,
+            JobState::Failed => &mut self.failed,
+            JobState::Cancelled => &mut self.cancelled,
+        };
+        *slot += 1;
+    }
+}
+
+/// What [`JobQueue::counts`] reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobCounts {
+    /// Over every queue.
+    pub all: StateCounts,
+    /// Per queue name.
+    pub queues: BTreeMap<String, StateCounts>,
+    /// The paused queues.
+    pub paused: Vec<String>,
+}
+
+/// What [`JobQueue::cancel`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// The job was pending (or held by another instance) and is now `cancelled`.
+    Cancelled,
+    /// The job runs here: its handler's signal fired, and the run ends it `cancelled`.
+    Signalled,
+    /// The job had already finished in this state; nothing changed.
+    AlreadyFinished(JobState),
+    /// There is no job with this id.
+    NotFound,
+}
+
+/// One started attempt: a future that runs the handler and stores the outcome, resolving to the
+/// state the job was left in (`waiting`/`delayed` for a retry), or `None` if the job was taken
+/// over or deleted meanwhile (nothing is written then). An error means the outcome could not be
+/// stored: the job stays `active` until its lease expires, then runs again (same idempotency key).
+/// Dropping it abandons the attempt the same way.
+#[must_use = "a job runs only when its JobRun is polled"]
+pub struct JobRun {
+    /// The job's id.
+    pub id: String,
+    future: LocalBoxFuture<'static, Result<Option<JobState>>>,
+}
+
+impl std::fmt::Debug for JobRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobRun").field("id", &self.id).finish()
+    }
+}
+
+impl Future for JobRun {
+    type Output = Result<Option<JobState>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.future.as_mut().poll(cx)
+    }
+}
+
+struct Registered {
+    handler: Handler,
+    concurrency: usize,
+}
+
+/// A job this instance runs (or is starting: `record` is `None` until its start is stored).
+struct InFlight {
+    name: String,
+    record: Option<JobRecord>,
+    signal: CancelSignal,
+    deadline: Option<u64>,
+}
+
+struct State {
+    index: Index,
+    handlers: HashMap<String, Registered>,
+    paused: BTreeSet<String>,
+    in_flight: HashMap<String, InFlight>,
+    /// Jobs being enqueued (written, not yet committed): a second enqueue of the same `jobId`
+    /// returns this one.
+    enqueuing: HashMap<String, JobRecord>,
+    rng: fastrand::Rng,
+    next_seq: u64,
+    runs: u64,
+    last_id_time: u64,
+    id_seq: u64,
+}
+
+impl State {
+    fn take_seq(&mut self) -> u64 {
+        self.next_seq += 1;
+        self.next_seq
+    }
+
+    fn in_flight_of(&self, name: &str) -> usize {
+        self.in_flight.values().filter(|f| f.name == name).count()
+    }
+}
+
+struct Inner {
+    store: Rc<dyn Store>,
+    clock: SharedClock,
+    config: QueueConfig,
+    /// Names this instance's leases.
+    owner: String,
+    state: RefCell<State>,
+}
+
+/// A change to the index, applied once the write that makes it has committed.
+enum Change {
+    Upsert(Box<JobRecord>),
+    Remove(String),
+}
+
+/// How an attempt ended.
+enum Outcome {
+    Returned(Result<Value, JobError>),
+    Signalled(CancelReason),
+}
+
+/// A durable job queue over a [`Store`]: see the [module docs](super).
+#[derive(Clone)]
+pub struct JobQueue {
+    inner: Rc<Inner>,
+}
+
+impl std::fmt::Debug for JobQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobQueue")
+            .field("owner", &self.inner.owner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl JobQueue {
+    /// Opens the queue on `store`: reads every job into the index (unreadable rows are skipped)
+    /// and the paused queues. Jobs left `active` by a previous instance are taken back once their
+    /// lease expires.
+    pub async fn open(
+        store: Rc<dyn Store>,
+        clock: SharedClock,
+        config: QueueConfig,
+    ) -> Result<Self> {
+        let mut index = Index::default();
+        let mut scan = Scan::first(1000);
+        loop {
+            let rows = store.scan(Table::Jobs, scan.clone()).await?;
+            let Some(last) = rows.last() else { break };
+            scan = scan.after(last.id.clone());
+            for row in &rows {
+                if let Ok(record) = JobRecord::from_row(row) {
+                    index.upsert(&record);
+                }
+            }
+        }
+        let paused = store
+            .get(Table::Meta, vec![PAUSED_META_ID.to_owned()])
+            .await?
+            .pop()
+            .flatten()
+            .and_then(|row| row.fields.get("queues").cloned())
+            .and_then(|queues| serde_json::from_value::<BTreeSet<String>>(queues).ok())
+            .unwrap_or_default();
+        let mut rng = fastrand::Rng::with_seed(config.seed);
+        let owner = format!("q{:08x}", rng.u32(..));
+        let next_seq = index.max_seq;
+        Ok(Self {
+            inner: Rc::new(Inner {
+                store,
+                clock,
+                config,
+                owner,
+                state: RefCell::new(State {
+                    index,
+                    handlers: HashMap::new(),
+                    paused,
+                    in_flight: HashMap::new(),
+                    enqueuing: HashMap::new(),
+                    rng,
+                    next_seq,
+                    runs: 0,
+                    last_id_time: 0,
+                    id_seq: 0,
+                }),
+            }),
+        })
+    }
+
+    /// Registers (or replaces) the handler of queue `name`, running at most `concurrency` (1 to
+    /// 1000) of its jobs at once.
+    pub fn register<F>(&self, name: &str, concurrency: usize, handler: F) -> Result<()>
+    where
+        F: Fn(JobContext) -> LocalBoxFuture<'static, Result<Value, JobError>> + 'static,
+    {
+        check_id("name", name)?;
+        if !(1..=MAX_CONCURRENCY).contains(&concurrency) {
+            return Err(Error::invalid_input(
+                "concurrency",
+                format!("must be from 1 to {MAX_CONCURRENCY}, got {concurrency}"),
+            ));
+        }
+        self.inner.state.borrow_mut().handlers.insert(
+            name.to_owned(),
+            Registered {
+                handler: Rc::new(handler),
+                concurrency,
+            },
+        );
+        Ok(())
+    }
+
+    /// Whether queue `name` has a handler.
+    pub fn is_registered(&self, name: &str) -> bool {
+        self.inner.state.borrow().handlers.contains_key(name)
+    }
+
+    /// Adds a job to queue `name`; resolves once it is stored. Validates first (nothing is
+    /// written on error): `name` must have a handler, `data` must be at most 1 MiB of JSON, the
+    /// options in range (`ERR_INVALID_INPUT` naming the field). With `jobId`, an existing job of
+    /// that id is returned instead. With `debounce`, a pending job of the same debounce id younger
+    /// than its ttl is deleted in the same transaction.
+    pub async fn enqueue(&self, name: &str, data: Value, options: JobOptions) -> Result<JobRecord> {
+        if !self.is_registered(name) {
+            check_id("name", name)?;
+            return Err(Error::invalid_input(
+                "name",
+                format!("no handler is registered for `{name}`"),
+            ));
+        }
+        let size = serde_json::to_vec(&data).map_or(usize::MAX, |bytes| bytes.len());
+        if size > MAX_DATA_BYTES {
+            return Err(Error::invalid_input(
+                "data",
+                format!("is {size} bytes of JSON; at most {MAX_DATA_BYTES}"),
+            ));
+        }
+        options.validate()?;
+        let inner = &self.inner;
+        if let Some(job_id) = &options.job_id {
+            if let Some(existing) = self.existing(job_id) {
+                return Ok(existing);
+            }
+            if let Some(row) = inner
+                .store
+                .get(Table::Jobs, vec![job_id.clone()])
+                .await?
+                .pop()
+                .flatten()
+            {
+                return JobRecord::from_row(&row);
+            }
+            if let Some(existing) = self.existing(job_id) {
+                return Ok(existing);
+            }
+        }
+        let now = inner.clock.now_ms();
+        let (record, replaced) = {
+            let mut state = inner.state.borrow_mut();
+            let id = match &options.job_id {
+                Some(id) => id.clone(),
+                None => next_id(&mut state, now),
+            };
+            let replaced = options
+                .debounce
+                .as_ref()
+                .and_then(|d| state.index.debounced(&d.id, now))
+                .map(str::to_owned);
+            let delayed = options.delay > 0;
+            let record = JobRecord {
+                id,
+                name: name.to_owned(),
+                data,
+                state: if delayed {
+                    JobState::Delayed
+                } else {
+                    JobState::Waiting
+                },
+                seq: state.take_seq(),
+                attempts_made: 0,
+                stalled_count: 0,
+                progress: json!(0),
+                result: None,
+                error: None,
+                created_at: now,
+                processed_at: None,
+                finished_at: None,
+                next_run_at: delayed.then(|| now.saturating_add(options.delay)),
+                lease_until: None,
+                run_id: None,
+                debounce_until: options.debounce.as_ref().map(|d| now.saturating_add(d.ttl)),
+                options,
+            };
+            state.enqueuing.insert(record.id.clone(), record.clone());
+            (record, replaced)
+        };
+        let mut ops = vec![WriteOp::Put(Table::Jobs, record.to_row()?)];
+        if let Some(old) = &replaced {
+            ops.push(WriteOp::Delete(Table::Jobs, old.clone()));
+        }
+        let written = inner.store.write(ops).await;
+        let mut state = inner.state.borrow_mut();
+        state.enqueuing.remove(&record.id);
+        written?;
+        if let Some(old) = &replaced {
+            state.index.remove(old);
+        }
+        state.index.upsert(&record);
+        Ok(record)
+    }
+
+    /// A job of this id this instance knows of or is enqueueing (read from the store if known).
+    fn existing(&self, id: &str) -> Option<JobRecord> {
+        self.inner.state.borrow().enqueuing.get(id).cloned()
+    }
+
+    /// The job with this id, read from the store.
+    pub async fn get(&self, id: &str) -> Result<Option<JobRecord>> {
+        check_id("id", id)?;
+        self.read(id).await
+    }
+
+    async fn read(&self, id: &str) -> Result<Option<JobRecord>> {
+        let row = self
+            .inner
+            .store
+            .get(Table::Jobs, vec![id.to_owned()])
+            .await?
+            .pop()
+            .flatten();
+        row.map(|row| JobRecord::from_row(&row)).transpose()
+    }
+
+    /// Jobs in id order, filtered by state and/or queue, read from the store.
+    pub async fn list(&self, filter: JobFilter) -> Result<JobPage> {
+        if !(1..=1000).contains(&filter.limit) {
+            return Err(Error::invalid_input(
+                "limit",
+                format!("must be from 1 to 1000, got {}", filter.limit),
+            ));
+        }
+        if let Some(name) = &filter.name {
+            check_id("name", name)?;
+        }
+        if let Some(after) = &filter.after {
+            check_id("after", after)?;
+        }
+        let mut items = Vec::new();
+        let mut cursor = filter.after.clone();
+        let want = filter.limit + 1;
+        loop {
+            let mut scan = Scan::first(want);
+            scan.after = cursor.clone();
+            scan = match (&filter.state, &filter.name) {
+                (Some(state), _) => scan.where_eq("state", state.name()),
+                (None, Some(name)) => scan.where_eq("name", name.clone()),
+                (None, None) => scan,
+            };
+            let rows = self.inner.store.scan(Table::Jobs, scan).await?;
+            let exhausted = rows.len() < want;
+            cursor = rows.last().map(|row| row.id.clone()).or(cursor);
+            for row in &rows {
+                let record = JobRecord::from_row(row)?;
+                if filter.name.as_ref().is_none_or(|name| *name == record.name) {
+                    items.push(record);
+                }
+                if items.len() == want {
+                    break;
+                }
+            }
+            if items.len() == want {
+                items.pop();
+                let next = items.last().map(|record| record.id.clone());
+                return Ok(JobPage { items, next });
+            }
+            if exhausted {
+                return Ok(JobPage { items, next: None });
+            }
+        }
+    }
+
+    /// How many jobs are in each state, over all queues and per queue (from the index).
+    pub fn counts(&self) -> JobCounts {
+        let state = self.inner.state.borrow();
+        let mut counts = JobCounts::default();
+        for entry in state.index.entries.values() {
+            counts.all.add(entry.state);
+            counts
+                .queues
+                .entry(entry.name.clone())
+                .or_default()
+                .add(entry.state);
+        }
+        counts.paused = state.paused.iter().cloned().collect();
+        counts
+    }
+
+    /// Cancels a job: a pending one becomes `cancelled` at once; one running here gets its
+    /// cancellation signal and its run ends it `cancelled`; one `active` under another instance's
+    /// lease is marked `cancelled` (that instance's outcome is then discarded).
+    pub async fn cancel(&self, id: &str) -> Result<CancelOutcome> {
+        check_id("id", id)?;
+        if let Some(flight) = self.inner.state.borrow().in_flight.get(id) {
+            flight.signal.fire(CancelReason::Cancelled);
+            return Ok(CancelOutcome::Signalled);
+        }
+        let Some(mut record) = self.read(id).await? else {
+            return Ok(CancelOutcome::NotFound);
+        };
+        if let Some(flight) = self.inner.state.borrow().in_flight.get(id) {
+            flight.signal.fire(CancelReason::Cancelled);
+            return Ok(CancelOutcome::Signalled);
+        }
+        if record.state.is_finished() {
+            return Ok(CancelOutcome::AlreadyFinished(record.state));
+        }
+        let now = self.inner.clock.now_ms();
+        record.state = JobState::Cancelled;
+        record.finished_at = Some(now);
+        clear_schedule(&mut record);
+        self.inner
+            .store
+            .write(vec![WriteOp::Put(Table::Jobs, record.to_row()?)])
+            .await?;
+        self.inner.state.borrow_mut().index.upsert(&record);
+        Ok(CancelOutcome::Cancelled)
+    }
+
+    /// Runs a failed job again: it becomes `waiting` with its attempts reset. Anything but a failed
+    /// job is `ERR_INVALID_INPUT` on `id`.
+    pub async fn retry(&self, id: &str) -> Result<JobRecord> {
+        check_id("id", id)?;
+        let Some(mut record) = self.read(id).await? else {
+            return Err(Error::invalid_input(
+                "id",
+                format!("there is no job `{id}`"),
+            ));
+        };
+        if record.state != JobState::Failed {
+            return Err(Error::invalid_input(
+                "id",
+                format!(
+                    "job `{id}` is {}; only failed jobs can be retried",
+                    record.state.name()
+                ),
+            ));
+        }
+        record.state = JobState::Waiting;
+        record.seq = self.inner.state.borrow_mut().take_seq();
+        record.attempts_made = 0;
+        record.stalled_count = 0;
+        record.error = None;
+        record.result = None;
+        record.finished_at = None;
+        record.progress = json!(0);
+        clear_schedule(&mut record);
+        self.inner
+            .store
+            .write(vec![WriteOp::Put(Table::Jobs, record.to_row()?)])
+            .await?;
+        self.inner.state.borrow_mut().index.upsert(&record);
+        Ok(record)
+    }
+
+    /// Stops starting jobs of queue `name` (running ones go on; delayed ones still become
+    /// waiting). Persisted in the `meta` table.
+    pub async fn pause_queue(&self, name: &str) -> Result<()> {
+        self.set_paused(name, true).await
+    }
+
+    /// Starts jobs of queue `name` again.
+    pub async fn resume_queue(&self, name: &str) -> Result<()> {
+        self.set_paused(name, false).await
+    }
+
+    /// Whether queue `name` is paused.
+    pub fn is_paused(&self, name: &str) -> bool {
+        self.inner.state.borrow().paused.contains(name)
+    }
+
+    async fn set_paused(&self, name: &str, paused: bool) -> Result<()> {
+        check_id("name", name)?;
+        let mut queues = self.inner.state.borrow().paused.clone();
+        let changed = if paused {
+            queues.insert(name.to_owned())
+        } else {
+            queues.remove(name)
+        };
+        if !changed {
+            return Ok(());
+        }
+        let row = Row::new(PAUSED_META_ID).with("queues", json!(queues));
+        self.inner
+            .store
+            .write(vec![WriteOp::Put(Table::Meta, row)])
+            .await?;
+        self.inner.state.borrow_mut().paused = queues;
+        Ok(())
+    }
+
+    /// When [`JobQueue::tick`] next has something to do (ms on the clock): now if a job can
+    /// start, else the earliest of a delayed job's due time, a timeout, a lease to renew or a
+    /// lease to take back; `None` when nothing is pending.
+    pub fn next_wake_at(&self) -> Option<u64> {
+        let now = self.inner.clock.now_ms();
+        let state = self.inner.state.borrow();
+        let half_lease = self.inner.config.lease_ms / 2;
+        let mut wake: Option<u64> = None;
+        let mut at = |t: u64| wake = Some(wake.map_or(t, |w| w.min(t)));
+        if let Some((due, _, _)) = state.index.delayed.first() {
+            at(*due);
+        }
+        if let Some((until, _)) = state
+            .index
+            .leases
+            .iter()
+            .find(|(_, id)| !state.in_flight.contains_key(id))
+        {
+            at(*until);
+        }
+        for flight in state.in_flight.values() {
+            if let Some(deadline) = flight.deadline {
+                if flight.signal.reason().is_none() {
+                    at(deadline);
+                }
+            }
+            if let Some(until) = flight.record.as_ref().and_then(|r| r.lease_until) {
+                at(until.saturating_sub(half_lease));
+            }
+        }
+        if !startable(&state).is_empty() {
+            at(now);
+        }
+        wake
+    }
+
+    /// Does what is due, then starts jobs: fires the signal of runs past their timeout, makes due
+    /// delayed jobs waiting, takes back `active` jobs whose lease expired (their worker died: the
+    /// lost run counts as an attempt) and renews the leases of runs here (one transaction), then
+    /// starts as many waiting jobs as each unpaused queue's concurrency allows, in priority then
+    /// FIFO order, writing them `active` under a lease in one transaction before any handler runs.
+    /// Returns the started runs: poll them (they need no runtime), and tick again when one ends,
+    /// after an enqueue, and at [`JobQueue::next_wake_at`].
+    pub async fn tick(&self) -> Result<Vec<JobRun>> {
+        let now = self.inner.clock.now_ms();
+        self.fire_timeouts(now);
+        self.maintain(now).await?;
+        self.start(now).await
+    }
+
+    fn fire_timeouts(&self, now: u64) {
+        let state = self.inner.state.borrow();
+        for flight in state.in_flight.values() {
+            if flight.deadline.is_some_and(|deadline| deadline <= now) {
+                flight.signal.fire(CancelReason::Timeout);
+            }
+        }
+    }
+
+    /// Promotes due delayed jobs, takes back expired leases, renews the leases of runs here.
+    async fn maintain(&self, now: u64) -> Result<()> {
+        let inner = &self.inner;
+        let (due, expired, renewed) = {
+            let state = inner.state.borrow();
+            let due: Vec<String> = state
+                .index
+                .delayed
+                .iter()
+                .take_while(|(at, _, _)| *at <= now)
+                .map(|(_, _, id)| id.clone())
+                .collect();
+            let expired: Vec<String> = state
+                .index
+                .leases
+                .iter()
+                .take_while(|(until, _)| *until <= now)
+                .filter(|(_, id)| !state.in_flight.contains_key(id))
+                .map(|(_, id)| id.clone())
+                .collect();
+            let renew_before = now.saturating_add(inner.config.lease_ms / 2);
+            let renewed: Vec<JobRecord> = state
+                .in_flight
+                .values()
+                .filter_map(|flight| flight.record.as_ref())
+                .filter(|record| {
+                    record
+                        .lease_until
+                        .is_some_and(|until| until <= renew_before)
+                })
+                .map(|record| JobRecord {
+                    lease_until: Some(now.saturating_add(inner.config.lease_ms)),
+                    ..record.clone()
+                })
+                .collect();
+            (due, expired, renewed)
+        };
+        if due.is_empty() && expired.is_empty() && renewed.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<String> = due.iter().chain(&expired).cloned().collect();
+        let rows = if ids.is_empty() {
+            Vec::new()
+        } else {
+            inner.store.get(Table::Jobs, ids.clone()).await?
+        };
+        let mut ops = Vec::new();
+        let mut changes = Vec::new();
+        {
+            let mut state = inner.state.borrow_mut();
+            for (i, (id, row)) in ids.iter().zip(rows).enumerate() {
+                let expected = if i < due.len() {
+                    JobState::Delayed
+                } else {
+                    JobState::Active
+                };
+                let Some(row) = row else {
+                    changes.push(Change::Remove(id.clone()));
+                    continue;
+                };
+                let mut record = JobRecord::from_row(&row)?;
+                if record.state != expected
+                    || (expected == JobState::Active
+                        && record.lease_until.is_some_and(|until| until > now))
+                {
+                    // Changed by another instance since the index saw it.
+                    changes.push(Change::Upsert(Box::new(record)));
+                    continue;
+                }
+                if expected == JobState::Delayed {
+                    record.state = JobState::Waiting;
+                    record.seq = state.take_seq();
+                    record.next_run_at = None;
+                    ops.push(WriteOp::Put(Table::Jobs, record.to_row()?));
+                    changes.push(Change::Upsert(Box::new(record)));
+                } else {
+                    record.attempts_made = record.attempts_made.saturating_add(1);
+                    record.stalled_count = record.stalled_count.saturating_add(1);
+                    record.lease_until = None;
+                    record.run_id = None;
+                    if record.stalled_count > inner.config.max_stalled {
+                        record.error = Some(JobFailure {
+                            message: format!(
+                                "the job's lease expired {} times (its worker stopped each time)",
+                                record.stalled_count
+                            ),
+                            retryable: false,
+                        });
+                        record.state = JobState::Failed;
+                        record.finished_at = Some(now);
+                        settle(&state, record, &mut ops, &mut changes)?;
+                    } else {
+                        record.error = Some(JobFailure {
+                            message: "the job's lease expired: its worker stopped while running it"
+                                .into(),
+                            retryable: true,
+                        });
+                        record.state = JobState::Waiting;
+                        record.seq = state.take_seq();
+                        ops.push(WriteOp::Put(Table::Jobs, record.to_row()?));
+                        changes.push(Change::Upsert(Box::new(record)));
+                    }
+                }
+            }
+            for record in &renewed {
+                ops.push(WriteOp::Put(Table::Jobs, record.to_row()?));
+            }
+        }
+        if !ops.is_empty() {
+            inner.store.write(ops).await?;
+        }
+        let mut state = inner.state.borrow_mut();
+        apply(&mut state.index, changes);
+        for record in renewed {
+            if let Some(flight) = state.in_flight.get_mut(&record.id) {
+                if let Some(current) = &mut flight.record {
+                    current.lease_until = record.lease_until;
+                    state.index.upsert(&record);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts what the queues' concurrency allows.
+    async fn start(&self, now: u64) -> Result<Vec<JobRun>> {
+        let inner = &self.inner;
+        let picks = {
+            let mut state = inner.state.borrow_mut();
+            let picks = startable(&state);
+            for (id, name) in &picks {
+                state.in_flight.insert(
+                    id.clone(),
+                    InFlight {
+                        name: name.clone(),
+                        record: None,
+                        signal: CancelSignal::new(),
+                        deadline: None,
+                    },
+                );
+            }
+            picks
+        };
+        if picks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<String> = picks.iter().map(|(id, _)| id.clone()).collect();
+        let started = self.write_starts(&ids, now).await;
+        let mut state = inner.state.borrow_mut();
+        let (records, changes) = match started {
+            Ok(started) => started,
+            Err(error) => {
+                for id in &ids {
+                    state.in_flight.remove(id);
+                }
+                return Err(error);
+            }
+        };
+        apply(&mut state.index, changes);
+        let started: HashSet<&str> = records.iter().map(|r| r.id.as_str()).collect();
+        for id in &ids {
+            if !started.contains(id.as_str()) {
+                state.in_flight.remove(id);
+            }
+        }
+        let mut runs = Vec::with_capacity(records.len());
+        for record in records {
+            let Some(handler) = state.handlers.get(&record.name).map(|r| r.handler.clone()) else {
+                continue;
+            };
+            let Some(flight) = state.in_flight.get_mut(&record.id) else {
+                continue;
+            };
+            flight.deadline = record.options.timeout.map(|t| now.saturating_add(t));
+            flight.record = Some(record.clone());
+            let signal = flight.signal.clone();
+            runs.push(run(Rc::clone(inner), record, signal, handler));
+        }
+        Ok(runs)
+    }
+
+    /// Reads the picked jobs and writes those still waiting as `active` under a lease.
+    async fn write_starts(
+        &self,
+        ids: &[String],
+        now: u64,
+    ) -> Result<(Vec<JobRecord>, Vec<Change>)> {
+        let inner = &self.inner;
+        let rows = inner.store.get(Table::Jobs, ids.to_vec()).await?;
+        let mut records = Vec::new();
+        let mut changes = Vec::new();
+        let mut ops = Vec::new();
+        {
+            let mut state = inner.state.borrow_mut();
+            for (id, row) in ids.iter().zip(rows) {
+                let Some(row) = row else {
+                    changes.push(Change::Remove(id.clone()));
+                    continue;
+                };
+                let mut record = JobRecord::from_row(&row)?;
+                if record.state != JobState::Waiting {
+                    changes.push(Change::Upsert(Box::new(record)));
+                    continue;
+                }
+                state.runs += 1;
+                record.state = JobState::Active;
+                record.processed_at = Some(now);
+                record.lease_until = Some(now.saturating_add(inner.config.lease_ms));
+                record.run_id = Some(format!("{}:{}", inner.owner, state.runs));
+                record.next_run_at = None;
+                record.debounce_until = None;
+                ops.push(WriteOp::Put(Table::Jobs, record.to_row()?));
+                changes.push(Change::Upsert(Box::new(record.clone())));
+                records.push(record);
+            }
+        }
+        if !ops.is_empty() {
+            inner.store.write(ops).await?;
+        }
+        Ok((records, changes))
+    }
+}
+
+/// The waiting jobs to start now: per registered, unpaused queue, as many as its free
+/// concurrency, in `(priority, seq)` order.
+fn startable(state: &State) -> Vec<(String, String)> {
+    let mut picks = Vec::new();
+    for (name, registered) in &state.handlers {
+        if state.paused.contains(name) {
+            continue;
+        }
+        let free = registered
+            .concurrency
+            .saturating_sub(state.in_flight_of(name));
+        if free == 0 {
+            continue;
+        }
+        let Some(ready) = state.index.ready.get(name) else {
+            continue;
+        };
+        picks.extend(
+            ready
+                .iter()
+                .filter(|(_, _, id)| !state.in_flight.contains_key(id))
+                .take(free)
+                .map(|(_, _, id)| (id.clone(), name.clone())),
+        );
+    }
+    picks
+}
+
+fn apply(index: &mut Index, changes: Vec<Change>) {
+    for change in changes {
+        match change {
+            Change::Upsert(record) => index.upsert(&record),
+            Change::Remove(id) => index.remove(&id),
+        }
+    }
+}
+
+/// Clears what only a pending or active job has.
+fn clear_schedule(record: &mut JobRecord) {
+    record.next_run_at = None;
+    record.lease_until = None;
+    record.run_id = None;
+    record.debounce_until = None;
+}
+
+/// Writes a finished job per its `removeOn*` policy: kept, deleted, or kept with the older
+/// finished jobs of its queue beyond the count deleted.
+fn settle(
+    state: &State,
+    record: JobRecord,
+    ops: &mut Vec<WriteOp>,
+    changes: &mut Vec<Change>,
+) -> Result<()> {
+    let policy = match record.state {
+        JobState::Completed => record.options.remove_on_complete,
+        JobState::Failed => record.options.remove_on_fail,
+        _ => RemovePolicy::Keep,
+    };
+    match policy {
+        RemovePolicy::Keep => {
+            ops.push(WriteOp::Put(Table::Jobs, record.to_row()?));
+            changes.push(Change::Upsert(Box::new(record)));
+        }
+        RemovePolicy::Remove | RemovePolicy::KeepLast(0) => {
+            ops.push(WriteOp::Delete(Table::Jobs, record.id.clone()));
+            changes.push(Change::Remove(record.id));
+        }
+        RemovePolicy::KeepLast(keep) => {
+            for old in state
+                .index
+                .beyond_newest(&record.name, record.state, keep - 1)
+            {
+                if old != record.id {
+                    ops.push(WriteOp::Delete(Table::Jobs, old.clone()));
+                    changes.push(Change::Remove(old));
+                }
+            }
+            ops.push(WriteOp::Put(Table::Jobs, record.to_row()?));
+            changes.push(Change::Upsert(Box::new(record)));
+        }
+    }
+    Ok(())
+}
+
+/// Ids sort by creation: 13 hex digits of ms, 5 of a sequence within the ms, 4 random.
+fn next_id(state: &mut State, now: u64) -> String {
+    if now > state.last_id_time {
+        state.last_id_time = now;
+        state.id_seq = 0;
+    } else {
+        state.id_seq += 1;
+    }
+    let random = state.rng.u16(..);
+    format!(
+        "j{:013x}{:05x}{random:04x}",
+        state.last_id_time, state.id_seq
+    )
+}
+
+/// The run of one attempt of `record`.
+fn run(inner: Rc<Inner>, record: JobRecord, signal: CancelSignal, handler: Handler) -> JobRun {
+    let id = record.id.clone();
+    let weak = Rc::downgrade(&inner);
+    let progress_id = id.clone();
+    let progress: ProgressSink =
+        Rc::new(move |value| Box::pin(report_progress(weak.clone(), progress_id.clone(), value)));
+    let context = JobContext {
+        id: id.clone(),
+        name: record.name.clone(),
+        data: record.data.clone(),
+        attempt: record.next_attempt(),
+        idempotency_key: id.clone(),
+        signal: signal.clone(),
+        progress,
+    };
+    let run_id = id.clone();
+    let future = async move {
+        let guard = InFlightGuard {
+            inner: Rc::clone(&inner),
+            id: run_id.clone(),
+        };
+        let outcome = match signal.reason() {
+            // Cancelled between the start and the first poll: the handler never runs.
+            Some(reason) => Outcome::Signalled(reason),
+            None => {
+                let mut attempt = handler(context);
+                poll_fn(|cx| {
+                    if let Poll::Ready(result) = attempt.as_mut().poll(cx) {
+                        return Poll::Ready(Outcome::Returned(result));
+                    }
+                    signal.poll_fired(cx).map(Outcome::Signalled)
+                })
+                .await
+            }
+        };
+        let finished = finish(&inner, &run_id, outcome, signal.reason()).await;
+        drop(guard);
+        finished
+    };
+    JobRun {
+        id,
+        future: Box::pin(future),
+    }
+}
+
+/// Takes a job off this instance's in-flight set however its run ends (even when dropped).
+struct InFlightGuard {
+    inner: Rc<Inner>,
+    id: String,
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        if let Ok(mut state) = self.inner.state.try_borrow_mut() {
+            state.in_flight.remove(&self.id);
+        }
+    }
+}
+
+async fn report_progress(inner: Weak<Inner>, id: String, progress: Value) -> Result<()> {
+    if let Some(n) = progress.as_f64() {
+        if !(0.0..=100.0).contains(&n) {
+            return Err(Error::invalid_input(
+                "progress",
+                format!("a number must be from 0 to 100, got {n}"),
+            ));
+        }
+    }
+    let size = serde_json::to_vec(&progress).map_or(usize::MAX, |bytes| bytes.len());
+    if size > MAX_DATA_BYTES {
+        return Err(Error::invalid_input(
+            "progress",
+            format!("is {size} bytes of JSON; at most {MAX_DATA_BYTES}"),
+        ));
+    }
+    let Some(inner) = inner.upgrade() else {
+        return Err(Error::Closed);
+    };
+    let record = {
+        let mut state = inner.state.borrow_mut();
+        let Some(record) = state.in_flight.get_mut(&id).and_then(|f| f.record.as_mut()) else {
+            return Err(Error::invalid_input(
+                "progress",
+                format!("job `{id}` is not running"),
+            ));
+        };
+        record.progress = progress;
+        record.clone()
+    };
+    inner
+        .store
+        .write(vec![WriteOp::Put(Table::Jobs, record.to_row()?)])
+        .await
+}
+
+/// Stores how an attempt ended, unless the job was taken over or deleted meanwhile.
+async fn finish(
+    inner: &Rc<Inner>,
+    id: &str,
+    outcome: Outcome,
+    signalled: Option<CancelReason>,
+) -> Result<Option<JobState>> {
+    let row = inner
+        .store
+        .get(Table::Jobs, vec![id.to_owned()])
+        .await?
+        .pop()
+        .flatten();
+    let now = inner.clock.now_ms();
+    let mut ops = Vec::new();
+    let mut changes = Vec::new();
+    let final_state = {
+        let mut state = inner.state.borrow_mut();
+        let Some(mut record) = state.in_flight.get(id).and_then(|f| f.record.clone()) else {
+            return Err(Error::Internal(format!(
+                "job `{id}` finished but was not running"
+            )));
+        };
+        let stored = row.map(|row| JobRecord::from_row(&row)).transpose()?;
+        match stored {
+            Some(stored) if stored.state == JobState::Active && stored.run_id == record.run_id => {}
+            Some(stored) => {
+                state.index.upsert(&stored);
+                return Ok(None);
+            }
+            None => {
+                state.index.remove(id);
+                return Ok(None);
+            }
+        }
+        record.attempts_made = record.attempts_made.saturating_add(1);
+        record.lease_until = None;
+        record.run_id = None;
+        let failure = match outcome {
+            Outcome::Returned(Ok(value)) => {
+                record.state = JobState::Completed;
+                record.result = Some(value);
+                record.error = None;
+                None
+            }
+            Outcome::Returned(Err(error)) => Some(match signalled {
+                Some(reason) => signal_failure(&record, reason),
+                None => JobFailure {
+                    message: error.message,
+                    retryable: error.retryable,
+                },
+            }),
+            Outcome::Signalled(reason) => Some(signal_failure(&record, reason)),
+        };
+        if let Some(failure) = failure {
+            let retry = failure.retryable && record.attempts_made < record.options.attempts;
+            let cancelled = signalled == Some(CancelReason::Cancelled);
+            record.error = Some(failure);
+            if cancelled {
+                record.state = JobState::Cancelled;
+            } else if retry {
+                let wait = record.options.backoff.map_or(0, |backoff| {
+                    backoff.delay_ms(record.attempts_made, &mut state.rng)
+                });
+                if wait > 0 {
+                    record.state = JobState::Delayed;
+                    record.next_run_at = Some(now.saturating_add(wait));
+                } else {
+                    record.state = JobState::Waiting;
+                    record.seq = state.take_seq();
+                }
+            } else {
+                record.state = JobState::Failed;
+            }
+        }
+        if record.state.is_finished() {
+            record.finished_at = Some(now);
+        }
+        let final_state = record.state;
+        settle(&state, record, &mut ops, &mut changes)?;
+        final_state
+    };
+    inner.store.write(ops).await?;
+    apply(&mut inner.state.borrow_mut().index, changes);
+    Ok(Some(final_state))
+}
+
+fn signal_failure(record: &JobRecord, reason: CancelReason) -> JobFailure {
+    match reason {
+        CancelReason::Cancelled => JobFailure {
+            message: "cancelled while running".into(),
+            retryable: false,
+        },
+        CancelReason::Timeout => JobFailure {
+            message: format!(
+                "timed out after {} ms",
+                record.options.timeout.unwrap_or_default()
+            ),
+            retryable: true,
+        },
+    }
+}

@@ -1,0 +1,1127 @@
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, HashSet};
+use std::future::poll_fn;
+use std::rc::Rc;
+use std::task::Poll;
+
+use proptest::prelude::*;
+use serde_json::{json, Value};
+
+use super::*;
+use crate::clock::{Clock, ManualClock};
+use crate::embedding::LocalBoxFuture;
+use crate::error::{Error, Result};
+use crate::store::conformance::block_on;
+use crate::store::{MemStore, Scan, Snapshot, Store, Table, WriteOp};
+
+/// What the test handlers did.
+#[derive(Default)]
+struct World {
+    /// `(id, attempt, idempotency key, time)` of every handler call.
+    calls: RefCell<Vec<(String, u32, String, u64)>>,
+    /// Jobs whose handler is running, per queue.
+    running: RefCell<HashMap<String, HashSet<String>>>,
+    /// Concurrency limits the handlers check (per queue).
+    limits: RefCell<HashMap<String, usize>>,
+    /// Broken invariants, as text.
+    violations: RefCell<Vec<String>>,
+    /// Results for `hold` jobs, by id.
+    releases: RefCell<HashMap<String, std::result::Result<Value, JobError>>>,
+    /// Signals `watch` handlers observed.
+    observed: RefCell<Vec<(String, CancelReason)>>,
+    /// While set, `flaky` jobs fail fatally.
+    flaky: Cell<bool>,
+    clock: ManualClock,
+}
+
+/// Takes a job off [`World::running`] however its handler ends.
+struct Running(Rc<World>, String, String);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(set) = self.0.running.borrow_mut().get_mut(&self.1) {
+            set.remove(&self.2);
+        }
+    }
+}
+
+impl World {
+    fn start(self: &Rc<Self>, ctx: &JobContext) -> Running {
+        self.calls.borrow_mut().push((
+            ctx.id.clone(),
+            ctx.attempt,
+            ctx.idempotency_key.clone(),
+            self.clock.now_ms(),
+        ));
+        let mut running = self.running.borrow_mut();
+        let set = running.entry(ctx.name.clone()).or_default();
+        if !set.insert(ctx.id.clone()) {
+            self.violations
+                .borrow_mut()
+                .push(format!("{} runs twice at once", ctx.id));
+        }
+        if let Some(limit) = self.limits.borrow().get(&ctx.name) {
+            if set.len() > *limit {
+                self.violations.borrow_mut().push(format!(
+                    "{} runs {} jobs; its limit is {limit}",
+                    ctx.name,
+                    set.len()
+                ));
+            }
+        }
+        Running(self.clone(), ctx.name.clone(), ctx.id.clone())
+    }
+
+    fn handler(
+        self: &Rc<Self>,
+    ) -> impl Fn(JobContext) -> LocalBoxFuture<'static, std::result::Result<Value, JobError>> {
+        let world = self.clone();
+        move |ctx: JobContext| {
+            let world = world.clone();
+            Box::pin(async move {
+                let _running = world.start(&ctx);
+                let mode = ctx.data["mode"].as_str().unwrap_or("ok").to_owned();
+                match mode.as_str() {
+                    "ok" => Ok(json!({"echo": ctx.data.clone()})),
+                    "fail" => Err(JobError::retryable("boom")),
+                    "fatal" => Err(JobError::fatal("broken for good")),
+                    "flaky" if world.flaky.get() => Err(JobError::fatal("flaky")),
+                    "flaky" => Ok(json!("fixed")),
+                    "hold" => {
+                        let id = ctx.id.clone();
+                        poll_fn(|_| match world.releases.borrow_mut().remove(&id) {
+                            Some(result) => Poll::Ready(result),
+                            None => Poll::Pending,
+                        })
+                        .await
+                    }
+                    "watch" => {
+                        let reason = ctx.cancelled().await;
+                        world.observed.borrow_mut().push((ctx.id.clone(), reason));
+                        Err(JobError::retryable("stopped"))
+                    }
+                    "progress" => {
+                        ctx.report_progress(json!(50))
+                            .await
+                            .map_err(JobError::from)?;
+                        let bad = ctx.report_progress(json!(150)).await;
+                        match bad {
+                            Err(Error::InvalidInput { field, .. }) if field == "progress" => {
+                                Ok(json!("done"))
+                            }
+                            other => Err(JobError::fatal(format!("{other:?}"))),
+                        }
+                    }
+                    other => Err(JobError::fatal(format!("unknown mode {other}"))),
+                }
+            })
+        }
+    }
+}
+
+struct Fixture {
+    world: Rc<World>,
+    clock: ManualClock,
+    store: Rc<MemStore>,
+    queue: JobQueue,
+    runs: Vec<JobRun>,
+}
+
+fn open(store: Rc<dyn Store>, clock: &ManualClock, seed: u64) -> JobQueue {
+    let config = QueueConfig {
+        lease_ms: 10_000,
+        seed,
+        ..QueueConfig::default()
+    };
+    block_on(JobQueue::open(store, clock.shared(), config)).unwrap()
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let clock = ManualClock::new(1_000_000);
+        let store = Rc::new(MemStore::new());
+        let world = Rc::new(World {
+            clock: clock.clone(),
+            ..World::default()
+        });
+        let queue = open(store.clone(), &clock, 1);
+        let fixture = Self {
+            world,
+            clock,
+            store,
+            queue,
+            runs: Vec::new(),
+        };
+        fixture.register("q", 1);
+        fixture
+    }
+
+    fn register(&self, name: &str, concurrency: usize) {
+        self.queue
+            .register(name, concurrency, self.world.handler())
+            .unwrap();
+        self.world
+            .limits
+            .borrow_mut()
+            .insert(name.to_owned(), concurrency);
+    }
+
+    fn now(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    fn add(&self, name: &str, data: Value, options: Value) -> JobRecord {
+        let options = JobOptions::from_json(options).unwrap();
+        block_on(self.queue.enqueue(name, data, options)).unwrap()
+    }
+
+    fn job(&self, id: &str) -> JobRecord {
+        block_on(self.queue.get(id)).unwrap().unwrap()
+    }
+
+    /// Ticks, then polls every run until none makes progress; returns the finished runs.
+    fn step(&mut self) -> Vec<(String, Result<Option<JobState>>)> {
+        let mut finished = Vec::new();
+        loop {
+            let started = block_on(self.queue.tick()).unwrap();
+            let progressed = !started.is_empty();
+            self.runs.extend(started);
+            let done = self.poll_runs();
+            let more = !done.is_empty();
+            finished.extend(done);
+            if !progressed && !more {
+                return finished;
+            }
+        }
+    }
+
+    /// Polls every run once, removing the finished ones.
+    fn poll_runs(&mut self) -> Vec<(String, Result<Option<JobState>>)> {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let mut finished = Vec::new();
+        let mut pending = Vec::new();
+        for mut run in self.runs.drain(..) {
+            match std::pin::Pin::new(&mut run).poll(&mut cx) {
+                Poll::Ready(result) => finished.push((run.id.clone(), result)),
+                Poll::Pending => pending.push(run),
+            }
+        }
+        self.runs = pending;
+        finished
+    }
+
+    /// The ids in the order their handlers were called.
+    fn called(&self) -> Vec<String> {
+        self.world
+            .calls
+            .borrow()
+            .iter()
+            .map(|(id, ..)| id.clone())
+            .collect()
+    }
+
+    fn call_times(&self, id: &str) -> Vec<u64> {
+        self.world
+            .calls
+            .borrow()
+            .iter()
+            .filter(|(job, ..)| job == id)
+            .map(|(.., at)| *at)
+            .collect()
+    }
+
+    fn release(&self, id: &str, result: std::result::Result<Value, JobError>) {
+        self.world
+            .releases
+            .borrow_mut()
+            .insert(id.to_owned(), result);
+    }
+}
+
+use std::future::Future;
+
+fn invalid_field(error: Error) -> String {
+    match error {
+        Error::InvalidInput { field, .. } => field,
+        other => panic!("expected ERR_INVALID_INPUT, got {other:?}"),
+    }
+}
+
+#[test]
+fn jobs_run_by_priority_then_fifo() {
+    let mut f = Fixture::new();
+    let priorities = [10, 1, 10, 20, 5, 1, 15, 5];
+    let ids: Vec<String> = priorities
+        .iter()
+        .enumerate()
+        .map(|(i, p)| f.add("q", json!({"i": i}), json!({"priority": p})).id)
+        .collect();
+    f.step();
+    let mut expected: Vec<(u64, usize)> = priorities
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (*p, i))
+        .collect();
+    expected.sort();
+    let expected: Vec<String> = expected.iter().map(|(_, i)| ids[*i].clone()).collect();
+    assert_eq!(f.called(), expected);
+    assert_eq!(f.queue.counts().all.completed, priorities.len());
+    // Names work too.
+    let named = JobOptions::from_json(json!({"priority": "background"})).unwrap();
+    assert_eq!(named.priority, Priority::BACKGROUND);
+}
+
+#[test]
+fn a_delayed_job_runs_when_due() {
+    let mut f = Fixture::new();
+    let t0 = f.now();
+    let job = f.add("q", json!({}), json!({"delay": 1000}));
+    assert_eq!(job.state, JobState::Delayed);
+    assert_eq!(job.next_run_at, Some(t0 + 1000));
+    assert_eq!(f.queue.next_wake_at(), Some(t0 + 1000));
+    f.step();
+    assert!(f.called().is_empty());
+    f.clock.advance(999);
+    f.step();
+    assert!(f.called().is_empty());
+    f.clock.advance(1);
+    f.step();
+    assert_eq!(f.call_times(&job.id), vec![t0 + 1000]);
+    let done = f.job(&job.id);
+    assert_eq!(done.state, JobState::Completed);
+    assert_eq!(done.result, Some(json!({"echo": {}})));
+    assert_eq!(done.attempts_made, 1);
+    assert_eq!(done.processed_at, Some(t0 + 1000));
+    assert_eq!(done.finished_at, Some(t0 + 1000));
+    assert_eq!(f.queue.next_wake_at(), None);
+}
+
+/// Runs a failing job until it stops retrying; returns the waits between its attempts.
+fn waits_of(options: Value, attempts: usize) -> (Vec<u64>, JobRecord) {
+    let mut f = Fixture::new();
+    let job = f.add("q", json!({"mode": "fail"}), options);
+    for _ in 0..attempts {
+        f.step();
+        if let Some(at) = f.queue.next_wake_at() {
+            f.clock.set(at);
+        }
+    }
+    let times = f.call_times(&job.id);
+    let waits = times.windows(2).map(|w| w[1] - w[0]).collect();
+    (waits, f.job(&job.id))
+}
+
+#[test]
+fn fixed_backoff_waits_the_same_each_time() {
+    let (waits, job) = waits_of(
+        json!({"attempts": 4, "backoff": {"type": "fixed", "delay": 500}}),
+        6,
+    );
+    assert_eq!(waits, vec![500, 500, 500]);
+    assert_eq!(job.state, JobState::Failed);
+    assert_eq!(job.attempts_made, 4);
+    assert_eq!(
+        job.error,
+        Some(JobFailure {
+            message: "boom".into(),
+            retryable: true
+        })
+    );
+    // A bare number is a fixed backoff.
+    let (waits, _) = waits_of(json!({"attempts": 3, "backoff": 250}), 5);
+    assert_eq!(waits, vec![250, 250]);
+}
+
+#[test]
+fn exponential_backoff_doubles_up_to_the_cap() {
+    let (waits, job) = waits_of(
+        json!({"attempts": 5, "backoff": {"type": "exponential", "delay": 100}}),
+        7,
+    );
+    assert_eq!(waits, vec![100, 200, 400, 800]);
+    assert_eq!(job.attempts_made, 5);
+    let (waits, _) = waits_of(
+        json!({"attempts": 5, "backoff": {"type": "exponential", "delay": 100, "cap": 300}}),
+        7,
+    );
+    assert_eq!(waits, vec![100, 200, 300, 300]);
+    // Without a backoff a retry is at once.
+    let (waits, _) = waits_of(json!({"attempts": 3}), 2);
+    assert_eq!(waits, vec![0, 0]);
+}
+
+#[test]
+fn jitter_stays_in_bounds_and_is_deterministic_under_a_seed() {
+    let backoff = Backoff::exponential(1000).with_jitter(0.5).with_cap(5000);
+    let mut rng = fastrand::Rng::with_seed(7);
+    let mut seen = HashSet::new();
+    for attempt in 1..=6 {
+        let base = backoff.base_delay_ms(attempt);
+        assert_eq!(
+            base,
+            [1000, 2000, 4000, 5000, 5000, 5000][attempt as usize - 1]
+        );
+        for _ in 0..200 {
+            let wait = backoff.delay_ms(attempt, &mut rng);
+            assert!(wait > base / 2 && wait <= base, "{wait} for {base}");
+            seen.insert(wait);
+        }
+    }
+    assert!(seen.len() > 100, "jitter spreads the waits");
+    let draw = |seed| {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        (1..=5)
+            .map(|a| backoff.delay_ms(a, &mut rng))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(draw(3), draw(3));
+    // Through the queue, with the queue's seed.
+    let options =
+        json!({"attempts": 4, "backoff": {"type": "fixed", "delay": 1000, "jitter": 0.3}});
+    let (first, _) = waits_of(options.clone(), 6);
+    let (second, _) = waits_of(options, 6);
+    assert_eq!(first, second);
+    assert!(first.iter().all(|w| *w > 700 && *w <= 1000), "{first:?}");
+}
+
+#[test]
+fn a_timeout_fails_the_attempt_and_signals_the_handler() {
+    let mut f = Fixture::new();
+    let t0 = f.now();
+    let job = f.add(
+        "q",
+        json!({"mode": "watch"}),
+        json!({"timeout": 1000, "attempts": 2}),
+    );
+    f.step();
+    assert_eq!(f.runs.len(), 1);
+    assert_eq!(f.job(&job.id).state, JobState::Active);
+    assert_eq!(f.queue.next_wake_at(), Some(t0 + 1000));
+    f.clock.advance(999);
+    assert!(f.step().is_empty());
+    f.clock.advance(1);
+    let finished = f.step();
+    // The first attempt timed out and the retry started at once (no backoff); it waits again.
+    assert_eq!(finished.len(), 1);
+    assert_eq!(finished[0].1.as_ref().unwrap(), &Some(JobState::Waiting));
+    assert_eq!(f.runs.len(), 1);
+    let record = f.job(&job.id);
+    assert_eq!(record.state, JobState::Active);
+    assert_eq!(record.attempts_made, 1);
+    assert_eq!(
+        record.error.as_ref().unwrap().message,
+        "timed out after 1000 ms"
+    );
+    f.clock.advance(1000);
+    f.step();
+    let record = f.job(&job.id);
+    assert_eq!(record.state, JobState::Failed);
+    assert_eq!(record.attempts_made, 2);
+    assert_eq!(
+        *f.world.observed.borrow(),
+        vec![
+            (job.id.clone(), CancelReason::Timeout),
+            (job.id.clone(), CancelReason::Timeout)
+        ]
+    );
+    assert_eq!(f.call_times(&job.id), vec![t0, t0 + 1000]);
+}
+
+#[test]
+fn a_handler_that_ignores_its_timeout_is_dropped() {
+    let mut f = Fixture::new();
+    let job = f.add("q", json!({"mode": "hold"}), json!({"timeout": 50}));
+    f.step();
+    f.clock.advance(50);
+    f.step();
+    assert!(f.runs.is_empty());
+    assert!(
+        f.world.running.borrow()["q"].is_empty(),
+        "the handler was dropped"
+    );
+    assert_eq!(f.job(&job.id).state, JobState::Failed);
+}
+
+#[test]
+fn a_job_id_already_present_is_not_added_again() {
+    let mut f = Fixture::new();
+    let first = f.add("q", json!({"v": 1}), json!({"jobId": "report-7"}));
+    assert_eq!(first.id, "report-7");
+    let again = f.add(
+        "q",
+        json!({"v": 2}),
+        json!({"jobId": "report-7", "priority": 1}),
+    );
+    assert_eq!(again, first);
+    f.step();
+    let third = f.add("q", json!({"v": 3}), json!({"jobId": "report-7"}));
+    assert_eq!(third.state, JobState::Completed);
+    assert_eq!(third.data, json!({"v": 1}));
+    assert_eq!(f.called(), vec!["report-7".to_owned()]);
+    assert_eq!(block_on(f.store.count(Table::Jobs)).unwrap(), 1);
+}
+
+#[test]
+fn a_debounced_job_replaces_the_pending_one_within_the_ttl() {
+    let mut f = Fixture::new();
+    block_on(f.queue.pause_queue("q")).unwrap();
+    let debounce = json!({"debounce": {"id": "save", "ttl": 1000}});
+    let first = f.add("q", json!({"v": 1}), debounce.clone());
+    f.clock.advance(999);
+    let second = f.add("q", json!({"v": 2}), debounce.clone());
+    assert!(f
+        .queue
+        .get(&first.id)
+        .now_or_never()
+        .unwrap()
+        .unwrap()
+        .is_none());
+    assert_eq!(f.queue.counts().all.waiting, 1);
+    // The window is the pending job's: 1000 ms after `second`.
+    f.clock.advance(1000);
+    let third = f.add("q", json!({"v": 3}), debounce);
+    assert_eq!(f.queue.counts().all.waiting, 2);
+    block_on(f.queue.resume_queue("q")).unwrap();
+    f.step();
+    assert_eq!(f.called(), vec![second.id, third.id.clone()]);
+    // Only pending jobs are replaced: a delayed one is, a finished one is not.
+    let delayed = f.add(
+        "q",
+        json!({"v": 4}),
+        json!({"delay": 500, "debounce": {"id": "late", "ttl": 1000}}),
+    );
+    let newer = f.add(
+        "q",
+        json!({"v": 5}),
+        json!({"delay": 500, "debounce": {"id": "late", "ttl": 1000}}),
+    );
+    assert!(block_on(f.queue.get(&delayed.id)).unwrap().is_none());
+    assert_eq!(f.job(&newer.id).state, JobState::Delayed);
+    let after_done = f.add(
+        "q",
+        json!({"v": 6}),
+        json!({"debounce": {"id": "save", "ttl": 1000}}),
+    );
+    assert_eq!(f.job(&third.id).state, JobState::Completed);
+    assert_eq!(f.job(&after_done.id).state, JobState::Waiting);
+}
+
+trait NowOrNever: Future + Sized {
+    fn now_or_never(self) -> Option<Self::Output> {
+        Some(block_on(self))
+    }
+}
+impl<F: Future> NowOrNever for F {}
+
+#[test]
+fn remove_on_complete_and_on_fail_keep_the_newest() {
+    let mut f = Fixture::new();
+    let kept: Vec<String> = (0..5)
+        .map(|i| {
+            f.clock.advance(10);
+            f.add("q", json!({"i": i}), json!({"removeOnComplete": 2}))
+                .id
+        })
+        .collect();
+    f.step();
+    let completed = block_on(f.queue.list(JobFilter {
+        state: Some(JobState::Completed),
+        ..JobFilter::default()
+    }))
+    .unwrap();
+    let ids: Vec<String> = completed.items.iter().map(|j| j.id.clone()).collect();
+    assert_eq!(ids, kept[3..].to_vec());
+    f.add("q", json!({}), json!({"removeOnComplete": true}));
+    f.step();
+    assert_eq!(f.queue.counts().all.completed, 2);
+    for _ in 0..3 {
+        f.add("q", json!({"mode": "fatal"}), json!({"removeOnFail": 1}));
+    }
+    f.add("q", json!({"mode": "fatal"}), json!({"removeOnFail": true}));
+    f.step();
+    assert_eq!(f.queue.counts().all.failed, 1);
+    // Failed jobs are kept by default: the dead-letter set.
+    let dead = f.add("q", json!({"mode": "fatal"}), json!({}));
+    f.step();
+    assert_eq!(f.queue.counts().all.failed, 2);
+    let record = f.job(&dead.id);
+    assert!(!record.error.unwrap().retryable);
+    assert_eq!(
+        block_on(f.store.count(Table::Jobs)).unwrap(),
+        4,
+        "2 completed + 2 failed"
+    );
+}
+
+#[test]
+fn a_non_retryable_error_fails_at_once() {
+    let mut f = Fixture::new();
+    let job = f.add(
+        "q",
+        json!({"mode": "fatal"}),
+        json!({"attempts": 5, "backoff": 10}),
+    );
+    f.step();
+    let record = f.job(&job.id);
+    assert_eq!(record.state, JobState::Failed);
+    assert_eq!(record.attempts_made, 1);
+    assert_eq!(record.error.unwrap().message, "broken for good");
+}
+
+#[test]
+fn cancel_pending_and_running_jobs() {
+    let mut f = Fixture::new();
+    f.register("w", 5);
+    let waiting = f.add("q", json!({}), json!({}));
+    let delayed = f.add("q", json!({}), json!({"delay": 100}));
+    assert_eq!(
+        block_on(f.queue.cancel(&waiting.id)).unwrap(),
+        CancelOutcome::Cancelled
+    );
+    assert_eq!(
+        block_on(f.queue.cancel(&delayed.id)).unwrap(),
+        CancelOutcome::Cancelled
+    );
+    f.clock.advance(200);
+    f.step();
+    assert!(f.called().is_empty());
+    assert_eq!(f.job(&delayed.id).state, JobState::Cancelled);
+    assert_eq!(f.job(&delayed.id).next_run_at, None);
+
+    let active = f.add("w", json!({"mode": "watch"}), json!({"attempts": 3}));
+    f.step();
+    assert_eq!(f.job(&active.id).state, JobState::Active);
+    assert_eq!(
+        block_on(f.queue.cancel(&active.id)).unwrap(),
+        CancelOutcome::Signalled
+    );
+    let finished = f.step();
+    assert_eq!(finished[0].1.as_ref().unwrap(), &Some(JobState::Cancelled));
+    assert_eq!(
+        *f.world.observed.borrow(),
+        vec![(active.id.clone(), CancelReason::Cancelled)]
+    );
+    let record = f.job(&active.id);
+    assert_eq!(record.state, JobState::Cancelled);
+    assert_eq!(record.attempts_made, 1, "no retry after a cancel");
+    assert_eq!(
+        block_on(f.queue.cancel(&active.id)).unwrap(),
+        CancelOutcome::AlreadyFinished(JobState::Cancelled)
+    );
+    assert_eq!(
+        block_on(f.queue.cancel("nope")).unwrap(),
+        CancelOutcome::NotFound
+    );
+    // A handler that ignores the signal is dropped.
+    let stubborn = f.add("w", json!({"mode": "hold"}), json!({}));
+    f.step();
+    block_on(f.queue.cancel(&stubborn.id)).unwrap();
+    f.step();
+    assert_eq!(f.job(&stubborn.id).state, JobState::Cancelled);
+    assert!(f.runs.is_empty());
+}
+
+#[test]
+fn retry_runs_a_failed_job_again_with_attempts_reset() {
+    let mut f = Fixture::new();
+    f.world.flaky.set(true);
+    let job = f.add("q", json!({"mode": "flaky"}), json!({"attempts": 2}));
+    f.step();
+    assert_eq!(f.job(&job.id).state, JobState::Failed);
+    let error = block_on(f.queue.retry("missing")).unwrap_err();
+    assert_eq!(invalid_field(error), "id");
+    f.world.flaky.set(false);
+    let again = block_on(f.queue.retry(&job.id)).unwrap();
+    assert_eq!(again.state, JobState::Waiting);
+    assert_eq!(again.attempts_made, 0);
+    assert_eq!(again.error, None);
+    f.step();
+    let record = f.job(&job.id);
+    assert_eq!(record.state, JobState::Completed);
+    assert_eq!(record.attempts_made, 1);
+    let error = block_on(f.queue.retry(&job.id)).unwrap_err();
+    assert_eq!(invalid_field(error), "id");
+    let attempts: Vec<u32> = f.world.calls.borrow().iter().map(|c| c.1).collect();
+    assert_eq!(attempts, vec![1, 1]);
+}
+
+#[test]
+fn a_paused_queue_starts_nothing_until_resumed_and_stays_paused_across_reopen() {
+    let mut f = Fixture::new();
+    f.register("other", 1);
+    block_on(f.queue.pause_queue("q")).unwrap();
+    let job = f.add("q", json!({}), json!({}));
+    let other = f.add("other", json!({}), json!({}));
+    f.step();
+    assert_eq!(f.called(), vec![other.id]);
+    assert_eq!(f.queue.counts().queues["q"].waiting, 1);
+    assert_eq!(f.queue.counts().paused, vec!["q".to_owned()]);
+    // Persisted: a queue opened on the same store is paused too.
+    let reopened = open(f.store.clone(), &f.clock, 2);
+    assert!(reopened.is_paused("q"));
+    block_on(f.queue.resume_queue("q")).unwrap();
+    assert_eq!(f.queue.next_wake_at(), Some(f.now()));
+    f.step();
+    assert_eq!(f.job(&job.id).state, JobState::Completed);
+    assert!(!open(f.store.clone(), &f.clock, 3).is_paused("q"));
+}
+
+#[test]
+fn progress_is_stored_and_checked() {
+    let mut f = Fixture::new();
+    let job = f.add("q", json!({"mode": "progress"}), json!({}));
+    f.step();
+    let record = f.job(&job.id);
+    assert_eq!(record.result, Some(json!("done")), "{record:?}");
+    assert_eq!(record.progress, json!(50));
+}
+
+#[test]
+fn list_filters_by_state_and_name_and_pages() {
+    let mut f = Fixture::new();
+    f.register("other", 1);
+    block_on(f.queue.pause_queue("other")).unwrap();
+    let q: Vec<String> = (0..5)
+        .map(|_| f.add("q", json!({}), json!({})).id)
+        .collect();
+    let o: Vec<String> = (0..3)
+        .map(|_| f.add("other", json!({}), json!({})).id)
+        .collect();
+    f.step();
+    let list = |filter: JobFilter| {
+        block_on(f.queue.list(filter))
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|j| j.id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        list(JobFilter {
+            state: Some(JobState::Waiting),
+            ..JobFilter::default()
+        }),
+        o
+    );
+    assert_eq!(
+        list(JobFilter {
+            name: Some("q".into()),
+            ..JobFilter::default()
+        }),
+        q
+    );
+    assert!(list(JobFilter {
+        name: Some("q".into()),
+        state: Some(JobState::Waiting),
+        ..JobFilter::default()
+    })
+    .is_empty());
+    let page = block_on(f.queue.list(JobFilter {
+        limit: 3,
+        ..JobFilter::default()
+    }))
+    .unwrap();
+    assert_eq!(page.items.len(), 3);
+    let next = block_on(f.queue.list(JobFilter {
+        limit: 5,
+        after: page.next.clone(),
+        ..JobFilter::default()
+    }))
+    .unwrap();
+    assert_eq!(next.items.len(), 5);
+    assert_eq!(next.next, None);
+    let filter: JobFilter =
+        serde_json::from_value(json!({"state": "failed", "name": "q", "limit": 10})).unwrap();
+    assert_eq!(filter.state, Some(JobState::Failed));
+    let error = block_on(f.queue.list(JobFilter {
+        limit: 0,
+        ..JobFilter::default()
+    }))
+    .unwrap_err();
+    assert_eq!(invalid_field(error), "limit");
+    let counts = f.queue.counts();
+    assert_eq!(counts.all.completed, 5);
+    assert_eq!(counts.all.waiting, 3);
+    assert_eq!(counts.queues["other"].waiting, 3);
+    assert_eq!(counts.queues["q"].completed, 5);
+}
+
+#[test]
+fn a_job_whose_worker_died_is_retried_after_its_lease() {
+    let mut f = Fixture::new();
+    let t0 = f.now();
+    let job = f.add("q", json!({"mode": "hold"}), json!({}));
+    f.step();
+    let active = f.job(&job.id);
+    assert_eq!(active.state, JobState::Active);
+    assert_eq!(active.lease_until, Some(t0 + 10_000));
+    // The lease is renewed while the handler runs.
+    f.clock.advance(6_000);
+    f.step();
+    assert_eq!(f.job(&job.id).lease_until, Some(t0 + 16_000));
+    // The worker dies: the run and the queue are gone, the row says active.
+    let Fixture {
+        world,
+        clock,
+        store,
+        queue,
+        runs,
+    } = f;
+    drop(runs);
+    drop(queue);
+    let queue = open(store.clone(), &clock, 2);
+    let mut f = Fixture {
+        world,
+        clock,
+        store,
+        queue,
+        runs: Vec::new(),
+    };
+    f.register("q", 1);
+    f.clock.advance(9_999);
+    f.step();
+    assert_eq!(f.called().len(), 1, "not before the lease expires");
+    assert_eq!(f.queue.next_wake_at(), Some(t0 + 16_000));
+    f.clock.advance(1);
+    f.step();
+    assert_eq!(f.called().len(), 2, "taken back and run again");
+    let record = f.job(&job.id);
+    assert_eq!(record.state, JobState::Active);
+    assert_eq!(record.attempts_made, 1);
+    assert_eq!(record.stalled_count, 1);
+    f.release(&job.id, Ok(json!("ok")));
+    f.step();
+    let record = f.job(&job.id);
+    assert_eq!(record.state, JobState::Completed);
+    assert_eq!(record.attempts_made, 2);
+    let calls = f.world.calls.borrow().clone();
+    assert_eq!(calls[0].2, calls[1].2, "the same idempotency key");
+    assert_eq!((calls[0].1, calls[1].1), (1, 2));
+}
+
+#[test]
+fn a_job_that_keeps_losing_its_worker_fails() {
+    let mut f = Fixture::new();
+    let job = f.add("q", json!({"mode": "hold"}), json!({"attempts": 10}));
+    for seed in 2..4 {
+        f.step();
+        assert_eq!(f.job(&job.id).state, JobState::Active);
+        f.runs.clear();
+        f.queue = open(f.store.clone(), &f.clock, seed);
+        f.register("q", 1);
+        f.clock.advance(10_000);
+    }
+    f.step();
+    let record = f.job(&job.id);
+    assert_eq!(record.state, JobState::Failed, "{record:?}");
+    assert_eq!(record.stalled_count, 2);
+    assert!(!record.error.unwrap().retryable);
+}
+
+/// A store whose writes fail while `fail` is set (a worker killed before its write committed).
+struct FlakyStore {
+    inner: MemStore,
+    fail: Cell<bool>,
+}
+
+impl Store for FlakyStore {
+    fn get(&self, table: Table, ids: Vec<String>) -> LocalBoxFuture<'_, Result<Vec<Option<Row>>>> {
+        self.inner.get(table, ids)
+    }
+    fn scan(&self, table: Table, scan: Scan) -> LocalBoxFuture<'_, Result<Vec<Row>>> {
+        self.inner.scan(table, scan)
+    }
+    fn count(&self, table: Table) -> LocalBoxFuture<'_, Result<u64>> {
+        self.inner.count(table)
+    }
+    fn write(&self, ops: Vec<WriteOp>) -> LocalBoxFuture<'_, Result<()>> {
+        if self.fail.get() {
+            return Box::pin(std::future::ready(Err(Error::Store("killed".into()))));
+        }
+        self.inner.write(ops)
+    }
+    fn snapshot(&self, tables: Vec<Table>) -> LocalBoxFuture<'_, Result<Snapshot>> {
+        self.inner.snapshot(tables)
+    }
+}
+
+use crate::store::Row;
+
+#[test]
+fn a_crash_between_handler_finished_and_state_saved_runs_the_job_again() {
+    let clock = ManualClock::new(5_000);
+    let store = Rc::new(FlakyStore {
+        inner: MemStore::new(),
+        fail: Cell::new(false),
+    });
+    let world = Rc::new(World {
+        clock: clock.clone(),
+        ..World::default()
+    });
+    let queue = open(store.clone(), &clock, 9);
+    queue.register("q", 1, world.handler()).unwrap();
+    let job = block_on(queue.enqueue("q", json!({"mode": "hold"}), JobOptions::default())).unwrap();
+    let mut runs = block_on(queue.tick()).unwrap();
+    assert_eq!(runs.len(), 1);
+    let mut run = runs.pop().unwrap();
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    assert!(std::pin::Pin::new(&mut run).poll(&mut cx).is_pending());
+    // The handler finishes, and the outcome's write dies.
+    world
+        .releases
+        .borrow_mut()
+        .insert(job.id.clone(), Ok(json!("sent")));
+    store.fail.set(true);
+    let Poll::Ready(result) = std::pin::Pin::new(&mut run).poll(&mut cx) else {
+        panic!("the run should end");
+    };
+    assert!(matches!(result, Err(Error::Store(_))), "{result:?}");
+    store.fail.set(false);
+    let stuck = block_on(queue.get(&job.id)).unwrap().unwrap();
+    assert_eq!(stuck.state, JobState::Active);
+    assert!(block_on(queue.tick()).unwrap().is_empty(), "still leased");
+    clock.advance(10_000);
+    let mut runs = block_on(queue.tick()).unwrap();
+    assert_eq!(runs.len(), 1, "taken back after the lease");
+    world
+        .releases
+        .borrow_mut()
+        .insert(job.id.clone(), Ok(json!("sent")));
+    let state = block_on(runs.pop().unwrap()).unwrap();
+    assert_eq!(state, Some(JobState::Completed));
+    let done = block_on(queue.get(&job.id)).unwrap().unwrap();
+    assert_eq!(done.attempts_made, 2);
+    let calls = world.calls.borrow();
+    assert_eq!(calls.len(), 2);
+    assert_eq!(calls[0].2, job.id);
+    assert_eq!(calls[1].2, job.id, "the same idempotency key on the rerun");
+}
+
+#[test]
+fn a_failed_start_write_starts_nothing() {
+    let mut f = Fixture::new();
+    let job = f.add("q", json!({}), json!({}));
+    f.store.set_max_rows(Some(0));
+    assert!(matches!(block_on(f.queue.tick()), Err(Error::Quota(_))));
+    f.store.set_max_rows(None);
+    f.step();
+    assert_eq!(f.called(), vec![job.id]);
+}
+
+#[test]
+fn bad_input_names_the_field_and_writes_nothing() {
+    let f = Fixture::new();
+    let writes = f.store.committed_writes();
+    let error = block_on(f.queue.enqueue("nobody", json!({}), JobOptions::default())).unwrap_err();
+    assert_eq!(invalid_field(error), "name");
+    let cases = [
+        (json!({"priority": 0}), "options.priority"),
+        (json!({"priority": 21}), "options.priority"),
+        (json!({"priority": 1.5}), "options.priority"),
+        (json!({"priority": "urgent"}), "options.priority"),
+        (json!({"delay": -1}), "options.delay"),
+        (json!({"delay": MAX_DELAY_MS + 1}), "options.delay"),
+        (json!({"attempts": 0}), "options.attempts"),
+        (json!({"attempts": 1001}), "options.attempts"),
+        (
+            json!({"backoff": {"type": "linear", "delay": 1}}),
+            "options.backoff",
+        ),
+        (json!({"backoff": {"type": "fixed"}}), "options.backoff"),
+        (json!({"backoff": "fast"}), "options.backoff"),
+        (
+            json!({"backoff": {"type": "fixed", "delay": 1, "jitter": 1.5}}),
+            "options.backoff.jitter",
+        ),
+        (
+            json!({"backoff": {"type": "exponential", "delay": 1, "cap": MAX_DELAY_MS + 1}}),
+            "options.backoff.cap",
+        ),
+        (json!({"timeout": 0}), "options.timeout"),
+        (json!({"jobId": " "}), "options.jobId"),
+        (json!({"jobId": "x".repeat(300)}), "options.jobId"),
+        (json!({"debounce": {"id": "d"}}), "options.debounce"),
+        (
+            json!({"debounce": {"id": "d", "ttl": 0}}),
+            "options.debounce.ttl",
+        ),
+        (
+            json!({"debounce": {"id": "", "ttl": 5}}),
+            "options.debounce.id",
+        ),
+        (json!({"removeOnComplete": -1}), "options.removeOnComplete"),
+        (json!({"removeOnFail": "yes"}), "options.removeOnFail"),
+        (json!({"bogus": 1}), "options.bogus"),
+        (json!([1]), "options"),
+    ];
+    for (options, field) in cases {
+        let error = JobOptions::from_json(options.clone()).unwrap_err();
+        assert_eq!(error.code(), crate::ErrorCode::InvalidInput, "{options}");
+        assert_eq!(invalid_field(error), field, "{options}");
+    }
+    let options = JobOptions {
+        attempts: 0,
+        ..JobOptions::default()
+    };
+    let error = block_on(f.queue.enqueue("q", json!({}), options)).unwrap_err();
+    assert_eq!(invalid_field(error), "options.attempts");
+    let big = json!("x".repeat(MAX_DATA_BYTES));
+    let error = block_on(f.queue.enqueue("q", big, JobOptions::default())).unwrap_err();
+    assert_eq!(invalid_field(error), "data");
+    assert_eq!(
+        invalid_field(f.queue.register("", 1, f.world.handler()).unwrap_err()),
+        "name"
+    );
+    assert_eq!(
+        invalid_field(f.queue.register("z", 0, f.world.handler()).unwrap_err()),
+        "concurrency"
+    );
+    assert_eq!(f.store.committed_writes(), writes);
+    assert_eq!(block_on(f.store.count(Table::Jobs)).unwrap(), 0);
+}
+
+#[test]
+fn options_parse_from_the_client_shape() {
+    let options = JobOptions::from_json(json!({
+        "priority": 5,
+        "delay": 100,
+        "attempts": 3,
+        "backoff": {"type": "exponential", "delay": 1000, "jitter": 0.2, "cap": 60000},
+        "timeout": 5000,
+        "jobId": "a",
+        "debounce": {"id": "d", "ttl": 300},
+        "removeOnComplete": true,
+        "removeOnFail": 100,
+    }))
+    .unwrap();
+    assert_eq!(
+        options,
+        JobOptions {
+            priority: Priority::HIGH,
+            delay: 100,
+            attempts: 3,
+            backoff: Some(Backoff::exponential(1000).with_jitter(0.2).with_cap(60000)),
+            timeout: Some(5000),
+            job_id: Some("a".into()),
+            debounce: Some(Debounce {
+                id: "d".into(),
+                ttl: 300
+            }),
+            remove_on_complete: RemovePolicy::Remove,
+            remove_on_fail: RemovePolicy::KeepLast(100),
+        }
+    );
+    assert_eq!(
+        JobOptions::from_json(Value::Null).unwrap(),
+        JobOptions::default()
+    );
+    assert_eq!(
+        JobOptions::from_json(json!({})).unwrap(),
+        JobOptions::default()
+    );
+    // Stored options read back the same.
+    let back: JobOptions = serde_json::from_value(serde_json::to_value(&options).unwrap()).unwrap();
+    assert_eq!(back, options);
+}
+
+#[test]
+fn jobs_survive_a_reopen_in_fifo_order() {
+    let mut f = Fixture::new();
+    block_on(f.queue.pause_queue("q")).unwrap();
+    let ids: Vec<String> = (0..4)
+        .map(|i| f.add("q", json!({"i": i}), json!({})).id)
+        .collect();
+    f.queue = open(f.store.clone(), &f.clock, 5);
+    f.register("q", 1);
+    let later = f.add("q", json!({}), json!({}));
+    block_on(f.queue.resume_queue("q")).unwrap();
+    f.step();
+    let mut expected = ids;
+    expected.push(later.id);
+    assert_eq!(f.called(), expected);
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Enqueue { queue: usize, priority: u64 },
+    Tick,
+    Finish { pick: usize, ok: bool },
+    Cancel { pick: usize },
+    Advance { ms: u64 },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        3 => (0..2usize, prop::sample::select(vec![1u64, 5, 10, 15, 20]))
+            .prop_map(|(queue, priority)| Op::Enqueue { queue, priority }),
+        3 => Just(Op::Tick),
+        3 => (any::<usize>(), any::<bool>()).prop_map(|(pick, ok)| Op::Finish { pick, ok }),
+        1 => any::<usize>().prop_map(|pick| Op::Cancel { pick }),
+        1 => (0..3000u64).prop_map(|ms| Op::Advance { ms }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn concurrency_is_never_exceeded_and_no_job_runs_twice_at_once(
+        ops in prop::collection::vec(op(), 1..120)
+    ) {
+        let mut f = Fixture::new();
+        f.register("a", 1);
+        f.register("b", 3);
+        let queues = ["a", "b"];
+        for op in ops {
+            match op {
+                Op::Enqueue { queue, priority } => {
+                    f.add(
+                        queues[queue],
+                        json!({"mode": "hold"}),
+                        json!({"priority": priority, "attempts": 2, "timeout": 2000}),
+                    );
+                }
+                Op::Tick => {
+                    f.step();
+                }
+                Op::Finish { pick, ok } => {
+                    let running: Vec<String> = f.runs.iter().map(|r| r.id.clone()).collect();
+                    if !running.is_empty() {
+                        let id = &running[pick % running.len()];
+                        let result = if ok { Ok(json!(1)) } else { Err(JobError::retryable("x")) };
+                        f.release(id, result);
+                        f.poll_runs();
+                    }
+                }
+                Op::Cancel { pick } => {
+                    let running: Vec<String> = f.runs.iter().map(|r| r.id.clone()).collect();
+                    if !running.is_empty() {
+                        block_on(f.queue.cancel(&running[pick % running.len()])).unwrap();
+                        f.poll_runs();
+                    }
+                }
+                Op::Advance { ms } => f.clock.advance(ms),
+            }
+            let counts = f.queue.counts();
+            prop_assert!(counts.queues.get("a").map_or(0, |c| c.active) <= 1);
+            prop_assert!(counts.queues.get("b").map_or(0, |c| c.active) <= 3);
+            prop_assert!(f.world.violations.borrow().is_empty(), "{:?}", f.world.violations.borrow());
+        }
+        // Everything drains once the handlers finish.
+        for _ in 0..400 {
+            let running: Vec<String> = f.runs.iter().map(|r| r.id.clone()).collect();
+            for id in &running {
+                f.release(id, Ok(json!(1)));
+            }
+            f.step();
+            if let Some(at) = f.queue.next_wake_at() {
+                f.clock.set(at.max(f.now()));
+            } else {
+                break;
+            }
+        }
+        let counts = f.queue.counts().all;
+        prop_assert_eq!(counts.waiting + counts.delayed + counts.active, 0, "{:?}", counts);
+        prop_assert!(f.world.violations.borrow().is_empty());
+    }
+}
