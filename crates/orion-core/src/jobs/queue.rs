@@ -418,7 +418,7 @@ impl JobQueue {
         Ok(record)
     }
 
-    /// A job of this id this instance knows of or is enqueueing (read from the store if known).
+    /// The job of this id this instance is enqueueing right now (written, not yet committed).
     fn existing(&self, id: &str) -> Option<JobRecord> {
         self.inner.state.borrow().enqueuing.get(id).cloned()
     }
@@ -669,7 +669,7 @@ impl JobQueue {
     /// Promotes due delayed jobs, takes back expired leases, renews the leases of runs here.
     async fn maintain(&self, now: u64) -> Result<()> {
         let inner = &self.inner;
-        let (due, expired, renewed) = {
+        let (due, expired) = {
             let state = inner.state.borrow();
             let due: Vec<String> = state
                 .index
@@ -686,24 +686,9 @@ impl JobQueue {
                 .filter(|(_, id)| !state.in_flight.contains_key(id))
                 .map(|(_, id)| id.clone())
                 .collect();
-            let renew_before = now.saturating_add(inner.config.lease_ms / 2);
-            let renewed: Vec<JobRecord> = state
-                .in_flight
-                .values()
-                .filter_map(|flight| flight.record.as_ref())
-                .filter(|record| {
-                    record
-                        .lease_until
-                        .is_some_and(|until| until <= renew_before)
-                })
-                .map(|record| JobRecord {
-                    lease_until: Some(now.saturating_add(inner.config.lease_ms)),
-                    ..record.clone()
-                })
-                .collect();
-            (due, expired, renewed)
+            (due, expired)
         };
-        if due.is_empty() && expired.is_empty() && renewed.is_empty() {
+        if due.is_empty() && expired.is_empty() && !self.lease_to_renew(now) {
             return Ok(());
         }
         let ids: Vec<String> = due.iter().chain(&expired).cloned().collect();
@@ -714,6 +699,7 @@ impl JobQueue {
         };
         let mut ops = Vec::new();
         let mut changes = Vec::new();
+        let renewed: Vec<JobRecord>;
         {
             let mut state = inner.state.borrow_mut();
             for (i, (id, row)) in ids.iter().zip(rows).enumerate() {
@@ -770,6 +756,22 @@ impl JobQueue {
                     }
                 }
             }
+            // Taken after the read, so that a run that ended meanwhile is not written back active.
+            let renew_before = now.saturating_add(inner.config.lease_ms / 2);
+            renewed = state
+                .in_flight
+                .values()
+                .filter_map(|flight| flight.record.as_ref())
+                .filter(|record| {
+                    record
+                        .lease_until
+                        .is_some_and(|until| until <= renew_before)
+                })
+                .map(|record| JobRecord {
+                    lease_until: Some(now.saturating_add(inner.config.lease_ms)),
+                    ..record.clone()
+                })
+                .collect();
             for record in &renewed {
                 ops.push(WriteOp::Put(Table::Jobs, record.to_row()?));
             }
@@ -788,6 +790,18 @@ impl JobQueue {
             }
         }
         Ok(())
+    }
+
+    /// Whether a run here holds a lease due for renewal (half of it has passed).
+    fn lease_to_renew(&self, now: u64) -> bool {
+        let renew_before = now.saturating_add(self.inner.config.lease_ms / 2);
+        self.inner.state.borrow().in_flight.values().any(|flight| {
+            flight
+                .record
+                .as_ref()
+                .and_then(|record| record.lease_until)
+                .is_some_and(|until| until <= renew_before)
+        })
     }
 
     /// Starts what the queues' concurrency allows.

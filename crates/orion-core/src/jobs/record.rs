@@ -93,8 +93,7 @@ pub struct JobFailure {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct JobRecord {
-    /// The job's id (the row's key).
-    #[serde(skip)]
+    /// The job's id (the row's key; not repeated among the row's fields).
     pub id: String,
     /// The queue: the name its handler is registered under.
     pub name: String,
@@ -137,9 +136,12 @@ impl JobRecord {
     /// The row this record is stored as.
     pub fn to_row(&self) -> Result<Row> {
         match serde_json::to_value(self) {
-            Ok(Value::Object(fields)) => Ok(Row {
+            Ok(Value::Object(mut fields)) => Ok(Row {
                 id: self.id.clone(),
-                fields,
+                fields: {
+                    fields.remove("id");
+                    fields
+                },
                 vectors: Default::default(),
             }),
             Ok(_) => Err(Error::Internal(
@@ -151,17 +153,16 @@ impl JobRecord {
 
     /// The record a row holds; an unreadable row is an `ERR_STORE` naming it.
     pub fn from_row(row: &Row) -> Result<Self> {
-        let mut record: JobRecord =
-            serde_path_to_error::deserialize(Value::Object(row.fields.clone())).map_err(|e| {
-                Error::Store(format!(
-                    "job `{}`: field `{}`: {}",
-                    row.id,
-                    e.path(),
-                    e.inner()
-                ))
-            })?;
-        record.id = row.id.clone();
-        Ok(record)
+        let mut fields = row.fields.clone();
+        fields.insert("id".into(), Value::String(row.id.clone()));
+        serde_path_to_error::deserialize(Value::Object(fields)).map_err(|e| {
+            Error::Store(format!(
+                "job `{}`: field `{}`: {}",
+                row.id,
+                e.path(),
+                e.inner()
+            ))
+        })
     }
 
     /// The attempt a run of it now would be (1 for the first).

@@ -1125,3 +1125,27 @@ proptest! {
         prop_assert!(f.world.violations.borrow().is_empty());
     }
 }
+
+#[test]
+fn a_job_is_one_camel_case_row_indexed_on_state_and_name() {
+    let f = Fixture::new();
+    let job = f.add("q", json!({"x": 1}), json!({"delay": 5, "priority": "low"}));
+    let row = block_on(f.store.get(Table::Jobs, vec![job.id.clone()]))
+        .unwrap()
+        .pop()
+        .flatten()
+        .unwrap();
+    assert_eq!(row.fields["state"], json!("delayed"));
+    assert_eq!(row.fields["name"], json!("q"));
+    assert_eq!(row.fields["options"]["priority"], json!(15));
+    for field in ["attemptsMade", "createdAt", "nextRunAt", "progress"] {
+        assert!(row.fields.contains_key(field), "{field}");
+    }
+    assert!(!row.fields.contains_key("id"));
+    assert_eq!(JobRecord::from_row(&row).unwrap(), job);
+    // The API shape carries the id.
+    assert_eq!(serde_json::to_value(&job).unwrap()["id"], json!(job.id));
+    let mut bad = row.clone();
+    bad.fields.insert("state".into(), json!("lost"));
+    assert!(matches!(JobRecord::from_row(&bad), Err(Error::Store(_))));
+}
