@@ -10,7 +10,6 @@ use std::rc::Rc;
 use js_sys::{Array, Function, Object, Reflect};
 use orion_core::embedding::LocalBoxFuture;
 use orion_core::{Store, StoreOpener};
-use orion_store::IdbStore;
 use wasm_bindgen::{JsCast, JsValue};
 
 /// Most ids one change message may carry (a purge of every memory sends them in pieces).
@@ -20,12 +19,28 @@ const MAX_IDS_PER_MESSAGE: usize = 10_000;
 pub struct IdbOpener;
 
 impl StoreOpener for IdbOpener {
+    #[cfg(target_arch = "wasm32")]
     fn open(
         &self,
         name: &str,
     ) -> LocalBoxFuture<'static, orion_core::error::Result<Rc<dyn Store>>> {
         let name = name.to_owned();
-        Box::pin(async move { Ok(Rc::new(IdbStore::open(&name).await?) as Rc<dyn Store>) })
+        Box::pin(
+            async move { Ok(Rc::new(orion_store::IdbStore::open(&name).await?) as Rc<dyn Store>) },
+        )
+    }
+
+    /// Natively (where this crate is only compiled and linted) there is no IndexedDB.
+    #[cfg(not(target_arch = "wasm32"))]
+    fn open(
+        &self,
+        _name: &str,
+    ) -> LocalBoxFuture<'static, orion_core::error::Result<Rc<dyn Store>>> {
+        Box::pin(async {
+            Err(orion_core::Error::Store(
+                "IndexedDB exists only in the browser".into(),
+            ))
+        })
     }
 }
 
