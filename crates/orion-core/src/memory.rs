@@ -111,7 +111,7 @@ impl MemoryConfig {
             tool_result_ttl_ms: TOOL_RESULT_TTL_MS,
             max_memories: profile.budget().max_memories as usize,
             write_chunk: 500,
-            load_chunk: 2000,
+            load_chunk: 5000,
         }
     }
 }
@@ -269,6 +269,15 @@ pub struct Memories {
 
 const EMBEDDING: &str = "embedding";
 
+/// What the index reads of each row at start (not the text or meta).
+const INDEX_FIELDS: &[&str] = &[
+    "kind",
+    "createdAt",
+    "lastAccessed",
+    "embeddingVersion",
+    EMBEDDING,
+];
+
 impl Memories {
     /// Loads the index from `store` in chunks (calling `progress(loaded)` after each), for vectors
     /// of `model`'s version, then deletes expired memories. `seed` makes ids unique across
@@ -295,7 +304,7 @@ impl Memories {
             model,
             changes: RefCell::new(Vec::new()),
         };
-        let mut scan = Scan::first(config.load_chunk.max(1));
+        let mut scan = Scan::first(config.load_chunk.max(1)).only(INDEX_FIELDS);
         let mut loaded = 0;
         loop {
             let rows = memories.store.scan(Table::Memories, scan.clone()).await?;
@@ -555,7 +564,9 @@ impl Memories {
             return Ok(count);
         };
         let mut ids = Vec::new();
-        let mut scan = Scan::first(self.config.load_chunk.max(1)).where_eq("kind", kind.name());
+        let mut scan = Scan::first(self.config.load_chunk.max(1))
+            .where_eq("kind", kind.name())
+            .only(&[]);
         loop {
             let rows = self.store.scan(Table::Memories, scan.clone()).await?;
             let Some(last) = rows.last() else { break };
@@ -795,9 +806,13 @@ impl Memories {
     }
 
     /// Indexes `row`'s vector if it has the active version; returns what the index keeps of it.
+    /// Reads only [`INDEX_FIELDS`].
     fn index_row(&self, state: &mut State, row: &Row) -> Result<Entry> {
-        let record = record_of(row)?;
-        let searchable = record.embedding_version == self.model.version
+        let kind = MemoryKind::parse(row.str_field("kind")?, "kind")
+            .map_err(|_| Error::Store(format!("row `{}`: unknown kind", row.id)))?;
+        let created_at = row.u64_field("createdAt")?;
+        let last_accessed = row.u64_field("lastAccessed")?;
+        let searchable = row.str_field("embeddingVersion")? == self.model.version
             && state
                 .vectors
                 .upsert(row.id.clone(), row.vector_field(EMBEDDING)?);
@@ -805,9 +820,9 @@ impl Memories {
             state.vectors.remove(&row.id);
         }
         Ok(Entry {
-            kind: record.kind,
-            created_at: record.created_at,
-            last_accessed: record.last_accessed,
+            kind,
+            created_at,
+            last_accessed,
             searchable,
         })
     }

@@ -166,6 +166,9 @@ pub struct Scan {
     pub limit: usize,
     /// Only rows whose indexed field (one of [`Table::indexed_fields`]) equals this string.
     pub index: Option<(&'static str, String)>,
+    /// Read only these fields (JSON or vector) of each row; `None` reads them all. Loading an
+    /// index needs a few small fields of every row: skipping the rest saves most of the work.
+    pub fields: Option<&'static [&'static str]>,
 }
 
 impl Scan {
@@ -175,7 +178,14 @@ impl Scan {
             after: None,
             limit,
             index: None,
+            fields: None,
         }
+    }
+
+    /// Reads only `fields` of each row.
+    pub fn only(mut self, fields: &'static [&'static str]) -> Self {
+        self.fields = Some(fields);
+        self
     }
 
     /// Continues after `id`.
@@ -213,6 +223,17 @@ pub trait Store {
 
     /// Every row of `tables`, read in one transaction (a consistent snapshot), in table order.
     fn snapshot(&self, tables: Vec<Table>) -> LocalBoxFuture<'_, Result<Snapshot>>;
+}
+
+impl Row {
+    /// Keeps only `fields` (JSON or vector); the id stays.
+    pub fn project(mut self, fields: &[&str]) -> Self {
+        self.fields
+            .retain(|name, _| fields.contains(&name.as_str()));
+        self.vectors
+            .retain(|name, _| fields.contains(&name.as_str()));
+        self
+    }
 }
 
 /// Checks a scan's index against the table's indexes.

@@ -178,21 +178,37 @@ impl<K: Ord> PartialEq for Candidate<'_, K> {
 impl<K: Ord> Eq for Candidate<'_, K> {}
 
 /// The dot product of two equally long slices, in a shape that vectorises.
+///
+/// Eight independent sums over fixed-size `[f32; 8]` blocks: with the block length known, LLVM
+/// drops the bounds checks and emits two `f32x4` multiply-adds per block on wasm32 with
+/// `simd128` (and AVX on x86), where a loop over slices stays scalar.
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     const LANES: usize = 8;
+    let len = a.len().min(b.len());
+    let blocks = len / LANES * LANES;
     let mut sums = [0.0f32; LANES];
-    let (a_chunks, a_rest) = a.split_at(a.len() / LANES * LANES);
-    let (b_chunks, b_rest) = b.split_at(a_chunks.len().min(b.len()));
-    for (x, y) in a_chunks
+    for (x, y) in a[..blocks]
         .chunks_exact(LANES)
-        .zip(b_chunks.chunks_exact(LANES))
+        .zip(b[..blocks].chunks_exact(LANES))
     {
-        for lane in 0..LANES {
-            sums[lane] += x[lane] * y[lane];
+        if let (Ok(x), Ok(y)) = (<&[f32; LANES]>::try_from(x), <&[f32; LANES]>::try_from(y)) {
+            for lane in 0..LANES {
+                sums[lane] += x[lane] * y[lane];
+            }
         }
     }
-    let tail: f32 = a_rest.iter().zip(b_rest).map(|(x, y)| x * y).sum();
-    sums.iter().sum::<f32>() + tail
+    let tail: f32 = a[blocks..len]
+        .iter()
+        .zip(&b[blocks..len])
+        .map(|(x, y)| x * y)
+        .sum();
+    let pairs = [
+        sums[0] + sums[4],
+        sums[1] + sums[5],
+        sums[2] + sums[6],
+        sums[3] + sums[7],
+    ];
+    (pairs[0] + pairs[2]) + (pairs[1] + pairs[3]) + tail
 }
 
 #[cfg(test)]

@@ -126,7 +126,7 @@ impl IdbStore {
         }
         .map_err(|error| dom::thrown(&context, &error))?;
         let records = Pending::new(request).result(&context).await?;
-        records_to_rows(table, &records)
+        records_to_rows(table, &records, scan.fields)
     }
 
     async fn count_rows(&self, table: Table) -> Result<u64, Error> {
@@ -196,7 +196,7 @@ impl IdbStore {
             let records = request
                 .result(&format!("reading `{}`", table.name()))
                 .await?;
-            snapshot.push((table, records_to_rows(table, &records)?));
+            snapshot.push((table, records_to_rows(table, &records, None)?));
         }
         Ok(snapshot)
     }
@@ -243,7 +243,11 @@ fn key(parts: &[JsValue]) -> JsValue {
 }
 
 /// A getAll result (an array of records) as rows.
-fn records_to_rows(table: Table, records: &JsValue) -> Result<Vec<Row>, Error> {
+fn records_to_rows(
+    table: Table,
+    records: &JsValue,
+    fields: Option<&[&str]>,
+) -> Result<Vec<Row>, Error> {
     if !js_sys::Array::is_array(records) {
         return Err(Error::Store(format!(
             "reading `{}`: getAll did not return an array",
@@ -252,7 +256,7 @@ fn records_to_rows(table: Table, records: &JsValue) -> Result<Vec<Row>, Error> {
     }
     js_sys::Array::from(records)
         .iter()
-        .map(|record| row::from_js(table.name(), &record))
+        .map(|record| row::from_js_fields(table.name(), &record, fields))
         .collect()
 }
 

@@ -64,6 +64,15 @@ fn set(object: &Object, name: &str, value: &JsValue, id: &str) -> Result<(), Err
 /// A stored record as a [`Row`]: `Float32Array` properties become vectors, the rest must be JSON.
 /// `table` names where the record was found, for the error.
 pub(crate) fn from_js(table: &str, record: &JsValue) -> Result<Row, Error> {
+    from_js_fields(table, record, None)
+}
+
+/// Like [`from_js`], reading only `fields` when given (absent ones stay absent).
+pub(crate) fn from_js_fields(
+    table: &str,
+    record: &JsValue,
+    fields: Option<&[&str]>,
+) -> Result<Row, Error> {
     let object_prototype = Object::get_prototype_of(&Object::new());
     let object = plain_object(record, &object_prototype).ok_or_else(|| {
         Error::Store(format!(
@@ -79,15 +88,22 @@ pub(crate) fn from_js(table: &str, record: &JsValue) -> Result<Row, Error> {
         Error::Store(format!("row `{id}` in `{table}`: field `{name}` {problem}"))
     };
     let mut row = Row::new(id.clone());
-    for name in Object::keys(object).iter() {
-        let Some(name) = name.as_string() else {
-            continue;
-        };
+    let names: Vec<String> = match fields {
+        Some(fields) => fields.iter().map(|name| (*name).to_owned()).collect(),
+        None => Object::keys(object)
+            .iter()
+            .filter_map(|name| name.as_string())
+            .collect(),
+    };
+    for name in names {
         if name == "id" {
             continue;
         }
         let value = Reflect::get(object, &JsValue::from_str(&name))
             .map_err(|_| malformed(&name, "cannot be read".into()))?;
+        if fields.is_some() && value.is_undefined() {
+            continue;
+        }
         if let Some(vector) = value.dyn_ref::<Float32Array>() {
             row.vectors.insert(name, vector.to_vec());
         } else {

@@ -20,7 +20,7 @@ pub type StoreFactory<'a> = dyn Fn() -> LocalBoxFuture<'static, Result<Box<dyn S
 type Check = for<'a> fn(&'a dyn Store) -> LocalBoxFuture<'a, Result<(), String>>;
 
 /// Every check, by name.
-pub const CHECKS: [(&str, Check); 11] = [
+pub const CHECKS: [(&str, Check); 12] = [
     ("rows round-trip exactly", |s| Box::pin(round_trip(s))),
     ("get returns rows in the order asked", |s| {
         Box::pin(get_keeps_order(s))
@@ -37,6 +37,9 @@ pub const CHECKS: [(&str, Check); 11] = [
     ("an empty batch is fine", |s| Box::pin(empty_batch(s))),
     ("scanning an unindexed field is refused", |s| {
         Box::pin(unindexed_scan(s))
+    }),
+    ("a scan can read only some fields", |s| {
+        Box::pin(projection(s))
     }),
 ];
 
@@ -387,4 +390,28 @@ async fn unindexed_scan(store: &dyn Store) -> Result<(), String> {
         .scan(Table::Memories, Scan::first(1).where_eq("text", "x"))
         .await;
     ensure(result.is_err(), || "a scan on `text` was accepted".into())
+}
+
+async fn projection(store: &dyn Store) -> Result<(), String> {
+    let row = memory("p1", "fact")
+        .with("createdAt", 5)
+        .with("meta", json!({"big": "x".repeat(100)}))
+        .with_vector("embedding", vec![0.5, -0.25])
+        .with_vector("other", vec![1.0]);
+    put(store, Table::Memories, vec![row.clone()]).await?;
+    let rows = store
+        .scan(
+            Table::Memories,
+            Scan::first(10).only(&["kind", "createdAt", "embedding", "absent"]),
+        )
+        .await
+        .map_err(text)?;
+    let expected = row.project(&["kind", "createdAt", "embedding"]);
+    ensure(rows == [expected.clone()], || {
+        format!("{rows:?} != [{expected:?}]")
+    })?;
+    ensure(
+        expected.fields.len() == 2 && expected.vectors.len() == 1,
+        || "project kept the wrong fields".into(),
+    )
 }

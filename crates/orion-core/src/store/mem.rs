@@ -135,7 +135,10 @@ impl Store for MemStore {
                     None => true,
                 })
                 .take(scan.limit)
-                .cloned()
+                .map(|row| match scan.fields {
+                    Some(fields) => row.clone().project(fields),
+                    None => row.clone(),
+                })
                 .collect()
         });
         Box::pin(std::future::ready(result))
