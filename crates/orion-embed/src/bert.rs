@@ -298,7 +298,11 @@ impl Bert {
                 )?
                 .flatten_all()?
                 .to_vec1()?,
-            token_type_embedding: token_types.into_iter().next().unwrap_or_default(),
+            // Every text is segment 0 (sentence-transformers passes no token types).
+            token_type_embedding: token_types
+                .into_iter()
+                .next()
+                .ok_or_else(|| candle_core::Error::Msg("no token type embeddings".into()))?,
             embeddings_norm: LayerNorm::load(embeddings.pp("LayerNorm"), hidden, eps)?,
             layers,
             hidden,
