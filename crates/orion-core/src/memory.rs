@@ -12,7 +12,8 @@
 //!   on they are not returned by `get`, `list` or `search`, and they are deleted with the next
 //!   write (or at the next start);
 //! - past `max_memories` (the profile's budget) the least recently used memories (by
-//!   `lastAccessed`, which `search` updates for its hits; ties by id) are deleted in the same
+//!   `lastAccessed`, which `search` updates for its hits (written just after the search answers,
+//!   see [`Memories::flush_touches`]); ties by id) are deleted in the same
 //!   transaction as the write that went over.
 //!
 //! Durability: `add` resolves once its transaction has committed. `addMany` writes one transaction
@@ -265,6 +266,8 @@ pub struct Memories {
     state: RefCell<State>,
     /// Ids written or deleted since the last [`Memories::take_changes`], for other workers.
     changes: RefCell<Vec<String>>,
+    /// Search hits whose new `lastAccessed` is not written yet ([`Memories::flush_touches`]).
+    touched: RefCell<HashMap<String, u64>>,
 }
 
 const EMBEDDING: &str = "embedding";
@@ -303,6 +306,7 @@ impl Memories {
             config,
             model,
             changes: RefCell::new(Vec::new()),
+            touched: RefCell::new(HashMap::new()),
         };
         let mut scan = Scan::first(config.load_chunk.max(1)).only(INDEX_FIELDS);
         let mut loaded = 0;
@@ -533,22 +537,39 @@ impl Memories {
                 similarity: hit.similarity,
                 created_at: record.created_at,
             });
-            touched.push(row.with("lastAccessed", now));
+            touched.push(row.id);
         }
-        let ops = touched
-            .iter()
-            .map(|row| WriteOp::Put(Table::Memories, row.clone()))
-            .collect();
-        self.store.write(ops).await?;
         let mut state = self.state.borrow_mut();
-        for row in &touched {
-            if let Some(entry) = state.entries.get_mut(&row.id) {
+        for id in &touched {
+            if let Some(entry) = state.entries.get_mut(id) {
                 entry.last_accessed = now;
             }
         }
         drop(state);
+        self.touched
+            .borrow_mut()
+            .extend(touched.into_iter().map(|id| (id, now)));
         self.forget(&gone);
         Ok(results)
+    }
+
+    /// Writes the `lastAccessed` times of recent search hits. Searches answer without waiting
+    /// for this write (the platform runs it right after); until it lands, the index already
+    /// orders evictions by the new times, and a crash in between loses only those times.
+    pub async fn flush_touches(&self) -> Result<()> {
+        let touched = std::mem::take(&mut *self.touched.borrow_mut());
+        if touched.is_empty() {
+            return Ok(());
+        }
+        let patches = touched
+            .into_iter()
+            .map(|(id, at)| {
+                let mut fields = Map::new();
+                fields.insert("lastAccessed".to_owned(), Value::from(at));
+                (id, fields)
+            })
+            .collect();
+        self.store.patch(Table::Memories, patches).await
     }
 
     /// Deletes every memory, or those of one kind; returns how many.

@@ -105,6 +105,8 @@ pub struct Platform {
     pub seed: u64,
     /// Posts an event to the page at once (progress of long requests).
     pub emit: Rc<dyn Fn(Event)>,
+    /// Runs work that no answer waits for (writing search hits' access times).
+    pub spawn: Rc<dyn Fn(LocalBoxFuture<'static, ()>)>,
     /// Tells other workers on the same database which memories changed (they call
     /// [`WorkerRuntime::memories_changed`] with them).
     pub publish_memory_changes: Rc<dyn Fn(Vec<String>)>,

@@ -221,6 +221,14 @@ pub trait Store {
     /// [`Error::Quota`].
     fn write(&self, ops: Vec<WriteOp>) -> LocalBoxFuture<'_, Result<()>>;
 
+    /// Merges `fields` into each existing row named in `patches`, in one transaction; a row that
+    /// does not exist (deleted meanwhile, perhaps by another tab) is skipped, never created.
+    fn patch(
+        &self,
+        table: Table,
+        patches: Vec<(String, Map<String, Value>)>,
+    ) -> LocalBoxFuture<'_, Result<()>>;
+
     /// Every row of `tables`, read in one transaction (a consistent snapshot), in table order.
     fn snapshot(&self, tables: Vec<Table>) -> LocalBoxFuture<'_, Result<Snapshot>>;
 }

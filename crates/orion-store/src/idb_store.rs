@@ -4,7 +4,9 @@ use idb::{Database, TransactionMode};
 use orion_core::embedding::LocalBoxFuture;
 use orion_core::store::{check_scan, Row, Scan, Snapshot, Store, Table, WriteOp};
 use orion_core::Error;
-use wasm_bindgen::JsValue;
+use serde_json::{Map, Value};
+use wasm_bindgen::closure::Closure;
+use wasm_bindgen::{JsCast, JsValue};
 use web_sys::{IdbKeyRange, IdbObjectStore, IdbTransaction};
 
 use crate::dom::{self, Outcome, Pending};
@@ -177,6 +179,64 @@ impl IdbStore {
         outcome.committed(&transaction).await
     }
 
+    async fn patch_rows(
+        &self,
+        table: Table,
+        patches: Vec<(String, Map<String, Value>)>,
+    ) -> Result<(), Error> {
+        if patches.is_empty() {
+            return Ok(());
+        }
+        let context = format!("patching `{}`", table.name());
+        // Converted first, so a value JS cannot hold fails before anything is written.
+        let patches = patches
+            .into_iter()
+            .map(|(id, fields)| {
+                let object = row::to_js(&Row {
+                    id: id.clone(),
+                    fields,
+                    vectors: Default::default(),
+                })?;
+                Ok((id, object))
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        let transaction = self.transaction([table], TransactionMode::ReadWrite)?;
+        let outcome = Outcome::new(&transaction);
+        let store = object_store(&transaction, table)?;
+        // Each row is read and, if it is there, written back merged from its request's success
+        // event: the transaction is still active there, and a row deleted meanwhile (by another
+        // tab) is not brought back. The callbacks live until the transaction has finished.
+        let mut callbacks = Vec::with_capacity(patches.len());
+        for (id, fields) in patches {
+            let request = store
+                .get(&JsValue::from_str(&id))
+                .map_err(|error| dom::thrown(&context, &error))?;
+            let on_success = {
+                let request = request.clone();
+                let store = store.clone();
+                let transaction = transaction.clone();
+                Closure::<dyn FnMut()>::new(move || {
+                    let Ok(record) = request.result() else { return };
+                    if !record.is_object() {
+                        return;
+                    }
+                    let merged: js_sys::Object = js_sys::Object::assign(
+                        record.unchecked_ref::<js_sys::Object>(),
+                        fields.unchecked_ref::<js_sys::Object>(),
+                    );
+                    if store.put(&merged).is_err() {
+                        let _ = transaction.abort();
+                    }
+                })
+            };
+            request.set_onsuccess(Some(on_success.as_ref().unchecked_ref()));
+            callbacks.push(on_success);
+        }
+        let result = outcome.committed(&transaction).await;
+        drop(callbacks);
+        result
+    }
+
     async fn snapshot_tables(&self, tables: Vec<Table>) -> Result<Snapshot, Error> {
         if tables.is_empty() {
             return Ok(Vec::new());
@@ -283,6 +343,14 @@ impl Store for IdbStore {
 
     fn write(&self, ops: Vec<WriteOp>) -> LocalBoxFuture<'_, orion_core::error::Result<()>> {
         Box::pin(self.write_ops(ops))
+    }
+
+    fn patch(
+        &self,
+        table: Table,
+        patches: Vec<(String, Map<String, Value>)>,
+    ) -> LocalBoxFuture<'_, orion_core::error::Result<()>> {
+        Box::pin(self.patch_rows(table, patches))
     }
 
     fn snapshot(

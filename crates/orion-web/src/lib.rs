@@ -70,6 +70,7 @@ impl OrionWorker {
                 )
             }),
             publish_memory_changes: memory_sync::publisher(publish),
+            spawn: Rc::new(wasm_bindgen_futures::spawn_local),
         };
         OrionWorker {
             runtime: WorkerRuntime::new(WebClock::shared(), WEB_VERSION, platform),

@@ -840,6 +840,16 @@ impl Store for FlakyStore {
         }
         self.inner.write(ops)
     }
+    fn patch(
+        &self,
+        table: Table,
+        patches: Vec<(String, serde_json::Map<String, Value>)>,
+    ) -> LocalBoxFuture<'_, Result<()>> {
+        if self.fail.get() {
+            return Box::pin(std::future::ready(Err(Error::Store("killed".into()))));
+        }
+        self.inner.patch(table, patches)
+    }
     fn snapshot(&self, tables: Vec<Table>) -> LocalBoxFuture<'_, Result<Snapshot>> {
         self.inner.snapshot(tables)
     }

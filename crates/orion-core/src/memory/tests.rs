@@ -174,8 +174,24 @@ fn search_ranks_by_meaning_filters_and_touches_its_hits() {
     )
     .unwrap();
     assert!(strict.is_empty(), "{strict:?}");
+    let before_flush = block_on(f.memories.get(&cat.id)).unwrap().unwrap();
+    assert_eq!(
+        before_flush.last_accessed, 1_000_000,
+        "written after the answer"
+    );
+    block_on(f.memories.flush_touches()).unwrap();
     let touched = block_on(f.memories.get(&cat.id)).unwrap().unwrap();
     assert_eq!(touched.last_accessed, 1_005_000);
+    // A hit deleted before its time is written is not brought back.
+    f.clock.advance(1_000);
+    f.search("cat on a mat", 1, None);
+    block_on(
+        f.store
+            .write(vec![WriteOp::Delete(Table::Memories, cat.id.clone())]),
+    )
+    .unwrap();
+    block_on(f.memories.flush_touches()).unwrap();
+    assert_eq!(block_on(f.memories.get(&cat.id)).unwrap(), None);
     assert_eq!(touched.created_at, 1_000_000);
 }
 

@@ -93,6 +93,7 @@ impl WorkerRuntime {
         let shared = Rc::clone(&self.shared);
         let emit = Rc::clone(&self.platform.emit);
         let publish = Rc::clone(&self.platform.publish_memory_changes);
+        let spawn = Rc::clone(&self.platform.spawn);
         Reply::Spawn(Box::pin(async move {
             let memories = match memories.await {
                 Ok(memories) => memories,
@@ -161,6 +162,18 @@ impl WorkerRuntime {
                     other.kind()
                 ))),
             };
+            if matches!(&result, Ok(ResponseBody::Hits(hits)) if !hits.is_empty()) {
+                let memories = Rc::clone(&memories);
+                let shared = Rc::clone(&shared);
+                spawn(Box::pin(async move {
+                    if let Err(error) = memories.flush_touches().await {
+                        let mut state = shared.borrow_mut();
+                        state
+                            .health
+                            .record_failure(STORE_COMPONENT, &error.to_string());
+                    }
+                }));
+            }
             let changed = memories.take_changes();
             if !changed.is_empty() {
                 publish(changed);

@@ -92,6 +92,11 @@ fn fake_platform(fail: bool) -> (Rc<FakeLoader>, Platform) {
         store: Rc::new(MemStoreOpener(Rc::new(MemStore::new()))),
         seed: 1,
         emit: Rc::new(|_| {}),
+        // Everything here completes without waiting: run it to the end at once.
+        spawn: Rc::new(|mut work| {
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            let _ = work.as_mut().poll(&mut cx);
+        }),
         publish_memory_changes: Rc::new(|_| {}),
     };
     (loader, platform)

@@ -20,7 +20,7 @@ pub type StoreFactory<'a> = dyn Fn() -> LocalBoxFuture<'static, Result<Box<dyn S
 type Check = for<'a> fn(&'a dyn Store) -> LocalBoxFuture<'a, Result<(), String>>;
 
 /// Every check, by name.
-pub const CHECKS: [(&str, Check); 12] = [
+pub const CHECKS: [(&str, Check); 13] = [
     ("rows round-trip exactly", |s| Box::pin(round_trip(s))),
     ("get returns rows in the order asked", |s| {
         Box::pin(get_keeps_order(s))
@@ -40,6 +40,9 @@ pub const CHECKS: [(&str, Check); 12] = [
     }),
     ("a scan can read only some fields", |s| {
         Box::pin(projection(s))
+    }),
+    ("patch merges into existing rows only", |s| {
+        Box::pin(patch(s))
     }),
 ];
 
@@ -414,4 +417,32 @@ async fn projection(store: &dyn Store) -> Result<(), String> {
         expected.fields.len() == 2 && expected.vectors.len() == 1,
         || "project kept the wrong fields".into(),
     )
+}
+
+async fn patch(store: &dyn Store) -> Result<(), String> {
+    let row = memory("q1", "fact")
+        .with("lastAccessed", 1)
+        .with_vector("embedding", vec![0.25, 0.5]);
+    put(store, Table::Memories, vec![row.clone()]).await?;
+    let fields = |value: u64| {
+        let mut map = serde_json::Map::new();
+        map.insert("lastAccessed".into(), json!(value));
+        map.insert("extra".into(), json!("new"));
+        map
+    };
+    store
+        .patch(
+            Table::Memories,
+            vec![("q1".into(), fields(9)), ("gone".into(), fields(9))],
+        )
+        .await
+        .map_err(text)?;
+    let back = get_one(store, Table::Memories, "q1")
+        .await?
+        .ok_or("the row is gone")?;
+    let expected = row.with("lastAccessed", 9).with("extra", "new");
+    ensure(back == expected, || format!("{back:?} != {expected:?}"))?;
+    let gone = get_one(store, Table::Memories, "gone").await?;
+    ensure(gone.is_none(), || "a patch created a row".into())?;
+    store.patch(Table::Jobs, Vec::new()).await.map_err(text)
 }

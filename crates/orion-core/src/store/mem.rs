@@ -153,6 +153,24 @@ impl Store for MemStore {
         Box::pin(std::future::ready(self.apply(ops)))
     }
 
+    fn patch(
+        &self,
+        table: Table,
+        patches: Vec<(String, serde_json::Map<String, serde_json::Value>)>,
+    ) -> LocalBoxFuture<'_, Result<()>> {
+        let mut tables = self.tables.borrow_mut();
+        if let Some(rows) = tables.get_mut(&table) {
+            for (id, fields) in patches {
+                if let Some(row) = rows.get_mut(&id) {
+                    row.fields.extend(fields);
+                }
+            }
+        }
+        drop(tables);
+        self.writes.set(self.writes.get() + 1);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
     fn snapshot(&self, tables: Vec<Table>) -> LocalBoxFuture<'_, Result<Snapshot>> {
         let all = self.tables.borrow();
         let snapshot = tables
