@@ -14,7 +14,7 @@ test('the demo starts the worker and shows its status, versions and health', asy
   await expect(page.locator('#ping-result')).toContainText('pong in');
   await expect(page.locator('#log')).toContainText('pong: {"from":"demo"}');
   // Full or lite depending on the machine: either way a MiniLM embedder, not the fallback.
-  await expect(page.locator('#profile')).toContainText(/all-MiniLM-L6-v2\/(f32|q8_0)\//);
+  await expect(page.locator('#profile')).toContainText(/all-MiniLM-L6-v2\/(f32|q8b32)\//);
   await page.click('#compare');
   await expect(page.locator('#similarity')).toContainText('cosine 0.');
   await expect(page.locator('#similarity')).toContainText('384 dims');

@@ -54,7 +54,7 @@ impl Precision {
     fn name(self) -> &'static str {
         match self {
             Precision::F32 => "f32",
-            Precision::Q8_0 => "q8_0",
+            Precision::Q8_0 => "q8b32",
         }
     }
 

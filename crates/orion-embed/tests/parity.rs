@@ -194,7 +194,7 @@ fn hashing_vectors_match_the_recorded_fingerprints() {
 #[test]
 fn lite_stays_within_tolerance_of_pytorch() {
     let model = load(Precision::Q8_0);
-    assert_eq!(model.info().version, "all-MiniLM-L6-v2/q8_0/max256");
+    assert_eq!(model.info().version, "all-MiniLM-L6-v2/q8b32/max256");
     let reference = common::reference();
     let texts: Vec<&str> = reference.sentences.iter().map(String::as_str).collect();
     let vectors = model.embed_now(&texts).unwrap();
