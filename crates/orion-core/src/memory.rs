@@ -20,7 +20,7 @@
 //! per chunk of [`MemoryConfig::write_chunk`] memories; if a chunk fails, the chunks before it
 //! stay written and the error says how many.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
@@ -268,6 +268,10 @@ pub struct Memories {
     changes: RefCell<Vec<String>>,
     /// Search hits whose new `lastAccessed` is not written yet ([`Memories::flush_touches`]).
     touched: RefCell<HashMap<String, u64>>,
+    /// Memory ids journaled since the saved snapshot ([`snapshot`]); `None` when there is none.
+    journaled: Cell<Option<usize>>,
+    /// Whether a snapshot is being written (one at a time).
+    saving: Cell<bool>,
 }
 
 const EMBEDDING: &str = "embedding";
@@ -307,33 +311,84 @@ impl Memories {
             model,
             changes: RefCell::new(Vec::new()),
             touched: RefCell::new(HashMap::new()),
+            journaled: Cell::new(None),
+            saving: Cell::new(false),
         };
-        let mut scan = Scan::first(config.load_chunk.max(1)).only(INDEX_FIELDS);
+        let from_snapshot = snapshot::load(&memories, progress).await?;
+        let (_, journal) = snapshot::read_journal(&memories).await?;
+        if from_snapshot {
+            memories.journaled.set(Some(journal.len()));
+            memories.refresh(journal).await?;
+        } else {
+            memories.load_rows(progress).await?;
+        }
+        let expired = memories.expired_ids();
+        if !expired.is_empty() {
+            memories.commit(delete_ops(&expired), &expired).await?;
+            memories.forget(&expired);
+        }
+        Ok(memories)
+    }
+
+    /// Whether the index should be saved ([`Memories::save_snapshot`]): none is saved yet, or
+    /// many memories changed since.
+    pub fn wants_snapshot(&self) -> bool {
+        !self.saving.get()
+            && self
+                .journaled
+                .get()
+                .is_none_or(|count| count > snapshot::JOURNAL_LIMIT)
+    }
+
+    /// Saves the index in packed blocks so that the next start loads fast (runs in the
+    /// background; one at a time).
+    pub async fn save_snapshot(&self) -> Result<()> {
+        if self.saving.replace(true) {
+            return Ok(());
+        }
+        let result = snapshot::write(self).await;
+        if result.is_ok() {
+            self.journaled.set(Some(0));
+        }
+        self.saving.set(false);
+        result
+    }
+
+    /// Writes `ops` with the journal row naming `changed`, in one transaction.
+    async fn commit(&self, mut ops: Vec<WriteOp>, changed: &[String]) -> Result<()> {
+        if !changed.is_empty() {
+            ops.push(WriteOp::Put(
+                Table::Meta,
+                snapshot::journal_row(self, changed),
+            ));
+        }
+        self.store.write(ops).await?;
+        if let Some(count) = self.journaled.get() {
+            self.journaled.set(Some(count + changed.len()));
+        }
+        Ok(())
+    }
+
+    /// Builds the index from every row of `memories` (when there is no snapshot).
+    async fn load_rows(&self, progress: &dyn Fn(usize)) -> Result<()> {
+        let mut scan = Scan::first(self.config.load_chunk.max(1)).only(INDEX_FIELDS);
         let mut loaded = 0;
         loop {
-            let rows = memories.store.scan(Table::Memories, scan.clone()).await?;
+            let rows = self.store.scan(Table::Memories, scan.clone()).await?;
             let Some(last) = rows.last() else { break };
             scan = scan.after(last.id.clone());
             loaded += rows.len();
-            let mut state = memories.state.borrow_mut();
+            let mut state = self.state.borrow_mut();
             for row in &rows {
                 // A row another version of ORION wrote wrongly is skipped, not fatal.
-                if let Ok(entry) = memories.index_row(&mut state, row) {
+                if let Ok(entry) = self.index_row(&mut state, row) {
                     state.entries.insert(row.id.clone(), entry);
                 }
             }
             drop(state);
             progress(loaded);
         }
-        let expired = memories.expired_ids();
-        if !expired.is_empty() {
-            memories
-                .store
-                .write(delete_ops(&expired))
-                .await
-                .map(|()| memories.forget(&expired))?;
-        }
-        Ok(memories)
+        Ok(())
     }
 
     /// The embedder version this layer searches.
@@ -409,7 +464,7 @@ impl Memories {
             .is_some();
         let mut ids = self.expired_ids();
         ids.push(id.to_owned());
-        self.store.write(delete_ops(&ids)).await?;
+        self.commit(delete_ops(&ids), &ids).await?;
         self.forget(&ids);
         Ok(existed)
     }
@@ -577,10 +632,16 @@ impl Memories {
         let kind = kind.map(|k| MemoryKind::parse(k, "kind")).transpose()?;
         let Some(kind) = kind else {
             let count = self.store.count(Table::Memories).await? as usize;
-            self.store
-                .write(vec![WriteOp::Clear(Table::Memories)])
-                .await?;
             let ids: Vec<String> = self.state.borrow().entries.keys().cloned().collect();
+            self.commit(
+                vec![
+                    WriteOp::Clear(Table::Memories),
+                    snapshot::forget(&self.model.version),
+                ],
+                &ids,
+            )
+            .await?;
+            self.journaled.set(None);
             self.forget(&ids);
             return Ok(count);
         };
@@ -595,7 +656,7 @@ impl Memories {
             ids.extend(rows.into_iter().map(|row| row.id));
         }
         // One transaction: a purge is all or nothing.
-        self.store.write(delete_ops(&ids)).await?;
+        self.commit(delete_ops(&ids), &ids).await?;
         self.forget(&ids);
         Ok(ids.len())
     }
@@ -754,7 +815,9 @@ impl Memories {
             rows.iter()
                 .map(|row| WriteOp::Put(Table::Memories, row.clone())),
         );
-        self.store.write(ops).await?;
+        let mut changed = removed.clone();
+        changed.extend(rows.iter().map(|row| row.id.clone()));
+        self.commit(ops, &changed).await?;
         self.forget(&removed);
         let mut state = self.state.borrow_mut();
         for row in &rows {
@@ -929,5 +992,6 @@ fn record_of(row: &Row) -> Result<MemoryRecord> {
     })
 }
 
+mod snapshot;
 #[cfg(test)]
 mod tests;

@@ -96,6 +96,19 @@ impl<K: Clone + Eq + std::hash::Hash + Ord> VectorIndex<K> {
         true
     }
 
+    /// `key`'s vector, if it has one.
+    pub fn get(&self, key: &K) -> Option<&[f32]> {
+        let slot = *self.slots.get(key)?;
+        self.data.get(slot * self.dims..(slot + 1) * self.dims)
+    }
+
+    /// Every key with its vector, in storage order.
+    pub fn iter(&self) -> impl Iterator<Item = (&K, &[f32])> {
+        self.keys
+            .iter()
+            .zip(self.data.chunks_exact(self.dims.max(1)))
+    }
+
     /// Removes every vector.
     pub fn clear(&mut self) {
         self.data.clear();

@@ -7,7 +7,7 @@ use crate::clock::ManualClock;
 use crate::embedding::{normalize, LocalBoxFuture};
 use crate::error::ErrorCode;
 use crate::store::conformance::block_on;
-use crate::store::MemStore;
+use crate::store::{MemStore, Scan};
 
 /// Bag of words hashed into 256 dimensions: texts sharing words are similar.
 struct WordsEmbedder {
@@ -463,4 +463,123 @@ fn delete_says_whether_it_deleted_and_refresh_picks_up_other_workers() {
     block_on(tab.memories.delete(&theirs.id)).unwrap();
     block_on(f.memories.refresh(tab.memories.take_changes())).unwrap();
     assert!(f.search("another tab", 5, None).is_empty());
+}
+
+fn reload(store: &Rc<MemStore>, clock: &ManualClock, progress: &RefCell<Vec<usize>>) -> Memories {
+    let embedder = WordsEmbedder::new("words/v1");
+    block_on(Memories::load(
+        store.clone(),
+        clock.shared(),
+        config(),
+        embedder.info().clone(),
+        5,
+        &|loaded| progress.borrow_mut().push(loaded),
+    ))
+    .unwrap()
+}
+
+fn meta_ids(store: &MemStore) -> Vec<String> {
+    block_on(store.scan(Table::Meta, Scan::first(10_000)))
+        .unwrap()
+        .into_iter()
+        .map(|row| row.id)
+        .collect()
+}
+
+#[test]
+fn a_saved_snapshot_plus_the_journal_gives_the_same_index() {
+    let f = fixture();
+    assert!(f.memories.wants_snapshot(), "nothing saved yet");
+    let items = (0..12)
+        .map(|i| new(&format!("snapshot memory {i}"), "fact"))
+        .collect();
+    let added = block_on(f.memories.add_many(&f.embedder, items, &|_, _| {})).unwrap();
+    block_on(f.memories.save_snapshot()).unwrap();
+    assert!(!f.memories.wants_snapshot());
+    let journal: Vec<String> = meta_ids(&f.store)
+        .into_iter()
+        .filter(|id| id.starts_with("memory-journal/"))
+        .collect();
+    assert!(
+        journal.is_empty(),
+        "covered journal rows are deleted: {journal:?}"
+    );
+
+    // Changes after the snapshot go to the journal, from this worker and from another.
+    block_on(f.memories.delete(&added[3].id)).unwrap();
+    let late = f.add("written after the snapshot", "feedback");
+    let other = fixture_with(f.store.clone(), config());
+    let theirs = other.add("written by another tab", "conversation");
+    let expected_stats = {
+        block_on(f.memories.refresh(vec![theirs.id.clone()])).unwrap();
+        f.memories.stats()
+    };
+
+    let progress = RefCell::new(Vec::new());
+    let reloaded = reload(&f.store, &f.clock, &progress);
+    assert_eq!(*progress.borrow(), [12], "one block, not row by row");
+    assert_eq!(reloaded.stats(), expected_stats);
+    let embedder = WordsEmbedder::new("words/v1");
+    let search = |query: &str| {
+        block_on(reloaded.search(&embedder, query, 3, 0.5, None))
+            .unwrap()
+            .into_iter()
+            .map(|hit| hit.id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(search("written after the snapshot"), [late.id]);
+    assert_eq!(search("written by another tab"), [theirs.id]);
+    assert!(!search("snapshot memory 3").contains(&added[3].id));
+    assert!(search("snapshot memory 5").contains(&added[5].id));
+}
+
+#[test]
+fn a_broken_snapshot_falls_back_to_reading_every_row() {
+    let f = fixture();
+    for i in 0..5 {
+        f.add(&format!("note {i}"), "fact");
+    }
+    block_on(f.memories.save_snapshot()).unwrap();
+    let block = meta_ids(&f.store)
+        .into_iter()
+        .find(|id| id.starts_with("memory-index-block/"))
+        .unwrap();
+    block_on(f.store.write(vec![WriteOp::Put(
+        Table::Meta,
+        Row::new(block).with("ids", json!(["only one"])),
+    )]))
+    .unwrap();
+    let progress = RefCell::new(Vec::new());
+    let reloaded = reload(&f.store, &f.clock, &progress);
+    assert_eq!(reloaded.stats().count, 5);
+    assert!(reloaded.wants_snapshot(), "it saves a good one next");
+}
+
+#[test]
+fn purging_everything_drops_the_snapshot_and_many_changes_ask_for_a_new_one() {
+    let f = fixture();
+    f.add("to be purged", "fact");
+    block_on(f.memories.save_snapshot()).unwrap();
+    block_on(f.memories.purge(None)).unwrap();
+    let progress = RefCell::new(Vec::new());
+    let reloaded = reload(&f.store, &f.clock, &progress);
+    assert_eq!(reloaded.stats().count, 0);
+    assert!(!meta_ids(&f.store)
+        .iter()
+        .any(|id| id == "memory-index/words/v1"));
+
+    let f = fixture_with(
+        Rc::new(MemStore::new()),
+        MemoryConfig {
+            write_chunk: 1000,
+            ..config()
+        },
+    );
+    block_on(f.memories.save_snapshot()).unwrap();
+    let items: Vec<NewMemory> = (0..snapshot::JOURNAL_LIMIT + 1)
+        .map(|i| new(&format!("bulk {i}"), "fact"))
+        .collect();
+    assert!(!f.memories.wants_snapshot());
+    block_on(f.memories.add_many(&f.embedder, items, &|_, _| {})).unwrap();
+    assert!(f.memories.wants_snapshot());
 }

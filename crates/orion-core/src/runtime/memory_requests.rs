@@ -26,6 +26,7 @@ impl WorkerRuntime {
         let clock = self.clock.clone();
         let seed = self.platform.seed;
         let emit = Rc::clone(&self.platform.emit);
+        let spawn = Rc::clone(&self.platform.spawn);
         let database = self.database.clone();
         let settings = self.memory_settings;
         let future: LocalBoxFuture<'static, Result<Rc<Memories>>> = Box::pin(async move {
@@ -56,7 +57,9 @@ impl WorkerRuntime {
                     loaded: memories.stats().count,
                     done: true,
                 });
-                Ok(Rc::new(memories))
+                let memories = Rc::new(memories);
+                save_snapshot_if_wanted(&memories, &spawn, &shared);
+                Ok(memories)
             }
             .await;
             if let Err(error) = &result {
@@ -174,6 +177,7 @@ impl WorkerRuntime {
                     }
                 }));
             }
+            save_snapshot_if_wanted(&memories, &spawn, &shared);
             let changed = memories.take_changes();
             if !changed.is_empty() {
                 publish(changed);
@@ -181,6 +185,28 @@ impl WorkerRuntime {
             finish(&shared, id, STORE_COMPONENT, result)
         }))
     }
+}
+
+/// Saves the index's snapshot in the background when it is missing or stale, so that the next
+/// start loads fast.
+fn save_snapshot_if_wanted(
+    memories: &Rc<Memories>,
+    spawn: &Rc<dyn Fn(LocalBoxFuture<'static, ()>)>,
+    shared: &super::SharedState,
+) {
+    if !memories.wants_snapshot() {
+        return;
+    }
+    let memories = Rc::clone(memories);
+    let shared = Rc::clone(shared);
+    spawn(Box::pin(async move {
+        if let Err(error) = memories.save_snapshot().await {
+            let mut state = shared.borrow_mut();
+            state
+                .health
+                .record_failure(STORE_COMPONENT, &error.to_string());
+        }
+    }));
 }
 
 fn active_profile(state: &Common) -> Result<crate::profile::Profile> {
