@@ -331,13 +331,11 @@ impl Memories {
     }
 
     /// Whether the index should be saved ([`Memories::save_snapshot`]): none is saved yet, or
-    /// many memories changed since.
+    /// more memories changed since than [`snapshot::JOURNAL_LIMIT`] or a quarter of the index
+    /// (so that saves cost O(1) per change, amortised).
     pub fn wants_snapshot(&self) -> bool {
-        !self.saving.get()
-            && self
-                .journaled
-                .get()
-                .is_none_or(|count| count > snapshot::JOURNAL_LIMIT)
+        let limit = snapshot::JOURNAL_LIMIT.max(self.state.borrow().entries.len() / 4);
+        !self.saving.get() && self.journaled.get().is_none_or(|count| count > limit)
     }
 
     /// Saves the index in packed blocks so that the next start loads fast (runs in the

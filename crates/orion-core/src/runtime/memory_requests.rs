@@ -177,7 +177,18 @@ impl WorkerRuntime {
                     }
                 }));
             }
-            save_snapshot_if_wanted(&memories, &spawn, &shared);
+            // Not in the middle of writes (a bulk import would rewrite it over and over): the
+            // next read saves it.
+            let reading = matches!(
+                &result,
+                Ok(ResponseBody::Hits(_)
+                    | ResponseBody::Page(_)
+                    | ResponseBody::MaybeMemory(_)
+                    | ResponseBody::MemoryStats(_))
+            );
+            if reading {
+                save_snapshot_if_wanted(&memories, &spawn, &shared);
+            }
             let changed = memories.take_changes();
             if !changed.is_empty() {
                 publish(changed);
