@@ -45,35 +45,44 @@ pub(super) fn journal_row(memories: &Memories, ids: &[String]) -> Row {
     Row::new(format!("{JOURNAL_PREFIX}{now:013x}{random:016x}")).with("ids", json!(ids))
 }
 
-/// The journal: its rows' ids and every memory id they name.
-pub(super) async fn read_journal(memories: &Memories) -> Result<(Vec<String>, Vec<String>)> {
+/// Every `meta` row whose id starts with `prefix`, reading only `fields`, in id order.
+async fn rows_with_prefix(
+    memories: &Memories,
+    prefix: &str,
+    fields: &'static [&'static str],
+) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
-    let mut ids = Vec::new();
-    let mut scan = Scan::first(1_000).after(JOURNAL_PREFIX);
+    let mut scan = Scan::first(1_000).after(prefix).only(fields);
     loop {
         let page = memories.store.scan(Table::Meta, scan.clone()).await?;
         let Some(last) = page.last() else { break };
         scan = scan.after(last.id.clone());
-        let mut done = false;
-        for row in page {
-            if !row.id.starts_with(JOURNAL_PREFIX) {
-                done = true;
-                break;
-            }
-            if let Some(Value::Array(changed)) = row.fields.get("ids") {
-                ids.extend(
-                    changed
-                        .iter()
-                        .filter_map(|id| id.as_str().map(str::to_owned)),
-                );
-            }
-            rows.push(row.id);
-        }
-        if done {
+        let before = rows.len();
+        rows.extend(
+            page.into_iter()
+                .take_while(|row| row.id.starts_with(prefix)),
+        );
+        if rows.len() - before < scan.limit {
             break;
         }
     }
-    Ok((rows, ids))
+    Ok(rows)
+}
+
+/// The journal: its rows' ids and every memory id they name.
+pub(super) async fn read_journal(memories: &Memories) -> Result<(Vec<String>, Vec<String>)> {
+    let rows = rows_with_prefix(memories, JOURNAL_PREFIX, &["ids"]).await?;
+    let mut ids = Vec::new();
+    for row in &rows {
+        if let Some(Value::Array(changed)) = row.fields.get("ids") {
+            ids.extend(
+                changed
+                    .iter()
+                    .filter_map(|id| id.as_str().map(str::to_owned)),
+            );
+        }
+    }
+    Ok((rows.into_iter().map(|row| row.id).collect(), ids))
 }
 
 /// Loads the saved snapshot of this version into the index; `Ok(false)` when there is none.
@@ -213,26 +222,12 @@ pub(super) async fn write(memories: &Memories) -> Result<()> {
             .await?;
     }
     // Blocks of this version that the new header will not name: earlier generations.
-    let mut stale = Vec::new();
-    let mut scan = Scan::first(100).after(block_prefix(&version)).only(&[]);
-    loop {
-        let page = memories.store.scan(Table::Meta, scan.clone()).await?;
-        let Some(last) = page.last() else { break };
-        scan = scan.after(last.id.clone());
-        let mut done = false;
-        for row in page {
-            if !row.id.starts_with(&block_prefix(&version)) {
-                done = true;
-                break;
-            }
-            if !row.id.starts_with(&prefix) {
-                stale.push(row.id);
-            }
-        }
-        if done {
-            break;
-        }
-    }
+    let stale: Vec<String> = rows_with_prefix(memories, &block_prefix(&version), &[])
+        .await?
+        .into_iter()
+        .map(|row| row.id)
+        .filter(|id| !id.starts_with(&prefix))
+        .collect();
     let header = Row::new(header_id(&version))
         .with("generation", generation)
         .with("blocks", json!(block_ids))

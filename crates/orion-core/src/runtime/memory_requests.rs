@@ -166,16 +166,12 @@ impl WorkerRuntime {
                 ))),
             };
             if matches!(&result, Ok(ResponseBody::Hits(hits)) if !hits.is_empty()) {
-                let memories = Rc::clone(&memories);
-                let shared = Rc::clone(&shared);
-                spawn(Box::pin(async move {
-                    if let Err(error) = memories.flush_touches().await {
-                        let mut state = shared.borrow_mut();
-                        state
-                            .health
-                            .record_failure(STORE_COMPONENT, &error.to_string());
-                    }
-                }));
+                let flushing = Rc::clone(&memories);
+                in_background(
+                    &spawn,
+                    &shared,
+                    async move { flushing.flush_touches().await },
+                );
             }
             // Not in the middle of writes (a bulk import would rewrite it over and over): the
             // next read saves it.
@@ -209,9 +205,18 @@ fn save_snapshot_if_wanted(
         return;
     }
     let memories = Rc::clone(memories);
+    in_background(spawn, shared, async move { memories.save_snapshot().await });
+}
+
+/// Runs store `work` that no answer waits for; a failure counts against the store's health.
+fn in_background(
+    spawn: &Rc<dyn Fn(LocalBoxFuture<'static, ()>)>,
+    shared: &super::SharedState,
+    work: impl std::future::Future<Output = Result<()>> + 'static,
+) {
     let shared = Rc::clone(shared);
     spawn(Box::pin(async move {
-        if let Err(error) = memories.save_snapshot().await {
+        if let Err(error) = work.await {
             let mut state = shared.borrow_mut();
             state
                 .health
