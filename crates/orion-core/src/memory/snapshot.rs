@@ -12,9 +12,10 @@
 //!
 //! A new snapshot is written in the background when none exists or the journal has grown: blocks
 //! first, each in its own transaction (bounded memory), then the header in one transaction with
-//! the deletion of the journal rows it covers and of the previous generation's blocks. A crash
-//! before that last transaction leaves the old snapshot in force; its unreferenced blocks are
-//! deleted by the next snapshot of that version.
+//! the deletion of the journal rows it covers and of every other snapshot (earlier generations,
+//! other embedder versions: they relied on the journal rows deleted there). A crash before that
+//! last transaction leaves the old snapshot in force; its unreferenced blocks are deleted by the
+//! next snapshot. There is at most one snapshot in force.
 
 use serde_json::{json, Value};
 
@@ -30,12 +31,15 @@ pub(super) const JOURNAL_LIMIT: usize = 2_000;
 
 const JOURNAL_PREFIX: &str = "memory-journal/";
 
+const HEADER_PREFIX: &str = "memory-index/";
+const BLOCK_PREFIX: &str = "memory-index-block/";
+
 fn header_id(version: &str) -> String {
-    format!("memory-index/{version}")
+    format!("{HEADER_PREFIX}{version}")
 }
 
 fn block_prefix(version: &str) -> String {
-    format!("memory-index-block/{version}/")
+    format!("{BLOCK_PREFIX}{version}/")
 }
 
 /// The journal row recording that `ids` changed.
@@ -222,12 +226,21 @@ pub(super) async fn write(memories: &Memories) -> Result<()> {
             .await?;
     }
     // Blocks of this version that the new header will not name: earlier generations.
-    let stale: Vec<String> = rows_with_prefix(memories, &block_prefix(&version), &[])
+    // Everything of other snapshots goes: earlier generations' blocks, and the headers and blocks
+    // of other embedder versions, whose snapshots would miss the journal rows deleted below.
+    let mut stale: Vec<String> = rows_with_prefix(memories, BLOCK_PREFIX, &[])
         .await?
         .into_iter()
         .map(|row| row.id)
         .filter(|id| !id.starts_with(&prefix))
         .collect();
+    stale.extend(
+        rows_with_prefix(memories, HEADER_PREFIX, &[])
+            .await?
+            .into_iter()
+            .map(|row| row.id)
+            .filter(|id| *id != header_id(&version)),
+    );
     let header = Row::new(header_id(&version))
         .with("generation", generation)
         .with("blocks", json!(block_ids))

@@ -583,3 +583,40 @@ fn purging_everything_drops_the_snapshot_and_many_changes_ask_for_a_new_one() {
     block_on(f.memories.add_many(&f.embedder, items, &|_, _| {})).unwrap();
     assert!(f.memories.wants_snapshot());
 }
+
+#[test]
+fn a_snapshot_replaces_every_other_one_since_it_consumes_the_journal() {
+    let f = fixture();
+    f.add("shared memory", "fact");
+    block_on(f.memories.save_snapshot()).unwrap();
+    // A worker of another embedder version snapshots the same table.
+    let v2 = WordsEmbedder::new("words/v2");
+    let other = block_on(Memories::load(
+        f.store.clone(),
+        f.clock.shared(),
+        config(),
+        v2.info().clone(),
+        3,
+        &|_| {},
+    ))
+    .unwrap();
+    block_on(other.save_snapshot()).unwrap();
+    let snapshots: Vec<String> = meta_ids(&f.store)
+        .into_iter()
+        .filter(|id| id.starts_with("memory-index"))
+        .collect();
+    assert!(
+        snapshots.iter().all(|id| id.contains("words/v2")),
+        "{snapshots:?}"
+    );
+    // The first version's next start reads the rows, and a delete since is not missed.
+    f.add("added later", "fact");
+    let progress = RefCell::new(Vec::new());
+    let reloaded = reload(&f.store, &f.clock, &progress);
+    assert_eq!(reloaded.stats().count, 2);
+    assert_eq!(
+        *progress.borrow(),
+        [2],
+        "no snapshot of its version: row by row"
+    );
+}
