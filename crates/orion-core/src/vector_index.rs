@@ -76,22 +76,24 @@ impl<K: Clone + Eq + std::hash::Hash + Ord> VectorIndex<K> {
         if vector.len() != self.dims {
             return false;
         }
-        let (codes, scale) = quantize(vector);
-        match self.slots.get(&key) {
+        let slot = match self.slots.get(&key) {
             Some(&slot) => {
                 let start = slot * self.dims;
                 self.data[start..start + self.dims].copy_from_slice(vector);
-                self.codes[start..start + self.dims].copy_from_slice(&codes);
-                self.code_scales[slot] = scale;
+                slot
             }
             None => {
-                self.slots.insert(key.clone(), self.keys.len());
+                let slot = self.keys.len();
+                self.slots.insert(key.clone(), slot);
                 self.keys.push(key);
                 self.data.extend_from_slice(vector);
-                self.codes.extend_from_slice(&codes);
-                self.code_scales.push(scale);
+                self.codes.resize((slot + 1) * self.dims, 0);
+                self.code_scales.push((0.0, 0.0));
+                slot
             }
-        }
+        };
+        let start = slot * self.dims;
+        self.code_scales[slot] = quantize_into(vector, &mut self.codes[start..start + self.dims]);
         true
     }
 
@@ -246,20 +248,28 @@ impl Ord for OrderedF32 {
 
 /// `vector` as 8-bit codes with their scale (`x ≈ scale × code`) and the codes' L1 norm.
 fn quantize(vector: &[f32]) -> (Vec<i8>, (f32, f32)) {
+    let mut codes = vec![0; vector.len()];
+    let scale = quantize_into(vector, &mut codes);
+    (codes, scale)
+}
+
+/// Writes `vector`'s 8-bit codes into `codes`; returns their scale and L1 norm.
+fn quantize_into(vector: &[f32], codes: &mut [i8]) -> (f32, f32) {
     let max = vector
         .iter()
         .filter(|x| x.is_finite())
         .fold(0.0f32, |m, x| m.max(x.abs()));
     if max == 0.0 {
-        return (vec![0; vector.len()], (0.0, 0.0));
+        codes.fill(0);
+        return (0.0, 0.0);
     }
     let scale = max / 127.0;
-    let codes: Vec<i8> = vector
-        .iter()
-        .map(|x| (x / scale).round().clamp(-127.0, 127.0) as i8)
-        .collect();
-    let l1 = codes.iter().map(|c| f32::from(c.unsigned_abs())).sum();
-    (codes, (scale, l1))
+    let mut l1 = 0.0;
+    for (code, x) in codes.iter_mut().zip(vector) {
+        *code = (x / scale).round().clamp(-127.0, 127.0) as i8;
+        l1 += f32::from(code.unsigned_abs());
+    }
+    (scale, l1)
 }
 
 /// The dot product of 8-bit codes, summed in i32 over fixed-size blocks (vectorises like
