@@ -314,9 +314,9 @@ impl Memories {
             journaled: Cell::new(None),
             saving: Cell::new(false),
         };
-        let from_snapshot = snapshot::load(&memories, progress).await?;
-        let (_, journal) = snapshot::read_journal(&memories).await?;
-        if from_snapshot {
+        // Without a snapshot every row is read anyway, so the journal adds nothing.
+        if snapshot::load(&memories, progress).await? {
+            let (_, journal) = snapshot::read_journal(&memories).await?;
             memories.journaled.set(Some(journal.len()));
             memories.refresh(journal).await?;
         } else {
@@ -890,8 +890,7 @@ impl Memories {
     /// Indexes `row`'s vector if it has the active version; returns what the index keeps of it.
     /// Reads only [`INDEX_FIELDS`].
     fn index_row(&self, state: &mut State, row: &Row) -> Result<Entry> {
-        let kind = MemoryKind::parse(row.str_field("kind")?, "kind")
-            .map_err(|_| Error::Store(format!("row `{}`: unknown kind", row.id)))?;
+        let kind = stored_kind(row)?;
         let created_at = row.u64_field("createdAt")?;
         let last_accessed = row.u64_field("lastAccessed")?;
         let searchable = row.str_field("embeddingVersion")? == self.model.version
@@ -972,9 +971,14 @@ fn row_of(record: &MemoryRecord, vector: Vec<f32>) -> Row {
         .with_vector(EMBEDDING, vector)
 }
 
+/// A stored row's kind; an unknown one is a `Store` error (the row is broken, not the caller).
+fn stored_kind(row: &Row) -> Result<MemoryKind> {
+    MemoryKind::parse(row.str_field("kind")?, "kind")
+        .map_err(|_| Error::Store(format!("row `{}`: unknown kind", row.id)))
+}
+
 fn record_of(row: &Row) -> Result<MemoryRecord> {
-    let kind = MemoryKind::parse(row.str_field("kind")?, "kind")
-        .map_err(|_| Error::Store(format!("row `{}`: unknown kind", row.id)))?;
+    let kind = stored_kind(row)?;
     Ok(MemoryRecord {
         id: row.id.clone(),
         text: row.str_field("text")?.to_owned(),

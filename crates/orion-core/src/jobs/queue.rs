@@ -337,13 +337,7 @@ impl JobQueue {
                 format!("no handler is registered for `{name}`"),
             ));
         }
-        let size = serde_json::to_vec(&data).map_or(usize::MAX, |bytes| bytes.len());
-        if size > MAX_DATA_BYTES {
-            return Err(Error::invalid_input(
-                "data",
-                format!("is {size} bytes of JSON; at most {MAX_DATA_BYTES}"),
-            ));
-        }
+        check_json_size("data", &data)?;
         options.validate()?;
         let inner = &self.inner;
         if let Some(job_id) = &options.job_id {
@@ -1062,6 +1056,18 @@ impl Drop for InFlightGuard {
     }
 }
 
+/// `value` serialised is at most [`MAX_DATA_BYTES`], or `ERR_INVALID_INPUT` on `field`.
+fn check_json_size(field: &str, value: &Value) -> Result<()> {
+    let size = serde_json::to_vec(value).map_or(usize::MAX, |bytes| bytes.len());
+    if size > MAX_DATA_BYTES {
+        return Err(Error::invalid_input(
+            field,
+            format!("is {size} bytes of JSON; at most {MAX_DATA_BYTES}"),
+        ));
+    }
+    Ok(())
+}
+
 async fn report_progress(inner: Weak<Inner>, id: String, progress: Value) -> Result<()> {
     if let Some(n) = progress.as_f64() {
         if !(0.0..=100.0).contains(&n) {
@@ -1071,13 +1077,7 @@ async fn report_progress(inner: Weak<Inner>, id: String, progress: Value) -> Res
             ));
         }
     }
-    let size = serde_json::to_vec(&progress).map_or(usize::MAX, |bytes| bytes.len());
-    if size > MAX_DATA_BYTES {
-        return Err(Error::invalid_input(
-            "progress",
-            format!("is {size} bytes of JSON; at most {MAX_DATA_BYTES}"),
-        ));
-    }
+    check_json_size("progress", &progress)?;
     let Some(inner) = inner.upgrade() else {
         return Err(Error::Closed);
     };

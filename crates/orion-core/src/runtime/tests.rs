@@ -692,17 +692,8 @@ fn memory_requests_refuse_bad_input_with_the_field_and_count_storage_failures() 
     }
     assert_eq!(block_on(store.count(Table::Memories)).unwrap(), 0);
     let health = h.call(20, json!({"type": "health"}));
-    let component = |name: &str| {
-        health["result"]["components"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["name"] == name)
-            .cloned()
-            .unwrap()
-    };
     assert_eq!(
-        component(STORE_COMPONENT)["totalFailures"],
+        component(&health, STORE_COMPONENT)["totalFailures"],
         0,
         "bad input is not a store failure"
     );
@@ -711,18 +702,23 @@ fn memory_requests_refuse_bad_input_with_the_field_and_count_storage_failures() 
     let answer = h.call(21, json!({"type": "memory_add", "text": "no room"}));
     assert_eq!(answer["error"]["code"], "ERR_QUOTA");
     let health = h.call(22, json!({"type": "health"}));
-    let store_health = health["result"]["components"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == STORE_COMPONENT)
-        .cloned()
-        .unwrap();
+    let store_health = component(&health, STORE_COMPONENT);
     assert_eq!(store_health["totalFailures"], 1);
     assert!(store_health["lastError"]
         .as_str()
         .unwrap()
         .contains("quota"));
+}
+
+/// The row of `name` in a health answer.
+fn component(health: &Value, name: &str) -> Value {
+    health["result"]["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .cloned()
+        .unwrap()
 }
 
 /// A database that cannot be opened (IndexedDB disabled, say).
