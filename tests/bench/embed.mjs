@@ -10,8 +10,7 @@
 // /proc/PID/clear_refs when the page is ready; the page's dedicated workers live in that process).
 // Every request the pages make must go to our server: anything else fails the run.
 import { readFileSync, writeFileSync } from 'node:fs';
-import { chromium } from '@playwright/test';
-import { chromiumLaunchOptions } from '../chromium.mjs';
+import { launchGuarded } from './harness.mjs';
 
 const base = process.argv[2];
 if (!base) {
@@ -40,20 +39,8 @@ const ORION_PAGE = '/fixture/blank.html';
 const TJS_PAGE = '/bench/blank.html';
 const log = (...args) => console.error('[bench]', ...args);
 
-const browser = await chromium.launch(chromiumLaunchOptions);
-const foreign = [];
-const cspViolations = [];
-const pageErrors = [];
-let requestCount = 0;
+const { browser, openPage, closePage, finish } = await launchGuarded(base);
 try {
-  const context = await browser.newContext();
-  context.on('request', (request) => {
-    requestCount += 1;
-    const url = request.url();
-    if (!url.startsWith(`${base}/`) && !url.startsWith('blob:') && !url.startsWith('data:')) {
-      foreign.push(url);
-    }
-  });
   const cdp = await browser.newBrowserCDPSession();
 
   // The renderer processes right now, and their resident memory (kB).
@@ -70,27 +57,6 @@ try {
     } catch {
       return null;
     }
-  };
-
-  const openPage = async (path) => {
-    const page = await context.newPage();
-    page.on('pageerror', (error) => pageErrors.push(error.message));
-    page.on('console', (message) => {
-      const text = message.text();
-      if (/Content.Security.Policy/i.test(text)) cspViolations.push(text);
-    });
-    await page.goto(`${base}${path}`);
-    await page.evaluate(() => {
-      window.__csp = [];
-      document.addEventListener('securitypolicyviolation', (e) =>
-        window.__csp.push(`${e.violatedDirective}: ${e.blockedURI}`),
-      );
-    });
-    return page;
-  };
-  const closePage = async (page) => {
-    cspViolations.push(...(await page.evaluate(() => window.__csp)));
-    await page.close();
   };
 
   // Runs `fn(arg)` in a fresh page and measures the renderer's peak resident memory meanwhile.
@@ -275,12 +241,7 @@ try {
     { tjs: TJS },
   ));
 
-  out.requests = requestCount;
-  out.foreignRequests = foreign;
-  out.cspViolations = cspViolations;
-  out.pageErrors = pageErrors;
-  if (foreign.length > 0) throw new Error(`requests outside our server: ${foreign.join(', ')}`);
-  if (pageErrors.length > 0) throw new Error(`page errors: ${pageErrors.join('; ')}`);
+  finish(out);
   console.log(JSON.stringify(out));
 } finally {
   await browser.close();

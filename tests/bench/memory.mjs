@@ -15,8 +15,7 @@
 //    Dexie's `bulkPut`, 500 per call, into other databases; then Dexie's records read back in a
 //    fresh page, 2000 per call, to compare with the cold start.
 // Every request must go to our server: anything else fails the run.
-import { chromium } from '@playwright/test';
-import { chromiumLaunchOptions } from '../chromium.mjs';
+import { launchGuarded } from './harness.mjs';
 
 const base = process.argv[2];
 if (!base) {
@@ -43,29 +42,12 @@ const DATABASES = {
 };
 const log = (...args) => console.error('[bench memory]', ...args);
 
-const browser = await chromium.launch(chromiumLaunchOptions);
-const foreign = [];
-const pageErrors = [];
-const cspViolations = [];
+const { browser, openPage: openGuarded, closePage, finish } = await launchGuarded(base);
 try {
-  const context = await browser.newContext();
-  context.on('request', (request) => {
-    const url = request.url();
-    if (!url.startsWith(`${base}/`) && !url.startsWith('blob:') && !url.startsWith('data:')) {
-      foreign.push(url);
-    }
-  });
-
   // A page with the deterministic text generator (`window.bench.text(n)`: 100–200 characters from
   // the 200 reference sentences, unique by its number) and the reference sentences.
   const openPage = async () => {
-    const page = await context.newPage();
-    page.on('pageerror', (error) => pageErrors.push(error.message));
-    page.on('console', (message) => {
-      const text = message.text();
-      if (/Content.Security.Policy/i.test(text)) cspViolations.push(text);
-    });
-    await page.goto(`${base}${PAGE}`);
+    const page = await openGuarded(PAGE);
     await page.evaluate(async () => {
       const { sentences } = await (await fetch('/reference/minilm-reference.json')).json();
       const text = (n) => {
@@ -89,16 +71,8 @@ try {
         return { median: at(0.5), p95: at(0.95), min: sorted[0], max: sorted[sorted.length - 1], n: sorted.length };
       };
       window.bench = { text, query, stats, sentences: sentences.length };
-      window.__csp = [];
-      document.addEventListener('securitypolicyviolation', (e) =>
-        window.__csp.push(`${e.violatedDirective}: ${e.blockedURI}`),
-      );
     });
     return page;
-  };
-  const closePage = async (page) => {
-    cspViolations.push(...(await page.evaluate(() => window.__csp)));
-    await page.close();
   };
 
   const out = {
@@ -364,11 +338,7 @@ try {
   }, Object.values(DATABASES));
   await closePage(cleanup);
 
-  out.foreignRequests = foreign;
-  out.cspViolations = cspViolations;
-  out.pageErrors = pageErrors;
-  if (foreign.length > 0) throw new Error(`requests outside our server: ${foreign.join(', ')}`);
-  if (pageErrors.length > 0) throw new Error(`page errors: ${pageErrors.join('; ')}`);
+  finish(out);
   console.log(JSON.stringify(out));
 } finally {
   await browser.close();
