@@ -584,6 +584,16 @@ ORION's write time ÷ the library's, for the same number of records:\n\n\
 mod tests {
     use super::*;
 
+    fn test_machine() -> Machine {
+        Machine {
+            date: "2026-01-01".into(),
+            cpu: "CPU".into(),
+            cores: 2,
+            load: "1.0".into(),
+            chromium: "Chromium 1".into(),
+        }
+    }
+
     #[test]
     fn the_document_has_every_engine_and_target() {
         let engine = |one: f64, batched: f64| {
@@ -604,13 +614,7 @@ mod tests {
             ort_raw: 27_000_000,
             ort_gz: 7_000_000,
         };
-        let machine = Machine {
-            date: "2026-01-01".into(),
-            cpu: "CPU".into(),
-            cores: 2,
-            load: "1.0".into(),
-            chromium: "Chromium 1".into(),
-        };
+        let machine = test_machine();
         let doc = document(&figures, &sizes, &machine);
         for needle in [
             "| ORION full |",
@@ -667,13 +671,7 @@ mod tests {
             "dexie": { "marks": [{ "size": 10000, "ms": 1000.0 }, { "size": 100000, "ms": 10000.0 }] },
             "dexieReadBack": { "rows": 100000, "ms": 900.0 },
         });
-        let machine = Machine {
-            date: "2026-01-01".into(),
-            cpu: "CPU".into(),
-            cores: 2,
-            load: "1.0".into(),
-            chromium: "Chromium 1".into(),
-        };
+        let machine = test_machine();
         let doc = memory_document(&figures, &machine);
         for needle in [
             "| 10000 | 10000 | 5000 | 10000 | 10000 | 20000 | 10000 |",
