@@ -1,6 +1,9 @@
 import { test, expect } from '@playwright/test';
 import { openDemo } from './helpers.mjs';
 
+// The one spec about the demo's service worker (blocked elsewhere: see playwright.config.mjs).
+test.use({ serviceWorkers: 'allow' });
+
 test('after one visit, a reload with the network cut still starts the orchestrator', async ({ page, context }) => {
   await openDemo(page);
   // Wait until the service worker controls the page (it claims clients on activation).
