@@ -21,7 +21,7 @@
 //! stay written and the error says how many.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::rc::Rc;
 
 use serde::{Deserialize, Serialize};
@@ -272,9 +272,15 @@ pub struct Memories {
     journaled: Cell<Option<usize>>,
     /// Whether a snapshot is being written (one at a time).
     saving: Cell<bool>,
+    /// Journal rows this instance wrote: their changes are in the index already, so a snapshot
+    /// need not re-read them (only other workers' rows).
+    own_journal: RefCell<HashSet<String>>,
 }
 
 const EMBEDDING: &str = "embedding";
+
+/// Rows re-read per transaction by [`Memories::refresh`].
+const REFRESH_CHUNK: usize = 1_000;
 
 /// What the index reads of each row at start (not the text or meta).
 const INDEX_FIELDS: &[&str] = &[
@@ -313,10 +319,11 @@ impl Memories {
             touched: RefCell::new(HashMap::new()),
             journaled: Cell::new(None),
             saving: Cell::new(false),
+            own_journal: RefCell::new(HashSet::new()),
         };
         // Without a snapshot every row is read anyway, so the journal adds nothing.
         if snapshot::load(&memories, progress).await? {
-            let (_, journal) = snapshot::read_journal(&memories).await?;
+            let (_, journal) = snapshot::read_journal(&memories, &HashSet::new()).await?;
             memories.journaled.set(Some(journal.len()));
             memories.refresh(journal).await?;
         } else {
@@ -354,13 +361,14 @@ impl Memories {
 
     /// Writes `ops` with the journal row naming `changed`, in one transaction.
     async fn commit(&self, mut ops: Vec<WriteOp>, changed: &[String]) -> Result<()> {
-        if !changed.is_empty() {
-            ops.push(WriteOp::Put(
-                Table::Meta,
-                snapshot::journal_row(self, changed),
-            ));
+        let journal = (!changed.is_empty()).then(|| snapshot::journal_row(self, changed));
+        if let Some(row) = &journal {
+            ops.push(WriteOp::Put(Table::Meta, row.clone()));
         }
         self.store.write(ops).await?;
+        if let Some(row) = journal {
+            self.own_journal.borrow_mut().insert(row.id);
+        }
         if let Some(count) = self.journaled.get() {
             self.journaled.set(Some(count + changed.len()));
         }
@@ -689,16 +697,20 @@ impl Memories {
     /// Brings the index up to date with rows another worker changed: `ids` are re-read from the
     /// store (present rows are indexed, missing ones forgotten).
     pub async fn refresh(&self, ids: Vec<String>) -> Result<()> {
-        let rows = self.store.get(Table::Memories, ids.clone()).await?;
-        let mut state = self.state.borrow_mut();
-        for (id, row) in ids.into_iter().zip(rows) {
-            match row.map(|row| self.index_row(&mut state, &row).map(|e| (row.id, e))) {
-                Some(Ok((id, entry))) => {
-                    state.entries.insert(id, entry);
-                }
-                _ => {
-                    state.entries.remove(&id);
-                    state.vectors.remove(&id);
+        // In chunks, each its own read: requests are answered between them rather than after the
+        // whole list (a snapshot may refresh tens of thousands of ids).
+        for chunk in ids.chunks(REFRESH_CHUNK) {
+            let rows = self.store.get(Table::Memories, chunk.to_vec()).await?;
+            let mut state = self.state.borrow_mut();
+            for (id, row) in chunk.iter().zip(rows) {
+                match row.map(|row| self.index_row(&mut state, &row).map(|e| (row.id, e))) {
+                    Some(Ok((id, entry))) => {
+                        state.entries.insert(id, entry);
+                    }
+                    _ => {
+                        state.entries.remove(id);
+                        state.vectors.remove(id);
+                    }
                 }
             }
         }

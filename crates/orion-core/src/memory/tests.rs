@@ -534,6 +534,32 @@ fn a_saved_snapshot_plus_the_journal_gives_the_same_index() {
 }
 
 #[test]
+fn a_snapshot_takes_in_other_workers_journaled_writes_it_was_not_told_of() {
+    let f = fixture();
+    // The fixtures share a seed: a different time keeps this worker's ids apart from the other's.
+    f.clock.advance(1);
+    let mine = f.add("written here", "fact");
+    let other = fixture_with(f.store.clone(), config());
+    let theirs = other.add("written by another tab unannounced", "conversation");
+    assert_eq!(f.memories.stats().count, 1, "not told of the other write");
+
+    block_on(f.memories.save_snapshot()).unwrap();
+    assert_eq!(f.memories.stats().count, 2);
+    let embedder = WordsEmbedder::new("words/v1");
+    let found = block_on(
+        f.memories
+            .search(&embedder, "another tab unannounced", 1, 0.5, None),
+    )
+    .unwrap();
+    assert_eq!(found.first().map(|hit| &hit.id), Some(&theirs.id));
+
+    let progress = RefCell::new(Vec::new());
+    let reloaded = reload(&f.store, &f.clock, &progress);
+    assert_eq!(reloaded.stats().count, 2);
+    assert!(block_on(reloaded.get(&mine.id)).unwrap().is_some());
+}
+
+#[test]
 fn a_broken_snapshot_falls_back_to_reading_every_row() {
     let f = fixture();
     for i in 0..5 {
