@@ -17,6 +17,7 @@ pub mod protocol;
 pub mod runtime;
 pub mod store;
 pub mod vector_index;
+pub mod workflows;
 
 pub use circuit_breaker::{BreakerConfig, BreakerState, CircuitBreaker, Permit};
 pub use clock::{Clock, ManualClock, SharedClock};
