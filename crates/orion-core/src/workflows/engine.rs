@@ -418,7 +418,12 @@ impl WorkflowEngine {
             }
             flight.request_cancel();
             if persist(inner, &flight).await? {
-                return Ok(CancelOutcome::Signalled);
+                // A compensating workflow is already being rolled back: nothing was interrupted.
+                return Ok(if status == WorkflowStatus::Running {
+                    CancelOutcome::Signalled
+                } else {
+                    CancelOutcome::Requested
+                });
             }
             // The run lost the workflow meanwhile: ask whoever holds it now, through the store.
         }

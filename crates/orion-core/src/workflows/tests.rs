@@ -1093,3 +1093,110 @@ fn a_workflow_of_an_unregistered_type_waits_for_its_definition() {
     f.step();
     assert_eq!(f.get("w").status, WorkflowStatus::Completed);
 }
+
+#[test]
+fn cancelling_a_compensating_workflow_does_not_interrupt_its_compensation() {
+    let mut f = Fixture::new();
+    f.register("wf", saga(&f.world, &["a", "b"]));
+    f.world.fail("b", vec![StepError::fatal("broken")]);
+    f.world.hold("undo:a");
+    f.start("wf", json!({}), json!({"workflowId": "w"}));
+    f.step();
+    assert_eq!(f.get("w").status, WorkflowStatus::Compensating);
+    assert_eq!(
+        block_on(f.engine.cancel_workflow("w")).unwrap(),
+        CancelOutcome::Requested
+    );
+    f.step();
+    assert!(f.world.observed.borrow().is_empty());
+    f.world.release("undo:a");
+    f.step();
+    let done = f.get("w");
+    // Still ends as the failure it was compensating for.
+    assert_eq!(done.status, WorkflowStatus::Compensated);
+    assert_eq!(f.world.log(), vec!["a#1", "b#1", "undo:a#1"]);
+}
+
+#[test]
+fn an_oversized_step_result_fails_the_step_for_good() {
+    let mut f = Fixture::new();
+    let huge = Step::new("huge", |_ctx| {
+        Box::pin(async move { Ok(json!("x".repeat(MAX_INPUT_BYTES))) })
+    });
+    f.register(
+        "wf",
+        WorkflowDefinition::new()
+            .step(scripted(&f.world, "a", true))
+            .step(huge),
+    );
+    f.start(
+        "wf",
+        json!({}),
+        json!({"workflowId": "w", "retry": {"attempts": 3}}),
+    );
+    f.run_until_idle();
+    let done = f.get("w");
+    assert_eq!(done.status, WorkflowStatus::Compensated);
+    let step = done.step("huge").cloned().unwrap();
+    assert_eq!(step.attempts, 1);
+    assert_eq!(step.result, None);
+    assert!(step
+        .error
+        .is_some_and(|e| !e.retryable && e.message.contains("`result`")));
+}
+
+#[test]
+fn a_step_missing_from_a_changed_definition_fails_the_workflow() {
+    let mut f = Fixture::new();
+    f.register("wf", saga(&f.world, &["a", "b"]));
+    f.world.hold("b");
+    f.start("wf", json!({}), json!({"workflowId": "w"}));
+    f.step();
+    // Reloaded with a definition that renamed `b`.
+    f.definitions = vec![("wf".into(), saga(&f.world, &["a", "b2"]))];
+    f.crash();
+    f.clock.advance(LEASE_MS);
+    f.step();
+    let done = f.get("w");
+    assert_eq!(done.status, WorkflowStatus::Compensated);
+    assert_eq!(
+        done.error,
+        Some(WorkflowFailure {
+            message: "workflow type `wf` has no step `b` any more".into(),
+            step: Some("b".into())
+        })
+    );
+    assert_eq!(f.world.log(), vec!["a#1", "b#1", "undo:a#1"]);
+}
+
+#[test]
+fn a_checkpoint_after_the_attempt_ended_is_refused() {
+    let mut f = Fixture::new();
+    let kept: Rc<RefCell<Option<StepContext>>> = Rc::new(RefCell::new(None));
+    let keep = Rc::clone(&kept);
+    let step = Step::new("a", move |ctx| {
+        *keep.borrow_mut() = Some(ctx);
+        Box::pin(async { Ok(json!(1)) })
+    });
+    f.register("wf", WorkflowDefinition::new().step(step));
+    f.start("wf", json!({}), json!({"workflowId": "w"}));
+    f.step();
+    let ctx = kept.borrow_mut().take().unwrap();
+    let error = block_on(ctx.checkpoint(json!(5))).unwrap_err();
+    assert_eq!(invalid_field(error), "cursor");
+    assert_eq!(f.get("w").step("a").and_then(|s| s.cursor.clone()), None);
+    let big = ctx.continue_as_new(json!("x".repeat(MAX_INPUT_BYTES)));
+    assert_eq!(invalid_field(big.unwrap_err()), "input");
+}
+
+#[test]
+fn engine_config_is_checked() {
+    let store: Rc<dyn Store> = Rc::new(MemStore::new());
+    let clock = ManualClock::new(0);
+    let bad = EngineConfig {
+        max_running: 0,
+        ..EngineConfig::default()
+    };
+    let error = block_on(WorkflowEngine::open(store, clock.shared(), bad)).unwrap_err();
+    assert_eq!(invalid_field(error), "config.maxRunning");
+}
