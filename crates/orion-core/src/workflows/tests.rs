@@ -1200,3 +1200,36 @@ fn engine_config_is_checked() {
     let error = block_on(WorkflowEngine::open(store, clock.shared(), bad)).unwrap_err();
     assert_eq!(invalid_field(error), "config.maxRunning");
 }
+
+#[test]
+fn an_instance_runs_at_most_max_running_workflows_at_once() {
+    let mut f = Fixture::new();
+    let config = EngineConfig {
+        lease_ms: LEASE_MS,
+        max_running: 1,
+        seed: 5,
+    };
+    f.engine = block_on(WorkflowEngine::open(
+        f.store.clone(),
+        f.clock.shared(),
+        config,
+    ))
+    .unwrap();
+    f.register("wf", saga(&f.world, &["a"]));
+    f.world.hold("a");
+    f.start("wf", json!({}), json!({"workflowId": "w1"}));
+    f.start("wf", json!({}), json!({"workflowId": "w2"}));
+    f.step();
+    assert_eq!(f.world.log(), vec!["a#1"]);
+    // Full: the waiting workflow is not a reason to wake before the lease renewal.
+    assert_eq!(f.engine.next_wake_at(), Some(f.now() + LEASE_MS / 2));
+    f.world.release("a");
+    f.world.hold("a");
+    f.step();
+    assert_eq!(f.world.log(), vec!["a#1", "a#1"]);
+    assert_eq!(f.get("w1").status, WorkflowStatus::Completed);
+    assert_eq!(f.get("w2").status, WorkflowStatus::Running);
+    f.world.release("a");
+    f.step();
+    assert_eq!(f.get("w2").status, WorkflowStatus::Completed);
+}
