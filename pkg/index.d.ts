@@ -347,6 +347,12 @@ export interface HealthReport {
   status: HealthStatus;
   atMs: number;
   components: ComponentHealth[];
+  /**
+   * Whether this worker leads its database: of the workers of all tabs open on one database, the
+   * one holding its Web Lock (`orion-leader/<database>`) runs schedules and workflows. When it
+   * ends, another worker takes over and gets a `leadership` event.
+   */
+  leader: boolean;
 }
 
 export type BreakerState = 'CLOSED' | 'OPEN' | 'HALF_OPEN';
@@ -358,6 +364,12 @@ export interface BreakerTransitionEvent {
   to: BreakerState;
   reason: 'failure_threshold' | 'timeout_elapsed' | 'probe_failed' | 'probes_succeeded';
   atMs: number;
+}
+
+/** This worker became the leader of its database (see `HealthReport.leader`). */
+export interface LeadershipEvent {
+  kind: 'leadership';
+  database: string;
 }
 
 export interface HealthTransitionEvent {
@@ -375,7 +387,8 @@ export type OrionEvent =
   | ModelProgressEvent
   | EmbedderFallbackEvent
   | MemoryProgressEvent
-  | MemoryIndexEvent;
+  | MemoryIndexEvent
+  | LeadershipEvent;
 
 export type WorkerLifecycle =
   | { state: 'starting'; restart: boolean }
@@ -391,6 +404,7 @@ export interface OrionEventMap {
   embedder_fallback: EmbedderFallbackEvent;
   memory_progress: MemoryProgressEvent;
   memory_index: MemoryIndexEvent;
+  leadership: LeadershipEvent;
   worker: WorkerLifecycle;
 }
 

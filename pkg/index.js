@@ -154,8 +154,8 @@ export class Orion {
 
   /**
    * Subscribes to `name`: 'event' (every worker event), 'breaker_transition',
-   * 'health_transition', 'model_progress', 'embedder_fallback', or 'worker' (lifecycle:
-   * starting, ready, crashed, closed).
+   * 'health_transition', 'model_progress', 'embedder_fallback', 'memory_progress',
+   * 'memory_index', 'leadership', or 'worker' (lifecycle: starting, ready, crashed, closed).
    * Returns a function that unsubscribes.
    */
   on(name, listener) {

@@ -63,9 +63,27 @@ async function deviceFacts() {
 const memoryChanges = typeof BroadcastChannel === 'function' ? new BroadcastChannel('orion-memories') : null;
 const publish = (message) => memoryChanges?.postMessage(message);
 
+// Of all the workers on one database (one per tab), the holder of its Web Lock is the leader: it
+// runs schedules and workflows. The lock is held until this worker ends, closed or crashed, and
+// the browser then grants it to a waiting worker. Without Web Locks a worker never leads.
+function requestLeadership(name) {
+  navigator.locks
+    ?.request(name, () => {
+      if (!dead) {
+        try {
+          orion.leadershipGained();
+        } catch (error) {
+          die(error);
+        }
+      }
+      return new Promise(() => {});
+    })
+    .catch(() => {});
+}
+
 try {
   const [facts] = await Promise.all([deviceFacts(), init()]);
-  orion = new OrionWorker(post, facts, publish);
+  orion = new OrionWorker(post, facts, publish, requestLeadership);
   if (memoryChanges) {
     memoryChanges.onmessage = (event) => {
       if (dead) return;

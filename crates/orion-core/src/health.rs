@@ -177,6 +177,10 @@ pub struct HealthReport {
     pub at_ms: u64,
     /// One row per component.
     pub components: Vec<ComponentReport>,
+    /// Whether this worker holds its database's leader lock (the one worker of all tabs on the
+    /// database that runs schedules and workflows). The monitor does not know: the runtime sets it.
+    #[serde(default)]
+    pub leader: bool,
 }
 
 #[derive(Debug, Default)]
@@ -287,6 +291,7 @@ impl WorkerHealthMonitor {
                 .unwrap_or(HealthStatus::Healthy),
             at_ms: now,
             components: rows,
+            leader: false,
         }
     }
 

@@ -415,6 +415,12 @@ pub enum Event {
         /// Memories in the request.
         total: usize,
     },
+    /// This worker became the leader of its database: of all the tabs' workers on it, it is the
+    /// one that runs schedules and workflows, until it ends.
+    Leadership {
+        /// The database led.
+        database: String,
+    },
     /// The memory index is loading from IndexedDB (memory requests wait for it).
     MemoryIndex {
         /// Memories read so far.

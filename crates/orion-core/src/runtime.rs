@@ -110,7 +110,13 @@ pub struct Platform {
     /// Tells other workers on the same database which memories changed (they call
     /// [`WorkerRuntime::memories_changed`] with them).
     pub publish_memory_changes: Rc<dyn Fn(Vec<String>)>,
+    /// Asks for the exclusive lock of this name, held until the worker ends (in the browser, a
+    /// Web Lock); once granted, the platform calls [`WorkerRuntime::leadership_gained`].
+    pub request_leadership: Rc<dyn Fn(String)>,
 }
+
+/// The leader lock of database `name` is `orion-leader/<name>`.
+pub const LEADER_LOCK_PREFIX: &str = "orion-leader/";
 
 /// The embedder of the active profile: never fails, since a failed load falls back to micro.
 type EmbedderFuture = Shared<LocalBoxFuture<'static, Rc<dyn Embedder>>>;
@@ -144,6 +150,8 @@ pub struct WorkerRuntime {
     source: Option<ModelSource>,
     memories: Option<MemoriesFuture>,
     database: String,
+    /// Whether the platform granted this worker its database's leader lock.
+    leader: bool,
     memory_settings: MemorySettings,
     background: Vec<LocalBoxFuture<'static, ()>>,
 }
@@ -171,6 +179,7 @@ impl WorkerRuntime {
             source: None,
             memories: None,
             database: DEFAULT_DATABASE.to_owned(),
+            leader: false,
             memory_settings: MemorySettings::default(),
             background: Vec::new(),
         }
@@ -235,6 +244,10 @@ impl WorkerRuntime {
                     Err(error) => Err(error),
                     Ok(_) => {
                         self.database = database.unwrap_or_else(|| DEFAULT_DATABASE.to_owned());
+                        (self.platform.request_leadership)(format!(
+                            "{LEADER_LOCK_PREFIX}{}",
+                            self.database
+                        ));
                         self.memory_settings = memory;
                         self.init(debug, breaker, health, profile, models);
                         let version = ResponseBody::Version(self.version());
@@ -253,9 +266,11 @@ impl WorkerRuntime {
                 payload,
                 at_ms: self.clock.now_ms(),
             })),
-            Request::Health {} => Ok(ResponseBody::Health(
-                self.shared.borrow_mut().health.report(),
-            )),
+            Request::Health {} => {
+                let mut report = self.shared.borrow_mut().health.report();
+                report.leader = self.leader;
+                Ok(ResponseBody::Health(report))
+            }
             Request::Version {} => Ok(ResponseBody::Version(self.version())),
             Request::Profile {} => match self.shared.borrow().profile.clone() {
                 Some(info) => Ok(ResponseBody::Profile(info)),
@@ -361,6 +376,18 @@ impl WorkerRuntime {
         // The index loads now, not at the first memory request.
         self.background.push(Box::pin(memories.clone().map(|_| ())));
         self.memories = Some(memories);
+    }
+
+    /// The platform granted the lock asked for through [`Platform::request_leadership`]: this
+    /// worker is its database's leader from now on (`health().leader`, a `leadership` event).
+    pub fn leadership_gained(&mut self) {
+        if self.leader {
+            return;
+        }
+        self.leader = true;
+        (self.platform.emit)(Event::Leadership {
+            database: self.database.clone(),
+        });
     }
 
     /// Work to run on the platform's executor that answers no request (loading the memory

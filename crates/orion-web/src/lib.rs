@@ -48,8 +48,16 @@ impl OrionWorker {
     ///
     /// `publish(message)` tells the workers of other tabs which memories changed (in `worker.js`,
     /// a `BroadcastChannel`); they pass the message to [`OrionWorker::memories_changed`].
+    ///
+    /// `requestLeadership(name)` asks for the exclusive lock `name` (in `worker.js`, a Web Lock
+    /// held until the worker ends) and calls [`OrionWorker::leadership_gained`] once it is held.
     #[wasm_bindgen(constructor)]
-    pub fn new(post: Function, facts: JsValue, publish: Function) -> OrionWorker {
+    pub fn new(
+        post: Function,
+        facts: JsValue,
+        publish: Function,
+        request_leadership: Function,
+    ) -> OrionWorker {
         panic_report::install(post.clone());
         let facts: DeviceFacts = serde_wasm_bindgen::from_value(facts).unwrap_or_default();
         let provided: ProvidedSlot = Rc::new(RefCell::new(None));
@@ -70,6 +78,14 @@ impl OrionWorker {
                 )
             }),
             publish_memory_changes: memory_sync::publisher(publish),
+            request_leadership: Rc::new(move |name| {
+                if let Err(error) = request_leadership.call1(&JsValue::NULL, &name.into()) {
+                    web_sys::console::error_2(
+                        &"ORION: asking for leadership failed".into(),
+                        &error,
+                    );
+                }
+            }),
             spawn: Rc::new(wasm_bindgen_futures::spawn_local),
         };
         OrionWorker {
@@ -101,6 +117,13 @@ impl OrionWorker {
             let reply = self.runtime.memories_changed(ids);
             self.deliver(reply);
         }
+    }
+
+    /// The lock asked for through the constructor's `requestLeadership` is held: this worker now
+    /// runs its database's schedules and workflows.
+    #[wasm_bindgen(js_name = leadershipGained)]
+    pub fn leadership_gained(&mut self) {
+        self.runtime.leadership_gained();
     }
 }
 

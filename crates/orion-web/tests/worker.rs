@@ -27,6 +27,9 @@ struct Harness {
     published: Rc<RefCell<Vec<JsValue>>>,
     _post: Closure<dyn FnMut(JsValue)>,
     _publish: Closure<dyn FnMut(JsValue)>,
+    /// The lock names the worker asked for.
+    leadership: Rc<RefCell<Vec<JsValue>>>,
+    _lead: Closure<dyn FnMut(JsValue)>,
 }
 
 impl Harness {
@@ -42,6 +45,11 @@ impl Harness {
         let publish = Closure::<dyn FnMut(JsValue)>::new(move |message: JsValue| {
             sink.borrow_mut().push(message);
         });
+        let leadership = Rc::new(RefCell::new(Vec::new()));
+        let sink = Rc::clone(&leadership);
+        let lead = Closure::<dyn FnMut(JsValue)>::new(move |name: JsValue| {
+            sink.borrow_mut().push(name);
+        });
         let function: &Function = post.as_ref().unchecked_ref();
         let publish_function: &Function = publish.as_ref().unchecked_ref();
         Self {
@@ -49,11 +57,14 @@ impl Harness {
                 function.clone(),
                 JsValue::UNDEFINED,
                 publish_function.clone(),
+                lead.as_ref().unchecked_ref::<Function>().clone(),
             ),
             posted,
             published,
             _post: post,
             _publish: publish,
+            leadership,
+            _lead: lead,
         }
     }
 
@@ -179,6 +190,21 @@ async fn a_protocol_round_trip_through_the_worker() {
         .send_json(json!({"v": 1, "id": 3, "type": "health"}))
         .await;
     assert_eq!(answer[0]["result"]["status"], "healthy");
+    assert_eq!(answer[0]["result"]["leader"], false);
+
+    // `init` asked for the default database's leader lock; the grant makes this worker leader.
+    let asked: Vec<Option<String>> = h
+        .leadership
+        .borrow()
+        .iter()
+        .map(|n| n.as_string())
+        .collect();
+    assert_eq!(asked, [Some("orion-leader/orion".to_owned())]);
+    h.worker.leadership_gained();
+    let answer = h
+        .send_json(json!({"v": 1, "id": 4, "type": "health"}))
+        .await;
+    assert_eq!(answer[0]["result"]["leader"], true);
 }
 
 #[wasm_bindgen_test]

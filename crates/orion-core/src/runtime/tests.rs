@@ -98,6 +98,7 @@ fn fake_platform(fail: bool) -> (Rc<FakeLoader>, Platform) {
             let _ = work.as_mut().poll(&mut cx);
         }),
         publish_memory_changes: Rc::new(|_| {}),
+        request_leadership: Rc::new(|_| {}),
     };
     (loader, platform)
 }
@@ -796,4 +797,49 @@ fn the_host_can_set_retention_and_bad_settings_are_refused() {
         .contains("memory.maxMemories"));
     let accepted = init_with(&mut rt, json!({}));
     assert_eq!(accepted[0]["type"], "response");
+}
+
+#[test]
+fn init_asks_for_the_databases_leader_lock_and_health_says_once_granted() {
+    let clock = ManualClock::new(1_000);
+    let (_, mut platform) = fake_platform(false);
+    let asked = Rc::new(RefCell::new(Vec::new()));
+    let events = Rc::new(RefCell::new(Vec::new()));
+    let sink = Rc::clone(&asked);
+    platform.request_leadership = Rc::new(move |name| sink.borrow_mut().push(name));
+    let sink = Rc::clone(&events);
+    platform.emit = Rc::new(move |event| sink.borrow_mut().push(event));
+    let mut rt = WorkerRuntime::new(clock.shared(), "1", platform);
+    init_with(&mut rt, json!({"database": "notes", "profile": "micro"}));
+    assert_eq!(*asked.borrow(), ["orion-leader/notes"]);
+
+    let leader = |rt: &mut WorkerRuntime| {
+        send(rt, json!({"v": 1, "id": 7, "type": "health"}))[0]["result"]["leader"].clone()
+    };
+    assert_eq!(
+        leader(&mut rt),
+        json!(false),
+        "not before the lock is granted"
+    );
+    let leadership = |events: &RefCell<Vec<Event>>| {
+        events
+            .borrow()
+            .iter()
+            .filter(|e| matches!(e, Event::Leadership { .. }))
+            .count()
+    };
+    assert_eq!(leadership(&events), 0);
+
+    rt.leadership_gained();
+    rt.leadership_gained();
+    assert_eq!(leader(&mut rt), json!(true));
+    assert_eq!(
+        leadership(&events),
+        1,
+        "one event, however often the platform says so"
+    );
+    assert!(events.borrow().iter().any(|e| *e
+        == Event::Leadership {
+            database: "notes".into()
+        }));
 }
