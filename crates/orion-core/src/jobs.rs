@@ -38,6 +38,15 @@
 //!
 //! The store has no compare-and-set, so two instances racing on one row (two tabs both running
 //! queues) can still both act; ORION runs queues in one tab at a time (the Web Lock holder).
+//!
+//! # Schedulers
+//!
+//! A [`Scheduler`] enqueues jobs into a queue on an interval (`every` ms) or a `cron` pattern in
+//! an IANA time zone, bounded by `startDate`, `endDate` and `limit`, persisted as `meta` rows
+//! `job-scheduler/<id>` and driven, like the queue, by [`Scheduler::tick`] at
+//! [`Scheduler::next_wake_at`]. Each occurrence is enqueued with `jobId = "<schedulerId>:<dueMs>"`,
+//! so it becomes one job at most; occurrences missed while the worker was away are skipped, fired
+//! once, or fired each, per the scheduler's `catchUp` ([`CatchUp`]).
 
 mod backoff;
 mod context;
@@ -45,6 +54,7 @@ mod index;
 mod options;
 mod queue;
 mod record;
+mod scheduler;
 
 pub use backoff::{Backoff, BackoffKind};
 pub use context::{CancelReason, CancelSignal, Cancelled, Handler, JobContext, JobError};
@@ -57,6 +67,10 @@ pub use queue::{
     MAX_CONCURRENCY, MAX_DATA_BYTES, PAUSED_META_ID,
 };
 pub use record::{JobFailure, JobRecord, JobState};
+pub use scheduler::{
+    CatchUp, JobTemplate, ScheduleSpec, Scheduler, SchedulerRecord, MAX_CATCH_UP, MAX_DATE_MS,
+    MAX_SCHEDULER_ID_BYTES, MISFIRE_GRACE_MS, SCHEDULER_META_PREFIX,
+};
 
 #[cfg(test)]
 mod tests;

@@ -324,6 +324,16 @@ impl JobQueue {
         self.inner.state.borrow().handlers.contains_key(name)
     }
 
+    /// The store this queue keeps its jobs in (a [`super::Scheduler`] keeps its rows there too).
+    pub(super) fn store(&self) -> Rc<dyn Store> {
+        Rc::clone(&self.inner.store)
+    }
+
+    /// The clock this queue reads (a [`super::Scheduler`] reads the same one).
+    pub(super) fn clock(&self) -> SharedClock {
+        Rc::clone(&self.inner.clock)
+    }
+
     /// Adds a job to queue `name`; resolves once it is stored. Validates first (nothing is
     /// written on error): `name` must have a handler, `data` must be at most 1 MiB of JSON, the
     /// options in range (`ERR_INVALID_INPUT` naming the field). With `jobId`, an existing job of
@@ -1057,7 +1067,7 @@ impl Drop for InFlightGuard {
 }
 
 /// `value` serialised is at most [`MAX_DATA_BYTES`], or `ERR_INVALID_INPUT` on `field`.
-fn check_json_size(field: &str, value: &Value) -> Result<()> {
+pub(super) fn check_json_size(field: &str, value: &Value) -> Result<()> {
     let size = serde_json::to_vec(value).map_or(usize::MAX, |bytes| bytes.len());
     if size > MAX_DATA_BYTES {
         return Err(Error::invalid_input(
