@@ -9,6 +9,7 @@ pub mod clock;
 pub mod embedding;
 pub mod error;
 pub mod health;
+pub mod input;
 pub mod jobs;
 pub mod memory;
 pub mod model_source;

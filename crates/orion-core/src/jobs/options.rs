@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use super::backoff::Backoff;
 use crate::error::{Error, Result};
+use crate::input::{check_id, from_json_at};
 
 /// The longest `delay`, backoff `delay`/`cap` and debounce `ttl`: one year, in ms.
 pub const MAX_DELAY_MS: u64 = 365 * 24 * 60 * 60 * 1000;
@@ -16,8 +17,7 @@ pub const MAX_DELAY_MS: u64 = 365 * 24 * 60 * 60 * 1000;
 pub const MAX_TIMEOUT_MS: u64 = 7 * 24 * 60 * 60 * 1000;
 /// The most `attempts` a job may have.
 pub const MAX_ATTEMPTS: u32 = 1000;
-/// The longest `jobId` and debounce `id`, in UTF-8 bytes.
-pub const MAX_ID_BYTES: usize = 256;
+pub use crate::input::MAX_ID_BYTES;
 
 /// A job's priority: 1 (critical) to 20 (background); lower runs first, and jobs of one priority
 /// run in the order they became ready (FIFO). On the wire a number from 1 to 20 or one of the names
@@ -239,19 +239,7 @@ impl JobOptions {
         if value.is_null() {
             return Ok(Self::default());
         }
-        // serde would read a struct from an array too.
-        if !value.is_object() {
-            return Err(Error::invalid_input("options", "must be an object"));
-        }
-        let options: Self = serde_path_to_error::deserialize(value).map_err(|e| {
-            let path = e.path().to_string();
-            let field = if path == "." {
-                "options".to_owned()
-            } else {
-                format!("options.{path}")
-            };
-            Error::invalid_input(field, e.inner().to_string())
-        })?;
+        let options: Self = from_json_at("options", value)?;
         options.validate()?;
         Ok(options)
     }
@@ -301,23 +289,6 @@ pub(crate) fn check_max(field: &str, value: u64, max: u64) -> Result<()> {
             field,
             format!("must be at most {max} ms, got {value}"),
         ));
-    }
-    Ok(())
-}
-
-/// A job id or key: not blank, at most [`MAX_ID_BYTES`], no control characters.
-pub(crate) fn check_id(field: &str, id: &str) -> Result<()> {
-    if id.trim().is_empty() {
-        return Err(Error::invalid_input(field, "is empty"));
-    }
-    if id.len() > MAX_ID_BYTES {
-        return Err(Error::invalid_input(
-            field,
-            format!("is {} bytes; at most {MAX_ID_BYTES}", id.len()),
-        ));
-    }
-    if id.chars().any(char::is_control) {
-        return Err(Error::invalid_input(field, "contains control characters"));
     }
     Ok(())
 }

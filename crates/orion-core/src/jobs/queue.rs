@@ -12,11 +12,12 @@ use serde_json::{json, Value};
 
 use super::context::{CancelReason, CancelSignal, Handler, JobContext, JobError, ProgressSink};
 use super::index::Index;
-use super::options::{check_id, JobOptions, RemovePolicy};
+use super::options::{JobOptions, RemovePolicy};
 use super::record::{JobFailure, JobRecord, JobState};
 use crate::clock::SharedClock;
 use crate::embedding::LocalBoxFuture;
 use crate::error::{Error, Result};
+use crate::input::{self, check_id};
 use crate::store::{Row, Scan, Store, Table, WriteOp};
 
 /// The largest job `data`, serialised as JSON: 1 MiB.
@@ -1068,14 +1069,7 @@ impl Drop for InFlightGuard {
 
 /// `value` serialised is at most [`MAX_DATA_BYTES`], or `ERR_INVALID_INPUT` on `field`.
 pub(super) fn check_json_size(field: &str, value: &Value) -> Result<()> {
-    let size = serde_json::to_vec(value).map_or(usize::MAX, |bytes| bytes.len());
-    if size > MAX_DATA_BYTES {
-        return Err(Error::invalid_input(
-            field,
-            format!("is {size} bytes of JSON; at most {MAX_DATA_BYTES}"),
-        ));
-    }
-    Ok(())
+    input::check_json_size(field, value, MAX_DATA_BYTES)
 }
 
 async fn report_progress(inner: Weak<Inner>, id: String, progress: Value) -> Result<()> {

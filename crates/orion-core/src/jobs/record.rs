@@ -153,16 +153,7 @@ impl JobRecord {
 
     /// The record a row holds; an unreadable row is an `ERR_STORE` naming it.
     pub fn from_row(row: &Row) -> Result<Self> {
-        let mut fields = row.fields.clone();
-        fields.insert("id".into(), Value::String(row.id.clone()));
-        serde_path_to_error::deserialize(Value::Object(fields)).map_err(|e| {
-            Error::Store(format!(
-                "job `{}`: field `{}`: {}",
-                row.id,
-                e.path(),
-                e.inner()
-            ))
-        })
+        crate::input::record_from_row(row, &row.id, &format!("job `{}`", row.id))
     }
 
     /// The attempt a run of it now would be (1 for the first).

@@ -60,15 +60,15 @@ use chrono::DateTime;
 use chrono_tz::Tz;
 use croner::Cron;
 use futures_util::lock::Mutex;
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::options::{check_id, check_max, JobOptions, MAX_DELAY_MS, MAX_ID_BYTES};
+use super::options::{check_max, JobOptions, MAX_DELAY_MS, MAX_ID_BYTES};
 use super::queue::{check_json_size, JobQueue};
 use super::record::JobRecord;
 use crate::clock::SharedClock;
 use crate::error::{Error, Result};
+use crate::input::{check_id, from_json_at, record_from_row};
 use crate::store::{Row, Scan, Store, Table, WriteOp};
 
 /// The `meta` rows of schedulers are `job-scheduler/<id>`.
@@ -347,15 +347,7 @@ impl SchedulerRecord {
                 row.id
             )));
         };
-        let mut fields = row.fields.clone();
-        fields.insert("id".into(), Value::String(id.to_owned()));
-        serde_path_to_error::deserialize(Value::Object(fields)).map_err(|e| {
-            Error::Store(format!(
-                "job scheduler `{id}`: field `{}`: {}",
-                e.path(),
-                e.inner()
-            ))
-        })
+        record_from_row(row, id, &format!("job scheduler `{id}`"))
     }
 }
 
@@ -843,30 +835,6 @@ async fn scan_rows(store: &dyn Store) -> Result<Vec<Row>> {
         scan = scan.after(last);
     }
     Ok(rows)
-}
-
-/// `value` read as a `T`; a problem is `ERR_INVALID_INPUT` on the field under `prefix`.
-fn from_json_at<T: DeserializeOwned>(prefix: &str, value: Value) -> Result<T> {
-    // serde would read a struct from an array too.
-    if !value.is_object() {
-        return Err(Error::invalid_input(prefix, "must be an object"));
-    }
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let reason = e.inner().to_string();
-        let mut field = prefix.to_owned();
-        let path = e.path().to_string();
-        if path != "." {
-            field = format!("{field}.{path}");
-        }
-        // serde reports a missing field at its parent; name the field itself.
-        if let Some(missing) = reason
-            .strip_prefix("missing field `")
-            .and_then(|rest| rest.strip_suffix('`'))
-        {
-            field = format!("{field}.{missing}");
-        }
-        Error::invalid_input(field, reason)
-    })
 }
 
 /// `error` with its field put under `prefix` (`options.delay` → `template.options.delay`).

@@ -950,7 +950,7 @@ fn bad_input_names_the_field_and_writes_nothing() {
         (json!({"timeout": 0}), "options.timeout"),
         (json!({"jobId": " "}), "options.jobId"),
         (json!({"jobId": "x".repeat(300)}), "options.jobId"),
-        (json!({"debounce": {"id": "d"}}), "options.debounce"),
+        (json!({"debounce": {"id": "d"}}), "options.debounce.ttl"),
         (
             json!({"debounce": {"id": "d", "ttl": 0}}),
             "options.debounce.ttl",

@@ -7,7 +7,9 @@ use serde_json::Value;
 
 use super::record::WorkflowStatus;
 use crate::error::{Error, Result};
-use crate::jobs::{Backoff, MAX_ATTEMPTS, MAX_DATA_BYTES, MAX_ID_BYTES, MAX_TIMEOUT_MS};
+pub(crate) use crate::input::check_id;
+use crate::input::{self, from_json_at};
+use crate::jobs::{Backoff, MAX_ATTEMPTS, MAX_DATA_BYTES, MAX_TIMEOUT_MS};
 
 /// The largest workflow input, step result, cursor or signal payload, serialised as JSON: 1 MiB,
 /// the same bound as a job's data.
@@ -85,19 +87,7 @@ impl WorkflowOptions {
         if value.is_null() {
             return Ok(Self::default());
         }
-        // serde would read a struct from an array too.
-        if !value.is_object() {
-            return Err(Error::invalid_input("options", "must be an object"));
-        }
-        let options: Self = serde_path_to_error::deserialize(value).map_err(|e| {
-            let path = e.path().to_string();
-            let field = if path == "." {
-                "options".to_owned()
-            } else {
-                format!("options.{path}")
-            };
-            Error::invalid_input(field, e.inner().to_string())
-        })?;
+        let options: Self = from_json_at("options", value)?;
         options.validate()?;
         Ok(options)
     }
@@ -151,33 +141,7 @@ pub(crate) fn check_timeout(field: &str, value: Option<u64>, max: u64) -> Result
     }
 }
 
-/// An id or name: not blank, at most [`MAX_ID_BYTES`], no control characters. (The job queue's
-/// check is private to it; this one applies the same rule and limit.)
-pub(crate) fn check_id(field: &str, id: &str) -> Result<()> {
-    if id.trim().is_empty() {
-        return Err(Error::invalid_input(field, "is empty"));
-    }
-    if id.len() > MAX_ID_BYTES {
-        return Err(Error::invalid_input(
-            field,
-            format!("is {} bytes; at most {MAX_ID_BYTES}", id.len()),
-        ));
-    }
-    if id.chars().any(char::is_control) {
-        return Err(Error::invalid_input(field, "contains control characters"));
-    }
-    Ok(())
-}
-
-/// `value` serialised is at most [`MAX_INPUT_BYTES`], or `ERR_INVALID_INPUT` on `field`. (The job
-/// queue's check on `data` is private to it; this is the same bound.)
+/// `value` serialised is at most [`MAX_INPUT_BYTES`], or `ERR_INVALID_INPUT` on `field`.
 pub(crate) fn check_json_size(field: &str, value: &Value) -> Result<()> {
-    let size = serde_json::to_vec(value).map_or(usize::MAX, |bytes| bytes.len());
-    if size > MAX_INPUT_BYTES {
-        return Err(Error::invalid_input(
-            field,
-            format!("is {size} bytes of JSON; at most {MAX_INPUT_BYTES}"),
-        ));
-    }
-    Ok(())
+    input::check_json_size(field, value, MAX_INPUT_BYTES)
 }

@@ -246,16 +246,7 @@ impl WorkflowRecord {
 
     /// The record a row holds; an unreadable row is an `ERR_STORE` naming it and the field.
     pub fn from_row(row: &Row) -> Result<Self> {
-        let mut fields = row.fields.clone();
-        fields.insert("id".into(), Value::String(row.id.clone()));
-        serde_path_to_error::deserialize(Value::Object(fields)).map_err(|e| {
-            Error::Store(format!(
-                "workflow `{}`: field `{}`: {}",
-                row.id,
-                e.path(),
-                e.inner()
-            ))
-        })
+        crate::input::record_from_row(row, &row.id, &format!("workflow `{}`", row.id))
     }
 
     /// The results of the completed steps of the current run, by step name.

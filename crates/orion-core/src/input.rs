@@ -1,0 +1,77 @@
+//! Reading what the host sends and what the store holds into typed values, with the offending
+//! field named: ids and names, JSON sizes, option objects and stored records. The job queue, its
+//! schedulers and the workflow engine all check their input with these, so one rule means one
+//! message everywhere.
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::store::Row;
+
+/// The longest id or name (a `jobId`, a queue or workflow type, a workflow id), in UTF-8 bytes.
+pub const MAX_ID_BYTES: usize = 256;
+
+/// An id or name: not blank, at most [`MAX_ID_BYTES`], no control characters; otherwise
+/// `ERR_INVALID_INPUT` on `field`.
+pub(crate) fn check_id(field: &str, id: &str) -> Result<()> {
+    if id.trim().is_empty() {
+        return Err(Error::invalid_input(field, "is empty"));
+    }
+    if id.len() > MAX_ID_BYTES {
+        return Err(Error::invalid_input(
+            field,
+            format!("is {} bytes; at most {MAX_ID_BYTES}", id.len()),
+        ));
+    }
+    if id.chars().any(char::is_control) {
+        return Err(Error::invalid_input(field, "contains control characters"));
+    }
+    Ok(())
+}
+
+/// `value` serialised is at most `max` bytes, or `ERR_INVALID_INPUT` on `field`.
+pub(crate) fn check_json_size(field: &str, value: &Value, max: usize) -> Result<()> {
+    let size = serde_json::to_vec(value).map_or(usize::MAX, |bytes| bytes.len());
+    if size > max {
+        return Err(Error::invalid_input(
+            field,
+            format!("is {size} bytes of JSON; at most {max}"),
+        ));
+    }
+    Ok(())
+}
+
+/// The object `value` read as a `T`; a problem is `ERR_INVALID_INPUT` on the field under
+/// `prefix` (e.g. `options.backoff.jitter`).
+pub(crate) fn from_json_at<T: DeserializeOwned>(prefix: &str, value: Value) -> Result<T> {
+    // serde would read a struct from an array too.
+    if !value.is_object() {
+        return Err(Error::invalid_input(prefix, "must be an object"));
+    }
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let reason = e.inner().to_string();
+        let mut field = prefix.to_owned();
+        let path = e.path().to_string();
+        if path != "." {
+            field = format!("{field}.{path}");
+        }
+        // serde reports a missing field at its parent; name the field itself.
+        if let Some(missing) = reason
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.strip_suffix('`'))
+        {
+            field = format!("{field}.{missing}");
+        }
+        Error::invalid_input(field, reason)
+    })
+}
+
+/// The record `row` holds, its `id` field being `id`; an unreadable row is `ERR_STORE` naming
+/// `what` (e.g. "job `j1`") and the field.
+pub(crate) fn record_from_row<T: DeserializeOwned>(row: &Row, id: &str, what: &str) -> Result<T> {
+    let mut fields = row.fields.clone();
+    fields.insert("id".into(), Value::String(id.to_owned()));
+    serde_path_to_error::deserialize(Value::Object(fields))
+        .map_err(|e| Error::Store(format!("{what}: field `{}`: {}", e.path(), e.inner())))
+}
