@@ -9,6 +9,7 @@ pub mod clock;
 pub mod embedding;
 pub mod error;
 pub mod health;
+mod ids;
 pub mod input;
 pub mod jobs;
 pub mod memory;

@@ -30,6 +30,7 @@ use serde_json::{Map, Value};
 use crate::clock::SharedClock;
 use crate::embedding::{Embedder, EmbeddingModelInfo};
 use crate::error::{Error, Result};
+use crate::ids::IdClock;
 use crate::profile::Profile;
 use crate::store::{Row, Scan, Store, Table, WriteOp};
 use crate::vector_index::VectorIndex;
@@ -253,8 +254,7 @@ struct State {
     entries: HashMap<String, Entry>,
     vectors: VectorIndex<String>,
     rng: fastrand::Rng,
-    last_id_time: u64,
-    sequence: u64,
+    ids: IdClock,
 }
 
 /// The memory layer over a [`Store`], for one embedder version.
@@ -308,8 +308,7 @@ impl Memories {
                 entries: HashMap::new(),
                 vectors: VectorIndex::new(model.dims),
                 rng: fastrand::Rng::with_seed(seed),
-                last_id_time: 0,
-                sequence: 0,
+                ids: IdClock::default(),
             }),
             store,
             clock,
@@ -923,23 +922,8 @@ impl Memories {
     /// Ids sort by creation time: 13 hex digits of milliseconds, 4 of a sequence number within
     /// the millisecond, then 12 random ones so that workers in several tabs never collide.
     fn next_id(&self, now: u64) -> String {
-        let mut state = self.state.borrow_mut();
-        if now > state.last_id_time {
-            state.last_id_time = now;
-            state.sequence = 0;
-        } else {
-            state.sequence += 1;
-            if state.sequence > 0xffff {
-                // 65 536 ids in one millisecond: borrow the next one (the clock never sees it).
-                state.last_id_time += 1;
-                state.sequence = 0;
-            }
-        }
-        let random = state.rng.u64(..) & 0xffff_ffff_ffff;
-        format!(
-            "m{:013x}{:04x}{random:012x}",
-            state.last_id_time, state.sequence
-        )
+        let state = &mut *self.state.borrow_mut();
+        state.ids.next("m", now, &mut state.rng)
     }
 }
 

@@ -17,6 +17,7 @@ use super::record::{JobFailure, JobRecord, JobState};
 use crate::clock::SharedClock;
 use crate::embedding::LocalBoxFuture;
 use crate::error::{Error, Result};
+use crate::ids::IdClock;
 use crate::input::{self, check_id};
 use crate::store::{Row, Scan, Store, Table, WriteOp};
 
@@ -193,8 +194,7 @@ struct State {
     rng: fastrand::Rng,
     next_seq: u64,
     runs: u64,
-    last_id_time: u64,
-    id_seq: u64,
+    ids: IdClock,
 }
 
 impl State {
@@ -290,8 +290,7 @@ impl JobQueue {
                     rng,
                     next_seq,
                     runs: 0,
-                    last_id_time: 0,
-                    id_seq: 0,
+                    ids: IdClock::default(),
                 }),
             }),
         })
@@ -371,9 +370,10 @@ impl JobQueue {
         let now = inner.clock.now_ms();
         let (record, replaced) = {
             let mut state = inner.state.borrow_mut();
+            let state = &mut *state;
             let id = match &options.job_id {
                 Some(id) => id.clone(),
-                None => next_id(&mut state, now),
+                None => state.ids.next("j", now, &mut state.rng),
             };
             let replaced = options
                 .debounce
@@ -990,21 +990,6 @@ fn settle(
         }
     }
     Ok(())
-}
-
-/// Ids sort by creation: 13 hex digits of ms, 5 of a sequence within the ms, 4 random.
-fn next_id(state: &mut State, now: u64) -> String {
-    if now > state.last_id_time {
-        state.last_id_time = now;
-        state.id_seq = 0;
-    } else {
-        state.id_seq += 1;
-    }
-    let random = state.rng.u16(..);
-    format!(
-        "j{:013x}{:05x}{random:04x}",
-        state.last_id_time, state.id_seq
-    )
 }
 
 /// The run of one attempt of `record`.

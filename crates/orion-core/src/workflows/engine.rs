@@ -21,6 +21,7 @@ use super::record::{
 use crate::clock::SharedClock;
 use crate::embedding::LocalBoxFuture;
 use crate::error::{Error, Result};
+use crate::ids::IdClock;
 use crate::jobs::{CancelReason, CancelSignal};
 use crate::store::{Scan, Store, Table, WriteOp};
 
@@ -148,8 +149,7 @@ struct State {
     rng: fastrand::Rng,
     runs: u64,
     signals: u64,
-    last_id_time: u64,
-    id_seq: u64,
+    ids: IdClock,
 }
 
 impl State {
@@ -245,8 +245,7 @@ impl WorkflowEngine {
                     rng,
                     runs: 0,
                     signals: 0,
-                    last_id_time: 0,
-                    id_seq: 0,
+                    ids: IdClock::default(),
                 }),
             }),
         })
@@ -312,9 +311,10 @@ impl WorkflowEngine {
         let now = inner.clock.now_ms();
         let record = {
             let mut state = inner.state.borrow_mut();
+            let state = &mut *state;
             let id = match &options.workflow_id {
                 Some(id) => id.clone(),
-                None => next_id(&mut state, now),
+                None => state.ids.next("wf", now, &mut state.rng),
             };
             let record = WorkflowRecord {
                 id,
@@ -802,21 +802,6 @@ fn fresh_steps(definition: &WorkflowDefinition) -> Vec<StepRecord> {
         .iter()
         .map(|step| StepRecord::pending(step.name()))
         .collect()
-}
-
-/// Ids sort by creation: 13 hex digits of ms, 5 of a sequence within the ms, 4 random.
-fn next_id(state: &mut State, now: u64) -> String {
-    if now > state.last_id_time {
-        state.last_id_time = now;
-        state.id_seq = 0;
-    } else {
-        state.id_seq += 1;
-    }
-    let random = state.rng.u16(..);
-    format!(
-        "wf{:013x}{:05x}{random:04x}",
-        state.last_id_time, state.id_seq
-    )
 }
 
 /// Takes a workflow off this instance's in-flight set however its run ends (even when dropped),
