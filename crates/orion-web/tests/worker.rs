@@ -204,7 +204,10 @@ async fn a_protocol_round_trip_through_the_worker() {
     let answer = h
         .send_json(json!({"v": 1, "id": 4, "type": "health"}))
         .await;
-    assert_eq!(answer[0]["result"]["leader"], true);
+    // The `leadership` event was posted first, then the answer.
+    assert_eq!(answer[0]["event"]["kind"], "leadership");
+    assert_eq!(answer[0]["event"]["database"], "orion");
+    assert_eq!(answer[1]["result"]["leader"], true);
 }
 
 #[wasm_bindgen_test]
