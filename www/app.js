@@ -82,7 +82,6 @@ async function registerServiceWorker() {
 }
 
 async function main() {
-  registerServiceWorker();
   let orion;
   try {
     // debug: the demo shows crash recovery, so it allows the debug `crash` request.
@@ -103,8 +102,13 @@ async function main() {
   } catch (error) {
     setStatus('crashed', `failed to start: ${error.code}`);
     log(`start failed: ${error.code}: ${error.message}`, 'error');
+    registerServiceWorker();
     return;
   }
+  // Only once the worker has started: in Chromium a module worker that loaded while the service
+  // worker installed (fetching the same files) sometimes never finished loading its imports
+  // (about 1 start in 40 here), and the page stayed on "starting…".
+  registerServiceWorker();
   window.orion = orion;
   orion.on('worker', (event) => {
     if (event.state === 'crashed') {
