@@ -296,6 +296,13 @@ export interface OrionOptions {
   debug?: boolean;
   /** Where the worker script is, if a bundler moved it (default: `./worker.js` beside this module). */
   workerUrl?: string | URL;
+  /**
+   * How long a started worker may take to load its wasm, in ms (30000). A worker that has not
+   * loaded by then is replaced once during `Orion.create` (in Chromium a module worker has been
+   * seen to hang while loading); if the second one hangs too, `create` rejects with
+   * ERR_WORKER_START. Model downloads do not count: they come after.
+   */
+  startTimeoutMs?: number;
   /** Circuit breaker thresholds. */
   breaker?: BreakerConfig;
   /** Health thresholds. */

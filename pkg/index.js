@@ -40,6 +40,13 @@ const MAX_REQUEST_ID = 0xffffffff;
 /** The Cache Storage cache the worker keeps model files in (orion_web::MODEL_CACHE). */
 const MODEL_CACHE = 'orion-models-v1';
 
+/**
+ * How long a started worker may take to load its wasm (not its models) before it counts as hung:
+ * in Chromium a module worker has been seen never to finish loading its imports, and a fresh
+ * worker then starts normally.
+ */
+const DEFAULT_START_TIMEOUT_MS = 30_000;
+
 /** The orchestrator, running in a dedicated module Worker. Create it with `Orion.create()`. */
 export class Orion {
   #options;
@@ -51,6 +58,8 @@ export class Orion {
   #listeners = new Map();
   #closed = false;
   #starts = 0;
+  #loadTimer = null;
+  #loadTimedOut = false;
 
   constructor(options, token) {
     if (token !== CREATE) throw new TypeError('use `await Orion.create(options)`');
@@ -109,8 +118,18 @@ export class Orion {
     if (options === null || typeof options !== 'object') {
       throw new OrionError(ErrorCode.INVALID_MESSAGE, 'Orion.create(options): options must be an object');
     }
+    const timeout = options.startTimeoutMs;
+    if (timeout !== undefined && !(Number.isFinite(timeout) && timeout > 0)) {
+      throw new OrionError(ErrorCode.INVALID_MESSAGE, 'Orion.create(options): `startTimeoutMs` must be a positive number of ms');
+    }
     const orion = new Orion({ ...options }, CREATE);
-    await orion.#start();
+    try {
+      await orion.#start();
+    } catch (error) {
+      // A worker that never loaded is replaced once; any other failure is final.
+      if (!orion.#loadTimedOut || orion.#closed) throw error;
+      await orion.#start();
+    }
     return orion;
   }
 
@@ -195,6 +214,14 @@ export class Orion {
     this.#starts += 1;
     this.#worker = worker;
     this.#isReady = false;
+    this.#loadTimedOut = false;
+    const timeoutMs = this.#options.startTimeoutMs ?? DEFAULT_START_TIMEOUT_MS;
+    clearTimeout(this.#loadTimer);
+    this.#loadTimer = setTimeout(() => {
+      if (worker !== this.#worker) return;
+      this.#loadTimedOut = true;
+      this.#onDeath(worker, ErrorCode.WORKER_START, `its wasm did not load within ${timeoutMs} ms`);
+    }, timeoutMs);
     this.#emit('worker', { state: 'starting', restart: this.#starts > 1 });
     worker.onmessage = (event) => this.#onMessage(worker, event.data);
     worker.onerror = (event) => {
@@ -252,7 +279,11 @@ export class Orion {
 
   #onMessage(worker, message) {
     if (worker !== this.#worker || message === null || typeof message !== 'object') return;
+    // Any message means the worker script runs; `loaded` is the first one it posts.
+    clearTimeout(this.#loadTimer);
     switch (message.type) {
+      case 'loaded':
+        return;
       case 'response':
       case 'error': {
         const call = this.#pending.get(message.id);
@@ -288,6 +319,7 @@ export class Orion {
   }
 
   #stopWorker(error) {
+    clearTimeout(this.#loadTimer);
     this.#worker?.terminate();
     this.#worker = null;
     this.#ready = null;

@@ -84,6 +84,8 @@ function requestLeadership(name) {
 try {
   const [facts] = await Promise.all([deviceFacts(), init()]);
   orion = new OrionWorker(post, facts, publish, requestLeadership);
+  // The client counts a worker that never says this as hung (`startTimeoutMs`).
+  post({ type: 'loaded', v: PROTOCOL_VERSION });
   if (memoryChanges) {
     memoryChanges.onmessage = (event) => {
       if (dead) return;

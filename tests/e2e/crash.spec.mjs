@@ -53,3 +53,24 @@ test('crash is refused unless debug is on; close rejects later calls; a missing 
     badStart: 'ERR_WORKER_START',
   });
 });
+
+test('a worker that never loads is replaced once; if that one hangs too, create fails with ERR_WORKER_START', async ({ page }) => {
+  await page.goto('/fixture/blank.html');
+  const outcome = await page.evaluate(async () => {
+    const { Orion } = await import('/pkg/index.js');
+    const code = (promise) => promise.then(() => 'resolved', (e) => `${e.code}: ${e.message}`);
+    const started = performance.now();
+    // The first start of this script hangs; the client gives up on it after 1.5 s and starts again.
+    const orion = await Orion.create({ profile: 'micro', workerUrl: '/fixture/workers/hang-once.js', startTimeoutMs: 1500 });
+    const createdMs = performance.now() - started;
+    const pong = (await orion.ping('after a hang')).payload;
+    await orion.close();
+    const silent = await code(Orion.create({ workerUrl: '/fixture/workers/silent.js', startTimeoutMs: 300 }));
+    const badOption = await code(Orion.create({ startTimeoutMs: -1 }));
+    return { createdMs, pong, silent, badOption };
+  });
+  expect(outcome.pong).toBe('after a hang');
+  expect(outcome.createdMs).toBeGreaterThanOrEqual(1500);
+  expect(outcome.silent).toMatch(/^ERR_WORKER_START: .*did not load within 300 ms/);
+  expect(outcome.badOption).toMatch(/^ERR_INVALID_MESSAGE: .*startTimeoutMs/);
+});
