@@ -25,10 +25,11 @@ use super::{Entry, Memories, MemoryKind};
 use crate::error::{Error, Result};
 use crate::store::{Row, Scan, Table, WriteOp};
 
-/// Entries per block: 2 000 vectors of 384 floats make a 3 MB record. Writing one block holds the
-/// worker for one structured clone of it, so smaller blocks keep requests answered during a save;
-/// reading costs about the same per byte at this size.
-const BLOCK: usize = 2_000;
+/// Entries per block: 500 vectors of 384 floats make a 0.8 MB record. Building and writing a
+/// block holds the worker, so a request that arrives during a save waits for one block: measured
+/// at 100 000 memories, searches during a save had a median of 45 ms with 2 000-entry blocks and
+/// 21 ms with 500 (14–16 ms with no save running), while a start reads about the same per byte.
+const BLOCK: usize = 500;
 
 /// Journal ids past which a new snapshot is worth writing.
 pub(super) const JOURNAL_LIMIT: usize = 2_000;
