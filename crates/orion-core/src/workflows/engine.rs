@@ -796,6 +796,15 @@ pub(crate) async fn persist(inner: &Inner, flight: &Flight) -> Result<bool> {
 }
 
 /// The steps of a new run, all pending.
+/// Step `index` of `record`; a missing one is an internal error (indexes come from its own steps).
+fn step_mut(record: &mut WorkflowRecord, index: usize) -> Result<&mut StepRecord> {
+    let id = &record.id;
+    record
+        .steps
+        .get_mut(index)
+        .ok_or_else(|| Error::Internal(format!("workflow `{id}` has no step {index}")))
+}
+
 fn fresh_steps(definition: &WorkflowDefinition) -> Vec<StepRecord> {
     definition
         .steps()
@@ -1058,10 +1067,7 @@ async fn attempt(
         let results = record.results();
         let step_timeout = record.options.step_timeout;
         let default_retry = record.options.retry;
-        let step = record
-            .steps
-            .get_mut(index)
-            .ok_or_else(|| Error::Internal(format!("workflow `{id}` has no step {index}")))?;
+        let step = step_mut(&mut record, index)?;
         let Some(definition) = definition.find(&step.name) else {
             return Err(Error::Internal(format!(
                 "workflow `{id}`: step `{}` is not defined",
@@ -1234,11 +1240,7 @@ fn end_forward(
     definition: &WorkflowDefinition,
     now: u64,
 ) -> Result<Ended> {
-    let id = record.id.clone();
-    let step = record
-        .steps
-        .get_mut(index)
-        .ok_or_else(|| Error::Internal(format!("workflow `{id}` has no step {index}")))?;
+    let step = step_mut(record, index)?;
     let failure = match outcome {
         Outcome::Returned(Ok(value)) => match check_json_size("result", &value) {
             Ok(()) => {
@@ -1314,11 +1316,7 @@ fn end_compensation(
     outcome: Outcome,
     now: u64,
 ) -> Result<Ended> {
-    let id = record.id.clone();
-    let step = record
-        .steps
-        .get_mut(index)
-        .ok_or_else(|| Error::Internal(format!("workflow `{id}` has no step {index}")))?;
+    let step = step_mut(record, index)?;
     let failure = match outcome {
         Outcome::Returned(Ok(_)) => {
             step.status = StepStatus::Compensated;
