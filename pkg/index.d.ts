@@ -286,6 +286,14 @@ export interface OrionOptions {
     /** Longest memory text in UTF-8 bytes (default 64 KiB, at most 1 MiB). */
     maxTextBytes?: number;
   };
+  /** How background tasks run. */
+  tasks?: {
+    /**
+     * Ms a running job or workflow is held before another tab's worker may take it back when its
+     * worker died (500 to 3 600 000; default 30 000).
+     */
+    leaseMs?: number;
+  };
   /** 'auto' (default) detects the profile from the device. */
   profile?: ProfileName | 'auto';
   /** Where the model files are; without an embedding URL the hashing embedder (micro) is used. */
@@ -388,6 +396,225 @@ export interface HealthTransitionEvent {
   atMs: number;
 }
 
+/** JSON a task payload, result or progress may be. */
+export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
+
+/** Job priority: 1 critical, 5 high, 10 normal (default), 15 low, 20 background; lower runs first. */
+export type Priority = number;
+
+/** Waits between attempts: ms (fixed), or a policy. Exponential is `delay * 2^(attempt-1)`. */
+export type Backoff = number | { type: 'fixed' | 'exponential'; delay: number; jitter?: number; cap?: number };
+
+/** Options of `tasks.simple.schedule` (BullMQ's, where they exist there). */
+export interface JobOptions {
+  priority?: Priority;
+  /** Ms before the job may start. */
+  delay?: number;
+  /** Runs in all (default 1). */
+  attempts?: number;
+  backoff?: Backoff;
+  /** Ms one attempt may run; then its signal aborts and the attempt fails (retryably). */
+  timeout?: number;
+  /** A job with this id already present is returned instead of adding another. */
+  jobId?: string;
+  /** A newer job with the same debounce id replaces the pending one within `ttl` ms. */
+  debounce?: { id: string; ttl: number };
+  /** Delete on completion: `true`, or keep the newest N. */
+  removeOnComplete?: boolean | number;
+  /** Delete on final failure: `true`, or keep the newest N (failed jobs are the dead-letter set). */
+  removeOnFail?: boolean | number;
+}
+
+/** Options of `tasks.complex.schedule`. */
+export interface WorkflowOptions {
+  /** The workflow type to run (default: the task's name). */
+  workflowType?: string;
+  /** A workflow with this id already present is returned instead of starting another. */
+  workflowId?: string;
+  /** Retry policy of every step that sets none. */
+  retry?: { attempts?: number; backoff?: Backoff };
+  /** Ms from the start after which the workflow times out and compensates. */
+  timeout?: number;
+  /** Ms one step attempt may run. */
+  stepTimeout?: number;
+}
+
+/** What a job handler gets besides its payload. */
+export interface JobContext {
+  taskId: string;
+  name: string;
+  /** 1 for the first attempt. */
+  attempt: number;
+  /** The same for every attempt: key side effects on it (delivery is at least once). */
+  idempotencyKey: string;
+  /** Aborts when the job is cancelled, times out, or the worker stops waiting. */
+  signal: AbortSignal;
+  /** Records progress: 0 to 100, or any JSON. */
+  progress(value: Json): Promise<null>;
+}
+
+/** What a workflow step (or compensation) gets besides the workflow's input. */
+export interface StepContext {
+  taskId: string;
+  name: string;
+  step: string;
+  attempt: number;
+  idempotencyKey: string;
+  signal: AbortSignal;
+  /** Results of the steps completed before this one, by step name. */
+  results: Record<string, Json>;
+  /** Steps: the last checkpointed cursor (null at first). */
+  cursor?: Json;
+  /** Steps: saves a cursor, so that a resumed run continues from it. */
+  checkpoint?(cursor: Json): Promise<null>;
+  /** Compensations: what the step being undone returned. */
+  stepResult?: Json;
+}
+
+/** A handler's error: `retryable: false` fails the job (or step) without further attempts. */
+export type TaskError = Error & { retryable?: boolean };
+
+export interface WorkflowStep {
+  name: string;
+  run(input: Json, context: StepContext): Json | void | Promise<Json | void>;
+  /** Undoes the step when a later one fails for good, the workflow is cancelled or times out. */
+  compensate?(input: Json, context: StepContext): unknown;
+  retry?: { attempts?: number; backoff?: Backoff };
+  timeout?: number;
+}
+
+export type TaskSource = 'queue' | 'workflow';
+
+/** One status shape for jobs and workflows. */
+export interface TaskStatus {
+  id: string;
+  source: TaskSource;
+  /** The queue or workflow type. */
+  name: string;
+  /**
+   * Jobs: waiting, delayed, paused, active, completed, failed, cancelled. Workflows: running,
+   * paused, compensating, completed, failed, compensated, cancelled, timedOut.
+   */
+  state: string;
+  /** A job's progress; a workflow's percentage of steps completed. */
+  progress: Json;
+  attempts: number;
+  error: string | null;
+  result: Json;
+  /** Workflows: the step running or next. */
+  step: string | null;
+  createdAt: number;
+  finishedAt: number | null;
+}
+
+export interface TaskFilter {
+  source?: TaskSource;
+  state?: string;
+  /** Queue tasks only. */
+  name?: string;
+  limit?: number;
+  after?: string;
+}
+
+export interface StateCounts {
+  waiting: number;
+  delayed: number;
+  paused: number;
+  active: number;
+  completed: number;
+  failed: number;
+  cancelled: number;
+}
+
+export interface TaskCounts {
+  jobs: { all: StateCounts; queues: Record<string, StateCounts>; paused: string[] };
+  /** Page handler calls in flight. */
+  hostRuns: number;
+  /** Whether this tab's worker drives the tasks. */
+  leader: boolean;
+}
+
+/** When a schedule fires: every N ms or a cron pattern in a time zone. */
+export interface ScheduleSpec {
+  every?: number;
+  cron?: string;
+  /** IANA time zone of `cron` (default UTC). */
+  tz?: string;
+  startDate?: number;
+  endDate?: number;
+  /** Fire at most this many times. */
+  limit?: number;
+  /** Fire once at creation. */
+  immediately?: boolean;
+  /** Occurrences missed while no tab ran: skip them, fire once, or fire each. */
+  catchUp?: 'skip' | 'once' | 'all';
+}
+
+export interface ScheduleRecord {
+  id: string;
+  spec: ScheduleSpec;
+  template: { name: string; data: Json; options: JobOptions };
+  nextRunAt: number | null;
+  lastRunAt: number | null;
+  count: number;
+  createdAt: number;
+  updatedAt: number;
+}
+
+/** Background work that survives reloads, crashes and several tabs (one tab runs it). */
+export interface OrionTasks {
+  /** Queue jobs: one handler call per attempt. */
+  readonly simple: {
+    /** Defines queue task `name`; `handler` runs in this page (in the leader tab). */
+    define(name: string, handler: (payload: Json, context: JobContext) => unknown, options?: { schema?: object; concurrency?: number }): Promise<null>;
+    /** Enqueues a job; the payload is checked against the task's schema first. */
+    schedule(name: string, payload?: Json, options?: JobOptions): Promise<TaskStatus>;
+  };
+  /** Checkpointed workflows: steps run once each, compensations on failure (saga). */
+  readonly complex: {
+    define(name: string, definition: { steps: WorkflowStep[]; schema?: object }): Promise<null>;
+    schedule(name: string, payload?: Json, options?: WorkflowOptions): Promise<TaskStatus>;
+    /** Sends a signal to a running workflow. */
+    signal(id: string, name: string, payload?: Json): Promise<null>;
+  };
+  /** The task's status, or null. */
+  status(id: string): Promise<TaskStatus | null>;
+  cancel(id: string): Promise<TaskStatus | null>;
+  pause(id: string): Promise<TaskStatus | null>;
+  resume(id: string): Promise<TaskStatus | null>;
+  /** Runs a failed job again. */
+  retry(id: string): Promise<TaskStatus>;
+  list(filter?: TaskFilter): Promise<{ items: TaskStatus[]; next: string | null }>;
+  counts(): Promise<TaskCounts>;
+  pauseQueue(name: string): Promise<null>;
+  resumeQueue(name: string): Promise<null>;
+  readonly schedules: {
+    /** Creates or replaces a schedule enqueueing `template` (a queue task). */
+    upsert(id: string, spec: ScheduleSpec, template: { name: string; data?: Json; options?: JobOptions }): Promise<ScheduleRecord>;
+    remove(id: string): Promise<boolean>;
+    list(): Promise<ScheduleRecord[]>;
+  };
+}
+
+/** Run page task code (handled by the client; listeners see it too). */
+export interface TaskRunEvent {
+  kind: 'task_run';
+  runId: string;
+  name: string;
+  role: 'job' | 'step' | 'compensation';
+  taskId: string;
+  step: string | null;
+  payload: Json;
+  attempt: number;
+  idempotencyKey: string;
+}
+
+/** The worker stopped waiting for a run; the client aborts its signal. */
+export interface TaskAbortEvent {
+  kind: 'task_abort';
+  runId: string;
+}
+
 export type OrionEvent =
   | BreakerTransitionEvent
   | HealthTransitionEvent
@@ -395,7 +622,9 @@ export type OrionEvent =
   | EmbedderFallbackEvent
   | MemoryProgressEvent
   | MemoryIndexEvent
-  | LeadershipEvent;
+  | LeadershipEvent
+  | TaskRunEvent
+  | TaskAbortEvent;
 
 export type WorkerLifecycle =
   | { state: 'starting'; restart: boolean }
@@ -412,6 +641,8 @@ export interface OrionEventMap {
   memory_progress: MemoryProgressEvent;
   memory_index: MemoryIndexEvent;
   leadership: LeadershipEvent;
+  task_run: TaskRunEvent;
+  task_abort: TaskAbortEvent;
   worker: WorkerLifecycle;
 }
 
@@ -431,6 +662,8 @@ export declare class Orion {
   profile(): Promise<ProfileInfo>;
   /** What ORION remembers. */
   readonly memory: OrionMemory;
+  /** Background work: jobs, workflows, schedules. */
+  readonly tasks: OrionTasks;
   /** Model files cached for offline use. */
   readonly models: {
     /** Deletes the cached model files; resolves to whether there was a cache to delete. */

@@ -60,6 +60,10 @@ export class Orion {
   #starts = 0;
   #loadTimer = null;
   #loadTimedOut = false;
+  /** Page-defined tasks by name: what the worker is told again after a restart, and the code. */
+  #tasks = new Map();
+  /** Runs of page task code in flight, by run id: their AbortControllers. */
+  #runs = new Map();
 
   constructor(options, token) {
     if (token !== CREATE) throw new TypeError('use `await Orion.create(options)`');
@@ -106,6 +110,75 @@ export class Orion {
       }),
       purge: async (options = {}) => this.#call({ type: 'memory_purge', ...pickOptions('memory.purge', options, ['kind']) }),
       stats: async () => this.#call({ type: 'memory_stats' }),
+    });
+    /** Background work: queue jobs, checkpointed workflows and schedules (see `index.d.ts`). */
+    const simple = Object.freeze({
+      define: async (name, handler, options = {}) => {
+        if (typeof handler !== 'function') throw new OrionError(ErrorCode.INVALID_INPUT, 'invalid `handler`: must be a function');
+        const { schema, concurrency } = pickOptions('tasks.simple.define', options, ['schema', 'concurrency']);
+        return this.#define({ name, kind: 'queue', schema, concurrency }, { job: handler });
+      },
+      schedule: async (name, payload = null, options = {}) => this.#call({
+        type: 'tasks_schedule',
+        source: 'queue',
+        name,
+        payload: checkMeta(payload, 'payload'),
+        options: pickOptions('tasks.simple.schedule', options, JOB_OPTIONS),
+      }),
+    });
+    const complex = Object.freeze({
+      define: async (name, definition) => {
+        if (definition === null || typeof definition !== 'object') {
+          throw new OrionError(ErrorCode.INVALID_INPUT, 'invalid `definition`: must be {steps, schema?}');
+        }
+        const { steps, schema } = pickOptions('tasks.complex.define', definition, ['steps', 'schema']);
+        if (!Array.isArray(steps)) throw new OrionError(ErrorCode.INVALID_INPUT, 'invalid `steps`: must be an array of {name, run, compensate?, retry?, timeout?}');
+        const code = new Map();
+        const wire = steps.map((step, i) => {
+          if (step === null || typeof step !== 'object' || typeof step.run !== 'function') {
+            throw new OrionError(ErrorCode.INVALID_INPUT, `invalid \`steps[${i}].run\`: must be a function`);
+          }
+          if (step.compensate !== undefined && typeof step.compensate !== 'function') {
+            throw new OrionError(ErrorCode.INVALID_INPUT, `invalid \`steps[${i}].compensate\`: must be a function`);
+          }
+          const { name: stepName, retry, timeout } = pickOptions(`tasks.complex.define steps[${i}]`, step, ['name', 'run', 'compensate', 'retry', 'timeout']);
+          code.set(stepName, step);
+          const entry = { name: stepName, compensate: typeof step.compensate === 'function' };
+          if (retry !== undefined) entry.retry = retry;
+          if (timeout !== undefined) entry.timeout = timeout;
+          return entry;
+        });
+        return this.#define({ name, kind: 'workflow', schema, steps: wire }, { steps: code });
+      },
+      schedule: async (name, payload = null, options = {}) => this.#call({
+        type: 'tasks_schedule',
+        source: 'workflow',
+        name,
+        payload: checkMeta(payload, 'payload'),
+        options: pickOptions('tasks.complex.schedule', options, ['workflowType', 'workflowId', 'retry', 'timeout', 'stepTimeout']),
+      }),
+      signal: async (id, name, payload = null) => this.#call({ type: 'tasks_signal', taskId: id, name, payload: checkMeta(payload, 'payload') }),
+    });
+    this.tasks = Object.freeze({
+      simple,
+      complex,
+      status: async (id) => this.#call({ type: 'tasks_status', taskId: id }),
+      cancel: async (id) => this.#call({ type: 'tasks_cancel', taskId: id }),
+      pause: async (id) => this.#call({ type: 'tasks_pause', taskId: id }),
+      resume: async (id) => this.#call({ type: 'tasks_resume', taskId: id }),
+      retry: async (id) => this.#call({ type: 'tasks_retry', taskId: id }),
+      list: async (filter = {}) => this.#call({
+        type: 'tasks_list',
+        filter: pickOptions('tasks.list', filter, ['source', 'state', 'name', 'limit', 'after']),
+      }),
+      counts: async () => this.#call({ type: 'tasks_counts' }),
+      pauseQueue: async (name) => this.#call({ type: 'tasks_pause_queue', name, paused: true }),
+      resumeQueue: async (name) => this.#call({ type: 'tasks_pause_queue', name, paused: false }),
+      schedules: Object.freeze({
+        upsert: async (id, spec, template) => this.#call({ type: 'tasks_upsert_schedule', scheduleId: id, spec, template }),
+        remove: async (id) => this.#call({ type: 'tasks_remove_schedule', scheduleId: id }),
+        list: async () => this.#call({ type: 'tasks_list_schedules' }),
+      }),
     });
     /** Debug-only requests; the worker refuses them unless created with `debug: true`. */
     this.debug = Object.freeze({
@@ -231,6 +304,11 @@ export class Orion {
     };
     worker.onmessageerror = () => console.error('ORION: a message from the worker could not be deserialized');
     const ready = this.#send(worker, this.#initRequest())
+      .then(async (version) => {
+        // A fresh worker (first start or after a crash) learns the page's tasks before any call.
+        for (const { wire } of this.#tasks.values()) await this.#send(worker, { type: 'tasks_define', task: wire });
+        return version;
+      })
       .then((version) => {
         if (this.#worker === worker) this.#isReady = true;
         this.#emit('worker', { state: 'ready', version });
@@ -241,8 +319,9 @@ export class Orion {
   }
 
   #initRequest() {
-    const { debug = false, breaker, health, profile, models, database, memory } = this.#options;
+    const { debug = false, breaker, health, profile, models, database, memory, tasks } = this.#options;
     const request = { type: 'init', debug: Boolean(debug) };
+    if (tasks !== undefined) request.tasks = tasks;
     if (database !== undefined) request.database = database;
     if (memory !== undefined) request.memory = memory;
     if (breaker) request.breaker = breaker;
@@ -297,6 +376,8 @@ export class Orion {
         return;
       }
       case 'event':
+        if (message.event.kind === 'task_run') this.#runTask(message.event);
+        else if (message.event.kind === 'task_abort') this.#runs.get(message.event.runId)?.abort(new DOMException('the task was cancelled, timed out or lost its lease', 'AbortError'));
         this.#emit('event', message.event);
         this.#emit(message.event.kind, message.event);
         if (PROGRESS_EVENTS.has(message.event.kind)) this.#options.onProgress?.(message.event);
@@ -312,6 +393,57 @@ export class Orion {
     }
   }
 
+  async #define(wire, code) {
+    for (const key of Object.keys(wire)) if (wire[key] === undefined) delete wire[key];
+    const previous = this.#tasks.get(wire.name);
+    this.#tasks.set(wire.name, { wire, ...code });
+    try {
+      return await this.#call({ type: 'tasks_define', task: wire });
+    } catch (error) {
+      if (previous) this.#tasks.set(wire.name, previous);
+      else this.#tasks.delete(wire.name);
+      throw error;
+    }
+  }
+
+  // Runs page task code for a `task_run` event and answers with `tasks_result`.
+  async #runTask(run) {
+    const worker = this.#worker;
+    const controller = new AbortController();
+    this.#runs.set(run.runId, controller);
+    const task = this.#tasks.get(run.name);
+    const step = task?.steps?.get(run.step);
+    const code = run.role === 'job' ? task?.job : run.role === 'step' ? step?.run : step?.compensate;
+    const context = {
+      taskId: run.taskId,
+      name: run.name,
+      attempt: run.attempt,
+      idempotencyKey: run.idempotencyKey,
+      signal: controller.signal,
+    };
+    if (run.role === 'job') context.progress = (value) => this.#call({ type: 'tasks_progress', runId: run.runId, progress: value });
+    if (run.role !== 'job') Object.assign(context, { step: run.step, results: run.results ?? {} });
+    if (run.role === 'step') Object.assign(context, { cursor: run.cursor ?? null, checkpoint: (cursor) => this.#call({ type: 'tasks_progress', runId: run.runId, progress: cursor }) });
+    if (run.role === 'compensation') context.stepResult = run.stepResult ?? null;
+    let answer;
+    try {
+      if (typeof code !== 'function') throw Object.assign(new Error(`this page defines no code for ${run.role} \`${run.step ?? run.name}\``), { retryable: false });
+      const value = await code(run.payload, context);
+      answer = { value: checkMeta(value === undefined ? null : value, 'the task\'s result') };
+    } catch (error) {
+      answer = { error: { message: String(error?.message ?? error), retryable: error?.retryable !== false } };
+    } finally {
+      this.#runs.delete(run.runId);
+    }
+    // Aborted runs are over in the worker; a dead worker's runs are run again by the next one.
+    if (controller.signal.aborted || worker !== this.#worker) return;
+    try {
+      await this.#send(worker, { type: 'tasks_result', runId: run.runId, ...answer });
+    } catch (error) {
+      if (error?.code !== ErrorCode.INVALID_INPUT) console.error('ORION: a task result could not be delivered', error);
+    }
+  }
+
   #onDeath(worker, code, reason) {
     if (worker !== this.#worker) return;
     this.#stopWorker(new OrionError(code, `the worker died: ${reason}`));
@@ -320,6 +452,8 @@ export class Orion {
 
   #stopWorker(error) {
     clearTimeout(this.#loadTimer);
+    for (const controller of this.#runs.values()) controller.abort(error);
+    this.#runs.clear();
     this.#worker?.terminate();
     this.#worker = null;
     this.#ready = null;
@@ -330,6 +464,9 @@ export class Orion {
 }
 
 const CREATE = Symbol('Orion.create');
+
+/** The options of `tasks.simple.schedule` (orion_core::jobs::JobOptions). */
+const JOB_OPTIONS = ['priority', 'delay', 'attempts', 'backoff', 'timeout', 'jobId', 'debounce', 'removeOnComplete', 'removeOnFail'];
 
 /** Events also delivered to `onProgress`. */
 const PROGRESS_EVENTS = new Set(['model_progress', 'memory_progress', 'memory_index']);

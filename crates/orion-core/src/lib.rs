@@ -18,6 +18,8 @@ pub mod profile;
 pub mod protocol;
 pub mod runtime;
 pub mod store;
+pub mod task_metrics;
+pub mod tasks;
 pub mod vector_index;
 pub mod workflows;
 

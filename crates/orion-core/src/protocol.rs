@@ -52,6 +52,9 @@ pub enum Request {
         /// Retention and size settings over the profile's.
         #[serde(default)]
         memory: MemorySettings,
+        /// How background tasks run.
+        #[serde(default)]
+        tasks: crate::tasks::TaskSettings,
     },
     /// Round-trips `payload` (any JSON value).
     Ping {
@@ -135,6 +138,118 @@ pub enum Request {
     },
     /// Counts and settings of the memory store.
     MemoryStats {},
+    /// Defines a task whose code runs in the page ([`crate::tasks::TaskSpec`]).
+    TasksDefine {
+        /// `{name, kind, concurrency?, schema?, steps?}`.
+        task: Value,
+    },
+    /// Schedules a task: a job (`source: queue`) or a workflow (`source: workflow`).
+    TasksSchedule {
+        /// Which engine.
+        source: crate::tasks::TaskSource,
+        /// The task's name.
+        name: String,
+        /// What its code gets (checked against the task's schema).
+        #[serde(default)]
+        payload: Value,
+        /// Job options, or workflow options.
+        #[serde(default)]
+        options: Value,
+    },
+    /// A task's status (`null` when there is none).
+    TasksStatus {
+        /// The job's or workflow's id.
+        #[serde(rename = "taskId")]
+        task_id: String,
+    },
+    /// Cancels a task.
+    TasksCancel {
+        /// The job's or workflow's id.
+        #[serde(rename = "taskId")]
+        task_id: String,
+    },
+    /// Pauses a task.
+    TasksPause {
+        /// The job's or workflow's id.
+        #[serde(rename = "taskId")]
+        task_id: String,
+    },
+    /// Resumes a paused task.
+    TasksResume {
+        /// The job's or workflow's id.
+        #[serde(rename = "taskId")]
+        task_id: String,
+    },
+    /// Runs a failed job again.
+    TasksRetry {
+        /// The job's id.
+        #[serde(rename = "taskId")]
+        task_id: String,
+    },
+    /// Sends a signal to a running workflow.
+    TasksSignal {
+        /// The workflow's id.
+        #[serde(rename = "taskId")]
+        task_id: String,
+        /// The signal's name.
+        name: String,
+        /// What it carries.
+        #[serde(default)]
+        payload: Value,
+    },
+    /// A page of tasks.
+    TasksList {
+        /// `{source?, state?, name?, limit?, after?}`.
+        #[serde(default)]
+        filter: Option<Value>,
+    },
+    /// Job counts per state and queue.
+    TasksCounts {},
+    /// Pauses or resumes a whole queue.
+    TasksPauseQueue {
+        /// The queue.
+        name: String,
+        /// `true` pauses, `false` resumes.
+        paused: bool,
+    },
+    /// Creates or replaces a schedule.
+    TasksUpsertSchedule {
+        /// The schedule's id.
+        #[serde(rename = "scheduleId")]
+        schedule_id: String,
+        /// `{every | cron, tz?, startDate?, endDate?, limit?, immediately?, catchUp?}`.
+        spec: Value,
+        /// `{name, data?, options?}`: the job it enqueues.
+        template: Value,
+    },
+    /// Removes a schedule.
+    TasksRemoveSchedule {
+        /// The schedule's id.
+        #[serde(rename = "scheduleId")]
+        schedule_id: String,
+    },
+    /// Every schedule.
+    TasksListSchedules {},
+    /// The page's answer to a `task_run` event.
+    TasksResult {
+        /// The run's id.
+        #[serde(rename = "runId")]
+        run_id: String,
+        /// What the handler returned, when it succeeded.
+        #[serde(default)]
+        value: Value,
+        /// How it failed, when it did.
+        #[serde(default)]
+        error: Option<crate::tasks::HostFailure>,
+    },
+    /// Progress of a job run (or the cursor of a step run) in the page.
+    TasksProgress {
+        /// The run's id.
+        #[serde(rename = "runId")]
+        run_id: String,
+        /// A number from 0 to 100 or any JSON (a step's cursor).
+        progress: Value,
+    },
     /// Debug only: makes the worker panic, to test crash recovery.
     Crash {},
 }
@@ -157,6 +272,22 @@ impl Request {
             Request::MemorySearch { .. } => "memory_search",
             Request::MemoryPurge { .. } => "memory_purge",
             Request::MemoryStats {} => "memory_stats",
+            Request::TasksDefine { .. } => "tasks_define",
+            Request::TasksSchedule { .. } => "tasks_schedule",
+            Request::TasksStatus { .. } => "tasks_status",
+            Request::TasksCancel { .. } => "tasks_cancel",
+            Request::TasksPause { .. } => "tasks_pause",
+            Request::TasksResume { .. } => "tasks_resume",
+            Request::TasksRetry { .. } => "tasks_retry",
+            Request::TasksSignal { .. } => "tasks_signal",
+            Request::TasksList { .. } => "tasks_list",
+            Request::TasksCounts {} => "tasks_counts",
+            Request::TasksPauseQueue { .. } => "tasks_pause_queue",
+            Request::TasksUpsertSchedule { .. } => "tasks_upsert_schedule",
+            Request::TasksRemoveSchedule { .. } => "tasks_remove_schedule",
+            Request::TasksListSchedules {} => "tasks_list_schedules",
+            Request::TasksResult { .. } => "tasks_result",
+            Request::TasksProgress { .. } => "tasks_progress",
             Request::Crash {} => "crash",
         }
     }
@@ -379,6 +510,8 @@ pub enum ResponseBody {
     Deleted(bool),
     /// For `memory_purge`: how many were deleted.
     Purged(usize),
+    /// For the `tasks_*` requests: their answer, as the `tasks` module serialises it.
+    Tasks(Value),
 }
 
 /// Something that happened in the worker, pushed to the page.
@@ -420,6 +553,13 @@ pub enum Event {
     Leadership {
         /// The database led.
         database: String,
+    },
+    /// Run a task's code in the page and answer with `tasks_result`.
+    TaskRun(crate::tasks::TaskRun),
+    /// The worker stopped waiting for a run (cancelled, timed out, lease lost): abort it.
+    TaskAbort {
+        /// The run.
+        run_id: String,
     },
     /// The memory index is loading from IndexedDB (memory requests wait for it).
     MemoryIndex {

@@ -8,7 +8,7 @@
 //! such as `ERR_INIT_ORDER` are the caller's mistake and count as handled) and `embedder` (model
 //! loading and inference).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
@@ -28,7 +28,10 @@ use crate::protocol::{
     ResponseBody, VersionInfo, PROTOCOL_VERSION,
 };
 use crate::store::Store;
+use crate::tasks::{Sleep, TaskChanges, TaskSettings, Tasks};
 use crate::CORE_VERSION;
+
+pub use task_requests::TASKS_COMPONENT;
 
 /// The health component for message decoding.
 pub const PROTOCOL_COMPONENT: &str = "protocol";
@@ -113,6 +116,11 @@ pub struct Platform {
     /// Asks for the exclusive lock of this name, held until the worker ends (in the browser, a
     /// Web Lock); once granted, the platform calls [`WorkerRuntime::leadership_gained`].
     pub request_leadership: Rc<dyn Fn(String)>,
+    /// Tells other workers on the same database which task rows changed (they call
+    /// [`WorkerRuntime::tasks_changed`] with them).
+    pub publish_task_changes: Rc<dyn Fn(TaskChanges)>,
+    /// A timer: resolves after this many ms (the task loop sleeps on it).
+    pub sleep: Sleep,
 }
 
 /// The leader lock of database `name` is `orion-leader/<name>`.
@@ -126,6 +134,12 @@ type OnDemandFuture = Shared<LocalBoxFuture<'static, crate::error::Result<Rc<dyn
 
 /// The memory layer, once the store is open and the index loaded.
 type MemoriesFuture = Shared<LocalBoxFuture<'static, crate::error::Result<Rc<Memories>>>>;
+
+/// The worker's database, once open (memories and tasks share it).
+type StoreFuture = Shared<LocalBoxFuture<'static, crate::error::Result<Rc<dyn Store>>>>;
+
+/// The task engines, once open.
+type TasksFuture = Shared<LocalBoxFuture<'static, crate::error::Result<Rc<Tasks>>>>;
 
 /// State that asynchronous work shares with the request loop. Never borrowed across an await.
 struct Common {
@@ -149,10 +163,13 @@ pub struct WorkerRuntime {
     embedder: Option<EmbedderFuture>,
     source: Option<ModelSource>,
     memories: Option<MemoriesFuture>,
+    store: Option<StoreFuture>,
+    tasks: Option<TasksFuture>,
     database: String,
     /// Whether the platform granted this worker its database's leader lock.
-    leader: bool,
+    leader: Rc<Cell<bool>>,
     memory_settings: MemorySettings,
+    task_settings: TaskSettings,
     background: Vec<LocalBoxFuture<'static, ()>>,
 }
 
@@ -178,9 +195,12 @@ impl WorkerRuntime {
             embedder: None,
             source: None,
             memories: None,
+            store: None,
+            tasks: None,
             database: DEFAULT_DATABASE.to_owned(),
-            leader: false,
+            leader: Rc::new(Cell::new(false)),
             memory_settings: MemorySettings::default(),
+            task_settings: TaskSettings::default(),
             background: Vec::new(),
         }
     }
@@ -238,9 +258,13 @@ impl WorkerRuntime {
                 models,
                 database,
                 memory,
+                tasks,
             } if !initialized => {
                 // Bad settings refuse the init (so `Orion.create` rejects) before anything starts.
-                match MemoryConfig::for_profile(Profile::Full).with(memory) {
+                match MemoryConfig::for_profile(Profile::Full)
+                    .with(memory)
+                    .and_then(|_| tasks.validate())
+                {
                     Err(error) => Err(error),
                     Ok(_) => {
                         self.database = database.unwrap_or_else(|| DEFAULT_DATABASE.to_owned());
@@ -249,6 +273,7 @@ impl WorkerRuntime {
                             self.database
                         ));
                         self.memory_settings = memory;
+                        self.task_settings = tasks;
                         self.init(debug, breaker, health, profile, models);
                         let version = ResponseBody::Version(self.version());
                         return Reply::Spawn(self.answer_after_load(id, version));
@@ -268,7 +293,7 @@ impl WorkerRuntime {
             })),
             Request::Health {} => {
                 let mut report = self.shared.borrow_mut().health.report();
-                report.leader = self.leader;
+                report.leader = self.leader.get();
                 Ok(ResponseBody::Health(report))
             }
             Request::Version {} => Ok(ResponseBody::Version(self.version())),
@@ -285,6 +310,22 @@ impl WorkerRuntime {
             | Request::MemorySearch { .. }
             | Request::MemoryPurge { .. }
             | Request::MemoryStats {} => return self.memory(id, request),
+            Request::TasksDefine { .. }
+            | Request::TasksSchedule { .. }
+            | Request::TasksStatus { .. }
+            | Request::TasksCancel { .. }
+            | Request::TasksPause { .. }
+            | Request::TasksResume { .. }
+            | Request::TasksRetry { .. }
+            | Request::TasksSignal { .. }
+            | Request::TasksList { .. }
+            | Request::TasksCounts {}
+            | Request::TasksPauseQueue { .. }
+            | Request::TasksUpsertSchedule { .. }
+            | Request::TasksRemoveSchedule { .. }
+            | Request::TasksListSchedules {}
+            | Request::TasksResult { .. }
+            | Request::TasksProgress { .. } => return self.tasks(id, request),
             Request::Crash {} if self.debug => return Reply::Crash,
             Request::Crash {} => Err(Error::DebugDisabled("crash".into())),
         };
@@ -308,6 +349,7 @@ impl WorkerRuntime {
             monitor.restore(shared.health.snapshot());
             monitor.register(EMBEDDER_COMPONENT);
             monitor.register(STORE_COMPONENT);
+            monitor.register(TASKS_COMPONENT);
             shared.health = monitor;
             shared.profile = Some(ProfileInfo {
                 requested: request,
@@ -372,22 +414,37 @@ impl WorkerRuntime {
             embedder
         });
         self.embedder = Some(future.shared());
+        let opener = Rc::clone(&self.platform.store);
+        let database = self.database.clone();
+        let store: LocalBoxFuture<'static, _> =
+            Box::pin(async move { opener.open(&database).await });
+        self.store = Some(store.shared());
         let memories = self.open_memories();
-        // The index loads now, not at the first memory request.
+        // The index loads now, not at the first memory request; the task loop starts now.
         self.background.push(Box::pin(memories.clone().map(|_| ())));
         self.memories = Some(memories);
+        let tasks = self.open_tasks();
+        self.background.push(Box::pin(tasks.clone().map(|_| ())));
+        self.tasks = Some(tasks);
     }
 
     /// The platform granted the lock asked for through [`Platform::request_leadership`]: this
     /// worker is its database's leader from now on (`health().leader`, a `leadership` event).
     pub fn leadership_gained(&mut self) {
-        if self.leader {
+        if self.leader.replace(true) {
             return;
         }
-        self.leader = true;
         (self.platform.emit)(Event::Leadership {
             database: self.database.clone(),
         });
+        // Before the engines open, opening sees the flag instead.
+        if let Some(tasks) = self.tasks.clone() {
+            self.background.push(Box::pin(async move {
+                if let Ok(tasks) = tasks.await {
+                    tasks.become_leader();
+                }
+            }));
+        }
     }
 
     /// Work to run on the platform's executor that answers no request (loading the memory
@@ -597,5 +654,6 @@ fn drain_events(shared: &SharedState) -> Vec<Outgoing> {
 }
 
 mod memory_requests;
+mod task_requests;
 #[cfg(test)]
 mod tests;

@@ -77,7 +77,13 @@ impl OrionWorker {
                     },
                 )
             }),
-            publish_memory_changes: memory_sync::publisher(publish),
+            publish_memory_changes: memory_sync::publisher(publish.clone()),
+            publish_task_changes: memory_sync::task_publisher(publish),
+            sleep: Rc::new(|ms| {
+                // setTimeout takes at most 2^31 - 1 ms; the loop wakes and sleeps again.
+                let ms = u32::try_from(ms.min(i32::MAX as u64)).unwrap_or(i32::MAX as u32);
+                Box::pin(gloo_timers::future::TimeoutFuture::new(ms))
+            }),
             request_leadership: Rc::new(move |name| {
                 if let Err(error) = request_leadership.call1(&JsValue::NULL, &name.into()) {
                     web_sys::console::error_2(
@@ -110,11 +116,16 @@ impl OrionWorker {
     }
 
     /// A message another tab's worker published (see the constructor's `publish`): its memory
-    /// changes are read into this worker's index. Anything malformed is ignored.
+    /// changes are read into this worker's index, its task changes into the task engines before
+    /// their next tick. Anything malformed is ignored.
     #[wasm_bindgen(js_name = memoriesChanged)]
     pub fn memories_changed(&mut self, message: JsValue) {
         if let Some(ids) = memory_sync::changed_ids(&message) {
             let reply = self.runtime.memories_changed(ids);
+            self.deliver(reply);
+        }
+        if let Some(changes) = memory_sync::task_changes(&message) {
+            let reply = self.runtime.tasks_changed(changes);
             self.deliver(reply);
         }
     }
@@ -124,6 +135,7 @@ impl OrionWorker {
     #[wasm_bindgen(js_name = leadershipGained)]
     pub fn leadership_gained(&mut self) {
         self.runtime.leadership_gained();
+        self.deliver(Reply::Send(Vec::new()));
     }
 }
 

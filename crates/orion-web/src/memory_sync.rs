@@ -3,13 +3,16 @@
 //! Each tab runs its own worker with its own index of the same database. After a write, a worker
 //! publishes the ids it changed (`{ids: [...]}` on a `BroadcastChannel` that `worker.js` owns);
 //! the others re-read those rows into their index, so a memory added in one tab is found by a
-//! search in another.
+//! search in another. Task rows travel the same way (`{tasks: {...}}`), so that the leader runs
+//! what another tab scheduled.
 
 use std::rc::Rc;
 
 use js_sys::{Array, Function, Object, Reflect};
 use orion_core::embedding::LocalBoxFuture;
+use orion_core::tasks::TaskChanges;
 use orion_core::{Store, StoreOpener};
+use serde::Serialize;
 use wasm_bindgen::{JsCast, JsValue};
 
 /// Most ids one change message may carry (a purge of every memory sends them in pieces).
@@ -64,6 +67,33 @@ pub fn publisher(publish: Function) -> Rc<dyn Fn(Vec<String>)> {
             }
         }
     })
+}
+
+/// Publishes changed task rows through `publish` as `{tasks: {jobs, workflows, schedules,
+/// queues}}`.
+pub fn task_publisher(publish: Function) -> Rc<dyn Fn(TaskChanges)> {
+    Rc::new(move |changes: TaskChanges| {
+        let serializer = serde_wasm_bindgen::Serializer::json_compatible();
+        let Ok(changes) = changes.serialize(&serializer) else {
+            return;
+        };
+        let message = Object::new();
+        if Reflect::set(&message, &"tasks".into(), &changes).is_ok() {
+            // Another tab missing a change re-reads everything when it becomes leader.
+            let _ = publish.call1(&JsValue::NULL, &message);
+        }
+    })
+}
+
+/// The task changes of a message, if it is one: `{tasks: {jobs?, workflows?, schedules?,
+/// queues?}}` naming at most [`MAX_IDS_PER_MESSAGE`] rows.
+pub fn task_changes(message: &JsValue) -> Option<TaskChanges> {
+    let changes = Reflect::get(message, &"tasks".into()).ok()?;
+    if changes.is_undefined() {
+        return None;
+    }
+    let changes: TaskChanges = serde_wasm_bindgen::from_value(changes).ok()?;
+    (changes.jobs.len() + changes.workflows.len() <= MAX_IDS_PER_MESSAGE).then_some(changes)
 }
 
 /// The ids of a change message, if it is one: `{ids: string[]}` of at most

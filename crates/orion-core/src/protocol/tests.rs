@@ -53,6 +53,7 @@ fn decodes_every_request_type() {
                 models: Models::default(),
                 database: None,
                 memory: MemorySettings::default(),
+                tasks: crate::tasks::TaskSettings::default(),
             },
         ),
     ];

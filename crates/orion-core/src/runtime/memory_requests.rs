@@ -20,18 +20,20 @@ use crate::memory::{Memories, MemoryConfig};
 impl WorkerRuntime {
     /// Opens the store and loads the memory index for the active embedder.
     pub(super) fn open_memories(&self) -> MemoriesFuture {
-        let opener = Rc::clone(&self.platform.store);
+        let store = self.store.clone();
         let primary = self.embedder.clone();
         let shared = Rc::clone(&self.shared);
         let clock = self.clock.clone();
         let seed = self.platform.seed;
         let emit = Rc::clone(&self.platform.emit);
         let spawn = Rc::clone(&self.platform.spawn);
-        let database = self.database.clone();
         let settings = self.memory_settings;
         let future: LocalBoxFuture<'static, Result<Rc<Memories>>> = Box::pin(async move {
             let result = async {
-                let store = opener.open(&database).await?;
+                let store = match store {
+                    Some(store) => store.await?,
+                    None => return Err(Error::Internal("no store after init".into())),
+                };
                 let embedder = match primary {
                     Some(primary) => primary.await,
                     None => return Err(Error::Internal("no embedder after init".into())),

@@ -99,6 +99,8 @@ fn fake_platform(fail: bool) -> (Rc<FakeLoader>, Platform) {
         }),
         publish_memory_changes: Rc::new(|_| {}),
         request_leadership: Rc::new(|_| {}),
+        publish_task_changes: Rc::new(|_| {}),
+        sleep: Rc::new(|_| Box::pin(std::future::pending())),
     };
     (loader, platform)
 }
