@@ -1,14 +1,17 @@
 //! Durable background jobs: a BullMQ-style queue persisted in the `jobs` table.
 //!
 //! A job is a row `{name, data, state, options, attemptsMade, progress, result, error,
-//! createdAt, processedAt, finishedAt, nextRunAt, leaseUntil, ...}` in the `jobs` table (indexed on
+//! createdAt, readyAt, processedAt, finishedAt, nextRunAt, leaseUntil, ...}` in the `jobs` table (indexed on
 //! `state` and `name`). [`JobQueue::enqueue`] validates and stores it; handlers registered by
 //! queue name ([`JobQueue::register`], with a per-queue concurrency) run it.
 //!
 //! # States
 //!
 //! `waiting` → `active` → `completed` | `failed` | `cancelled`, with `delayed` before `waiting`
-//! when the job has a `delay` or waits out a retry's backoff. Waiting jobs start by priority (1
+//! when the job has a `delay` or waits out a retry's backoff, and `paused` for a waiting or
+//! delayed job held back by [`JobQueue::pause_job`] until [`JobQueue::resume_job`] (which makes it
+//! waiting again, last of its priority, or delayed if its `nextRunAt` is ahead; a paused job
+//! can be cancelled, and a newer job with its debounce id replaces it). Waiting jobs start by priority (1
 //! critical, 5 high, 10 normal, 15 low, 20 background; lower first), FIFO within a priority in
 //! the order they became waiting. A handler's retryable error (or a timeout) retries the job while
 //! `attemptsMade < attempts`, after the backoff (`fixed`, or `exponential` = `delay *
@@ -39,6 +42,22 @@
 //! The store has no compare-and-set, so two instances racing on one row (two tabs both running
 //! queues) can still both act; ORION runs queues in one tab at a time (the Web Lock holder).
 //!
+//! # Several instances: refresh and reload
+//!
+//! Each instance keeps an index of the jobs in memory, in step with its own writes only. An
+//! instance that runs the queues learns of another instance's writes through
+//! [`JobQueue::refresh`] (the ids it changed: re-read and re-indexed; a job running here that the
+//! other instance cancelled gets its signal) or rebuilds everything with [`JobQueue::reload`]
+//! (when it becomes the one running them); [`Scheduler::reload`] does the same for schedulers.
+//! Neither overwrites what the instance itself changed while it read the store.
+//!
+//! # Metrics
+//!
+//! [`JobQueue::set_observer`] is told of each job this instance writes finished, and of each
+//! failed attempt that will be retried. A record carries what wait and run times need:
+//! `createdAt`, `readyAt` (when it last became ready to run), `processedAt` (when its latest
+//! attempt started) and `finishedAt`.
+//!
 //! # Schedulers
 //!
 //! A [`Scheduler`] enqueues jobs into a queue on an interval (`every` ms) or a `cron` pattern in
@@ -50,7 +69,7 @@
 
 mod backoff;
 mod context;
-mod index;
+pub(crate) mod index;
 mod options;
 mod queue;
 mod record;
@@ -63,8 +82,8 @@ pub use options::{
     MAX_TIMEOUT_MS,
 };
 pub use queue::{
-    CancelOutcome, JobCounts, JobFilter, JobPage, JobQueue, JobRun, QueueConfig, StateCounts,
-    MAX_CONCURRENCY, MAX_DATA_BYTES, PAUSED_META_ID,
+    CancelOutcome, JobCounts, JobFilter, JobObserver, JobPage, JobQueue, JobRun, QueueConfig,
+    StateCounts, MAX_CONCURRENCY, MAX_DATA_BYTES, PAUSED_META_ID,
 };
 pub use record::{JobFailure, JobRecord, JobState};
 pub use scheduler::{

@@ -22,6 +22,15 @@
 //! or `timedOut`. `error` says why; each step's `status`, `error` and `compensationError` say
 //! where.
 //!
+//! # Pausing
+//!
+//! [`WorkflowEngine::pause_workflow`] stores `paused: true` on a running workflow (its status
+//! stays `running`; [`WorkflowRecord::is_paused`] says what to show): the step running then
+//! finishes and is checkpointed, then the run releases the workflow and no new step starts until
+//! [`WorkflowEngine::resume_workflow`] — in this instance or any other, after any reload. Its
+//! timeout still passes and a cancellation still compensates it; a compensating workflow cannot be
+//! paused.
+//!
 //! # Durability: checkpoints
 //!
 //! Every transition is one atomic write of the whole row, made before the next thing runs: an
@@ -47,6 +56,12 @@
 //! its next write or lease renewal. The store has no compare-and-set, so two instances racing on
 //! one row can still both act; ORION runs engines in one tab at a time (the Web Lock holder).
 //!
+//! An instance that runs the workflows learns of the starts, cancellations, signals, pauses and
+//! resumes other instances stored through [`WorkflowEngine::refresh`] (the ids they changed; a
+//! workflow running here adopts its row at once, so a cancellation signals its running step) or
+//! rebuilds its view with [`WorkflowEngine::reload`] (when it becomes the one running them).
+//! [`WorkflowEngine::set_observer`] is told of each workflow this instance writes finished.
+//!
 //! # Running: poll-driven, no timers
 //!
 //! Like [`crate::jobs::JobQueue`], the engine owns no timer and spawns nothing. The platform calls
@@ -63,7 +78,9 @@ mod record;
 
 pub use context::{SignalWait, StepContext};
 pub use definition::{Step, StepError, StepFn, WorkflowDefinition};
-pub use engine::{CancelOutcome, EngineConfig, WorkflowEngine, WorkflowPage, WorkflowRun};
+pub use engine::{
+    CancelOutcome, EngineConfig, WorkflowEngine, WorkflowObserver, WorkflowPage, WorkflowRun,
+};
 pub use options::{
     RetryPolicy, WorkflowFilter, WorkflowOptions, MAX_INPUT_BYTES, MAX_SIGNALS, MAX_STEPS,
     MAX_WORKFLOW_TIMEOUT_MS,

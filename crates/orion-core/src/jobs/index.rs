@@ -1,11 +1,98 @@
 //! What the queue knows of every job without reading the store: the ready order per queue, the
 //! delayed timeline, the leases of active jobs, the finished sets (for `removeOn*` counts) and
-//! the pending debounce keys. Rebuilt from the `jobs` table when a queue opens and kept in step
-//! with every write the queue makes.
+//! the pending debounce keys. Rebuilt from the `jobs` table when a queue opens (and on
+//! [`super::JobQueue::reload`]) and kept in step with every write the queue makes and every row
+//! [`super::JobQueue::refresh`] reads again.
+//!
+//! Also the [`Journal`] the queue and the workflow engine keep of the ids they changed locally
+//! while a refresh or reload awaited the store, so that what it read (possibly before the change)
+//! does not overwrite the newer local change.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::record::{JobRecord, JobState};
+
+/// Which ids an instance changed in its index while readers of the store were pending: a reader
+/// takes a mark ([`Journal::begin`]) before it reads, and once it has read, leaves alone the ids
+/// changed after its mark ([`Journal::touched_since`]). Ids are remembered only while a reader is
+/// pending, so the journal stays empty otherwise.
+#[derive(Debug, Default)]
+pub(crate) struct Journal {
+    /// Changes made so far (the mark of the latest).
+    changes: u64,
+    /// Readers pending.
+    readers: usize,
+    /// The mark of the latest change of each id changed while a reader was pending.
+    touched: HashMap<String, u64>,
+}
+
+impl Journal {
+    /// Records a change of `id`.
+    pub fn touch(&mut self, id: &str) {
+        self.changes += 1;
+        if self.readers > 0 {
+            self.touched.insert(id.to_owned(), self.changes);
+        }
+    }
+
+    /// A reader starts: the mark to compare changes with.
+    pub fn begin(&mut self) -> u64 {
+        self.readers += 1;
+        self.changes
+    }
+
+    /// A reader is done.
+    pub fn end(&mut self) {
+        self.readers = self.readers.saturating_sub(1);
+        if self.readers == 0 {
+            self.touched.clear();
+        }
+    }
+
+    /// Whether `id` changed after `mark`.
+    pub fn touched_since(&self, id: &str, mark: u64) -> bool {
+        self.touched.get(id).is_some_and(|at| *at > mark)
+    }
+
+    /// The ids changed after `mark`.
+    pub fn touched_ids_since(&self, mark: u64) -> Vec<String> {
+        self.touched
+            .iter()
+            .filter(|(_, at)| **at > mark)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+}
+
+/// A pending reader of a [`Journal`] kept in `cell`: begun on creation, ended on drop (so also
+/// when the future reading is dropped mid-await).
+pub(crate) struct Reading<'a, S> {
+    cell: &'a RefCell<S>,
+    journal: fn(&mut S) -> &mut Journal,
+    /// Changes after this mark happened while the reader was pending.
+    pub mark: u64,
+}
+
+impl<'a, S> Reading<'a, S> {
+    /// Begins a reader of the journal `journal` finds in `cell`.
+    pub fn begin(cell: &'a RefCell<S>, journal: fn(&mut S) -> &mut Journal) -> Self {
+        let mark = journal(&mut cell.borrow_mut()).begin();
+        Self {
+            cell,
+            journal,
+            mark,
+        }
+    }
+}
+
+impl<S> Drop for Reading<'_, S> {
+    fn drop(&mut self) {
+        if let Ok(mut state) = self.cell.try_borrow_mut() {
+            (self.journal)(&mut state).end();
+        }
+    }
+}
 
 /// One job, as the index sees it.
 #[derive(Debug, Clone)]
@@ -23,6 +110,7 @@ pub(crate) struct Entry {
 impl Entry {
     fn of(record: &JobRecord) -> Self {
         let debounce = match (&record.options.debounce, record.debounce_until) {
+            // A paused job keeps its debounce id: a newer job with it replaces the paused one.
             (Some(d), Some(until)) if record.state.is_pending() => Some((d.id.clone(), until)),
             _ => None,
         };
@@ -60,14 +148,27 @@ pub(crate) struct Index {
     pub debounce: HashMap<String, String>,
     /// The largest `seq` seen.
     pub max_seq: u64,
+    /// The ids changed while a refresh or reload was reading the store.
+    pub journal: Journal,
 }
 
 impl Index {
     /// Records (or updates) a job.
     pub fn upsert(&mut self, record: &JobRecord) {
-        self.remove(&record.id);
-        let entry = Entry::of(record);
-        let id = record.id.clone();
+        self.put(record.id.clone(), Entry::of(record));
+    }
+
+    /// Makes `id`'s entry what it is in `other` (or forgets it if `other` lacks it).
+    pub fn copy_from(&mut self, other: &Index, id: &str) {
+        match other.entries.get(id) {
+            Some(entry) => self.put(id.to_owned(), entry.clone()),
+            None => self.remove(id),
+        }
+    }
+
+    /// Records (or replaces) the entry of job `id`.
+    fn put(&mut self, id: String, entry: Entry) {
+        self.remove(&id);
         self.max_seq = self.max_seq.max(entry.seq);
         match entry.state {
             JobState::Waiting => {
@@ -90,7 +191,7 @@ impl Index {
                     .or_default()
                     .insert((entry.finished_at, entry.seq, id.clone()));
             }
-            JobState::Cancelled => {}
+            JobState::Paused | JobState::Cancelled => {}
         }
         if let Some((key, _)) = &entry.debounce {
             self.debounce.insert(key.clone(), id.clone());
@@ -100,6 +201,7 @@ impl Index {
 
     /// Forgets a job.
     pub fn remove(&mut self, id: &str) {
+        self.journal.touch(id);
         let Some(entry) = self.entries.remove(id) else {
             return;
         };
@@ -125,7 +227,7 @@ impl Index {
                     set.remove(&(entry.finished_at, entry.seq, id.clone()));
                 }
             }
-            JobState::Cancelled => {}
+            JobState::Paused | JobState::Cancelled => {}
         }
         if let Some((key, _)) = &entry.debounce {
             if self.debounce.get(key) == Some(&id) {

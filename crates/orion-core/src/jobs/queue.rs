@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::context::{CancelReason, CancelSignal, Handler, JobContext, JobError, ProgressSink};
-use super::index::Index;
+use super::index::{Index, Journal, Reading};
 use super::options::{JobOptions, RemovePolicy};
 use super::record::{JobFailure, JobRecord, JobState};
 use crate::clock::SharedClock;
@@ -27,6 +27,9 @@ pub const MAX_DATA_BYTES: usize = 1 << 20;
 pub const MAX_CONCURRENCY: usize = 1000;
 /// The `meta` row holding the paused queues (`{queues: [name, ...]}`).
 pub const PAUSED_META_ID: &str = "jobs.paused";
+
+/// What [`JobQueue::set_observer`] takes: a function of a job as it was just written.
+pub type JobObserver = Rc<dyn Fn(&JobRecord)>;
 
 /// How a queue instance runs its jobs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +98,8 @@ pub struct StateCounts {
     pub waiting: usize,
     /// Due later.
     pub delayed: usize,
+    /// Held back by [`JobQueue::pause_job`].
+    pub paused: usize,
     /// Running.
     pub active: usize,
     /// Done.
@@ -110,6 +115,7 @@ impl StateCounts {
         let slot = match state {
             JobState::Waiting => &mut self.waiting,
             JobState::Delayed => &mut self.delayed,
+            JobState::Paused => &mut self.paused,
             JobState::Active => &mut self.active,
             JobState::Completed => &mut self.completed,
             JobState::Failed => &mut self.failed,
@@ -181,6 +187,10 @@ struct InFlight {
     record: Option<JobRecord>,
     signal: CancelSignal,
     deadline: Option<u64>,
+    /// [`JobQueue::refresh`] found its row cancelled or deleted by another instance: its lease is
+    /// not renewed (that would write the row back `active`), and its run ends without writing its
+    /// outcome over the row.
+    revoked: bool,
 }
 
 struct State {
@@ -215,6 +225,29 @@ struct Inner {
     /// Names this instance's leases.
     owner: String,
     state: RefCell<State>,
+    /// Told of every job this instance writes finished, or failed and due for a retry.
+    observer: RefCell<Option<JobObserver>>,
+}
+
+impl Inner {
+    /// Tells the observer, if there is one, of `records` (written and committed). No borrow is
+    /// held while it runs: it may call the queue.
+    fn observe(&self, records: &[JobRecord]) {
+        if records.is_empty() {
+            return;
+        }
+        let observer = self.observer.borrow().clone();
+        if let Some(observer) = observer {
+            for record in records {
+                observer(record);
+            }
+        }
+    }
+}
+
+/// The journal of the index in `state` (for [`Reading`]).
+fn journal(state: &mut State) -> &mut Journal {
+    &mut state.index.journal
 }
 
 /// A change to the index, applied once the write that makes it has committed.
@@ -252,26 +285,8 @@ impl JobQueue {
         clock: SharedClock,
         config: QueueConfig,
     ) -> Result<Self> {
-        let mut index = Index::default();
-        let mut scan = Scan::first(1000);
-        loop {
-            let rows = store.scan(Table::Jobs, scan.clone()).await?;
-            let Some(last) = rows.last() else { break };
-            scan = scan.after(last.id.clone());
-            for row in &rows {
-                if let Ok(record) = JobRecord::from_row(row) {
-                    index.upsert(&record);
-                }
-            }
-        }
-        let paused = store
-            .get(Table::Meta, vec![PAUSED_META_ID.to_owned()])
-            .await?
-            .pop()
-            .flatten()
-            .and_then(|row| row.fields.get("queues").cloned())
-            .and_then(|queues| serde_json::from_value::<BTreeSet<String>>(queues).ok())
-            .unwrap_or_default();
+        let index = load_index(store.as_ref()).await?;
+        let paused = load_paused(store.as_ref()).await?;
         let mut rng = fastrand::Rng::with_seed(config.seed);
         let owner = format!("q{:08x}", rng.u32(..));
         let next_seq = index.max_seq;
@@ -292,8 +307,198 @@ impl JobQueue {
                     runs: 0,
                     ids: IdClock::default(),
                 }),
+                observer: RefCell::new(None),
             }),
         })
+    }
+
+    /// Sets (or replaces) the observer: called with the record as written each time this
+    /// instance writes a job `completed`, `failed` (for good) or `cancelled`, and each time an
+    /// attempt fails but will be retried (the record is then `waiting` or `delayed`, with `error`
+    /// set and `attemptsMade` counting the failed attempt) — including an attempt lost with a
+    /// worker that died, found when its lease expired. Called synchronously once the write has
+    /// committed, with no borrow of the queue held (it may call the queue), once per such write.
+    /// A job removed at once by `removeOnComplete`/`removeOnFail` is reported as it would have
+    /// been written. Changes other instances write (a cancellation from another tab, seen by
+    /// [`JobQueue::refresh`]) are reported by their own observers, not this one.
+    pub fn set_observer(&self, observer: JobObserver) {
+        *self.inner.observer.borrow_mut() = Some(observer);
+    }
+
+    /// Reads these jobs again from the store and brings the index up to date with them (another
+    /// instance enqueued, cancelled, paused, resumed or retried them): a job now stored is indexed
+    /// as stored, one gone (or unreadable, as at [`JobQueue::open`]) is forgotten. A job this
+    /// instance changed meanwhile keeps its newer local state; `seq` numbers taken afterwards
+    /// stay above every `seq` read. For a job this instance is running (or starting), the stored
+    /// row is not adopted (its run owns it) — except that if another instance cancelled or
+    /// deleted it, its handler's signal fires with [`CancelReason::Cancelled`], its lease is no
+    /// longer renewed, and its run ends without writing its outcome over the row (resolving
+    /// `None`). Ids are checked like `id` elsewhere (`ERR_INVALID_INPUT` on `ids[i]`); duplicates
+    /// are read once.
+    pub async fn refresh(&self, ids: &[String]) -> Result<()> {
+        for (i, id) in ids.iter().enumerate() {
+            check_id(&format!("ids[{i}]"), id)?;
+        }
+        let mut unique: Vec<String> = ids.to_vec();
+        unique.sort();
+        unique.dedup();
+        if unique.is_empty() {
+            return Ok(());
+        }
+        let inner = &self.inner;
+        let reading = Reading::begin(&inner.state, journal);
+        let mut rows = Vec::with_capacity(unique.len());
+        for chunk in unique.chunks(REFRESH_CHUNK) {
+            rows.extend(inner.store.get(Table::Jobs, chunk.to_vec()).await?);
+        }
+        let mut state = inner.state.borrow_mut();
+        for (id, row) in unique.iter().zip(rows) {
+            let stored = read_row(row);
+            if state.in_flight.contains_key(id) {
+                revoke_if_cancelled(&mut state, id, &stored, reading.mark);
+                continue;
+            }
+            if state.index.journal.touched_since(id, reading.mark) {
+                continue;
+            }
+            match stored {
+                Stored::Record(record) => {
+                    state.next_seq = state.next_seq.max(record.seq);
+                    state.index.upsert(&record);
+                }
+                Stored::Gone | Stored::Unreadable => state.index.remove(id),
+            }
+        }
+        drop(state);
+        drop(reading);
+        Ok(())
+    }
+
+    /// Rebuilds the index from the whole `jobs` table, as [`JobQueue::open`] builds it, and reads
+    /// the paused queues again: for an instance that becomes the one running the queues after
+    /// others changed the store. Handlers, runs in flight and their leases are kept; jobs this
+    /// instance changed while the table was read keep their newer local state; the runs here
+    /// whose rows another instance cancelled or deleted are signalled as by
+    /// [`JobQueue::refresh`]; `seq` numbers taken afterwards stay above every `seq` read.
+    pub async fn reload(&self) -> Result<()> {
+        let inner = &self.inner;
+        let reading = Reading::begin(&inner.state, journal);
+        let mut index = load_index(inner.store.as_ref()).await?;
+        let paused = load_paused(inner.store.as_ref()).await?;
+        // The runs here: their rows, read after the table, settle whether they were revoked.
+        let flying: Vec<String> = inner.state.borrow().in_flight.keys().cloned().collect();
+        let rows = if flying.is_empty() {
+            Vec::new()
+        } else {
+            inner.store.get(Table::Jobs, flying.clone()).await?
+        };
+        let mut state = inner.state.borrow_mut();
+        let state = &mut *state;
+        for (id, row) in flying.iter().zip(rows) {
+            if state.in_flight.contains_key(id) {
+                revoke_if_cancelled(state, id, &read_row(row), reading.mark);
+            }
+        }
+        index.journal = std::mem::take(&mut state.index.journal);
+        // What this instance changed meanwhile, and its runs, stay as it knows them (a revoked
+        // run's job is already indexed as stored).
+        let keep: Vec<String> = index
+            .journal
+            .touched_ids_since(reading.mark)
+            .into_iter()
+            .chain(
+                state
+                    .in_flight
+                    .iter()
+                    .filter(|(_, flight)| !flight.revoked)
+                    .map(|(id, _)| id.clone()),
+            )
+            .collect();
+        for id in &keep {
+            index.copy_from(&state.index, id);
+        }
+        index.max_seq = index.max_seq.max(state.index.max_seq);
+        state.next_seq = state.next_seq.max(index.max_seq);
+        state.index = index;
+        state.paused = paused;
+        Ok(())
+    }
+
+    /// Holds a pending job back: a `waiting` or `delayed` job becomes `paused` and does not start
+    /// until [`JobQueue::resume_job`] (a delayed one keeps its `nextRunAt`). A paused job stays
+    /// cancellable, and keeps its debounce id: a newer job enqueued with that debounce id within
+    /// the ttl replaces it (and is not paused). Pausing a paused job returns it as it is. A job
+    /// that is `active` (running, here or elsewhere) or finished cannot be paused
+    /// (`ERR_INVALID_INPUT` on `id`, as is an unknown id).
+    pub async fn pause_job(&self, id: &str) -> Result<JobRecord> {
+        check_id("id", id)?;
+        let mut record = self.pausable(id).await?;
+        match record.state {
+            JobState::Paused => return Ok(record),
+            JobState::Waiting | JobState::Delayed => {}
+            state => return Err(Error::invalid_input("id", not_pausable(id, state))),
+        }
+        record.state = JobState::Paused;
+        self.write_one(&record).await?;
+        Ok(record)
+    }
+
+    /// Lets a paused job start again: it becomes `waiting`, behind the jobs of its priority
+    /// already waiting (a new `seq`: FIFO from the resume), or `delayed` if its `nextRunAt` is
+    /// still ahead. A job that is not paused is returned as it is. An unknown id is
+    /// `ERR_INVALID_INPUT` on `id`.
+    pub async fn resume_job(&self, id: &str) -> Result<JobRecord> {
+        check_id("id", id)?;
+        let Some(mut record) = self.read(id).await? else {
+            return Err(no_such_job(id));
+        };
+        if record.state != JobState::Paused {
+            return Ok(record);
+        }
+        let now = self.inner.clock.now_ms();
+        match record.next_run_at {
+            Some(due) if due > now => record.state = JobState::Delayed,
+            _ => {
+                record.state = JobState::Waiting;
+                record.next_run_at = None;
+                record.ready_at = Some(now);
+                record.seq = self.inner.state.borrow_mut().take_seq();
+            }
+        }
+        self.write_one(&record).await?;
+        Ok(record)
+    }
+
+    /// Job `id` as stored, for [`JobQueue::pause_job`]: one running here is `active` whatever its
+    /// row says (its start may not be written yet).
+    async fn pausable(&self, id: &str) -> Result<JobRecord> {
+        let running = || self.inner.state.borrow().in_flight.contains_key(id);
+        if running() {
+            return Err(Error::invalid_input(
+                "id",
+                not_pausable(id, JobState::Active),
+            ));
+        }
+        let Some(record) = self.read(id).await? else {
+            return Err(no_such_job(id));
+        };
+        if running() {
+            return Err(Error::invalid_input(
+                "id",
+                not_pausable(id, JobState::Active),
+            ));
+        }
+        Ok(record)
+    }
+
+    /// Writes one job as it is and indexes it.
+    async fn write_one(&self, record: &JobRecord) -> Result<()> {
+        self.inner
+            .store
+            .write(vec![WriteOp::Put(Table::Jobs, record.to_row()?)])
+            .await?;
+        self.inner.state.borrow_mut().index.upsert(record);
+        Ok(())
     }
 
     /// Registers (or replaces) the handler of queue `name`, running at most `concurrency` (1 to
@@ -397,6 +602,7 @@ impl JobQueue {
                 result: None,
                 error: None,
                 created_at: now,
+                ready_at: (!delayed).then_some(now),
                 processed_at: None,
                 finished_at: None,
                 next_run_at: delayed.then(|| now.saturating_add(options.delay)),
@@ -532,11 +738,8 @@ impl JobQueue {
         record.state = JobState::Cancelled;
         record.finished_at = Some(now);
         clear_schedule(&mut record);
-        self.inner
-            .store
-            .write(vec![WriteOp::Put(Table::Jobs, record.to_row()?)])
-            .await?;
-        self.inner.state.borrow_mut().index.upsert(&record);
+        self.write_one(&record).await?;
+        self.inner.observe(std::slice::from_ref(&record));
         Ok(CancelOutcome::Cancelled)
     }
 
@@ -545,10 +748,7 @@ impl JobQueue {
     pub async fn retry(&self, id: &str) -> Result<JobRecord> {
         check_id("id", id)?;
         let Some(mut record) = self.read(id).await? else {
-            return Err(Error::invalid_input(
-                "id",
-                format!("there is no job `{id}`"),
-            ));
+            return Err(no_such_job(id));
         };
         if record.state != JobState::Failed {
             return Err(Error::invalid_input(
@@ -567,12 +767,9 @@ impl JobQueue {
         record.result = None;
         record.finished_at = None;
         record.progress = json!(0);
+        record.ready_at = Some(self.inner.clock.now_ms());
         clear_schedule(&mut record);
-        self.inner
-            .store
-            .write(vec![WriteOp::Put(Table::Jobs, record.to_row()?)])
-            .await?;
-        self.inner.state.borrow_mut().index.upsert(&record);
+        self.write_one(&record).await?;
         Ok(record)
     }
 
@@ -704,6 +901,7 @@ impl JobQueue {
         };
         let mut ops = Vec::new();
         let mut changes = Vec::new();
+        let mut observed = Vec::new();
         let renewed: Vec<JobRecord>;
         {
             let mut state = inner.state.borrow_mut();
@@ -729,6 +927,8 @@ impl JobQueue {
                 if expected == JobState::Delayed {
                     record.state = JobState::Waiting;
                     record.seq = state.take_seq();
+                    // Ready since it was due, however late this tick came.
+                    record.ready_at = Some(record.next_run_at.map_or(now, |due| due.min(now)));
                     record.next_run_at = None;
                     ops.push(WriteOp::Put(Table::Jobs, record.to_row()?));
                     changes.push(Change::Upsert(Box::new(record)));
@@ -747,6 +947,7 @@ impl JobQueue {
                         });
                         record.state = JobState::Failed;
                         record.finished_at = Some(now);
+                        observed.push(record.clone());
                         settle(&state, record, &mut ops, &mut changes)?;
                     } else {
                         record.error = Some(JobFailure {
@@ -756,6 +957,8 @@ impl JobQueue {
                         });
                         record.state = JobState::Waiting;
                         record.seq = state.take_seq();
+                        record.ready_at = Some(now);
+                        observed.push(record.clone());
                         ops.push(WriteOp::Put(Table::Jobs, record.to_row()?));
                         changes.push(Change::Upsert(Box::new(record)));
                     }
@@ -766,6 +969,8 @@ impl JobQueue {
             renewed = state
                 .in_flight
                 .values()
+                // A revoked run's row was cancelled or deleted: renewing would write it back.
+                .filter(|flight| !flight.revoked)
                 .filter_map(|flight| flight.record.as_ref())
                 .filter(|record| {
                     record
@@ -784,16 +989,19 @@ impl JobQueue {
         if !ops.is_empty() {
             inner.store.write(ops).await?;
         }
-        let mut state = inner.state.borrow_mut();
-        apply(&mut state.index, changes);
-        for record in renewed {
-            if let Some(flight) = state.in_flight.get_mut(&record.id) {
-                if let Some(current) = &mut flight.record {
-                    current.lease_until = record.lease_until;
-                    state.index.upsert(&record);
+        {
+            let mut state = inner.state.borrow_mut();
+            apply(&mut state.index, changes);
+            for record in renewed {
+                if let Some(flight) = state.in_flight.get_mut(&record.id) {
+                    if let Some(current) = &mut flight.record {
+                        current.lease_until = record.lease_until;
+                        state.index.upsert(&record);
+                    }
                 }
             }
         }
+        inner.observe(&observed);
         Ok(())
     }
 
@@ -801,11 +1009,12 @@ impl JobQueue {
     fn lease_to_renew(&self, now: u64) -> bool {
         let renew_before = now.saturating_add(self.inner.config.lease_ms / 2);
         self.inner.state.borrow().in_flight.values().any(|flight| {
-            flight
-                .record
-                .as_ref()
-                .and_then(|record| record.lease_until)
-                .is_some_and(|until| until <= renew_before)
+            !flight.revoked
+                && flight
+                    .record
+                    .as_ref()
+                    .and_then(|record| record.lease_until)
+                    .is_some_and(|until| until <= renew_before)
         })
     }
 
@@ -823,6 +1032,7 @@ impl JobQueue {
                         record: None,
                         signal: CancelSignal::new(),
                         deadline: None,
+                        revoked: false,
                     },
                 );
             }
@@ -905,6 +1115,92 @@ impl JobQueue {
             inner.store.write(ops).await?;
         }
         Ok((records, changes))
+    }
+}
+
+/// How many jobs [`JobQueue::refresh`] reads in one `get`.
+const REFRESH_CHUNK: usize = 500;
+
+/// Every readable job of the `jobs` table, indexed (unreadable rows are skipped).
+async fn load_index(store: &dyn Store) -> Result<Index> {
+    let mut index = Index::default();
+    let mut scan = Scan::first(1000);
+    loop {
+        let rows = store.scan(Table::Jobs, scan.clone()).await?;
+        let Some(last) = rows.last() else { break };
+        scan = scan.after(last.id.clone());
+        for row in &rows {
+            if let Ok(record) = JobRecord::from_row(row) {
+                index.upsert(&record);
+            }
+        }
+    }
+    Ok(index)
+}
+
+/// The paused queues, from their `meta` row (none if it is missing or unreadable).
+async fn load_paused(store: &dyn Store) -> Result<BTreeSet<String>> {
+    Ok(store
+        .get(Table::Meta, vec![PAUSED_META_ID.to_owned()])
+        .await?
+        .pop()
+        .flatten()
+        .and_then(|row| row.fields.get("queues").cloned())
+        .and_then(|queues| serde_json::from_value::<BTreeSet<String>>(queues).ok())
+        .unwrap_or_default())
+}
+
+/// A job's row as read again.
+enum Stored {
+    Record(Box<JobRecord>),
+    Gone,
+    Unreadable,
+}
+
+fn read_row(row: Option<Row>) -> Stored {
+    match row.map(|row| JobRecord::from_row(&row)) {
+        Some(Ok(record)) => Stored::Record(Box::new(record)),
+        Some(Err(_)) => Stored::Unreadable,
+        None => Stored::Gone,
+    }
+}
+
+/// Signals the run here of job `id` if its row, read after `mark`, says another instance
+/// cancelled it, or deleted it (unless this instance wrote the job since `mark`: then the read
+/// may predate that write).
+fn revoke_if_cancelled(state: &mut State, id: &str, stored: &Stored, mark: u64) {
+    let revoked = match stored {
+        Stored::Record(record) => record.state == JobState::Cancelled,
+        Stored::Gone => !state.index.journal.touched_since(id, mark),
+        Stored::Unreadable => false,
+    };
+    if !revoked {
+        return;
+    }
+    let Some(flight) = state.in_flight.get_mut(id) else {
+        return;
+    };
+    flight.revoked = true;
+    flight.signal.fire(CancelReason::Cancelled);
+    match stored {
+        Stored::Record(record) => state.index.upsert(record),
+        Stored::Gone | Stored::Unreadable => state.index.remove(id),
+    }
+}
+
+fn no_such_job(id: &str) -> Error {
+    Error::invalid_input("id", format!("there is no job `{id}`"))
+}
+
+fn not_pausable(id: &str, state: JobState) -> String {
+    match state {
+        JobState::Active => {
+            format!("job `{id}` is active: a running job cannot be paused (cancel it instead)")
+        }
+        state => format!(
+            "job `{id}` is {}: only waiting or delayed jobs can be paused",
+            state.name()
+        ),
     }
 }
 
@@ -1103,7 +1399,7 @@ async fn finish(
     let now = inner.clock.now_ms();
     let mut ops = Vec::new();
     let mut changes = Vec::new();
-    let final_state = {
+    let written = {
         let mut state = inner.state.borrow_mut();
         let Some(mut record) = state.in_flight.get(id).and_then(|f| f.record.clone()) else {
             return Err(Error::Internal(format!(
@@ -1157,6 +1453,7 @@ async fn finish(
                 } else {
                     record.state = JobState::Waiting;
                     record.seq = state.take_seq();
+                    record.ready_at = Some(now);
                 }
             } else {
                 record.state = JobState::Failed;
@@ -1165,13 +1462,14 @@ async fn finish(
         if record.state.is_finished() {
             record.finished_at = Some(now);
         }
-        let final_state = record.state;
+        let written = record.clone();
         settle(&state, record, &mut ops, &mut changes)?;
-        final_state
+        written
     };
     inner.store.write(ops).await?;
     apply(&mut inner.state.borrow_mut().index, changes);
-    Ok(Some(final_state))
+    inner.observe(std::slice::from_ref(&written));
+    Ok(Some(written.state))
 }
 
 fn signal_failure(record: &JobRecord, reason: CancelReason) -> JobFailure {

@@ -16,6 +16,11 @@ pub enum JobState {
     Waiting,
     /// Waiting for `nextRunAt` (a `delay`, or the backoff before a retry).
     Delayed,
+    /// Held back by [`super::JobQueue::pause_job`]: never started until
+    /// [`super::JobQueue::resume_job`] makes it `waiting` (or `delayed`, if its `nextRunAt` is
+    /// still ahead) again. It can still be cancelled, and a newer job with its debounce id still
+    /// replaces it.
+    Paused,
     /// Running, under a lease until `leaseUntil`.
     Active,
     /// Finished: its handler returned a result.
@@ -29,9 +34,10 @@ pub enum JobState {
 
 impl JobState {
     /// Every state.
-    pub const ALL: [JobState; 6] = [
+    pub const ALL: [JobState; 7] = [
         JobState::Waiting,
         JobState::Delayed,
+        JobState::Paused,
         JobState::Active,
         JobState::Completed,
         JobState::Failed,
@@ -43,6 +49,7 @@ impl JobState {
         match self {
             JobState::Waiting => "waiting",
             JobState::Delayed => "delayed",
+            JobState::Paused => "paused",
             JobState::Active => "active",
             JobState::Completed => "completed",
             JobState::Failed => "failed",
@@ -59,7 +66,7 @@ impl JobState {
                 Error::invalid_input(
                     field,
                     format!(
-                        "unknown state `{name}`; expected one of waiting, delayed, active, completed, failed, cancelled"
+                        "unknown state `{name}`; expected one of waiting, delayed, paused, active, completed, failed, cancelled"
                     ),
                 )
             })
@@ -73,9 +80,12 @@ impl JobState {
         )
     }
 
-    /// Whether the job has yet to start (waiting or delayed).
+    /// Whether the job has yet to start (waiting, delayed or paused).
     pub fn is_pending(self) -> bool {
-        matches!(self, JobState::Waiting | JobState::Delayed)
+        matches!(
+            self,
+            JobState::Waiting | JobState::Delayed | JobState::Paused
+        )
     }
 }
 
@@ -117,11 +127,22 @@ pub struct JobRecord {
     pub error: Option<JobFailure>,
     /// When it was enqueued (ms on the queue's clock).
     pub created_at: u64,
+    /// When it last became ready to run (`waiting`): enqueued without a delay, its delay or a
+    /// retry's backoff ended (the due time, even if the tick that promoted it came later),
+    /// resumed, retried, or taken back from a worker that died. Kept while it runs and once it
+    /// finished, so that `processedAt - readyAt` is the wait in the queue of its latest attempt.
+    /// `None` while a delay is pending, and in rows written before the field existed (fall back to
+    /// `createdAt` then).
+    #[serde(default)]
+    pub ready_at: Option<u64>,
     /// When its latest attempt started.
+    #[serde(default)]
     pub processed_at: Option<u64>,
-    /// When it finished.
+    /// When it finished (completed, failed for good or cancelled).
+    #[serde(default)]
     pub finished_at: Option<u64>,
-    /// When a delayed job becomes due.
+    /// When a delayed job becomes due; kept on a paused job that was delayed, so that resuming it
+    /// before then delays it again.
     pub next_run_at: Option<u64>,
     /// Until when an active job's worker holds it; past this the job is taken back.
     pub lease_until: Option<u64>,

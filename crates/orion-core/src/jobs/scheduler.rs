@@ -47,9 +47,10 @@
 //!
 //! Within one instance, ticks, upserts and removals run one at a time. Each instance caches only
 //! the due times (for [`Scheduler::next_wake_at`]) and reads a scheduler's row again before firing
-//! it; a scheduler created by another instance is seen after [`Scheduler::list_schedulers`] or a
-//! reopen. The store has no compare-and-set, so two instances may both fire an occurrence: the
-//! `jobId` makes that one job. ORION runs schedulers in one tab at a time (the Web Lock holder).
+//! it; a scheduler created by another instance is seen after [`Scheduler::list_schedulers`],
+//! [`Scheduler::reload`] or a reopen. The store has no compare-and-set, so two instances may both
+//! fire an occurrence: the `jobId` makes that one job. ORION runs schedulers in one tab at a time
+//! (the Web Lock holder).
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -550,12 +551,7 @@ impl Scheduler {
     pub async fn open(queue: JobQueue) -> Result<Self> {
         let store = queue.store();
         let clock = queue.clock();
-        let mut pending = BTreeMap::new();
-        for row in scan_rows(store.as_ref()).await? {
-            if let Ok(record) = SchedulerRecord::from_row(&row) {
-                pending.insert(record.id.clone(), pending_of(&record));
-            }
-        }
+        let pending = load_pending(store.as_ref()).await?;
         Ok(Self {
             inner: Rc::new(Inner {
                 queue,
@@ -565,6 +561,17 @@ impl Scheduler {
                 lock: Mutex::new(()),
             }),
         })
+    }
+
+    /// Reads every scheduler row again, as [`Scheduler::open`] does (unreadable rows are
+    /// skipped): for an instance that becomes the one firing the schedulers after others created,
+    /// changed or removed some. Waits for this instance's tick, upsert or removal in progress, if
+    /// any, and runs under the same lock.
+    pub async fn reload(&self) -> Result<()> {
+        let _serial = self.inner.lock.lock().await;
+        let pending = load_pending(self.inner.store.as_ref()).await?;
+        *self.inner.pending.borrow_mut() = pending;
+        Ok(())
     }
 
     /// Creates scheduler `id` (1 to [`MAX_SCHEDULER_ID_BYTES`] bytes) or replaces its spec and
@@ -808,6 +815,17 @@ fn check_scheduler_id(id: &str) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// What the cache keeps of every readable scheduler row (unreadable ones are skipped).
+async fn load_pending(store: &dyn Store) -> Result<BTreeMap<String, Pending>> {
+    let mut pending = BTreeMap::new();
+    for row in scan_rows(store).await? {
+        if let Ok(record) = SchedulerRecord::from_row(&row) {
+            pending.insert(record.id.clone(), pending_of(&record));
+        }
+    }
+    Ok(pending)
 }
 
 /// Every scheduler row: the `meta` rows whose ids start with the prefix, which sort together.

@@ -1159,3 +1159,546 @@ fn a_job_is_one_camel_case_row_indexed_on_state_and_name() {
     bad.fields.insert("state".into(), json!("lost"));
     assert!(matches!(JobRecord::from_row(&bad), Err(Error::Store(_))));
 }
+
+/// Another instance (another tab) on the fixture's store, with the same handlers.
+fn other_tab(f: &Fixture, seed: u64) -> JobQueue {
+    let other = open(f.store.clone(), &f.clock, seed);
+    other.register("q", 1, f.world.handler()).unwrap();
+    other
+}
+
+fn ids(ids: &[&str]) -> Vec<String> {
+    ids.iter().map(|id| (*id).to_owned()).collect()
+}
+
+#[test]
+fn refresh_picks_up_another_instances_enqueue_and_the_leader_runs_it() {
+    let mut f = Fixture::new();
+    let other = other_tab(&f, 2);
+    let job = block_on(other.enqueue("q", json!({}), JobOptions::default())).unwrap();
+    // The leader does not know of it yet.
+    assert_eq!(f.queue.next_wake_at(), None);
+    f.step();
+    assert!(f.called().is_empty());
+    // Unknown and duplicate ids are fine; bad ones are named.
+    block_on(
+        f.queue
+            .refresh(&[job.id.clone(), job.id.clone(), "gone".into()]),
+    )
+    .unwrap();
+    let error = block_on(f.queue.refresh(&[job.id.clone(), String::new()])).unwrap_err();
+    assert_eq!(invalid_field(error), "ids[1]");
+    assert_eq!(f.queue.counts().all.waiting, 1);
+    assert_eq!(f.queue.next_wake_at(), Some(f.now()));
+    f.step();
+    assert_eq!(f.called(), vec![job.id.clone()]);
+    assert_eq!(f.job(&job.id).state, JobState::Completed);
+    // A job the other tab cancelled or paused leaves the leader's ready set on refresh.
+    block_on(f.queue.pause_queue("q")).unwrap();
+    let a = f.add("q", json!({}), json!({}));
+    let b = f.add("q", json!({}), json!({}));
+    block_on(other.cancel(&a.id)).unwrap();
+    block_on(other.pause_job(&b.id)).unwrap();
+    block_on(f.queue.refresh(&[a.id.clone(), b.id.clone()])).unwrap();
+    let counts = f.queue.counts().all;
+    assert_eq!((counts.waiting, counts.cancelled, counts.paused), (0, 1, 1));
+    block_on(f.queue.resume_queue("q")).unwrap();
+    f.step();
+    assert_eq!(f.called(), vec![job.id]);
+}
+
+#[test]
+fn refresh_of_a_job_cancelled_elsewhere_signals_the_running_handler() {
+    let mut f = Fixture::new();
+    let other = other_tab(&f, 2);
+    let job = f.add("q", json!({"mode": "watch"}), json!({"attempts": 3}));
+    let mut runs = block_on(f.queue.tick()).unwrap();
+    assert_eq!(runs.len(), 1);
+    f.runs.append(&mut runs);
+    f.poll_runs();
+    // The other tab does not run it: it marks the row cancelled.
+    assert_eq!(
+        block_on(other.cancel(&job.id)).unwrap(),
+        CancelOutcome::Cancelled
+    );
+    // Refreshing an unrelated job changes nothing for the run.
+    block_on(f.queue.refresh(&ids(&["unrelated"]))).unwrap();
+    f.poll_runs();
+    assert!(f.world.observed.borrow().is_empty());
+    block_on(f.queue.refresh(std::slice::from_ref(&job.id))).unwrap();
+    // Half the lease later a tick would renew it: a revoked run's lease is not renewed, so the
+    // row is not written back `active`.
+    f.clock.advance(6_000);
+    assert!(block_on(f.queue.tick()).unwrap().is_empty());
+    assert_eq!(f.job(&job.id).state, JobState::Cancelled);
+    let finished = f.poll_runs();
+    assert_eq!(
+        *f.world.observed.borrow(),
+        vec![(job.id.clone(), CancelReason::Cancelled)]
+    );
+    assert!(
+        matches!(finished.as_slice(), [(id, Ok(None))] if *id == job.id),
+        "{finished:?}"
+    );
+    let record = f.job(&job.id);
+    assert_eq!(record.state, JobState::Cancelled);
+    assert_eq!(record.lease_until, None);
+    assert_eq!(f.queue.counts().all.cancelled, 1);
+    assert_eq!(f.queue.counts().all.active, 0);
+    f.step();
+    assert_eq!(f.world.calls.borrow().len(), 1, "no retry");
+
+    // A running job whose row was deleted is signalled too.
+    let gone = f.add("q", json!({"mode": "watch"}), json!({}));
+    f.runs.extend(block_on(f.queue.tick()).unwrap());
+    f.poll_runs();
+    block_on(
+        f.store
+            .write(vec![WriteOp::Delete(Table::Jobs, gone.id.clone())]),
+    )
+    .unwrap();
+    block_on(f.queue.refresh(std::slice::from_ref(&gone.id))).unwrap();
+    let finished = f.poll_runs();
+    assert!(
+        matches!(finished.as_slice(), [(_, Ok(None))]),
+        "{finished:?}"
+    );
+    assert_eq!(
+        f.world.observed.borrow().last(),
+        Some(&(gone.id.clone(), CancelReason::Cancelled))
+    );
+    assert_eq!(block_on(f.queue.get(&gone.id)).unwrap(), None);
+    assert_eq!(f.queue.counts().all.active, 0);
+
+    // A running job still active in the store is left running.
+    let kept = f.add("q", json!({"mode": "hold"}), json!({}));
+    f.runs.extend(block_on(f.queue.tick()).unwrap());
+    f.poll_runs();
+    block_on(f.queue.refresh(std::slice::from_ref(&kept.id))).unwrap();
+    f.release(&kept.id, Ok(json!("fine")));
+    let finished = f.poll_runs();
+    assert!(
+        matches!(finished.as_slice(), [(_, Ok(Some(JobState::Completed)))]),
+        "{finished:?}"
+    );
+}
+
+#[test]
+fn reload_rebuilds_the_index_after_another_instances_changes() {
+    let mut f = Fixture::new();
+    f.register("w", 5);
+    let other = other_tab(&f, 2);
+    other.register("w", 5, f.world.handler()).unwrap();
+    // The leader knows one job and runs another.
+    let known = f.add("q", json!({}), json!({"delay": 100}));
+    let running = f.add("w", json!({"mode": "hold"}), json!({}));
+    f.runs.extend(block_on(f.queue.tick()).unwrap());
+    f.poll_runs();
+    assert_eq!(f.called(), vec![running.id.clone()]);
+    // Meanwhile the other tab cancels the known one, enqueues three, pauses queue `w`.
+    block_on(other.cancel(&known.id)).unwrap();
+    let added: Vec<String> = (0..3)
+        .map(|i| {
+            block_on(other.enqueue("q", json!({"i": i}), JobOptions::default()))
+                .unwrap()
+                .id
+        })
+        .collect();
+    block_on(other.pause_queue("w")).unwrap();
+    block_on(f.queue.reload()).unwrap();
+    let counts = f.queue.counts();
+    assert_eq!(counts.all.waiting, 3);
+    assert_eq!(counts.all.delayed, 0);
+    assert_eq!(counts.all.cancelled, 1);
+    assert_eq!(counts.all.active, 1, "the run here is kept");
+    assert_eq!(counts.paused, vec!["w".to_owned()]);
+    assert!(f.queue.is_paused("w"));
+    // The seq counter went past the other tab's: a job enqueued here now runs after them.
+    let last = f.add("q", json!({}), json!({}));
+    let newest = added.iter().map(|id| f.job(id).seq).max().unwrap();
+    assert!(last.seq > newest, "{} <= {newest}", last.seq);
+    f.step();
+    let mut expected = vec![running.id.clone()];
+    expected.extend(added);
+    expected.push(last.id);
+    assert_eq!(f.called(), expected);
+    // The run survived the reload and ends as usual.
+    f.release(&running.id, Ok(json!("ok")));
+    let finished = f.poll_runs();
+    assert!(
+        matches!(finished.as_slice(), [(_, Ok(Some(JobState::Completed)))]),
+        "{finished:?}"
+    );
+    assert_eq!(f.queue.counts().all.active, 0);
+    assert_eq!(f.queue.counts().all.completed, 5);
+}
+
+/// A store whose reads, while `gated`, take their result at once but resolve only once `open`
+/// (as IndexedDB reads that resolve after other work ran).
+struct GatedStore {
+    inner: MemStore,
+    gated: Cell<bool>,
+    open: Rc<Cell<bool>>,
+}
+
+impl GatedStore {
+    fn wait<T: 'static>(&self, result: T) -> LocalBoxFuture<'_, T> {
+        if !self.gated.get() {
+            return Box::pin(std::future::ready(result));
+        }
+        let open = Rc::clone(&self.open);
+        let mut result = Some(result);
+        Box::pin(poll_fn(move |_| {
+            if open.get() {
+                if let Some(result) = result.take() {
+                    return Poll::Ready(result);
+                }
+            }
+            Poll::Pending
+        }))
+    }
+}
+
+impl Store for GatedStore {
+    fn get(&self, table: Table, ids: Vec<String>) -> LocalBoxFuture<'_, Result<Vec<Option<Row>>>> {
+        let result = block_on(self.inner.get(table, ids));
+        self.wait(result)
+    }
+    fn scan(&self, table: Table, scan: Scan) -> LocalBoxFuture<'_, Result<Vec<Row>>> {
+        let result = block_on(self.inner.scan(table, scan));
+        self.wait(result)
+    }
+    fn count(&self, table: Table) -> LocalBoxFuture<'_, Result<u64>> {
+        self.inner.count(table)
+    }
+    fn write(&self, ops: Vec<WriteOp>) -> LocalBoxFuture<'_, Result<()>> {
+        self.inner.write(ops)
+    }
+    fn patch(
+        &self,
+        table: Table,
+        patches: Vec<(String, serde_json::Map<String, Value>)>,
+    ) -> LocalBoxFuture<'_, Result<()>> {
+        self.inner.patch(table, patches)
+    }
+    fn snapshot(&self, tables: Vec<Table>) -> LocalBoxFuture<'_, Result<Snapshot>> {
+        self.inner.snapshot(tables)
+    }
+}
+
+#[test]
+fn a_reload_or_refresh_keeps_what_this_instance_changed_while_it_read() {
+    let clock = ManualClock::new(1_000);
+    let store = Rc::new(GatedStore {
+        inner: MemStore::new(),
+        gated: Cell::new(false),
+        open: Rc::new(Cell::new(false)),
+    });
+    let world = Rc::new(World {
+        clock: clock.clone(),
+        ..World::default()
+    });
+    let queue = open(store.clone(), &clock, 3);
+    queue.register("q", 1, world.handler()).unwrap();
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+
+    // The reload reads the table, then a job is enqueued here before the read resolves.
+    store.gated.set(true);
+    let mut reload = Box::pin(queue.reload());
+    assert!(reload.as_mut().poll(&mut cx).is_pending());
+    store.gated.set(false);
+    let job = block_on(queue.enqueue("q", json!({}), JobOptions::default())).unwrap();
+    store.open.set(true);
+    let Poll::Ready(reloaded) = reload.as_mut().poll(&mut cx) else {
+        panic!("the reload should end");
+    };
+    reloaded.unwrap();
+    assert_eq!(queue.counts().all.waiting, 1, "the enqueue is not lost");
+
+    // A refresh reads the job waiting; it is cancelled here before the read resolves.
+    store.open.set(false);
+    store.gated.set(true);
+    let refresh_ids = vec![job.id.clone()];
+    let mut refresh = Box::pin(queue.refresh(&refresh_ids));
+    assert!(refresh.as_mut().poll(&mut cx).is_pending());
+    store.gated.set(false);
+    block_on(queue.cancel(&job.id)).unwrap();
+    store.open.set(true);
+    let Poll::Ready(refreshed) = refresh.as_mut().poll(&mut cx) else {
+        panic!("the refresh should end");
+    };
+    refreshed.unwrap();
+    let counts = queue.counts().all;
+    assert_eq!((counts.waiting, counts.cancelled), (0, 1));
+    assert!(block_on(queue.tick()).unwrap().is_empty());
+    assert!(world.calls.borrow().is_empty());
+}
+
+#[test]
+fn a_scheduler_reload_sees_schedulers_another_instance_upserted() {
+    let mut f = Fixture::new();
+    let other = other_tab(&f, 2);
+    let leader = block_on(Scheduler::open(f.queue.clone())).unwrap();
+    let elsewhere = block_on(Scheduler::open(other)).unwrap();
+    let t0 = f.now();
+    block_on(elsewhere.upsert_scheduler(
+        "tick",
+        ScheduleSpec::every(1_000),
+        JobTemplate::new("q", json!({"from": "schedule"})),
+    ))
+    .unwrap();
+    assert_eq!(leader.next_wake_at(), None);
+    block_on(leader.reload()).unwrap();
+    let due = t0 - t0 % 1_000 + 1_000;
+    assert_eq!(leader.next_wake_at(), Some(due));
+    f.clock.set(due);
+    let fired = block_on(leader.tick()).unwrap();
+    assert_eq!(fired.len(), 1);
+    f.step();
+    assert_eq!(f.called(), vec![format!("tick:{due}")]);
+    // Removed elsewhere: gone after the next reload.
+    block_on(elsewhere.remove_scheduler("tick")).unwrap();
+    block_on(leader.reload()).unwrap();
+    assert_eq!(leader.next_wake_at(), None);
+}
+
+#[test]
+fn a_paused_job_never_starts_and_resumes_fifo_from_the_resume() {
+    let mut f = Fixture::new();
+    block_on(f.queue.pause_queue("q")).unwrap();
+    let a = f.add("q", json!({"i": "a"}), json!({}));
+    let b = f.add("q", json!({"i": "b"}), json!({}));
+    let paused = block_on(f.queue.pause_job(&a.id)).unwrap();
+    assert_eq!(paused.state, JobState::Paused);
+    assert_eq!(f.job(&a.id).state, JobState::Paused);
+    // Idempotent.
+    assert_eq!(block_on(f.queue.pause_job(&a.id)).unwrap(), paused);
+    let c = f.add("q", json!({"i": "c"}), json!({}));
+    assert_eq!(f.queue.counts().all.paused, 1);
+    assert_eq!(f.queue.counts().queues["q"].paused, 1);
+    let page = block_on(f.queue.list(JobFilter {
+        state: Some(JobState::Paused),
+        ..JobFilter::default()
+    }))
+    .unwrap();
+    assert_eq!(
+        page.items.iter().map(|j| j.id.clone()).collect::<Vec<_>>(),
+        vec![a.id.clone()]
+    );
+    assert_eq!(
+        JobState::parse("paused", "state").unwrap(),
+        JobState::Paused
+    );
+    block_on(f.queue.resume_queue("q")).unwrap();
+    f.step();
+    assert_eq!(f.called(), vec![b.id.clone(), c.id.clone()]);
+    assert_eq!(f.job(&a.id).state, JobState::Paused, "never started");
+    assert_eq!(f.queue.next_wake_at(), None);
+    // It stays paused across a reopen.
+    f.queue = open(f.store.clone(), &f.clock, 7);
+    f.register("q", 1);
+    assert_eq!(f.queue.counts().all.paused, 1);
+    // Resumed, it waits behind the jobs already waiting (FIFO from the resume).
+    block_on(f.queue.pause_queue("q")).unwrap();
+    let d = f.add("q", json!({"i": "d"}), json!({}));
+    f.clock.advance(50);
+    let resumed = block_on(f.queue.resume_job(&a.id)).unwrap();
+    assert_eq!(resumed.state, JobState::Waiting);
+    assert_eq!(resumed.ready_at, Some(f.now()));
+    // Resuming a job that is not paused returns it as it is.
+    assert_eq!(block_on(f.queue.resume_job(&a.id)).unwrap(), resumed);
+    let e = f.add("q", json!({"i": "e"}), json!({}));
+    block_on(f.queue.resume_queue("q")).unwrap();
+    f.step();
+    assert_eq!(
+        f.called(),
+        vec![b.id, c.id, d.id.clone(), a.id.clone(), e.id]
+    );
+    assert_eq!(f.job(&a.id).state, JobState::Completed);
+    assert_eq!(f.job(&d.id).state, JobState::Completed);
+}
+
+#[test]
+fn a_paused_delayed_job_is_delayed_again_or_waiting_on_resume() {
+    let mut f = Fixture::new();
+    let t0 = f.now();
+    let early = f.add("q", json!({}), json!({"delay": 1000}));
+    let late = f.add("q", json!({}), json!({"delay": 1000}));
+    block_on(f.queue.pause_job(&early.id)).unwrap();
+    block_on(f.queue.pause_job(&late.id)).unwrap();
+    assert_eq!(f.job(&early.id).next_run_at, Some(t0 + 1000));
+    assert_eq!(f.queue.next_wake_at(), None);
+    // Past its due time, a paused job is not promoted.
+    f.clock.set(t0 + 500);
+    let resumed = block_on(f.queue.resume_job(&early.id)).unwrap();
+    assert_eq!(resumed.state, JobState::Delayed);
+    assert_eq!(f.queue.next_wake_at(), Some(t0 + 1000));
+    f.clock.set(t0 + 2000);
+    f.step();
+    assert_eq!(f.called(), vec![early.id.clone()]);
+    let done = f.job(&early.id);
+    // Ready from its due time, started at the (late) tick.
+    assert_eq!(done.ready_at, Some(t0 + 1000));
+    assert_eq!(done.processed_at, Some(t0 + 2000));
+    let resumed = block_on(f.queue.resume_job(&late.id)).unwrap();
+    assert_eq!(resumed.state, JobState::Waiting);
+    assert_eq!(resumed.next_run_at, None);
+    f.step();
+    assert_eq!(f.called(), vec![early.id, late.id]);
+}
+
+#[test]
+fn only_waiting_or_delayed_jobs_can_be_paused() {
+    let mut f = Fixture::new();
+    let reason = |error: Error| match error {
+        Error::InvalidInput { field, reason } => {
+            assert_eq!(field, "id");
+            reason
+        }
+        other => panic!("expected ERR_INVALID_INPUT, got {other:?}"),
+    };
+    assert!(reason(block_on(f.queue.pause_job("nope")).unwrap_err()).contains("no job"));
+    assert!(reason(block_on(f.queue.resume_job("nope")).unwrap_err()).contains("no job"));
+    assert_eq!(
+        invalid_field(block_on(f.queue.pause_job("")).unwrap_err()),
+        "id"
+    );
+    let running = f.add("q", json!({"mode": "hold"}), json!({}));
+    f.step();
+    assert!(reason(block_on(f.queue.pause_job(&running.id)).unwrap_err()).contains("active"));
+    // Active elsewhere too (another instance holds it).
+    let other = other_tab(&f, 2);
+    assert!(reason(block_on(other.pause_job(&running.id)).unwrap_err()).contains("active"));
+    f.release(&running.id, Ok(json!(1)));
+    f.step();
+    assert!(reason(block_on(f.queue.pause_job(&running.id)).unwrap_err()).contains("completed"));
+    // A paused job can be cancelled.
+    block_on(f.queue.pause_queue("q")).unwrap();
+    let job = f.add("q", json!({}), json!({}));
+    block_on(f.queue.pause_job(&job.id)).unwrap();
+    assert_eq!(
+        block_on(f.queue.cancel(&job.id)).unwrap(),
+        CancelOutcome::Cancelled
+    );
+    assert_eq!(f.job(&job.id).state, JobState::Cancelled);
+    assert!(reason(block_on(f.queue.pause_job(&job.id)).unwrap_err()).contains("cancelled"));
+    let counts = f.queue.counts().all;
+    assert_eq!((counts.paused, counts.cancelled), (0, 1));
+}
+
+#[test]
+fn a_newer_debounced_job_replaces_a_paused_one() {
+    let mut f = Fixture::new();
+    let options = json!({"debounce": {"id": "save", "ttl": 1000}});
+    let first = f.add("q", json!({"v": 1}), options.clone());
+    block_on(f.queue.pause_job(&first.id)).unwrap();
+    let second = f.add("q", json!({"v": 2}), options);
+    assert_eq!(block_on(f.queue.get(&first.id)).unwrap(), None);
+    assert_eq!(second.state, JobState::Waiting);
+    assert_eq!(f.queue.counts().all.paused, 0);
+    f.step();
+    assert_eq!(f.called(), vec![second.id]);
+}
+
+#[test]
+fn the_observer_sees_each_completion_failure_retry_and_cancellation_once() {
+    let mut f = Fixture::new();
+    f.register("w", 5);
+    type Seen = Vec<(String, JobState, bool, u32)>;
+    let seen: Rc<RefCell<Seen>> = Rc::default();
+    let queue = f.queue.clone();
+    let log = Rc::clone(&seen);
+    f.queue.set_observer(Rc::new(move |record: &JobRecord| {
+        // No borrow of the queue is held: it can be called from here.
+        let _ = queue.counts();
+        log.borrow_mut().push((
+            record.id.clone(),
+            record.state,
+            record.error.is_some(),
+            record.attempts_made,
+        ));
+    }));
+    let ok = f.add("w", json!({}), json!({}));
+    let failing = f.add("w", json!({"mode": "fail"}), json!({"attempts": 2}));
+    let pending = f.add("w", json!({}), json!({"delay": 10_000}));
+    let running = f.add("w", json!({"mode": "watch"}), json!({}));
+    let removed = f.add("w", json!({"mode": "fatal"}), json!({"removeOnFail": true}));
+    block_on(f.queue.cancel(&pending.id)).unwrap();
+    f.step();
+    block_on(f.queue.cancel(&running.id)).unwrap();
+    f.step();
+    // Cancelling a finished job again reports nothing.
+    block_on(f.queue.cancel(&running.id)).unwrap();
+    let mut events = seen.borrow().clone();
+    events.sort();
+    let mut expected = vec![
+        (ok.id.clone(), JobState::Completed, false, 1),
+        (failing.id.clone(), JobState::Waiting, true, 1),
+        (failing.id.clone(), JobState::Failed, true, 2),
+        (pending.id.clone(), JobState::Cancelled, false, 0),
+        (running.id.clone(), JobState::Cancelled, true, 1),
+        (removed.id.clone(), JobState::Failed, true, 1),
+    ];
+    expected.sort();
+    assert_eq!(events, expected);
+    assert_eq!(block_on(f.queue.get(&removed.id)).unwrap(), None);
+
+    // An attempt lost with its worker: a retry, then a final failure (after `maxStalled`).
+    seen.borrow_mut().clear();
+    let lost = f.add("w", json!({"mode": "hold"}), json!({"attempts": 5}));
+    f.step();
+    f.runs.clear();
+    for _ in 0..2 {
+        let other = open(f.store.clone(), &f.clock, 9);
+        other.register("w", 5, f.world.handler()).unwrap();
+        f.queue = other;
+        let log = Rc::clone(&seen);
+        f.queue.set_observer(Rc::new(move |record: &JobRecord| {
+            log.borrow_mut()
+                .push((record.id.clone(), record.state, true, record.attempts_made));
+        }));
+        f.clock.advance(10_000);
+        f.step();
+        f.runs.clear();
+    }
+    assert_eq!(
+        *seen.borrow(),
+        vec![
+            (lost.id.clone(), JobState::Waiting, true, 1),
+            (lost.id.clone(), JobState::Failed, true, 2),
+        ]
+    );
+}
+
+#[test]
+fn a_job_records_when_it_became_ready_for_wait_times() {
+    let mut f = Fixture::new();
+    let t0 = f.now();
+    block_on(f.queue.pause_queue("q")).unwrap();
+    let job = f.add(
+        "q",
+        json!({"mode": "fail"}),
+        json!({"attempts": 2, "backoff": 100}),
+    );
+    assert_eq!(job.ready_at, Some(t0));
+    assert_eq!(job.created_at, t0);
+    f.clock.advance(500);
+    block_on(f.queue.resume_queue("q")).unwrap();
+    f.step();
+    let retrying = f.job(&job.id);
+    assert_eq!(retrying.state, JobState::Delayed);
+    assert_eq!(retrying.processed_at, Some(t0 + 500));
+    assert_eq!(retrying.ready_at, Some(t0), "first wait: 500 ms");
+    f.clock.advance(300);
+    f.step();
+    let failed = f.job(&job.id);
+    assert_eq!(failed.state, JobState::Failed);
+    assert_eq!(failed.ready_at, Some(t0 + 600), "due after the backoff");
+    assert_eq!(failed.processed_at, Some(t0 + 800));
+    assert_eq!(failed.finished_at, Some(t0 + 800));
+    assert_eq!(failed.created_at, t0);
+    // Rows written before the field existed still read.
+    let mut row = failed.to_row().unwrap();
+    row.fields.remove("readyAt");
+    assert_eq!(JobRecord::from_row(&row).unwrap().ready_at, None);
+}

@@ -39,6 +39,9 @@ pub(crate) struct Flight {
     pub continue_as_new: RefCell<Option<Value>>,
     /// Steps waiting for a signal.
     pub waiters: RefCell<Vec<Waker>>,
+    /// A pause or resume asked for on this instance and not yet written: until a write carries
+    /// it, [`Flight::merge`] keeps it rather than the stored `paused` flag.
+    pub pause_intent: Cell<Option<bool>>,
 }
 
 impl Flight {
@@ -53,6 +56,7 @@ impl Flight {
             lost: Cell::new(false),
             continue_as_new: RefCell::new(None),
             waiters: RefCell::new(Vec::new()),
+            pause_intent: Cell::new(None),
         }
     }
 
@@ -78,11 +82,18 @@ impl Flight {
         self.signal.borrow().fire(CancelReason::Cancelled);
     }
 
-    /// Adopts what another instance wrote into the stored row meanwhile: signals it appended and a
-    /// cancellation it asked for.
+    /// Adopts what another instance wrote into the stored row meanwhile: signals it appended, a
+    /// cancellation it asked for, and a pause or resume (unless this instance asked for one that
+    /// is not written yet; a workflow no longer running is never paused).
     pub fn merge(&self, stored: &WorkflowRecord) {
         let added = {
             let mut record = self.record.borrow_mut();
+            if self.pause_intent.get().is_none()
+                && record.status == WorkflowStatus::Running
+                && stored.status == WorkflowStatus::Running
+            {
+                record.paused = stored.paused;
+            }
             let mut added = false;
             // Signals of the current run only: a run that continued as new dropped the old ones.
             if stored.run == record.run {

@@ -22,8 +22,12 @@ use crate::clock::SharedClock;
 use crate::embedding::LocalBoxFuture;
 use crate::error::{Error, Result};
 use crate::ids::IdClock;
+use crate::jobs::index::{Journal, Reading};
 use crate::jobs::{CancelReason, CancelSignal};
-use crate::store::{Scan, Store, Table, WriteOp};
+use crate::store::{Row, Scan, Store, Table, WriteOp};
+
+/// What [`WorkflowEngine::set_observer`] takes: a function of a workflow as it was just written.
+pub type WorkflowObserver = Rc<dyn Fn(&WorkflowRecord)>;
 
 /// How an engine instance runs its workflows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,6 +122,9 @@ impl Entry {
         let next = record.next_run_at.unwrap_or(0);
         let due_at = if running && record.cancel_requested {
             0
+        } else if running && record.paused {
+            // Paused: nothing is due but its timeout (which still passes) or a cancellation.
+            record.deadline_at?
         } else {
             match record.deadline_at {
                 Some(deadline) if running => next.min(deadline),
@@ -150,10 +157,14 @@ struct State {
     runs: u64,
     signals: u64,
     ids: IdClock,
+    /// The workflows whose entry changed while a refresh or reload was reading the store.
+    journal: Journal,
 }
 
 impl State {
+    /// Indexes `record` as the workflow `id` now is (forgetting it once finished).
     fn update(&mut self, id: &str, record: &WorkflowRecord) {
+        self.journal.touch(id);
         match Entry::of(record) {
             Some(entry) => {
                 self.index.insert(id.to_owned(), entry);
@@ -163,6 +174,24 @@ impl State {
             }
         }
     }
+
+    /// Forgets workflow `id` (gone, or unreadable).
+    fn forget(&mut self, id: &str) {
+        self.journal.touch(id);
+        self.index.remove(id);
+    }
+}
+
+/// The journal in `state` (for [`Reading`]).
+fn journal(state: &mut State) -> &mut Journal {
+    &mut state.journal
+}
+
+/// A workflow's row as read again: `None` if gone, `Some(Err)` if unreadable.
+type Stored = Option<Result<WorkflowRecord>>;
+
+fn read_row(row: Option<Row>) -> Stored {
+    row.map(|row| WorkflowRecord::from_row(&row))
 }
 
 pub(crate) struct Inner {
@@ -172,6 +201,19 @@ pub(crate) struct Inner {
     /// Names this instance's leases and signals.
     owner: String,
     state: RefCell<State>,
+    /// Told of every workflow this instance writes finished.
+    observer: RefCell<Option<WorkflowObserver>>,
+}
+
+impl Inner {
+    /// Tells the observer, if there is one, of `record` (written and committed). No borrow is
+    /// held while it runs: it may call the engine.
+    fn observe(&self, record: &WorkflowRecord) {
+        let observer = self.observer.borrow().clone();
+        if let Some(observer) = observer {
+            observer(record);
+        }
+    }
 }
 
 /// A durable workflow engine over a [`Store`]: see the [module docs](super).
@@ -210,24 +252,7 @@ impl WorkflowEngine {
                 format!("must be from 1 to 1000, got {}", config.max_running),
             ));
         }
-        let mut index = HashMap::new();
-        for status in [WorkflowStatus::Running, WorkflowStatus::Compensating] {
-            let mut scan = Scan::first(500).where_eq("status", status.name());
-            loop {
-                let rows = store.scan(Table::Workflows, scan.clone()).await?;
-                let Some(last) = rows.last() else { break };
-                scan = scan.after(last.id.clone());
-                for row in &rows {
-                    if let Some(entry) = WorkflowRecord::from_row(row)
-                        .ok()
-                        .as_ref()
-                        .and_then(Entry::of)
-                    {
-                        index.insert(row.id.clone(), entry);
-                    }
-                }
-            }
-        }
+        let index = load_index(store.as_ref()).await?;
         let mut rng = fastrand::Rng::with_seed(config.seed);
         let owner = format!("w{:08x}", rng.u32(..));
         Ok(Self {
@@ -246,9 +271,196 @@ impl WorkflowEngine {
                     runs: 0,
                     signals: 0,
                     ids: IdClock::default(),
+                    journal: Journal::default(),
                 }),
+                observer: RefCell::new(None),
             }),
         })
+    }
+
+    /// Sets (or replaces) the observer: called with the record as written each time this
+    /// instance writes a workflow finished (`completed`, `failed`, `compensated`, `cancelled` or
+    /// `timedOut`), synchronously once the write has committed, with no borrow of the engine held
+    /// (it may call the engine), once per workflow. Workflows other instances finish are reported
+    /// by their own observers.
+    pub fn set_observer(&self, observer: WorkflowObserver) {
+        *self.inner.observer.borrow_mut() = Some(observer);
+    }
+
+    /// Reads these workflows again from the store and brings the scheduler's index up to date
+    /// with them (another instance started, cancelled, signalled, paused or resumed them): an
+    /// unfinished one is indexed as stored, a finished, gone or unreadable one forgotten; one this
+    /// instance changed meanwhile keeps its newer local state. A workflow running here adopts at
+    /// once what was stored for it, as at its next write: the signals appended, a cancellation
+    /// (its running step's signal fires with [`CancelReason::Cancelled`] and it compensates), a
+    /// pause or resume; if the row is gone, or another instance took the workflow over, the run
+    /// stops and writes nothing more. Ids are checked like `id` elsewhere (`ERR_INVALID_INPUT`
+    /// on `ids[i]`); duplicates are read once.
+    pub async fn refresh(&self, ids: &[String]) -> Result<()> {
+        for (i, id) in ids.iter().enumerate() {
+            check_id(&format!("ids[{i}]"), id)?;
+        }
+        let mut unique: Vec<String> = ids.to_vec();
+        unique.sort();
+        unique.dedup();
+        if unique.is_empty() {
+            return Ok(());
+        }
+        let inner = &self.inner;
+        let reading = Reading::begin(&inner.state, journal);
+        // Only the runs already here when the read starts: a row read earlier than a run's lease
+        // was written would look taken over.
+        let flights: HashMap<String, Rc<Flight>> = {
+            let state = inner.state.borrow();
+            unique
+                .iter()
+                .filter_map(|id| Some((id.clone(), Rc::clone(state.in_flight.get(id)?))))
+                .collect()
+        };
+        let mut rows = Vec::with_capacity(unique.len());
+        for chunk in unique.chunks(REFRESH_CHUNK) {
+            rows.extend(inner.store.get(Table::Workflows, chunk.to_vec()).await?);
+        }
+        let mut adopt = Vec::new();
+        {
+            let mut state = inner.state.borrow_mut();
+            for (id, row) in unique.iter().zip(rows) {
+                let stored = read_row(row);
+                if let Some(flight) = flights.get(id) {
+                    adopt.push((Rc::clone(flight), stored));
+                    continue;
+                }
+                if state.in_flight.contains_key(id)
+                    || state.starting.contains(id)
+                    || state.creating.contains_key(id)
+                    || state.journal.touched_since(id, reading.mark)
+                {
+                    continue;
+                }
+                match stored {
+                    Some(Ok(record)) => state.update(id, &record),
+                    Some(Err(_)) | None => state.forget(id),
+                }
+            }
+        }
+        drop(reading);
+        for (flight, stored) in adopt {
+            adopt_stored(&flight, stored);
+        }
+        Ok(())
+    }
+
+    /// Rebuilds the scheduler's index from the unfinished workflows of the store, as
+    /// [`WorkflowEngine::open`] builds it: for an instance that becomes the one running the
+    /// workflows after others changed the store. Definitions and runs in flight are kept;
+    /// workflows this instance changed while the store was read keep their newer local state; the
+    /// runs here adopt what was stored for them as with [`WorkflowEngine::refresh`] (a
+    /// cancellation signals the running step).
+    pub async fn reload(&self) -> Result<()> {
+        let inner = &self.inner;
+        let reading = Reading::begin(&inner.state, journal);
+        let flights: Vec<Rc<Flight>> = inner.state.borrow().in_flight.values().cloned().collect();
+        let mut index = load_index(inner.store.as_ref()).await?;
+        let ids: Vec<String> = flights.iter().map(|flight| flight.id()).collect();
+        let rows = if ids.is_empty() {
+            Vec::new()
+        } else {
+            inner.store.get(Table::Workflows, ids).await?
+        };
+        {
+            let mut state = inner.state.borrow_mut();
+            let state = &mut *state;
+            // What this instance changed meanwhile, and what it is running, starting or
+            // creating, stays as it knows it.
+            let keep: Vec<String> = state
+                .journal
+                .touched_ids_since(reading.mark)
+                .into_iter()
+                .chain(state.in_flight.keys().cloned())
+                .chain(state.starting.iter().cloned())
+                .chain(state.creating.keys().cloned())
+                .collect();
+            for id in keep {
+                match state.index.get(&id) {
+                    Some(entry) => index.insert(id, entry.clone()),
+                    None => index.remove(&id),
+                };
+            }
+            state.index = index;
+        }
+        drop(reading);
+        for (flight, row) in flights.iter().zip(rows) {
+            adopt_stored(flight, read_row(row));
+        }
+        Ok(())
+    }
+
+    /// Pauses a running workflow: it starts no new step until [`WorkflowEngine::resume_workflow`].
+    /// A step running now finishes (and is checkpointed, or retried per its policy) first; then
+    /// the run releases the workflow. The flag is stored (`paused: true`, the status stays
+    /// `running`): a paused workflow stays paused across reloads and instances. Its timeout still
+    /// passes, and a cancellation still compensates it. Pausing a paused workflow returns it as it
+    /// is. An unknown or finished workflow is `ERR_INVALID_INPUT` on `id`, as is a compensating
+    /// one (a rollback cannot be paused). Resolves with the workflow as stored by this call.
+    pub async fn pause_workflow(&self, id: &str) -> Result<WorkflowRecord> {
+        self.set_paused(id, true).await
+    }
+
+    /// Resumes a paused workflow: its next step runs at the next tick (or after the backoff it
+    /// was waiting out). A workflow that is not paused is returned as it is. An unknown id is
+    /// `ERR_INVALID_INPUT` on `id`.
+    pub async fn resume_workflow(&self, id: &str) -> Result<WorkflowRecord> {
+        self.set_paused(id, false).await
+    }
+
+    async fn set_paused(&self, id: &str, paused: bool) -> Result<WorkflowRecord> {
+        check_id("id", id)?;
+        let inner = &self.inner;
+        let flight = inner.state.borrow().in_flight.get(id).cloned();
+        if let Some(flight) = flight {
+            let current = flight.record.borrow().clone();
+            if current.paused == paused {
+                return Ok(current);
+            }
+            if paused {
+                check_pausable(&current)?;
+            }
+            flight.record.borrow_mut().paused = paused;
+            flight.pause_intent.set(Some(paused));
+            if persist(inner, &flight).await? {
+                return Ok(flight.record.borrow().clone());
+            }
+            // The run lost the workflow meanwhile: change it through the store.
+        }
+        let Some(record) = self.read(id).await? else {
+            return Err(Error::invalid_input(
+                "id",
+                format!("there is no workflow `{id}`"),
+            ));
+        };
+        if record.paused == paused {
+            return Ok(record);
+        }
+        if paused {
+            check_pausable(&record)?;
+        }
+        // A patch, not a whole-row write (see `cancel_workflow`): the holder adopts it at its
+        // next write or lease renewal, or at once on a refresh.
+        let now = inner.clock.now_ms();
+        let mut fields = Map::new();
+        fields.insert("paused".into(), Value::Bool(paused));
+        fields.insert("updatedAt".into(), json!(now));
+        inner
+            .store
+            .patch(Table::Workflows, vec![(id.to_owned(), fields)])
+            .await?;
+        let updated = WorkflowRecord {
+            paused,
+            updated_at: now,
+            ..record
+        };
+        inner.state.borrow_mut().update(id, &updated);
+        Ok(updated)
     }
 
     /// Registers (or replaces) the definition of workflow type `workflow_type`. An invalid
@@ -332,6 +544,7 @@ impl WorkflowEngine {
                 error: None,
                 compensate_reason: None,
                 cancel_requested: false,
+                paused: false,
                 lease_until: None,
                 run_id: None,
                 next_run_at: None,
@@ -701,7 +914,7 @@ impl WorkflowEngine {
                     Some(Ok(record)) => record,
                     // Gone, or unreadable: nothing can run it; forget it rather than retry forever.
                     _ => {
-                        state.index.remove(id);
+                        state.forget(id);
                         continue;
                     }
                 };
@@ -727,6 +940,76 @@ impl WorkflowEngine {
             inner.store.write(ops).await?;
         }
         Ok(leased)
+    }
+}
+
+/// How many workflows [`WorkflowEngine::refresh`] reads in one `get`.
+const REFRESH_CHUNK: usize = 500;
+
+/// The scheduler's entries of every readable unfinished (`running` or `compensating`) workflow of
+/// the store, read through the `status` index (unreadable rows are skipped).
+async fn load_index(store: &dyn Store) -> Result<HashMap<String, Entry>> {
+    let mut index = HashMap::new();
+    for status in [WorkflowStatus::Running, WorkflowStatus::Compensating] {
+        let mut scan = Scan::first(500).where_eq("status", status.name());
+        loop {
+            let rows = store.scan(Table::Workflows, scan.clone()).await?;
+            let Some(last) = rows.last() else { break };
+            scan = scan.after(last.id.clone());
+            for row in &rows {
+                if let Some(entry) = WorkflowRecord::from_row(row)
+                    .ok()
+                    .as_ref()
+                    .and_then(Entry::of)
+                {
+                    index.insert(row.id.clone(), entry);
+                }
+            }
+        }
+    }
+    Ok(index)
+}
+
+/// Makes a run here adopt its row as read again: what other instances patched in (signals, a
+/// cancellation, a pause or resume) if the run still holds it; if the row is gone, or another
+/// instance took the workflow over (holds it, or finished it), the run stops. A row the run
+/// released itself (to wait out a backoff, to pause, or as it finished) has nothing to adopt; an
+/// unreadable one is left to the run's next write to report.
+fn adopt_stored(flight: &Flight, stored: Stored) {
+    match stored {
+        Some(Ok(stored)) => match stored.run_id.as_deref() {
+            Some(run_id) if run_id == flight.run_id => flight.merge(&stored),
+            Some(_) => flight.lose(),
+            None if stored.status.is_finished() && !flight.record.borrow().status.is_finished() => {
+                flight.lose()
+            }
+            None => {}
+        },
+        None => flight.lose(),
+        Some(Err(_)) => {}
+    }
+}
+
+/// A running workflow can be paused; a compensating or finished one cannot (`ERR_INVALID_INPUT`
+/// on `id`).
+fn check_pausable(record: &WorkflowRecord) -> Result<()> {
+    match record.status {
+        WorkflowStatus::Running => Ok(()),
+        WorkflowStatus::Compensating => Err(Error::invalid_input(
+            "id",
+            format!(
+                "workflow `{}` is compensating: a rollback cannot be paused",
+                record.id
+            ),
+        )),
+        status => Err(Error::invalid_input(
+            "id",
+            format!(
+                "workflow `{}` is {}: only a running workflow can be paused",
+                record.id,
+                status.name()
+            ),
+        )),
     }
 }
 
@@ -783,15 +1066,19 @@ pub(crate) async fn persist(inner: &Inner, flight: &Flight) -> Result<bool> {
     flight.merge(&stored);
     // The row is taken from the record with no await since, so writes leave in the order the
     // record changed and the last one holds every change.
-    let row = {
+    let (row, paused) = {
         let mut record = flight.record.borrow_mut();
         record.updated_at = inner.clock.now_ms();
-        record.to_row()?
+        (record.to_row()?, record.paused)
     };
     inner
         .store
         .write(vec![WriteOp::Put(Table::Workflows, row)])
         .await?;
+    // A pause or resume asked for here is stored now (unless another came since the row left).
+    if flight.pause_intent.get() == Some(paused) {
+        flight.pause_intent.set(None);
+    }
     Ok(true)
 }
 
@@ -860,6 +1147,8 @@ enum Plan {
     Attempt(usize, Direction),
     /// The record changed (a transition): write it, then plan again.
     Changed,
+    /// Paused before its next step: release the workflow (one write) and end the run.
+    Pause,
     /// Finished in this status; nothing to do.
     Done(WorkflowStatus),
 }
@@ -898,6 +1187,21 @@ async fn drive(
                 if !persist(inner, flight).await? {
                     return Ok(None);
                 }
+                let record = flight.record.borrow().clone();
+                if record.status.is_finished() {
+                    inner.observe(&record);
+                }
+            }
+            Plan::Pause => {
+                {
+                    let mut record = flight.record.borrow_mut();
+                    record.lease_until = None;
+                    record.run_id = None;
+                }
+                if !persist(inner, flight).await? {
+                    return Ok(None);
+                }
+                return Ok(Some(WorkflowStatus::Running));
             }
             Plan::Attempt(index, direction) => {
                 match attempt(inner, flight, definition, index, direction).await? {
@@ -949,6 +1253,9 @@ fn plan(
                 return Plan::Changed;
             };
             if definition.find(&step.name).is_some() {
+                if record.paused {
+                    return Plan::Pause;
+                }
                 return Plan::Attempt(cursor, Direction::Forward);
             }
             // The definition changed since the workflow started: the step cannot run.
@@ -1032,6 +1339,8 @@ fn begin_compensation(
     step: Option<String>,
 ) {
     record.status = WorkflowStatus::Compensating;
+    // A rollback is never paused.
+    record.paused = false;
     record.compensate_reason = Some(reason);
     record.error = Some(WorkflowFailure { message, step });
     record.next_run_at = None;

@@ -214,6 +214,13 @@ pub struct WorkflowRecord {
     /// A cancellation was asked for; the run holding it acts on it.
     #[serde(default)]
     pub cancel_requested: bool,
+    /// Paused by [`super::WorkflowEngine::pause_workflow`]: a `running` workflow that starts no
+    /// new step until [`super::WorkflowEngine::resume_workflow`] (the step running when it was
+    /// paused finishes and is checkpointed first). Its status stays `running`: show it as paused
+    /// when this is set ([`WorkflowRecord::is_paused`]). Only a running workflow is ever paused;
+    /// rows written before the field existed read as not paused.
+    #[serde(default)]
+    pub paused: bool,
     /// Until when an engine instance holds it; past this another instance takes it over.
     pub lease_until: Option<u64>,
     /// The run holding the lease (instance and run number), so that a run that lost its lease
@@ -261,6 +268,12 @@ impl WorkflowRecord {
                 )
             })
             .collect()
+    }
+
+    /// Whether it is a running workflow held by
+    /// [`super::WorkflowEngine::pause_workflow`] (what to show instead of `running`).
+    pub fn is_paused(&self) -> bool {
+        self.paused && self.status == WorkflowStatus::Running
     }
 
     /// The step named `name` of the current run.

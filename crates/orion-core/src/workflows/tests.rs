@@ -1233,3 +1233,347 @@ fn an_instance_runs_at_most_max_running_workflows_at_once() {
     f.step();
     assert_eq!(f.get("w2").status, WorkflowStatus::Completed);
 }
+
+impl Fixture {
+    /// Another instance (another tab) on the same store, with the same definitions.
+    fn other_tab(&self, seed: u64) -> WorkflowEngine {
+        let other = open(self.store.clone(), &self.clock, seed);
+        for (workflow_type, definition) in &self.definitions {
+            other.register(workflow_type, definition.clone()).unwrap();
+        }
+        other
+    }
+}
+
+fn ids(ids: &[&str]) -> Vec<String> {
+    ids.iter().map(|id| (*id).to_owned()).collect()
+}
+
+#[test]
+fn refresh_picks_up_a_workflow_another_instance_started() {
+    let mut f = Fixture::new();
+    f.register("order", saga(&f.world, &["a", "b"]));
+    let other = f.other_tab(50);
+    let options = WorkflowOptions::from_json(json!({"workflowId": "w"})).unwrap();
+    block_on(other.start_workflow("order", json!({}), options)).unwrap();
+    assert_eq!(f.engine.next_wake_at(), None);
+    f.step();
+    assert!(f.world.log().is_empty());
+    let error = block_on(f.engine.refresh(&ids(&["w", ""]))).unwrap_err();
+    assert_eq!(invalid_field(error), "ids[1]");
+    block_on(f.engine.refresh(&ids(&["w", "w", "unknown"]))).unwrap();
+    assert_eq!(f.engine.next_wake_at(), Some(f.now()));
+    f.step();
+    assert_eq!(f.world.log(), vec!["a#1", "b#1"]);
+    assert_eq!(f.get("w").status, WorkflowStatus::Completed);
+    // Refreshing a finished one forgets it.
+    block_on(f.engine.refresh(&ids(&["w"]))).unwrap();
+    assert_eq!(f.engine.next_wake_at(), None);
+}
+
+#[test]
+fn refresh_of_a_workflow_cancelled_elsewhere_signals_its_running_step() {
+    let mut f = Fixture::new();
+    f.register("order", saga(&f.world, &["a", "b", "c"]));
+    f.world.hold("b");
+    f.start("order", json!({}), json!({"workflowId": "w"}));
+    f.step();
+    let other = f.other_tab(50);
+    assert_eq!(
+        block_on(other.cancel_workflow("w")).unwrap(),
+        CancelOutcome::Requested
+    );
+    // Without a refresh the holder would learn of it only at its lease renewal.
+    f.step();
+    assert!(f.world.observed.borrow().is_empty());
+    block_on(f.engine.refresh(&ids(&["w"]))).unwrap();
+    let finished = f.step();
+    assert!(
+        matches!(
+            finished.as_slice(),
+            [(_, Ok(Some(WorkflowStatus::Cancelled)))]
+        ),
+        "{finished:?}"
+    );
+    assert_eq!(
+        *f.world.observed.borrow(),
+        vec![("b".to_owned(), CancelReason::Cancelled)]
+    );
+    assert_eq!(f.world.log(), vec!["a#1", "b#1", "undo:a#1"]);
+    assert_eq!(f.get("w").status, WorkflowStatus::Cancelled);
+
+    // A running workflow whose row was deleted stops, writing nothing.
+    f.world.hold("a");
+    f.start("order", json!({}), json!({"workflowId": "gone"}));
+    f.step();
+    block_on(
+        f.store
+            .write(vec![WriteOp::Delete(Table::Workflows, "gone".into())]),
+    )
+    .unwrap();
+    block_on(f.engine.refresh(&ids(&["gone"]))).unwrap();
+    let finished = f.step();
+    assert!(
+        matches!(finished.as_slice(), [(id, Ok(None))] if id == "gone"),
+        "{finished:?}"
+    );
+    assert_eq!(block_on(f.engine.get_workflow("gone")).unwrap(), None);
+}
+
+#[test]
+fn reload_after_another_instances_changes() {
+    let mut f = Fixture::new();
+    f.register("order", saga(&f.world, &["a", "b"]));
+    f.register("held", saga(&f.world, &["x", "y"]));
+    // The leader runs one workflow, and another waits out a long backoff.
+    f.world.hold("x");
+    f.start("held", json!({}), json!({"workflowId": "running"}));
+    f.world.fail("b", vec![StepError::retryable("later")]);
+    f.start(
+        "order",
+        json!({}),
+        json!({"workflowId": "sleeping", "retry": {"attempts": 2, "backoff": 600000}}),
+    );
+    f.step();
+    assert_eq!(f.world.log(), vec!["x#1", "a#1", "b#1"]);
+    // Another tab starts one, and cancels both of the leader's.
+    let other = f.other_tab(50);
+    let options = WorkflowOptions::from_json(json!({"workflowId": "new"})).unwrap();
+    block_on(other.start_workflow("order", json!({}), options)).unwrap();
+    for id in ["running", "sleeping"] {
+        assert_eq!(
+            block_on(other.cancel_workflow(id)).unwrap(),
+            CancelOutcome::Requested
+        );
+    }
+    block_on(f.engine.reload()).unwrap();
+    assert_eq!(f.engine.next_wake_at(), Some(f.now()));
+    f.step();
+    assert!(f
+        .world
+        .observed
+        .borrow()
+        .contains(&("x".to_owned(), CancelReason::Cancelled)));
+    assert_eq!(f.get("new").status, WorkflowStatus::Completed);
+    assert_eq!(f.get("sleeping").status, WorkflowStatus::Cancelled);
+    assert_eq!(f.get("running").status, WorkflowStatus::Cancelled);
+    assert_eq!(f.world.count("undo:a"), 1, "the sleeping one rolled back");
+    assert!(f.runs.is_empty());
+    assert_eq!(f.engine.next_wake_at(), None);
+}
+
+#[test]
+fn a_paused_workflow_stops_between_steps_and_continues_after_resume_across_a_reopen() {
+    let mut f = Fixture::new();
+    f.register("order", saga(&f.world, &["a", "b", "c"]));
+    f.world.hold("b");
+    f.start("order", json!({}), json!({"workflowId": "w"}));
+    f.step();
+    let paused = block_on(f.engine.pause_workflow("w")).unwrap();
+    assert!(paused.paused && paused.is_paused());
+    assert_eq!(paused.status, WorkflowStatus::Running);
+    assert!(f.get("w").paused, "stored at once");
+    // The running step finishes and is checkpointed; the next one does not start.
+    f.world.release("b");
+    let finished = f.step();
+    assert!(
+        matches!(
+            finished.as_slice(),
+            [(_, Ok(Some(WorkflowStatus::Running)))]
+        ),
+        "{finished:?}"
+    );
+    assert_eq!(f.world.log(), vec!["a#1", "b#1"]);
+    let stopped = f.get("w");
+    assert!(stopped.is_paused());
+    assert_eq!(stopped.cursor, 2);
+    assert_eq!(stopped.lease_until, None);
+    assert_eq!(
+        statuses(&stopped),
+        vec![
+            StepStatus::Completed,
+            StepStatus::Completed,
+            StepStatus::Pending
+        ]
+    );
+    assert_eq!(f.engine.next_wake_at(), None);
+    // Idempotent.
+    assert!(block_on(f.engine.pause_workflow("w")).unwrap().paused);
+    // Still paused in a new instance, even once any lease would have expired.
+    f.crash();
+    f.clock.advance(LEASE_MS * 2);
+    assert_eq!(f.engine.next_wake_at(), None);
+    f.step();
+    assert_eq!(f.world.log(), vec!["a#1", "b#1"]);
+    let resumed = block_on(f.engine.resume_workflow("w")).unwrap();
+    assert!(!resumed.paused);
+    assert_eq!(f.engine.next_wake_at(), Some(f.now()));
+    // Resuming a workflow that is not paused returns it as it is.
+    assert_eq!(block_on(f.engine.resume_workflow("w")).unwrap(), f.get("w"));
+    f.step();
+    assert_eq!(f.world.log(), vec!["a#1", "b#1", "c#1"]);
+    let done = f.get("w");
+    assert_eq!(done.status, WorkflowStatus::Completed);
+    assert!(!done.paused);
+}
+
+#[test]
+fn a_pause_and_resume_from_another_instance_reach_the_leader() {
+    let mut f = Fixture::new();
+    f.register("order", saga(&f.world, &["a", "b", "c"]));
+    f.world.hold("b");
+    f.start("order", json!({}), json!({"workflowId": "w"}));
+    f.step();
+    let other = f.other_tab(50);
+    assert!(block_on(other.pause_workflow("w")).unwrap().paused);
+    block_on(f.engine.refresh(&ids(&["w"]))).unwrap();
+    f.world.release("b");
+    f.step();
+    assert_eq!(f.world.log(), vec!["a#1", "b#1"]);
+    assert!(f.get("w").is_paused());
+    assert!(!block_on(other.resume_workflow("w")).unwrap().paused);
+    // The leader forgot the paused workflow; the refresh brings it back.
+    assert_eq!(f.engine.next_wake_at(), None);
+    block_on(f.engine.refresh(&ids(&["w"]))).unwrap();
+    f.step();
+    assert_eq!(f.world.log(), vec!["a#1", "b#1", "c#1"]);
+    assert_eq!(f.get("w").status, WorkflowStatus::Completed);
+}
+
+#[test]
+fn a_held_workflow_adopts_a_pause_at_its_next_write_without_a_refresh() {
+    let mut f = Fixture::new();
+    f.register("order", saga(&f.world, &["a", "b", "c"]));
+    f.world.hold("b");
+    f.start("order", json!({}), json!({"workflowId": "w"}));
+    f.step();
+    let other = f.other_tab(50);
+    block_on(other.pause_workflow("w")).unwrap();
+    f.world.release("b");
+    f.step();
+    assert_eq!(f.world.log(), vec!["a#1", "b#1"]);
+    assert!(f.get("w").is_paused());
+}
+
+#[test]
+fn only_a_running_workflow_can_be_paused() {
+    let mut f = Fixture::new();
+    f.register("wf", saga(&f.world, &["a", "b"]));
+    let reason = |error: Error| match error {
+        Error::InvalidInput { field, reason } => {
+            assert_eq!(field, "id");
+            reason
+        }
+        other => panic!("expected ERR_INVALID_INPUT, got {other:?}"),
+    };
+    assert!(reason(block_on(f.engine.pause_workflow("nope")).unwrap_err()).contains("no workflow"));
+    assert!(
+        reason(block_on(f.engine.resume_workflow("nope")).unwrap_err()).contains("no workflow")
+    );
+    f.start("wf", json!({}), json!({"workflowId": "done"}));
+    f.step();
+    assert!(reason(block_on(f.engine.pause_workflow("done")).unwrap_err()).contains("completed"));
+    // Compensating: here (the run holds it) and from another instance.
+    f.world.fail("b", vec![StepError::fatal("broken")]);
+    f.world.hold("undo:a");
+    f.start("wf", json!({}), json!({"workflowId": "undo"}));
+    f.step();
+    assert_eq!(f.get("undo").status, WorkflowStatus::Compensating);
+    assert!(
+        reason(block_on(f.engine.pause_workflow("undo")).unwrap_err()).contains("compensating")
+    );
+    let other = f.other_tab(50);
+    assert!(reason(block_on(other.pause_workflow("undo")).unwrap_err()).contains("compensating"));
+    assert!(!f.get("undo").paused);
+    f.world.release("undo:a");
+    f.step();
+    assert_eq!(f.get("undo").status, WorkflowStatus::Compensated);
+}
+
+#[test]
+fn a_paused_workflow_still_times_out_and_can_be_cancelled() {
+    let mut f = Fixture::new();
+    f.register("wf", saga(&f.world, &["a", "b"]));
+    f.world.hold("a");
+    let t0 = f.now();
+    f.start("wf", json!({}), json!({"workflowId": "t", "timeout": 5000}));
+    f.start("wf", json!({}), json!({"workflowId": "c"}));
+    f.step();
+    block_on(f.engine.pause_workflow("t")).unwrap();
+    block_on(f.engine.pause_workflow("c")).unwrap();
+    // One release lets one held step go.
+    f.world.release("a");
+    f.step();
+    f.world.release("a");
+    f.step();
+    assert!(f.runs.is_empty());
+    assert_eq!(f.world.count("a"), 2);
+    assert_eq!(f.world.count("b"), 0);
+    // Only the timeout is pending.
+    assert_eq!(f.engine.next_wake_at(), Some(t0 + 5000));
+    f.run_until_idle();
+    let timed_out = f.get("t");
+    assert_eq!(timed_out.status, WorkflowStatus::TimedOut);
+    assert!(!timed_out.paused, "a rollback is not paused");
+    assert_eq!(
+        block_on(f.engine.cancel_workflow("c")).unwrap(),
+        CancelOutcome::Requested
+    );
+    f.step();
+    assert_eq!(f.get("c").status, WorkflowStatus::Cancelled);
+    assert_eq!(f.world.count("b"), 0);
+    assert_eq!(f.world.count("undo:a"), 2);
+}
+
+#[test]
+fn the_observer_sees_each_finished_workflow_once() {
+    let mut f = Fixture::new();
+    f.register("wf", saga(&f.world, &["a", "b"]));
+    let seen: Rc<RefCell<Vec<(String, WorkflowStatus)>>> = Rc::default();
+    let log = Rc::clone(&seen);
+    let engine = f.engine.clone();
+    f.engine
+        .set_observer(Rc::new(move |record: &WorkflowRecord| {
+            // No borrow of the engine is held: it can be called from here.
+            let _ = engine.next_wake_at();
+            assert!(record.finished_at.is_some());
+            log.borrow_mut().push((record.id.clone(), record.status));
+        }));
+    f.start("wf", json!({}), json!({"workflowId": "ok"}));
+    f.step();
+    f.world.fail("b", vec![StepError::fatal("broken")]);
+    f.start("wf", json!({}), json!({"workflowId": "undone"}));
+    f.step();
+    f.world.fail("a", vec![StepError::fatal("broken")]);
+    f.start("wf", json!({}), json!({"workflowId": "failed"}));
+    f.step();
+    f.world.hold("b");
+    f.start("wf", json!({}), json!({"workflowId": "cancelled"}));
+    f.step();
+    block_on(f.engine.cancel_workflow("cancelled")).unwrap();
+    f.step();
+    f.run_until_idle();
+    block_on(f.engine.cancel_workflow("cancelled")).unwrap();
+    f.step();
+    assert_eq!(
+        *seen.borrow(),
+        vec![
+            ("ok".to_owned(), WorkflowStatus::Completed),
+            ("undone".to_owned(), WorkflowStatus::Compensated),
+            ("failed".to_owned(), WorkflowStatus::Failed),
+            ("cancelled".to_owned(), WorkflowStatus::Cancelled),
+        ]
+    );
+}
+
+#[test]
+fn a_row_written_before_the_paused_flag_reads_as_not_paused() {
+    let f = Fixture::new();
+    f.engine.register("wf", saga(&f.world, &["a"])).unwrap();
+    let record = f.start("wf", json!({}), json!({"workflowId": "old"}));
+    let mut row = record.to_row().unwrap();
+    assert_eq!(row.fields.remove("paused"), Some(json!(false)));
+    let read = WorkflowRecord::from_row(&row).unwrap();
+    assert!(!read.paused && !read.is_paused());
+    assert_eq!(read, record);
+}
