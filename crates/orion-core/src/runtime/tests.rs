@@ -225,7 +225,8 @@ fn the_health_report_has_every_component() {
             EMBEDDER_COMPONENT,
             PROTOCOL_COMPONENT,
             RUNTIME_COMPONENT,
-            STORE_COMPONENT
+            STORE_COMPONENT,
+            TASKS_COMPONENT
         ]
     );
     // The report is made before the health request itself is counted: only `init` so far.
