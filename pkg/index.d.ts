@@ -368,6 +368,8 @@ export interface HealthReport {
    * ends, another worker takes over and gets a `leadership` event.
    */
   leader: boolean;
+  /** Task alerts firing now (see `tasks.monitoring.configureAlerts`). */
+  alerts: Omit<AlertEvent, 'kind'>[];
 }
 
 export type BreakerState = 'CLOSED' | 'OPEN' | 'HALF_OPEN';
@@ -588,12 +590,79 @@ export interface OrionTasks {
   counts(): Promise<TaskCounts>;
   pauseQueue(name: string): Promise<null>;
   resumeQueue(name: string): Promise<null>;
+  readonly monitoring: {
+    /**
+     * Completed/failed counts per queue and minute (24 h kept), wait and run percentiles, workflow
+     * and schedule-lateness figures over `windowMs` (default 24 h). They cover what this tab's
+     * worker ran or changed: the leader tab's figures are the whole picture.
+     */
+    getMetrics(options?: { windowMs?: number }): Promise<TaskMetricsReport>;
+    /** Replaces the alert rules; alerts arrive as `alert` events and show in `health().alerts`. */
+    configureAlerts(rules: AlertRules): Promise<AlertRules>;
+  };
   readonly schedules: {
     /** Creates or replaces a schedule enqueueing `template` (a queue task). */
     upsert(id: string, spec: ScheduleSpec, template: { name: string; data?: Json; options?: JobOptions }): Promise<ScheduleRecord>;
     remove(id: string): Promise<boolean>;
     list(): Promise<ScheduleRecord[]>;
   };
+}
+
+export interface Percentiles {
+  count: number;
+  p50: number | null;
+  p90: number | null;
+  p99: number | null;
+  max: number | null;
+}
+
+export interface JobStats {
+  completed: number;
+  /** Failed attempts, retried or not. */
+  failed: number;
+  /** Jobs that failed for good. */
+  finalFailed: number;
+  cancelled: number;
+  throughputPerMin: number;
+  /** failed / (completed + failed); null without attempts. */
+  failureRate: number | null;
+  /** Ready → started, ms. */
+  wait: Percentiles;
+  /** Started → outcome, ms. */
+  run: Percentiles;
+}
+
+export interface TaskMetricsReport {
+  at: number;
+  windowMs: number;
+  from: number;
+  totals: JobStats;
+  queues: Array<JobStats & { queue: string; backlog: number | null; backlogAt: number | null; perMinute: Array<{ minute: number; completed: number; failed: number }> }>;
+  workflowTotals: { completed: number; failed: number; cancelled: number; throughputPerMin: number; failureRate: number | null; run: Percentiles };
+  workflows: Array<{ workflowType: string; completed: number; failed: number; cancelled: number; run: Percentiles }>;
+  schedules: { fires: number; lateness: Percentiles; schedulers: Array<{ schedulerId: string; fires: number; lastDueAt: number | null; lastFiredAt: number | null; lastLatenessMs: number | null }> };
+}
+
+/** Alert rules; each is optional. Windows are ms (1 s to 24 h). */
+export interface AlertRules {
+  /** Per queue: failed attempts / attempts over `window` above `threshold` (0 to 1). */
+  taskFailureRate?: { threshold: number; window: number; minSamples?: number };
+  /** Per queue: more than `threshold` jobs waiting for all of `window`. */
+  queueBacklog?: { threshold: number; window: number };
+  /** Per schedule: a fire more than `seconds` after its due time. */
+  scheduleLate?: { seconds: number };
+}
+
+export interface AlertEvent {
+  kind: 'alert';
+  rule: 'taskFailureRate' | 'queueBacklog' | 'scheduleLate';
+  /** The queue or schedule id. */
+  subject: string;
+  state: 'firing' | 'resolved';
+  value: number;
+  threshold: number;
+  at: number;
+  message: string;
 }
 
 /** Run page task code (handled by the client; listeners see it too). */
@@ -624,7 +693,8 @@ export type OrionEvent =
   | MemoryIndexEvent
   | LeadershipEvent
   | TaskRunEvent
-  | TaskAbortEvent;
+  | TaskAbortEvent
+  | AlertEvent;
 
 export type WorkerLifecycle =
   | { state: 'starting'; restart: boolean }
@@ -643,6 +713,7 @@ export interface OrionEventMap {
   leadership: LeadershipEvent;
   task_run: TaskRunEvent;
   task_abort: TaskAbortEvent;
+  alert: AlertEvent;
   worker: WorkerLifecycle;
 }
 

@@ -174,6 +174,10 @@ export class Orion {
       counts: async () => this.#call({ type: 'tasks_counts' }),
       pauseQueue: async (name) => this.#call({ type: 'tasks_pause_queue', name, paused: true }),
       resumeQueue: async (name) => this.#call({ type: 'tasks_pause_queue', name, paused: false }),
+      monitoring: Object.freeze({
+        getMetrics: async (options = {}) => this.#call({ type: 'tasks_metrics', ...pickOptions('tasks.monitoring.getMetrics', options, ['windowMs']) }),
+        configureAlerts: async (rules) => this.#call({ type: 'tasks_configure_alerts', rules }),
+      }),
       schedules: Object.freeze({
         upsert: async (id, spec, template) => this.#call({ type: 'tasks_upsert_schedule', scheduleId: id, spec, template }),
         remove: async (id) => this.#call({ type: 'tasks_remove_schedule', scheduleId: id }),

@@ -181,6 +181,10 @@ pub struct HealthReport {
     /// database that runs schedules and workflows). The monitor does not know: the runtime sets it.
     #[serde(default)]
     pub leader: bool,
+    /// The task alerts firing now (`orion.tasks.monitoring.configureAlerts`); the runtime sets
+    /// them.
+    #[serde(default)]
+    pub alerts: Vec<crate::task_metrics::AlertEvent>,
 }
 
 #[derive(Debug, Default)]
@@ -292,6 +296,7 @@ impl WorkerHealthMonitor {
             at_ms: now,
             components: rows,
             leader: false,
+            alerts: Vec::new(),
         }
     }
 

@@ -250,6 +250,17 @@ pub enum Request {
         /// A number from 0 to 100 or any JSON (a step's cursor).
         progress: Value,
     },
+    /// Task metrics over a window.
+    TasksMetrics {
+        /// The window in ms (1 s to 24 h; default 24 h).
+        #[serde(default, rename = "windowMs")]
+        window_ms: Option<u64>,
+    },
+    /// Replaces the task alert rules.
+    TasksConfigureAlerts {
+        /// `{taskFailureRate?, queueBacklog?, scheduleLate?}`.
+        rules: Value,
+    },
     /// Debug only: makes the worker panic, to test crash recovery.
     Crash {},
 }
@@ -288,6 +299,8 @@ impl Request {
             Request::TasksListSchedules {} => "tasks_list_schedules",
             Request::TasksResult { .. } => "tasks_result",
             Request::TasksProgress { .. } => "tasks_progress",
+            Request::TasksMetrics { .. } => "tasks_metrics",
+            Request::TasksConfigureAlerts { .. } => "tasks_configure_alerts",
             Request::Crash {} => "crash",
         }
     }
@@ -554,6 +567,8 @@ pub enum Event {
         /// The database led.
         database: String,
     },
+    /// An alert rule started or stopped firing.
+    Alert(crate::task_metrics::AlertEvent),
     /// Run a task's code in the page and answer with `tasks_result`.
     TaskRun(crate::tasks::TaskRun),
     /// The worker stopped waiting for a run (cancelled, timed out, lease lost): abort it.

@@ -149,6 +149,8 @@ struct Common {
     profile: Option<ProfileInfo>,
     /// Embedders of other profiles, by profile; a failed load is removed so a later call retries.
     on_demand: HashMap<Profile, OnDemandFuture>,
+    /// The task alerts firing now (health shows them).
+    alerts: Vec<crate::task_metrics::AlertEvent>,
 }
 
 type SharedState = Rc<RefCell<Common>>;
@@ -185,6 +187,7 @@ impl WorkerRuntime {
             events: VecDeque::new(),
             profile: None,
             on_demand: HashMap::new(),
+            alerts: Vec::new(),
         };
         Self {
             clock,
@@ -292,8 +295,10 @@ impl WorkerRuntime {
                 at_ms: self.clock.now_ms(),
             })),
             Request::Health {} => {
-                let mut report = self.shared.borrow_mut().health.report();
+                let mut state = self.shared.borrow_mut();
+                let mut report = state.health.report();
                 report.leader = self.leader.get();
+                report.alerts = state.alerts.clone();
                 Ok(ResponseBody::Health(report))
             }
             Request::Version {} => Ok(ResponseBody::Version(self.version())),
@@ -325,7 +330,9 @@ impl WorkerRuntime {
             | Request::TasksRemoveSchedule { .. }
             | Request::TasksListSchedules {}
             | Request::TasksResult { .. }
-            | Request::TasksProgress { .. } => return self.tasks(id, request),
+            | Request::TasksProgress { .. }
+            | Request::TasksMetrics { .. }
+            | Request::TasksConfigureAlerts { .. } => return self.tasks(id, request),
             Request::Crash {} if self.debug => return Reply::Crash,
             Request::Crash {} => Err(Error::DebugDisabled("crash".into())),
         };

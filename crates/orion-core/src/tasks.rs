@@ -49,6 +49,9 @@ use crate::jobs::{
 };
 use crate::protocol::Event;
 use crate::store::Store;
+use crate::task_metrics::{
+    AlertEvent, AlertRules, TaskMetrics, TaskMetricsReport, WorkflowOutcome,
+};
 use crate::workflows::{
     EngineConfig, Step, StepContext, WorkflowDefinition, WorkflowEngine, WorkflowFilter,
     WorkflowOptions, WorkflowStatus,
@@ -106,7 +109,13 @@ pub struct TaskHooks {
     pub sleep: Sleep,
     /// Told of each tick's outcome (the `tasks` health component).
     pub report: Rc<dyn Fn(std::result::Result<(), String>)>,
+    /// Told which alerts fire after each evaluation (for the health report).
+    pub alerts: Rc<dyn Fn(Vec<AlertEvent>)>,
 }
+
+/// How often the loop re-evaluates alert rules while any is configured, in ms: a backlog alert
+/// must see the backlog last, and a failure-rate alert resolves as its window slides on.
+pub const ALERT_EVALUATION_MS: u64 = 5_000;
 
 /// How the task engines run, from `Orion.create({tasks})`. On the wire `{leaseMs?}`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -192,6 +201,7 @@ pub struct Tasks {
     changed: RefCell<TaskChanges>,
     wake: mpsc::UnboundedSender<()>,
     woken: RefCell<Option<mpsc::UnboundedReceiver<()>>>,
+    metrics: Rc<RefCell<TaskMetrics>>,
 }
 
 impl Tasks {
@@ -231,6 +241,9 @@ impl Tasks {
         )
         .await?;
         let (wake, woken) = mpsc::unbounded();
+        let metrics = Rc::new(RefCell::new(TaskMetrics::new()));
+        queue.set_observer(job_observer(&metrics, clock.clone()));
+        engine.set_observer(workflow_observer(&metrics, clock.clone()));
         Ok(Rc::new(Self {
             queue,
             scheduler,
@@ -244,6 +257,7 @@ impl Tasks {
             changed: RefCell::new(TaskChanges::default()),
             wake,
             woken: RefCell::new(Some(woken)),
+            metrics,
         }))
     }
 
@@ -538,6 +552,24 @@ impl Tasks {
         self.scheduler.list_schedulers().await
     }
 
+    /// Completed and failed counts per queue and minute, wait and run percentiles, workflow and
+    /// schedule figures, over the last `window_ms` (default 24 h). They cover the jobs and
+    /// workflows this worker ran or changed since it started: the leader's are the whole picture.
+    pub fn metrics(&self, window_ms: Option<u64>) -> Result<TaskMetricsReport> {
+        self.metrics
+            .borrow()
+            .metrics(self.clock.now_ms(), window_ms)
+    }
+
+    /// Replaces the alert rules (`{taskFailureRate?, queueBacklog?, scheduleLate?}`); alerts then
+    /// reach the page as `alert` events and show in the health report.
+    pub fn configure_alerts(&self, rules: Value) -> Result<AlertRules> {
+        let rules = AlertRules::from_json(rules)?;
+        self.metrics.borrow_mut().configure_alerts(rules.clone())?;
+        self.wake();
+        Ok(rules)
+    }
+
     /// The page's answer to a `task_run`.
     pub fn answer(
         &self,
@@ -624,14 +656,45 @@ impl Tasks {
         if !self.leader.get() {
             return None;
         }
+        let alerting = *self.metrics.borrow().alert_rules() != AlertRules::default();
+        let evaluation = alerting.then(|| self.clock.now_ms().saturating_add(ALERT_EVALUATION_MS));
         [
             self.scheduler.next_wake_at(),
             self.queue.next_wake_at(),
             self.engine.next_wake_at(),
+            evaluation,
         ]
         .into_iter()
         .flatten()
         .min()
+    }
+
+    /// Records the backlogs and schedule fires of a tick, then evaluates the alert rules: each
+    /// transition is an `alert` event.
+    fn account(&self, fired: &[crate::jobs::JobRecord]) {
+        let now = self.clock.now_ms();
+        let transitions = {
+            let mut metrics = self.metrics.borrow_mut();
+            for job in fired {
+                // Scheduler job ids are `<schedulerId>:<dueMs>`.
+                if let Some((scheduler, due)) = job.id.rsplit_once(':') {
+                    if let Ok(due) = due.parse::<u64>() {
+                        let _ = metrics.record_schedule_fire(scheduler, due, now);
+                    }
+                }
+            }
+            for (queue, counts) in &self.queue.counts().queues {
+                let _ = metrics.observe_backlog(queue, counts.waiting as u64, now);
+            }
+            metrics.evaluate(now)
+        };
+        if transitions.is_empty() {
+            return;
+        }
+        for alert in transitions {
+            (self.hooks.emit)(Event::Alert(alert));
+        }
+        (self.hooks.alerts)(self.metrics.borrow().active_alerts());
     }
 
     /// Re-reads what changed, then (as leader) fires due schedules and starts jobs and workflows.
@@ -658,8 +721,10 @@ impl Tasks {
         if !self.leader.get() {
             return Ok(());
         }
-        self.scheduler.tick().await?;
-        for run in self.queue.tick().await? {
+        let fired = self.scheduler.tick().await?;
+        let runs = self.queue.tick().await?;
+        self.account(&fired);
+        for run in runs {
             let tasks = Rc::downgrade(self);
             (self.hooks.spawn)(Box::pin(async move {
                 // A run's own failures are stored on the job (or retried after its lease).
@@ -680,6 +745,62 @@ impl Tasks {
         }
         Ok(())
     }
+}
+
+/// Feeds the metrics with every job outcome the queue writes: wait is ready → started, run is
+/// started → outcome.
+fn job_observer(
+    metrics: &Rc<RefCell<TaskMetrics>>,
+    clock: SharedClock,
+) -> crate::jobs::JobObserver {
+    let metrics = Rc::downgrade(metrics);
+    Rc::new(move |job: &crate::jobs::JobRecord| {
+        let Some(metrics) = metrics.upgrade() else {
+            return;
+        };
+        let Ok(mut metrics) = metrics.try_borrow_mut() else {
+            return;
+        };
+        let at = job.finished_at.unwrap_or_else(|| clock.now_ms());
+        let started = job.processed_at.unwrap_or(at);
+        let ready = job.ready_at.unwrap_or(job.created_at);
+        let wait = started.saturating_sub(ready);
+        let run = at.saturating_sub(started);
+        // A refused name only means this queue is not tracked; the job itself is fine.
+        let _ = match job.state {
+            JobState::Completed => metrics.record_completed(&job.name, at, wait, run),
+            JobState::Failed => metrics.record_failed(&job.name, at, wait, run, true),
+            JobState::Cancelled => metrics.record_cancelled(&job.name, at),
+            _ if job.error.is_some() => metrics.record_failed(&job.name, at, wait, run, false),
+            _ => Ok(()),
+        };
+    })
+}
+
+/// Feeds the metrics with every workflow that finishes.
+fn workflow_observer(
+    metrics: &Rc<RefCell<TaskMetrics>>,
+    clock: SharedClock,
+) -> crate::workflows::WorkflowObserver {
+    let metrics = Rc::downgrade(metrics);
+    Rc::new(move |workflow: &crate::workflows::WorkflowRecord| {
+        let (Some(metrics), Some(outcome)) = (
+            metrics.upgrade(),
+            WorkflowOutcome::from_status(workflow.status),
+        ) else {
+            return;
+        };
+        let Ok(mut metrics) = metrics.try_borrow_mut() else {
+            return;
+        };
+        let at = workflow.finished_at.unwrap_or_else(|| clock.now_ms());
+        let _ = metrics.record_workflow(
+            &workflow.workflow_type,
+            outcome,
+            at,
+            at.saturating_sub(workflow.created_at),
+        );
+    })
 }
 
 /// One attempt of a page-defined job: a `task_run` the page answers.

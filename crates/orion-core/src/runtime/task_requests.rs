@@ -28,11 +28,17 @@ impl WorkerRuntime {
         // Not the memories' seed: the two id spaces must not collide.
         let seed = self.platform.seed.rotate_left(32) ^ 0x7461_736b;
         let report_to = Rc::clone(&self.shared);
+        let alerts_to = Rc::clone(&self.shared);
         let hooks = TaskHooks {
             emit: Rc::clone(&self.platform.emit),
             publish: Rc::clone(&self.platform.publish_task_changes),
             spawn: Rc::clone(&self.platform.spawn),
             sleep: Rc::clone(&self.platform.sleep),
+            alerts: Rc::new(move |alerts| {
+                if let Ok(mut state) = alerts_to.try_borrow_mut() {
+                    state.alerts = alerts;
+                }
+            }),
             report: Rc::new(move |outcome| {
                 if let Ok(mut state) = report_to.try_borrow_mut() {
                     match outcome {
@@ -154,6 +160,8 @@ async fn answer(tasks: &Tasks, request: Request) -> Result<ResponseBody> {
             tasks.answer(&run_id, error.map_or(Ok(value), Err))?;
             json(&Value::Null)
         }
+        Request::TasksMetrics { window_ms } => json(&tasks.metrics(window_ms)?),
+        Request::TasksConfigureAlerts { rules } => json(&tasks.configure_alerts(rules)?),
         Request::TasksProgress { run_id, progress } => {
             tasks.progress(&run_id, progress).await?;
             json(&Value::Null)

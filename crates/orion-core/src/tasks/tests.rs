@@ -71,6 +71,7 @@ impl Tab {
                 spawner.spawn_local(work).expect("the executor is alive");
             }),
             sleep: Rc::new(move |ms| sleeper.sleep(&sleep_clock, ms)),
+            alerts: Rc::new(|_| {}),
             report: Rc::new(|outcome| {
                 if let Err(reason) = outcome {
                     panic!("a tick failed: {reason}");
@@ -488,4 +489,73 @@ fn status_of_an_unknown_id_is_none() {
         tab.run(async move { tasks.status("nope").await }).unwrap(),
         None
     );
+}
+
+#[test]
+fn outcomes_feed_the_metrics_and_a_failure_rate_alert_fires_and_resolves() {
+    let clock = ManualClock::new(1_000);
+    let store = Rc::new(MemStore::new());
+    let tab = Tab::open(&store, &clock, 1);
+    tab.define(send_spec());
+    tab.tasks
+        .configure_alerts(json!({"taskFailureRate": {"threshold": 0.4, "window": 60_000}}))
+        .unwrap();
+    tab.tasks.become_leader();
+    tab.settle();
+    for to in ["a", "b"] {
+        tab.schedule(TaskSource::Queue, "send", json!({ "to": to }), Value::Null);
+    }
+    tab.settle();
+    let runs = tab.runs();
+    assert_eq!(runs.len(), 2);
+    clock.advance(40);
+    tab.answer(&runs[0], Ok(json!(1)));
+    tab.answer(
+        &runs[1],
+        Err(HostFailure {
+            message: "bounced".into(),
+            retryable: false,
+        }),
+    );
+    let report = tab.tasks.metrics(Some(60_000)).unwrap();
+    let send = report
+        .queues
+        .iter()
+        .find(|q| q.queue == "send")
+        .expect("the queue is tracked");
+    assert_eq!(
+        (
+            send.stats.completed,
+            send.stats.failed,
+            send.stats.final_failed
+        ),
+        (1, 1, 1)
+    );
+    assert_eq!(send.stats.run.max, Some(40));
+
+    // The loop evaluates the rules at its next wake-up: 1 failure in 2 attempts is over 0.4.
+    clock.advance(ALERT_EVALUATION_MS);
+    tab.settle();
+    let alerts: Vec<_> = tab
+        .events
+        .borrow()
+        .iter()
+        .filter_map(|e| match e {
+            Event::Alert(alert) => Some((alert.subject.clone(), alert.state)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        alerts,
+        vec![("send".to_owned(), crate::task_metrics::AlertState::Firing)]
+    );
+
+    // Once the failure's minute is out of the window, it resolves.
+    clock.advance(120_000);
+    tab.settle();
+    let last = tab.events.borrow().iter().rev().find_map(|e| match e {
+        Event::Alert(alert) => Some(alert.state),
+        _ => None,
+    });
+    assert_eq!(last, Some(crate::task_metrics::AlertState::Resolved));
 }
