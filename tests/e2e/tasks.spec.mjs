@@ -165,3 +165,73 @@ test('a workflow resumes after a reload without re-running its completed step', 
   expect(problems).toEqual([]);
   expect(reopened.problems).toEqual([]);
 });
+
+test('a worker killed after the handler finished but before the outcome was saved: the job runs again under the same idempotency key, and its effect happens once', async ({ context }, testInfo) => {
+  const tab = await context.newPage();
+  const problems = watchProblems(tab);
+  await tab.goto('/fixture/blank.html');
+  const database = `tasks-crash-${testInfo.workerIndex}-${Date.now()}`;
+  const outcome = await tab.evaluate(async ({ options, database }) => {
+    const { Orion } = await import('/pkg/index.js');
+    const orion = await Orion.create({ ...options, database, debug: true });
+    const calls = [];
+    const effects = new Map();
+    let crashed = false;
+    await orion.tasks.simple.define('pay', async (payload, context) => {
+      calls.push({ attempt: context.attempt, key: context.idempotencyKey });
+      // The side effect, made once per idempotency key.
+      if (!effects.has(context.idempotencyKey)) effects.set(context.idempotencyKey, payload.amount);
+      if (!crashed) {
+        crashed = true;
+        // The handler is done; the worker dies before it hears so.
+        await orion.debug.crash().catch(() => {});
+      }
+      return { paid: payload.amount };
+    });
+    const leader = async () => {
+      for (let i = 0; i < 100; i += 1) {
+        if ((await orion.health()).leader) return true;
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      return false;
+    };
+    await leader();
+    const job = await orion.tasks.simple.schedule('pay', { amount: 42 });
+    let status = null;
+    for (let i = 0; i < 200; i += 1) {
+      // Calls after the crash start a fresh worker, which re-learns the task and leads.
+      status = await orion.tasks.status(job.id);
+      if (status?.state === 'completed') break;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    return { status, calls, effects: [...effects.entries()], jobId: job.id };
+  }, { options: OPTIONS, database });
+  expect(outcome.status.state).toBe('completed');
+  expect(outcome.status.result).toEqual({ paid: 42 });
+  expect(outcome.calls.map((c) => c.attempt)).toEqual([1, 2]);
+  expect(outcome.calls.map((c) => c.key)).toEqual([outcome.jobId, outcome.jobId]);
+  expect(outcome.effects).toEqual([[outcome.jobId, 42]]);
+  expect(problems).toEqual([]);
+});
+
+test('a failure-rate alert reaches the page and the health report', async ({ context }, testInfo) => {
+  const { tab, problems } = await openTab(context, `tasks-alert-${testInfo.workerIndex}-${Date.now()}`);
+  await waitFor(() => isLeader(tab), Boolean, 'leadership');
+  const alert = await tab.evaluate(async () => {
+    const { orion } = globalThis;
+    await orion.tasks.simple.define('doomed', () => {
+      throw Object.assign(new Error('always fails'), { retryable: false });
+    });
+    const firing = new Promise((resolve) => orion.on('alert', (event) => event.state === 'firing' && resolve(event)));
+    await orion.tasks.monitoring.configureAlerts({ taskFailureRate: { threshold: 0.5, window: 60_000 } });
+    await orion.tasks.simple.schedule('doomed', null);
+    const event = await firing;
+    const health = await orion.health();
+    const metrics = await orion.tasks.monitoring.getMetrics({ windowMs: 60_000 });
+    return { event, health: health.alerts, doomed: metrics.queues.find((q) => q.queue === 'doomed') };
+  });
+  expect(alert.event).toMatchObject({ kind: 'alert', rule: 'taskFailureRate', subject: 'doomed', state: 'firing', value: 1, threshold: 0.5 });
+  expect(alert.health).toEqual([expect.objectContaining({ rule: 'taskFailureRate', subject: 'doomed', state: 'firing' })]);
+  expect(alert.doomed).toMatchObject({ failed: 1, finalFailed: 1, completed: 0, failureRate: 1 });
+  expect(problems).toEqual([]);
+});
