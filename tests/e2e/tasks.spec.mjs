@@ -235,3 +235,31 @@ test('a failure-rate alert reaches the page and the health report', async ({ con
   expect(alert.doomed).toMatchObject({ failed: 1, finalFailed: 1, completed: 0, failureRate: 1 });
   expect(problems).toEqual([]);
 });
+
+test('of three tabs, when the leader closes mid-job another takes the job over and completes it', async ({ context }, testInfo) => {
+  const database = `tasks-takeover-${testInfo.workerIndex}-${Date.now()}`;
+  const tabs = [];
+  for (let i = 0; i < 3; i += 1) tabs.push(await openTab(context, database));
+  for (const { tab } of tabs) {
+    await tab.evaluate(() => globalThis.orion.tasks.simple.define('handover', (payload, context) => {
+      globalThis.ran.push({ attempt: context.attempt });
+      // The first tab to run it never finishes: it closes mid-job.
+      if (context.attempt === 1) return new Promise(() => {});
+      return { by: 'the new leader' };
+    }));
+  }
+  const leaders = await waitFor(() => Promise.all(tabs.map(({ tab }) => isLeader(tab))), (l) => l.filter(Boolean).length === 1, 'a leader');
+  const [leader] = tabs.splice(leaders.indexOf(true), 1);
+  const job = await tabs[0].tab.evaluate(() => globalThis.orion.tasks.simple.schedule('handover', null));
+  await waitFor(() => leader.tab.evaluate(() => globalThis.ran.length), (n) => n === 1, 'the leader to start the job');
+  const closedAt = Date.now();
+  await leader.tab.close();
+  const done = await waitFor(() => tabs[0].tab.evaluate((id) => globalThis.orion.tasks.status(id), job.id), (s) => s?.state === 'completed', 'the takeover', 10_000);
+  const ms = Date.now() - closedAt;
+  testInfo.annotations.push({ type: 'takeover', description: `job completed ${ms} ms after the leader's tab closed (lease 1 s)` });
+  expect(done.result).toEqual({ by: 'the new leader' });
+  expect(done.attempts).toBe(2);
+  const runs = await Promise.all(tabs.map(({ tab }) => tab.evaluate(() => globalThis.ran.map((r) => r.attempt))));
+  expect(runs.flat()).toEqual([2]);
+  for (const { problems } of [leader, ...tabs]) expect(problems).toEqual([]);
+});
