@@ -565,7 +565,7 @@ impl Tasks {
     /// reach the page as `alert` events and show in the health report.
     pub fn configure_alerts(&self, rules: Value) -> Result<AlertRules> {
         let rules = AlertRules::from_json(rules)?;
-        self.metrics.borrow_mut().configure_alerts(rules.clone())?;
+        self.metrics.borrow_mut().configure_alerts(rules)?;
         self.wake();
         Ok(rules)
     }
