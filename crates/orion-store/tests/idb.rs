@@ -6,8 +6,6 @@
 // failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::cell::Cell;
-
 use js_sys::{Array, Date, Float32Array, Object, Reflect};
 use orion_core::embedding::LocalBoxFuture;
 use orion_core::store::conformance;
@@ -17,29 +15,10 @@ use rexie::{Index, ObjectStore, Rexie, TransactionMode};
 use wasm_bindgen::JsValue;
 use wasm_bindgen_test::*;
 
+mod common;
+use common::{fresh, unique_name};
+
 wasm_bindgen_test_configure!(run_in_dedicated_worker);
-
-thread_local! {
-    static NEXT: Cell<u32> = const { Cell::new(0) };
-}
-
-/// A database name no other test (or earlier run in this profile) uses.
-fn unique_name(purpose: &str) -> String {
-    let n = NEXT.with(|next| {
-        next.set(next.get() + 1);
-        next.get()
-    });
-    format!("orion-test-{purpose}-{}-{n}", Date::now())
-}
-
-/// A fresh, empty `IdbStore`.
-async fn fresh(purpose: &str) -> orion_core::error::Result<IdbStore> {
-    let name = unique_name(purpose);
-    Rexie::delete(&name)
-        .await
-        .map_err(|error| Error::Store(format!("deleting `{name}`: {error}")))?;
-    IdbStore::open(&name).await
-}
 
 fn set(object: &JsValue, name: &str, value: impl Into<JsValue>) {
     Reflect::set(object, &JsValue::from_str(name), &value.into()).unwrap();
