@@ -21,6 +21,7 @@ use std::task::{Poll, Waker};
 
 use js_sys::{Function, Promise, Reflect};
 use orion_core::clock::ManualClock;
+use orion_core::embedding::LocalBoxFuture;
 use orion_core::jobs::{
     JobContext, JobError, JobOptions, JobQueue, JobRecord, JobState, QueueConfig,
 };
@@ -881,4 +882,98 @@ async fn a_crash_during_compensation_resumes_without_rerunning_finished_compensa
     assert_eq!(compensations, vec![1, 2, 1, 0]);
     assert_eq!(attempts(&done), vec![1, 1, 1, 1]);
     assert!(engine.tick().await.unwrap().is_empty());
+}
+
+// A renewal must not put a finished job back to `active` (found here: MemStore cannot show it).
+
+/// IdbStore, counting the writes placed through it (IdbStore places a write's requests when the
+/// write is first polled, so IndexedDB commits writes in the order they were counted).
+struct Counting {
+    inner: IdbStore,
+    writes: std::cell::Cell<usize>,
+}
+
+impl Store for Counting {
+    fn get(
+        &self,
+        table: orion_core::Table,
+        ids: Vec<String>,
+    ) -> LocalBoxFuture<'_, orion_core::error::Result<Vec<Option<orion_core::Row>>>> {
+        self.inner.get(table, ids)
+    }
+    fn scan(
+        &self,
+        table: orion_core::Table,
+        scan: orion_core::Scan,
+    ) -> LocalBoxFuture<'_, orion_core::error::Result<Vec<orion_core::Row>>> {
+        self.inner.scan(table, scan)
+    }
+    fn count(
+        &self,
+        table: orion_core::Table,
+    ) -> LocalBoxFuture<'_, orion_core::error::Result<u64>> {
+        self.inner.count(table)
+    }
+    fn write(
+        &self,
+        ops: Vec<orion_core::WriteOp>,
+    ) -> LocalBoxFuture<'_, orion_core::error::Result<()>> {
+        self.writes.set(self.writes.get() + 1);
+        self.inner.write(ops)
+    }
+    fn patch(
+        &self,
+        table: orion_core::Table,
+        patches: Vec<(String, serde_json::Map<String, Value>)>,
+    ) -> LocalBoxFuture<'_, orion_core::error::Result<()>> {
+        self.inner.patch(table, patches)
+    }
+    fn snapshot(
+        &self,
+        tables: Vec<orion_core::Table>,
+    ) -> LocalBoxFuture<'_, orion_core::error::Result<orion_core::store::Snapshot>> {
+        self.inner.snapshot(tables)
+    }
+}
+
+/// A tick that renews leases while a run's outcome write is in flight must not write the job
+/// back `active`: the run reports `Completed`, so the row must say so, and a later instance must
+/// not run the job again.
+#[wasm_bindgen_test]
+async fn a_lease_renewal_racing_an_outcome_write_does_not_revert_the_job() {
+    let world = Rc::new(Jobs::default());
+    let clock = ManualClock::new(T0);
+    let inner = fresh("jobs-renewal-race").await.unwrap();
+    let name = inner.name();
+    let store = Rc::new(Counting {
+        inner,
+        writes: std::cell::Cell::new(0),
+    });
+    let queue = open_queue(store.clone(), &clock, 1, &world, 1).await;
+    let id = enqueue(&queue, "effect", json!({})).await.id;
+    let mut runs = queue.tick().await.unwrap();
+    // Half a lease later a renewal is due (the platform's timer tick at next_wake_at).
+    clock.advance(LEASE_MS / 2);
+    assert_eq!(queue.next_wake_at(), Some(T0 + LEASE_MS / 2));
+    // Poll the run until its outcome write is placed (the handler returns at once).
+    let before = store.writes.get();
+    drive(&mut runs, || store.writes.get() > before).await;
+    // The timer tick runs while that write is in flight: it renews the job's lease.
+    assert!(queue.tick().await.unwrap().is_empty());
+    let outcomes = drive_all(&mut runs).await;
+    assert!(matches!(
+        outcomes.as_slice(),
+        [Ok(Some(JobState::Completed))]
+    ));
+    assert_eq!(queue.counts().all.completed, 1);
+    let stored = job(&queue, &id).await;
+    // At HEAD: state Active, attemptsMade 0, result None, leaseUntil T0 + 15000, runId set.
+    assert_eq!(stored.state, JobState::Completed, "{stored:?}");
+    // ... and a new instance after that lease then runs the completed job again (attempt 2).
+    drop(queue);
+    let queue = open_queue(connect(&name).await, &clock, 2, &world, 1).await;
+    clock.advance(LEASE_MS);
+    let mut again = queue.tick().await.unwrap();
+    drive_all(&mut again).await;
+    assert_eq!(world.calls_of(&id), vec![(1, id.clone())], "ran once");
 }

@@ -1464,6 +1464,12 @@ async fn finish(
         }
         let written = record.clone();
         settle(&state, record, &mut ops, &mut changes)?;
+        // From here on no tick may renew the lease: a renewal written from the stale `active`
+        // copy while the outcome's write is in flight would commit after it (IndexedDB commits
+        // in creation order) and put the finished job back to `active`.
+        if let Some(flight) = state.in_flight.get_mut(id) {
+            flight.record = None;
+        }
         written
     };
     inner.store.write(ops).await?;
