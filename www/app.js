@@ -1,4 +1,5 @@
-// The demo's first screen: worker status, the health table and a log of events.
+// The demo's first screen: worker status, similarity, memory, background tasks, the health table
+// and a log of events.
 import { Orion } from '/pkg/index.js';
 
 const $ = (id) => document.getElementById(id);
@@ -129,7 +130,7 @@ async function main() {
     } else if (event.kind === 'breaker_transition') {
       log(`breaker: ${event.key} ${event.from} → ${event.to} (${event.reason})`, 'event');
     }
-    if (!['model_progress', 'memory_progress', 'memory_index'].includes(event.kind)) refreshHealth(orion);
+    if (!['model_progress', 'memory_progress', 'memory_index', 'task_run', 'task_abort'].includes(event.kind)) refreshHealth(orion);
   });
 
   const version = await orion.version();
@@ -177,9 +178,394 @@ async function main() {
   });
 
   setupMemory(orion);
+  setupTasks(orion);
 
   await refreshHealth(orion);
   setInterval(() => refreshHealth(orion), 5000);
+}
+
+// Background tasks: the demo defines a few through `orion.tasks` like any page would, and the panel
+// shows only what `orion.tasks` answers (counts, lists, schedules), read again every second.
+const JOB_STATES = ['waiting', 'delayed', 'paused', 'active', 'completed', 'failed', 'cancelled'];
+const LATEST_JOBS = 10;
+const FAILED_JOBS = 10;
+// Finished demo jobs kept per queue (the rest are deleted), so that the lists stay short.
+const KEEP = { removeOnComplete: 20, removeOnFail: 20 };
+// How many jobs one refresh reads at most to find the newest (`tasks.list` pages in id order).
+const SCAN_LIMIT = 1000;
+
+/** Resolves after `ms`, or rejects with the signal's reason once it aborts. */
+function wait(ms, signal) {
+  return new Promise((resolve, reject) => {
+    if (signal.aborted) {
+      reject(signal.reason);
+      return;
+    }
+    const timer = setTimeout(resolve, ms);
+    signal.addEventListener('abort', () => {
+      clearTimeout(timer);
+      reject(signal.reason);
+    }, { once: true });
+  });
+}
+
+async function defineDemoTasks(orion) {
+  await orion.tasks.simple.define('demo.tidy', async (payload, context) => {
+    const { steps, stepMs = 300 } = payload;
+    for (let step = 1; step <= steps; step += 1) {
+      await wait(stepMs, context.signal);
+      await context.progress(Math.round((100 * step) / steps));
+    }
+    return { tidied: steps, source: payload.source ?? 'button' };
+  }, {
+    concurrency: 2,
+    schema: {
+      type: 'object',
+      required: ['steps'],
+      additionalProperties: false,
+      properties: {
+        steps: { type: 'integer', minimum: 1, maximum: 10 },
+        stepMs: { type: 'integer', minimum: 0, maximum: 5000 },
+        source: { type: 'string', maxLength: 40 },
+      },
+    },
+  });
+  // `flaky` fails its first attempt (retryably) and succeeds on the next; `broken` fails every
+  // run with `retryable: false`, so it ends failed at once, whatever its attempts.
+  await orion.tasks.simple.define('demo.flaky', async (payload, context) => {
+    for (const progress of [25, 50, 75]) {
+      await wait(400, context.signal);
+      await context.progress(progress);
+    }
+    if (payload.mode === 'broken') {
+      throw Object.assign(new Error('demo.flaky: broken on purpose, not worth retrying'), { retryable: false });
+    }
+    if (context.attempt === 1) throw new Error('demo.flaky: the first attempt fails on purpose');
+    await context.progress(100);
+    return { succeededOnAttempt: context.attempt };
+  }, {
+    concurrency: 2,
+    schema: {
+      type: 'object',
+      required: ['mode'],
+      additionalProperties: false,
+      properties: { mode: { enum: ['flaky', 'broken'] } },
+    },
+  });
+  // Same timing as before keeps its next run: reloading the page does not push it back.
+  await orion.tasks.schedules.upsert('demo.heartbeat', { every: 60_000 }, {
+    name: 'demo.tidy',
+    data: { steps: 2, stepMs: 250, source: 'demo.heartbeat' },
+    options: { priority: 15, ...KEEP },
+  });
+}
+
+function formatTime(ms) {
+  if (ms === null || ms === undefined) return '—';
+  return new Date(ms).toLocaleTimeString();
+}
+
+function timeCell(ms) {
+  const td = document.createElement('td');
+  if (ms === null || ms === undefined) {
+    td.textContent = '—';
+    return td;
+  }
+  const time = document.createElement('time');
+  time.dateTime = new Date(ms).toISOString();
+  time.textContent = formatTime(ms);
+  td.append(time);
+  return td;
+}
+
+function idCell(id) {
+  const td = document.createElement('td');
+  const code = document.createElement('code');
+  code.textContent = id;
+  td.append(code);
+  return td;
+}
+
+function json(value, max = 80) {
+  const text = JSON.stringify(value);
+  return text.length > max ? `${text.slice(0, max - 1)}…` : text;
+}
+
+function progressCell(job) {
+  const td = document.createElement('td');
+  td.className = 'progress';
+  if (typeof job.progress === 'number') {
+    const value = Math.max(0, Math.min(100, job.progress));
+    const bar = document.createElement('progress');
+    bar.max = 100;
+    bar.value = value;
+    bar.setAttribute('aria-label', `progress of ${job.id}`);
+    td.dataset.progress = String(job.progress);
+    td.append(bar, ` ${job.progress}%`);
+  } else {
+    td.textContent = json(job.progress);
+  }
+  return td;
+}
+
+// What each rendered row was built from, so that a refresh leaves unchanged rows (and their
+// buttons, focus and pending clicks) alone.
+const builtFrom = new WeakMap();
+
+/** Shows one row per item in `tbody`, rebuilding only rows whose item changed. */
+function renderRows(tbody, items, key, build, empty) {
+  const existing = new Map([...tbody.rows].filter((tr) => builtFrom.has(tr)).map((tr) => [tr.dataset.key, tr]));
+  const rows = items.map((item) => {
+    const signature = JSON.stringify(item);
+    const old = existing.get(key(item));
+    if (old && builtFrom.get(old) === signature) return old;
+    const tr = build(item);
+    tr.dataset.key = key(item);
+    builtFrom.set(tr, signature);
+    return tr;
+  });
+  if (!rows.length) {
+    const shown = tbody.rows.length === 1 && !builtFrom.has(tbody.rows[0]) ? tbody.rows[0] : null;
+    rows.push(shown ?? empty());
+  }
+  const same = rows.length === tbody.rows.length && rows.every((tr, i) => tbody.rows[i] === tr);
+  if (!same) tbody.replaceChildren(...rows);
+}
+
+function emptyRow(columns, text) {
+  const tr = document.createElement('tr');
+  const td = cell(text);
+  td.colSpan = columns;
+  td.className = 'empty';
+  tr.append(td);
+  return tr;
+}
+
+function countsRow(name, counts, paused) {
+  const tr = document.createElement('tr');
+  const th = document.createElement('th');
+  th.scope = 'row';
+  th.textContent = name;
+  if (paused) {
+    th.append(' ');
+    const badge = document.createElement('span');
+    badge.className = 'badge';
+    badge.dataset.state = 'paused';
+    badge.textContent = '(paused)';
+    th.append(badge);
+  }
+  tr.append(th, ...JOB_STATES.map((state) => {
+    const td = cell(String(counts[state]));
+    td.dataset.count = state;
+    return td;
+  }));
+  return tr;
+}
+
+function renderCounts(counts) {
+  const leader = $('tasks-leader');
+  leader.dataset.leader = String(counts.leader);
+  leader.textContent = counts.leader ? 'this tab leads: it runs the jobs' : 'another tab leads and runs the jobs';
+  const queues = Object.keys(counts.jobs.queues).sort();
+  const paused = new Set(counts.jobs.paused);
+  const items = queues.map((name) => ({ name, counts: counts.jobs.queues[name], paused: paused.has(name) }));
+  const build = (item) => {
+    const tr = countsRow(item.name, item.counts, item.paused);
+    tr.dataset.queue = item.name;
+    return tr;
+  };
+  renderRows($('task-queues').tBodies[0], items, (item) => item.name, build, () => emptyRow(8, 'no jobs yet'));
+  renderRows($('task-queues').tFoot, [{ name: 'all queues', counts: counts.jobs.all, paused: false }], () => '*', (item) => {
+    const tr = countsRow(item.name, item.counts, false);
+    tr.dataset.queue = '*';
+    return tr;
+  });
+}
+
+function jobRow(job) {
+  const tr = document.createElement('tr');
+  tr.dataset.jobId = job.id;
+  const outcome = cell(job.error ?? (job.result === null || job.result === undefined ? '—' : json(job.result)));
+  if (job.error) outcome.className = 'error';
+  tr.append(
+    idCell(job.id),
+    cell(job.name),
+    cell(job.state, job.state),
+    progressCell(job),
+    cell(String(job.attempts)),
+    timeCell(job.createdAt),
+    outcome,
+  );
+  return tr;
+}
+
+function failedRow(job, onRetry) {
+  const tr = document.createElement('tr');
+  tr.dataset.jobId = job.id;
+  const error = cell(job.error ?? '—');
+  error.className = 'error';
+  const action = document.createElement('td');
+  const retry = document.createElement('button');
+  retry.type = 'button';
+  retry.textContent = 'Retry';
+  retry.dataset.retry = job.id;
+  retry.setAttribute('aria-label', `Retry job ${job.id}`);
+  retry.addEventListener('click', () => onRetry(job.id, retry));
+  action.append(retry);
+  tr.append(idCell(job.id), cell(job.name), error, cell(String(job.attempts)), timeCell(job.finishedAt), action);
+  return tr;
+}
+
+function describeSpec(spec) {
+  const parts = [];
+  if (spec.every !== undefined && spec.every !== null) {
+    parts.push(spec.every % 1000 === 0 ? `every ${spec.every / 1000} s` : `every ${spec.every} ms`);
+  }
+  if (spec.cron) parts.push(`cron ${spec.cron}${spec.tz ? ` (${spec.tz})` : ''}`);
+  if (spec.limit) parts.push(`at most ${spec.limit} times`);
+  return parts.join(', ') || json(spec);
+}
+
+function scheduleRow(schedule) {
+  const tr = document.createElement('tr');
+  tr.dataset.scheduleId = schedule.id;
+  const next = timeCell(schedule.nextRunAt);
+  next.className = 'next-run';
+  if (schedule.nextRunAt !== null) next.dataset.nextRunAt = String(schedule.nextRunAt);
+  const fired = cell(String(schedule.count));
+  fired.dataset.count = 'fired';
+  tr.append(idCell(schedule.id), cell(describeSpec(schedule.spec)), cell(schedule.template.name), next, timeCell(schedule.lastRunAt), fired);
+  return tr;
+}
+
+/** Every job `tasks.list` pages through (in id order), up to SCAN_LIMIT; `complete` if that was all. */
+async function readJobs(orion, live) {
+  const jobs = [];
+  let after;
+  for (;;) {
+    const page = await orion.tasks.list({ limit: 200, ...(after ? { after } : {}) });
+    jobs.push(...page.items);
+    if (!page.next) return { jobs, complete: true };
+    if (jobs.length >= SCAN_LIMIT || !live()) return { jobs, complete: false };
+    after = page.next;
+  }
+}
+
+const newestFirst = (key) => (a, b) => (b[key] ?? 0) - (a[key] ?? 0) || (a.id < b.id ? 1 : -1);
+
+function setupTasks(orion) {
+  // A crashed worker restarts on the next call: the panel waits for something else to restart it.
+  let workerUp = true;
+  let inFlight = null;
+  let queued = false;
+  let lastError = null;
+
+  const retry = async (id, button) => {
+    button.disabled = true;
+    try {
+      const job = await orion.tasks.retry(id);
+      log(`retrying ${job.name} ${job.id}: ${job.state}`);
+    } catch (error) {
+      button.disabled = false;
+      log(`retry of ${id} failed: ${error.code}: ${error.message}`, 'error');
+    }
+    refresh();
+  };
+
+  const read = async () => {
+    const [counts, failed, schedules] = await Promise.all([
+      orion.tasks.counts(),
+      orion.tasks.list({ state: 'failed', limit: 100 }),
+      orion.tasks.schedules.list(),
+    ]);
+    const { jobs, complete } = await readJobs(orion, () => workerUp);
+    renderCounts(counts);
+    const latest = jobs.sort(newestFirst('createdAt')).slice(0, LATEST_JOBS);
+    const byId = (item) => item.id;
+    renderRows($('task-jobs').tBodies[0], latest, byId, jobRow, () => emptyRow(7, 'no jobs yet'));
+    const failures = failed.items.sort(newestFirst('finishedAt')).slice(0, FAILED_JOBS);
+    renderRows($('task-failed').tBodies[0], failures, byId, (job) => failedRow(job, retry), () => emptyRow(6, 'no failed jobs'));
+    const sorted = schedules.sort((a, b) => (a.id < b.id ? -1 : 1));
+    renderRows($('task-schedules').tBodies[0], sorted, byId, scheduleRow, () => emptyRow(6, 'no schedules'));
+    const stored = counts.jobs.all;
+    const total = JOB_STATES.reduce((sum, state) => sum + stored[state], 0);
+    const scope = complete ? '' : ` (the newest of the first ${jobs.length} by id)`;
+    $('tasks-updated').textContent = `${total} ${total === 1 ? 'job' : 'jobs'} stored; showing the newest ${latest.length}${scope} and ${failures.length} of ${stored.failed} failed · read at ${new Date().toLocaleTimeString()}`;
+    $('tasks-updated').dataset.read = 'ok';
+  };
+
+  // One read at a time; a request during a read asks for one more after it.
+  const refresh = () => {
+    if (inFlight) {
+      queued = true;
+      return inFlight;
+    }
+    inFlight = (async () => {
+      do {
+        queued = false;
+        if (!workerUp) break;
+        try {
+          await read();
+          lastError = null;
+        } catch (error) {
+          // A crash rejects the reads in flight; the worker event has said so already.
+          if (!workerUp) break;
+          const text = `${error.code}: ${error.message}`;
+          $('tasks-updated').textContent = `could not read the tasks: ${text}`;
+          $('tasks-updated').dataset.read = 'error';
+          if (text !== lastError) log(`tasks: ${text}`, 'error');
+          lastError = text;
+        }
+      } while (queued);
+      inFlight = null;
+    })();
+    return inFlight;
+  };
+
+  orion.on('worker', (event) => {
+    workerUp = event.state === 'ready';
+    if (event.state === 'crashed') {
+      $('tasks-updated').textContent = 'the worker crashed: the tasks are read again once it restarts';
+      $('tasks-updated').dataset.read = 'error';
+    } else if (event.state === 'ready') {
+      refresh();
+    }
+  });
+  orion.on('leadership', () => {
+    log('this tab now leads: it runs the scheduled and queued tasks', 'event');
+    refresh();
+  });
+
+  const schedule = async (what, name, payload, options) => {
+    try {
+      const job = await orion.tasks.simple.schedule(name, payload, { ...KEEP, ...options });
+      $('tasks-scheduled').textContent = `${what}: ${job.id} (${job.state})`;
+      $('tasks-scheduled').dataset.lastJob = job.id;
+      log(`scheduled ${name} ${job.id}`);
+    } catch (error) {
+      $('tasks-scheduled').textContent = `failed: ${error.code}`;
+      log(`schedule ${name} failed: ${error.code}: ${error.message}`, 'error');
+    }
+    refresh();
+  };
+  $('run-job').addEventListener('click', () => schedule('job', 'demo.tidy', { steps: 4, stepMs: 500 }));
+  $('run-flaky').addEventListener('click', () => schedule('flaky job', 'demo.flaky', { mode: 'flaky' }, { attempts: 2, backoff: 1000 }));
+  $('run-failing').addEventListener('click', () => schedule('failing job', 'demo.flaky', { mode: 'broken' }, { attempts: 2 }));
+
+  // The buttons stay disabled until the tasks they schedule are defined.
+  defineDemoTasks(orion)
+    .then(() => {
+      for (const id of ['run-job', 'run-flaky', 'run-failing']) $(id).disabled = false;
+    }, (error) => log(`defining the demo tasks failed: ${error.code}: ${error.message}`, 'error'))
+    .finally(() => {
+      refresh();
+      setInterval(() => {
+        if (document.visibilityState === 'visible') refresh();
+      }, 1000);
+      document.addEventListener('visibilitychange', () => {
+        if (document.visibilityState === 'visible') refresh();
+      });
+    });
 }
 
 async function showMemoryStats(orion) {

@@ -6,8 +6,9 @@ test('the demo starts the worker and shows its status, versions and health', asy
   await expect(page.locator('#worker-version')).toContainText('protocol v1');
   await expect(page.locator('#worker-version')).toContainText('client 0.1.0');
   const rows = page.locator('#health tbody tr');
-  await expect(rows).toHaveCount(4);
+  await expect(rows).toHaveCount(5);
   await expect(page.locator('tr[data-component="embedder"] td').nth(1)).toHaveText('healthy');
+  await expect(page.locator('tr[data-component="tasks"] td').nth(1)).toHaveText('healthy');
   await expect(page.locator('tr[data-component="protocol"] td').nth(1)).toHaveText('healthy');
   await expect(page.locator('tr[data-component="runtime"] td').nth(1)).toHaveText('healthy');
   await page.click('#ping');
@@ -48,5 +49,8 @@ test('the page has no inline script and runs no eval', async ({ page }) => {
   expect(await page.locator('script:not([src])').count()).toBe(0);
   await page.click('#ping');
   await expect(page.locator('#ping-result')).toContainText('pong');
+  // The tasks panel renders rows (with a <progress>) and runs page code for a job.
+  await page.click('#run-job');
+  await expect(page.locator('#task-jobs tr[data-job-id] td[data-state="completed"]')).toHaveCount(1, { timeout: 15_000 });
   expect(violations).toEqual([]);
 });
