@@ -113,6 +113,9 @@ pub struct TaskHooks {
     pub alerts: Rc<dyn Fn(Vec<AlertEvent>)>,
 }
 
+/// How long the loop waits after a failed tick before the next one, in ms.
+pub const TICK_RETRY_MS: u64 = 1_000;
+
 /// How often the loop re-evaluates alert rules while any is configured, in ms: a backlog alert
 /// must see the backlog last, and a failure-rate alert resolves as its window slides on.
 pub const ALERT_EVALUATION_MS: u64 = 5_000;
@@ -630,11 +633,13 @@ impl Tasks {
         Box::pin(async move {
             loop {
                 let outcome = tasks.tick().await;
+                // At least 1 ms, so that work that cannot start yet does not spin; after a failed
+                // tick (the store refusing), a second, so that a broken store is not hammered.
+                let least = if outcome.is_ok() { 1 } else { TICK_RETRY_MS };
                 (tasks.hooks.report)(outcome.map_err(|error| error.to_string()));
-                let delay = tasks.next_wake_at().map(|at| {
-                    // At least 1 ms, so that work that cannot start yet does not spin.
-                    at.saturating_sub(tasks.clock.now_ms()).max(1)
-                });
+                let delay = tasks
+                    .next_wake_at()
+                    .map(|at| at.saturating_sub(tasks.clock.now_ms()).max(least));
                 let wait_for_wake = woken.next();
                 let woke = match delay {
                     Some(ms) => match select(wait_for_wake, (tasks.hooks.sleep)(ms)).await {
