@@ -51,6 +51,14 @@ try {
     const top = await page.locator('#memory-results li').first().innerText();
     return `"${await page.inputValue('#memory-query')}" → ${top}; ${await text('#memory-stats')}`;
   });
+  await step('run a background job', async () => {
+    await page.locator('#run-job:not([disabled])').waitFor({ timeout: 20_000 });
+    await page.click('#run-job');
+    const row = page.locator('#tasks-panel tr[data-job-id]', { has: page.locator('td[data-state="completed"]') }).first();
+    await row.waitFor({ timeout: 20_000 });
+    const cells = await row.locator('td').allInnerTexts();
+    return `${cells.slice(0, 3).join(' | ')}; ${await text('#tasks-leader')}; ${await text('#tasks-updated')}`;
+  });
   await step('health table', async () => {
     await page.click('#refresh');
     await page.locator('#health tbody tr').first().waitFor();
