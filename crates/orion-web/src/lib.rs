@@ -5,6 +5,7 @@
 //! only converts between JS values and the core's types, guards against hostile messages before
 //! copying them into wasm memory, and reports panics to the page before the instance dies.
 
+mod bench_tasks;
 mod clock;
 pub mod headroom;
 mod memory_sync;

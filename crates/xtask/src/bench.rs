@@ -1,6 +1,7 @@
 //! `cargo xtask bench embed` measures ORION's embedders and transformers.js side by side, `cargo
-//! xtask bench memory` ORION's memory store against idb-keyval and Dexie, each in one headless
-//! Chromium run. Each writes its own section of `docs/BENCHMARKS.md` and keeps the rest.
+//! xtask bench memory` ORION's memory store against idb-keyval and Dexie, `cargo xtask bench tasks`
+//! ORION's job queue against p-queue and Dexie (and its schedules' firing latency), each in one
+//! headless Chromium run. Each writes its own section of `docs/BENCHMARKS.md` and keeps the rest.
 //!
 //! The harnesses and their npm packages are in `tests/bench/`, installed only here
 //! ([`setup::bench_packages`]).
@@ -23,8 +24,11 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
         Some("embed") => embed(root),
         Some("memory") => memory(root),
-        Some(other) => bail!("unknown benchmark `{other}` (try `embed` or `memory`)"),
-        None => bail!("which benchmark? `cargo xtask bench embed` or `cargo xtask bench memory`"),
+        Some("tasks") => tasks(root),
+        Some(other) => bail!("unknown benchmark `{other}` (try `embed`, `memory` or `tasks`)"),
+        None => bail!(
+            "which benchmark? `cargo xtask bench embed`, `cargo xtask bench memory` or `cargo xtask bench tasks`"
+        ),
     }
 }
 
@@ -117,6 +121,11 @@ fn embed(root: &Path) -> Result<()> {
 fn memory(root: &Path) -> Result<()> {
     let figures = run_harness(root, "memory.mjs", "memory store")?;
     write_section(root, "memory", &memory_document(&figures, &Machine::read()))
+}
+
+fn tasks(root: &Path) -> Result<()> {
+    let figures = run_harness(root, "tasks.mjs", "background tasks")?;
+    write_section(root, "tasks", &tasks_document(&figures, &Machine::read()))
 }
 
 /// Where and when a benchmark ran.
@@ -580,6 +589,274 @@ ORION's write time ÷ the library's, for the same number of records:\n\n\
     )
 }
 
+/// `a ÷ b` as a ratio for a table cell: two decimals, three below 0.1, `n/a` when undefined.
+fn ratio(a: f64, b: f64) -> String {
+    let r = a / b;
+    if !r.is_finite() || r <= 0.0 {
+        "n/a".to_owned()
+    } else if r < 0.1 {
+        format!("{r:.3}×")
+    } else {
+        format!("{r:.2}×")
+    }
+}
+
+/// A count per job for a table cell.
+fn per_job(count: f64, jobs: f64) -> String {
+    let value = count / jobs;
+    if value.is_finite() {
+        format!("{value:.3}")
+    } else {
+        "n/a".to_owned()
+    }
+}
+
+/// The section of `cargo xtask bench tasks`.
+fn tasks_document(figures: &Value, machine: &Machine) -> String {
+    let memory = &figures["memory"];
+    let idb = &figures["indexeddb"];
+    let peers = &figures["peers"];
+    let runs = num(&figures["runs"]);
+    // Jobs/s of an ORION figure: (enqueue, tick → complete, enqueue → complete).
+    let orion_rates = |v: &Value| {
+        let jobs = num(&v["jobs"]);
+        (
+            rate(jobs, num(&v["enqueueMs"])),
+            rate(jobs, num(&v["drainMs"])),
+            rate(jobs, num(&v["totalMs"])),
+        )
+    };
+    let peer_jobs = |v: &Value| num(&v["runs"][0]["jobs"]);
+    let pqueue = rate(
+        peer_jobs(&peers["pqueue"]),
+        num(&peers["pqueue"]["totalMs"]),
+    );
+    let pqueue_serial = rate(
+        peer_jobs(&peers["pqueueSerial"]),
+        num(&peers["pqueueSerial"]["totalMs"]),
+    );
+    let dexie = rate(peer_jobs(&peers["dexie"]), num(&peers["dexie"]["writeMs"]));
+    let idb_per_job = rate(
+        peer_jobs(&peers["idbPerJob"]),
+        num(&peers["idbPerJob"]["ms"]),
+    );
+    let idb_grouped = rate(
+        peer_jobs(&peers["idbGrouped"]),
+        num(&peers["idbGrouped"]["ms"]),
+    );
+
+    let mut in_memory = String::new();
+    for (label, v, peer) in [
+        (
+            "`enqueue_bulk`, 1000 per call; concurrency 1000",
+            &memory["bulk"],
+            pqueue,
+        ),
+        (
+            "`enqueue` one job per call; concurrency 1000",
+            &memory["single"],
+            pqueue,
+        ),
+        (
+            "`enqueue_bulk`, 1000 per call; concurrency 1",
+            &memory["serial"],
+            pqueue_serial,
+        ),
+    ] {
+        let (enqueue, drain, total) = orion_rates(v);
+        in_memory.push_str(&format!(
+            "| {label} | {:.0} | {} | {} | {} | {:.1} | {} | {} |\n",
+            num(&v["jobs"]),
+            per_second(enqueue),
+            per_second(drain),
+            per_second(total),
+            1e6 / total,
+            per_second(peer),
+            ratio(total, peer),
+        ));
+    }
+
+    let mut persisted = String::new();
+    for (label, v, peer) in [
+        ("`enqueue_bulk`, 1000 per call", &idb["bulk"], Some(dexie)),
+        ("`enqueue` one job per call", &idb["single"], None),
+    ] {
+        let (enqueue, drain, total) = orion_rates(v);
+        persisted.push_str(&format!(
+            "| {label} | {:.0} | {} | {} | {} | {} | {} |\n",
+            num(&v["jobs"]),
+            per_second(enqueue),
+            per_second(drain),
+            per_second(total),
+            peer.map_or("".to_owned(), per_second),
+            peer.map_or("".to_owned(), |peer| ratio(enqueue, peer)),
+        ));
+    }
+
+    let mut calls = String::new();
+    for (label, v) in [
+        (
+            "in memory, `enqueue_bulk`, concurrency 1000",
+            &memory["bulk"],
+        ),
+        ("in memory, concurrency 1", &memory["serial"]),
+        ("IndexedDB, `enqueue_bulk`, concurrency 1000", &idb["bulk"]),
+    ] {
+        let first = &v["runs"][0];
+        let jobs = num(&first["jobs"]);
+        let (enqueue, drain) = (&first["enqueueCalls"], &first["drainCalls"]);
+        calls.push_str(&format!(
+            "| {label} | {} | {} | {} | {} | {} | {} | {:.0} % |\n",
+            per_job(num(&enqueue["writes"]), jobs),
+            per_job(num(&drain["gets"]), jobs),
+            per_job(num(&drain["getRows"]), jobs),
+            per_job(num(&drain["writes"]), jobs),
+            per_job(num(&drain["writeOps"]), jobs),
+            num(&first["ticks"]),
+            100.0 * num(&v["tickMs"]) / num(&v["drainMs"]),
+        ));
+    }
+
+    let latency = &figures["latency"];
+    let mut lateness = String::new();
+    for (what, v) in [
+        ("due → the page's handler called", latency),
+        (
+            "due → enqueued by the scheduler (the job's `createdAt`)",
+            &latency["enqueued"],
+        ),
+        ("enqueued → the page's handler called", &latency["started"]),
+    ] {
+        lateness.push_str(&format!(
+            "| {what} | {:.0} | {:.0} | {:.0} | {:.0} | {:.1} |\n",
+            num(&v["p50"]),
+            num(&v["p95"]),
+            num(&v["p99"]),
+            num(&v["max"]),
+            num(&v["mean"]),
+        ));
+    }
+
+    let client = &figures["client"];
+    let client_rate = rate(num(&client["jobs"]), num(&client["totalMs"]));
+    let (_, _, memory_total) = orion_rates(&memory["bulk"]);
+    let (idb_enqueue, _, idb_total) = orion_rates(&idb["bulk"]);
+    let p99 = num(&latency["p99"]);
+    let mut targets = String::new();
+    for (what, bound, value, unit, at_most) in [
+        (
+            "in-memory dispatch, enqueue → run → complete, no-op handler (`enqueue_bulk`, concurrency 1000)",
+            50_000.0,
+            memory_total,
+            "jobs/s",
+            false,
+        ),
+        (
+            "IndexedDB, enqueue in batches (`enqueue_bulk`, 1000 per call)",
+            5_000.0,
+            idb_enqueue,
+            "jobs/s",
+            false,
+        ),
+        (
+            "IndexedDB, end to end (enqueue in batches → run → complete)",
+            1_000.0,
+            idb_total,
+            "jobs/s",
+            false,
+        ),
+        (
+            "schedule firing latency, p99 (through the npm API)",
+            50.0,
+            p99,
+            "ms",
+            true,
+        ),
+    ] {
+        let (shown, limit) = if at_most {
+            (format!("{value:.0} {unit}"), format!("≤ {bound:.0} {unit}"))
+        } else {
+            (
+                format!("{} {unit}", per_second(value)),
+                format!("≥ {bound:.0} {unit}"),
+            )
+        };
+        targets.push_str(&format!(
+            "| {what} | {limit} | {shown} | {} |\n",
+            verdict(value, bound, at_most)
+        ));
+    }
+
+    let record = serde_json::to_string(&figures["jobRecord"]).unwrap_or_default();
+    let version = env!("CARGO_PKG_VERSION");
+    format!(
+        "## Background tasks (`cargo xtask bench tasks`)\n\n\
+Written by `cargo xtask bench tasks` {machine}, ORION {version} (release build, wasm32 with \
+`+simd128`, one thread), p-queue {pqueue_version}, Dexie {dexie_version}.\n\n\
+One Chromium run. The queue figures measure ORION's Rust engine, not its page ↔ worker protocol: \
+a dedicated worker of the benchmark's own loads `pkg/wasm/orion_web.js` as ORION's worker does \
+and calls `benchTaskDispatch` (`crates/orion-web/src/bench_tasks.rs`), which opens a `JobQueue` on \
+a `MemStore` or on IndexedDB (`orion_store::IdbStore`, a fresh database per run), registers a \
+no-op Rust handler on one queue, enqueues the jobs (data `{{\"i\": n}}`, default options), then \
+drives them to the end as the worker's task loop does (tick, spawn the started runs, tick again \
+when runs have ended). Each figure is the median of {runs:.0} runs after a smaller warm-up run; \
+times are `performance.now()` in the worker. p-queue (`add` of no-op tasks, then `onIdle()`) and \
+Dexie (`bulkPut` into a fresh database with the indexes of ORION's `jobs` store: key `id`, \
+`[state+id]`, `[name+id]`) run in the same worker, from the served `tests/bench/node_modules/`. \
+Dexie writes the rows ORION stores for the same jobs (one per job, built before the timed calls, \
+{batch:.0} per call), e.g.:\n\n\
+```json\n{record}\n```\n\n\
+### In memory, jobs/s\n\n\
+| ORION run | jobs | enqueue | tick → complete | enqueue → complete | µs per job | p-queue, same concurrency | ORION ÷ p-queue |\n\
+| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n\
+{in_memory}\n\
+### IndexedDB, jobs/s\n\n\
+| ORION run (concurrency 1000) | jobs | enqueue | tick → complete | enqueue → complete | Dexie `bulkPut`, same rows and batches | ORION enqueue ÷ Dexie |\n\
+| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n\
+{persisted}\n\
+The IndexedDB floor under the end-to-end figure, with raw IndexedDB (no library, same worker, \
+same rows already stored): writing each job's outcome as ORION's queue does, a read transaction \
+of its row then a read-write transaction putting it back completed, 1000 jobs at a time: \
+**{idb_per_job} jobs/s**; with one read and one write transaction per 100 jobs instead: \
+**{idb_grouped} jobs/s**.\n\n\
+### Store calls per job (first run), and the share of the drain spent in `tick()`\n\n\
+Each call (a read or a write) is one transaction in IndexedDB.\n\n\
+| run | enqueue writes | drain reads | drain rows read | drain writes | drain rows written | ticks | drain time in `tick()` |\n\
+| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n\
+{calls}\n\
+### Through the npm API (the leader tab)\n\n\
+- End to end: `orion.tasks.simple.define('bench.noop', () => null, {{ concurrency: {client_concurrency:.0} }})`, \
+then {client_jobs:.0} `orion.tasks.simple.schedule` calls at once, until `tasks.counts()` reports \
+them all completed (IndexedDB; each job's handler runs in the page: a `task_run` event and a \
+`tasks_result` answer): {client_total:.0} ms, **{client_rate} jobs/s** (the `schedule` calls \
+alone resolved after {client_schedule:.0} ms).\n\
+- Schedule firing latency: `orion.tasks.schedules.upsert('lat', {{ every: {every:.0} }}, {{ name: \
+'bench.tick' }})`, the page's handler recording `Date.now() - dueMs` (the job id is \
+`lat:<dueMs>`), over {fires:.0} fires; the job's `createdAt` (read with `tasks.status` \
+afterwards) splits it, ms:\n\n\
+| | p50 | p95 | p99 | max | mean |\n\
+| --- | ---: | ---: | ---: | ---: | ---: |\n\
+{lateness}\n\
+### Against the issue's targets\n\n\
+| target | bound | measured | |\n\
+| --- | ---: | ---: | --- |\n\
+{targets}",
+        machine = machine.describe(),
+        pqueue_version = figures["versions"]["pQueue"].as_str().unwrap_or("?"),
+        dexie_version = figures["versions"]["dexie"].as_str().unwrap_or("?"),
+        batch = num(&figures["batch"]),
+        client_concurrency = num(&client["concurrency"]),
+        client_jobs = num(&client["jobs"]),
+        client_total = num(&client["totalMs"]),
+        client_rate = per_second(client_rate),
+        client_schedule = num(&client["scheduleMs"]),
+        every = num(&latency["every"]),
+        fires = num(&latency["fires"]),
+        idb_per_job = per_second(idb_per_job),
+        idb_grouped = per_second(idb_grouped),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -688,5 +965,77 @@ mod tests {
             assert!(doc.contains(needle), "missing {needle:?} in\n{doc}");
         }
         assert!(!doc.contains("The store held"));
+    }
+
+    #[test]
+    fn the_tasks_document_has_every_figure_ratio_and_target() {
+        let calls = |gets: u32, writes: u32| serde_json::json!({ "gets": gets, "getRows": gets, "writes": writes, "writeOps": writes, "other": 0 });
+        let orion = |jobs: u32, enqueue: f64, drain: f64| {
+            serde_json::json!({
+                "jobs": jobs, "batch": 1000, "concurrency": 1000,
+                "enqueueMs": enqueue, "drainMs": drain, "tickMs": drain / 2.0, "totalMs": enqueue + drain,
+                "runs": [{ "jobs": jobs, "ticks": 21, "enqueueCalls": calls(0, jobs / 1000), "drainCalls": calls(jobs, 2 * jobs) }],
+            })
+        };
+        let peer = |jobs: u32, key: &str, ms: f64| serde_json::json!({ key: ms, "runs": [{ "jobs": jobs }] });
+        let latency = |p99: f64| serde_json::json!({ "p50": 5, "p95": 20, "p99": p99, "max": 80, "mean": 8.5, "min": 3 });
+        let mut total = latency(40.0);
+        total["every"] = 200.into();
+        total["fires"] = 100.into();
+        total["enqueued"] = latency(30.0);
+        total["started"] = latency(10.0);
+        let figures = serde_json::json!({
+            "runs": 3, "batch": 1000,
+            "versions": { "pQueue": "10.0.0", "dexie": "4.4.7" },
+            "jobRecord": { "id": "j1", "state": "waiting" },
+            "memory": {
+                "bulk": orion(20000, 100.0, 300.0),
+                "single": orion(20000, 200.0, 300.0),
+                "serial": orion(5000, 50.0, 450.0),
+            },
+            "indexeddb": { "bulk": orion(10000, 1000.0, 9000.0), "single": orion(1000, 500.0, 1500.0) },
+            "peers": {
+                "pqueue": peer(20000, "totalMs", 200.0),
+                "pqueueSerial": peer(5000, "totalMs", 50.0),
+                "dexie": peer(10000, "writeMs", 2000.0),
+                "idbPerJob": peer(5000, "ms", 10000.0),
+                "idbGrouped": peer(10000, "ms", 1000.0),
+            },
+            "client": { "jobs": 2000, "concurrency": 100, "scheduleMs": 1000.0, "totalMs": 4000.0 },
+            "latency": total,
+        });
+        let doc = tasks_document(&figures, &test_machine());
+        for needle in [
+            "## Background tasks (`cargo xtask bench tasks`)",
+            "on 2026-01-01: CPU, 2 cores",
+            "p-queue 10.0.0, Dexie 4.4.7",
+            "{\"id\":\"j1\",\"state\":\"waiting\"}",
+            "| `enqueue_bulk`, 1000 per call; concurrency 1000 | 20000 | 200000 | 66667 | 50000 | 20.0 | 100000 | 0.50× |",
+            "| `enqueue` one job per call; concurrency 1000 | 20000 | 100000 | 66667 | 40000 | 25.0 | 100000 | 0.40× |",
+            "| `enqueue_bulk`, 1000 per call; concurrency 1 | 5000 | 100000 | 11111 | 10000 | 100.0 | 100000 | 0.10× |",
+            "| `enqueue_bulk`, 1000 per call | 10000 | 10000 | 1111 | 1000 | 5000 | 2.00× |",
+            "| `enqueue` one job per call | 1000 | 2000 | 667 | 500 |  |  |",
+            "**500 jobs/s**; with one read and one write transaction per 100 jobs instead: **10000 jobs/s**",
+            "| IndexedDB, `enqueue_bulk`, concurrency 1000 | 0.001 | 1.000 | 1.000 | 2.000 | 2.000 | 21 | 50 % |",
+            "4000 ms, **500 jobs/s**",
+            "| due → the page's handler called | 5 | 20 | 40 | 80 | 8.5 |",
+            "| due → enqueued by the scheduler (the job's `createdAt`) | 5 | 20 | 30 | 80 | 8.5 |",
+            "| in-memory dispatch, enqueue → run → complete, no-op handler (`enqueue_bulk`, concurrency 1000) | ≥ 50000 jobs/s | 50000 jobs/s | **met** |",
+            "| IndexedDB, enqueue in batches (`enqueue_bulk`, 1000 per call) | ≥ 5000 jobs/s | 10000 jobs/s | **met** |",
+            "| IndexedDB, end to end (enqueue in batches → run → complete) | ≥ 1000 jobs/s | 1000 jobs/s | **met** |",
+            "| schedule firing latency, p99 (through the npm API) | ≤ 50 ms | 40 ms | **met** |",
+        ] {
+            assert!(doc.contains(needle), "missing {needle:?} in\n{doc}");
+        }
+        assert_eq!(ratio(1.0, 40.0), "0.025×");
+        assert_eq!(ratio(1.0, 0.0), "n/a");
+        // A figure that is missing shows as n/a rather than a number, and fails its target.
+        let mut partial = figures.clone();
+        partial["indexeddb"]["bulk"] = serde_json::Value::Null;
+        let doc = tasks_document(&partial, &test_machine());
+        assert!(
+            doc.contains("| ≥ 1000 jobs/s | n/a jobs/s | not met |"),
+            "{doc}"
+        );
     }
 }

@@ -8,8 +8,9 @@
 //!   `--headless`, drive headless Chromium through a scripted session instead and print it.
 //! - `test`: set up, build, then every test: native, wasm in headless Chromium, Playwright.
 //! - `bench embed`: the embedders in headless Chromium; `bench memory`: the memory store (addMany,
-//!   search, cold start) against idb-keyval and Dexie. Each writes its section of
-//!   `docs/BENCHMARKS.md`; their npm packages (`tests/bench/`) are installed only then.
+//!   search, cold start) against idb-keyval and Dexie; `bench tasks`: the job queue (in memory and
+//!   on IndexedDB) against p-queue and Dexie, and schedule firing latency. Each writes its section
+//!   of `docs/BENCHMARKS.md`; their npm packages (`tests/bench/`) are installed only then.
 
 mod bench;
 mod build;
@@ -53,7 +54,7 @@ fn run() -> Result<()> {
         "test" => test::all(&root),
         "bench" => bench::run(&root, rest),
         "help" | "--help" | "-h" => {
-            println!("usage: cargo xtask <setup | build [--dev|--release] | demo [--headless] [--port N] | test | bench <embed|memory>>");
+            println!("usage: cargo xtask <setup | build [--dev|--release] | demo [--headless] [--port N] | test | bench <embed|memory|tasks>>");
             Ok(())
         }
         other => bail!("unknown command `{other}`; try `cargo xtask help`"),

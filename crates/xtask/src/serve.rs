@@ -45,8 +45,9 @@ impl Server {
     /// The server of `cargo xtask bench`: the usual mounts, the benchmarks' npm packages
     /// (`tests/bench/node_modules/`) at `/node_modules/` so that transformers.js, onnxruntime-web's
     /// wasm files, Dexie and idb-keyval come from here (never from a CDN), and the fixture app
-    /// again at `/bench/` under [`BENCH_PAGE_CSP`] for the transformers.js page. Only the
-    /// benchmarks serve these.
+    /// again at `/bench/` under [`BENCH_PAGE_CSP`] for the transformers.js page, and `tests/bench/`
+    /// itself at `/bench-harness/` (scripts a harness runs in the browser, such as a worker). Only
+    /// the benchmarks serve these.
     pub fn start_bench(root: &Path) -> Result<Self> {
         Self::start_with(
             root,
@@ -57,6 +58,8 @@ impl Server {
                     root.join("tests/bench/node_modules"),
                 ),
                 ("/bench/".to_owned(), root.join("tests/fixture-app")),
+                // The harnesses' own scripts (the worker of `bench tasks`).
+                ("/bench-harness/".to_owned(), root.join("tests/bench")),
             ],
             vec![("/bench/".to_owned(), BENCH_PAGE_CSP)],
         )

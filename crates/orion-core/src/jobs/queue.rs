@@ -545,6 +545,83 @@ impl JobQueue {
     /// that id is returned instead. With `debounce`, a pending job of the same debounce id younger
     /// than its ttl is deleted in the same transaction.
     pub async fn enqueue(&self, name: &str, data: Value, options: JobOptions) -> Result<JobRecord> {
+        let job = (name.to_owned(), data, options);
+        let mut records = self.add(vec![job], |_| String::new()).await?;
+        records
+            .pop()
+            .ok_or_else(|| Error::Internal("an enqueue returned no job".into()))
+    }
+
+    /// Adds several jobs (BullMQ's `addBulk`), each `(name, data, options)`, in ONE transaction;
+    /// resolves to one record per job, in order, once they are all stored. Every job is validated
+    /// first, as [`JobQueue::enqueue`] does, and nothing is written if one is refused: the error
+    /// names the job's field (`jobs[3].options.delay`, `jobs[0].name`). Each job means what it
+    /// would mean enqueued alone, the jobs one after the other: a `jobId` already stored (or earlier in the
+    /// batch) returns that job and adds nothing; a `debounce` id replaces the pending job of that
+    /// id younger than its ttl, an earlier job of the batch too (which is then not written, and
+    /// its record is returned as [`JobQueue::enqueue`] would have returned it before it was
+    /// replaced). Waiting jobs run in the batch's order (FIFO within a priority). An empty batch
+    /// writes nothing.
+    pub async fn enqueue_bulk(
+        &self,
+        jobs: Vec<(String, Value, JobOptions)>,
+    ) -> Result<Vec<JobRecord>> {
+        self.add(jobs, |i| format!("jobs[{i}]")).await
+    }
+
+    /// What [`JobQueue::enqueue`] and [`JobQueue::enqueue_bulk`] do, the fields of job `i` named
+    /// under `field(i)` (the empty string: at the top).
+    async fn add(
+        &self,
+        jobs: Vec<(String, Value, JobOptions)>,
+        field: impl Fn(usize) -> String,
+    ) -> Result<Vec<JobRecord>> {
+        for (i, (name, data, options)) in jobs.iter().enumerate() {
+            self.check_job(name, data, options)
+                .map_err(|error| under(&field(i), error))?;
+        }
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let known = self.known_jobs(&jobs).await?;
+        let inner = &self.inner;
+        let now = inner.clock.now_ms();
+        let (out, records, ops, replaced) = {
+            let mut state = inner.state.borrow_mut();
+            let state = &mut *state;
+            let plan = plan(state, jobs, &known, now);
+            // The replaced jobs first: a later job of the batch may take one's `jobId`.
+            let mut ops = Vec::with_capacity(plan.written.len() + plan.replaced.len());
+            for old in &plan.replaced {
+                ops.push(WriteOp::Delete(Table::Jobs, old.clone()));
+            }
+            for record in &plan.written {
+                ops.push(WriteOp::Put(Table::Jobs, record.to_row()?));
+            }
+            // Only a `jobId` can be asked for while the write is pending (a generated id is new).
+            for record in plan.written.iter().filter(|r| r.options.job_id.is_some()) {
+                state.enqueuing.insert(record.id.clone(), record.clone());
+            }
+            (plan.out, plan.written, ops, plan.replaced)
+        };
+        let written = inner.store.write(ops).await;
+        let mut state = inner.state.borrow_mut();
+        for record in records.iter().filter(|r| r.options.job_id.is_some()) {
+            state.enqueuing.remove(&record.id);
+        }
+        written?;
+        for old in &replaced {
+            state.index.remove(old);
+        }
+        for record in &records {
+            state.index.upsert(record);
+        }
+        Ok(out)
+    }
+
+    /// One job as [`JobQueue::enqueue`] checks it: its fields named at the top (`name`, `data`,
+    /// `options.delay`, ...).
+    fn check_job(&self, name: &str, data: &Value, options: &JobOptions) -> Result<()> {
         if !self.is_registered(name) {
             check_id("name", name)?;
             return Err(Error::invalid_input(
@@ -552,81 +629,46 @@ impl JobQueue {
                 format!("no handler is registered for `{name}`"),
             ));
         }
-        check_json_size("data", &data)?;
-        options.validate()?;
-        let inner = &self.inner;
-        if let Some(job_id) = &options.job_id {
-            if let Some(existing) = self.existing(job_id) {
-                return Ok(existing);
+        check_json_size("data", data)?;
+        options.validate()
+    }
+
+    /// The jobs already there under the `jobId`s of `jobs`: being enqueued by this instance, or
+    /// stored (one read for all of them).
+    async fn known_jobs(
+        &self,
+        jobs: &[(String, Value, JobOptions)],
+    ) -> Result<HashMap<String, JobRecord>> {
+        let mut known = HashMap::new();
+        let mut missing = Vec::new();
+        let mut seen = HashSet::new();
+        for (_, _, options) in jobs {
+            let Some(id) = &options.job_id else { continue };
+            if !seen.insert(id) {
+                continue;
             }
-            if let Some(row) = inner
-                .store
-                .get(Table::Jobs, vec![job_id.clone()])
-                .await?
-                .pop()
-                .flatten()
-            {
-                return JobRecord::from_row(&row);
-            }
-            if let Some(existing) = self.existing(job_id) {
-                return Ok(existing);
+            match self.existing(id) {
+                Some(record) => {
+                    known.insert(id.clone(), record);
+                }
+                None => missing.push(id.clone()),
             }
         }
-        let now = inner.clock.now_ms();
-        let (record, replaced) = {
-            let mut state = inner.state.borrow_mut();
-            let state = &mut *state;
-            let id = match &options.job_id {
-                Some(id) => id.clone(),
-                None => state.ids.next("j", now, &mut state.rng),
+        if missing.is_empty() {
+            return Ok(known);
+        }
+        let rows = self.inner.store.get(Table::Jobs, missing.clone()).await?;
+        for (id, row) in missing.into_iter().zip(rows) {
+            // Stored, or being enqueued by another call since the read began.
+            let record = match row {
+                Some(row) => Some(JobRecord::from_row(&row)?),
+                None => self.existing(&id),
             };
-            let replaced = options
-                .debounce
-                .as_ref()
-                .and_then(|d| state.index.debounced(&d.id, now))
-                .map(str::to_owned);
-            let delayed = options.delay > 0;
-            let record = JobRecord {
-                id,
-                name: name.to_owned(),
-                data,
-                state: if delayed {
-                    JobState::Delayed
-                } else {
-                    JobState::Waiting
-                },
-                seq: state.take_seq(),
-                attempts_made: 0,
-                stalled_count: 0,
-                progress: json!(0),
-                result: None,
-                error: None,
-                created_at: now,
-                ready_at: (!delayed).then_some(now),
-                processed_at: None,
-                finished_at: None,
-                next_run_at: delayed.then(|| now.saturating_add(options.delay)),
-                lease_until: None,
-                run_id: None,
-                debounce_until: options.debounce.as_ref().map(|d| now.saturating_add(d.ttl)),
-                options,
-            };
-            state.enqueuing.insert(record.id.clone(), record.clone());
-            (record, replaced)
-        };
-        let mut ops = vec![WriteOp::Put(Table::Jobs, record.to_row()?)];
-        if let Some(old) = &replaced {
-            ops.push(WriteOp::Delete(Table::Jobs, old.clone()));
+            if let Some(record) = record {
+                known.insert(id, record);
+            }
         }
-        let written = inner.store.write(ops).await;
-        let mut state = inner.state.borrow_mut();
-        state.enqueuing.remove(&record.id);
-        written?;
-        if let Some(old) = &replaced {
-            state.index.remove(old);
-        }
-        state.index.upsert(&record);
-        Ok(record)
+        Ok(known)
     }
 
     /// The job of this id this instance is enqueueing right now (written, not yet committed).
@@ -1115,6 +1157,132 @@ impl JobQueue {
             inner.store.write(ops).await?;
         }
         Ok((records, changes))
+    }
+}
+
+/// What enqueueing a batch of jobs writes.
+struct Plan {
+    /// The record answered for each job, in order.
+    out: Vec<JobRecord>,
+    /// The new jobs to store, in order.
+    written: Vec<JobRecord>,
+    /// The stored pending jobs the batch's debounce ids replace (deleted in the same transaction).
+    replaced: Vec<String>,
+}
+
+/// The records of `jobs` (validated) at `now`, as enqueueing them one after the other would make
+/// them (see [`JobQueue::enqueue_bulk`]); `known` holds the jobs already there under their
+/// `jobId`s.
+fn plan(
+    state: &mut State,
+    jobs: Vec<(String, Value, JobOptions)>,
+    known: &HashMap<String, JobRecord>,
+    now: u64,
+) -> Plan {
+    let mut out = Vec::with_capacity(jobs.len());
+    // `None` for a job a later one of the batch replaced.
+    let mut written: Vec<Option<JobRecord>> = Vec::with_capacity(jobs.len());
+    // The batch's new jobs by `jobId` and by debounce id: positions in `written`.
+    let mut by_id: HashMap<String, usize> = HashMap::new();
+    let mut by_debounce: HashMap<String, usize> = HashMap::new();
+    let mut replaced: Vec<String> = Vec::new();
+    for (name, data, options) in jobs {
+        if let Some(job_id) = &options.job_id {
+            let earlier = match by_id.get(job_id) {
+                Some(&at) => written[at].clone(),
+                // Unless an earlier job of the batch replaced it.
+                None => known
+                    .get(job_id)
+                    .filter(|_| !replaced.contains(job_id))
+                    .cloned(),
+            };
+            if let Some(record) = earlier {
+                out.push(record);
+                continue;
+            }
+        }
+        if let Some(debounce) = &options.debounce {
+            match by_debounce.remove(&debounce.id) {
+                // An earlier job of the batch: pending, and as old as this one (a ttl is ≥ 1 ms).
+                Some(at) => {
+                    if let Some(old) = written[at].take() {
+                        by_id.remove(&old.id);
+                    }
+                }
+                None => {
+                    if let Some(old) = state.index.debounced(&debounce.id, now) {
+                        replaced.push(old.to_owned());
+                    }
+                }
+            }
+        }
+        let record = new_record(state, name, data, options, now);
+        if record.options.job_id.is_some() {
+            by_id.insert(record.id.clone(), written.len());
+        }
+        if let Some(debounce) = &record.options.debounce {
+            by_debounce.insert(debounce.id.clone(), written.len());
+        }
+        out.push(record.clone());
+        written.push(Some(record));
+    }
+    Plan {
+        out,
+        written: written.into_iter().flatten().collect(),
+        replaced,
+    }
+}
+
+/// A new job of queue `name` at `now`: its `jobId` or a generated id, the next `seq`, `waiting`
+/// (or `delayed` with a `delay`).
+fn new_record(
+    state: &mut State,
+    name: String,
+    data: Value,
+    options: JobOptions,
+    now: u64,
+) -> JobRecord {
+    let id = match &options.job_id {
+        Some(id) => id.clone(),
+        None => state.ids.next("j", now, &mut state.rng),
+    };
+    let delayed = options.delay > 0;
+    JobRecord {
+        id,
+        name,
+        data,
+        state: if delayed {
+            JobState::Delayed
+        } else {
+            JobState::Waiting
+        },
+        seq: state.take_seq(),
+        attempts_made: 0,
+        stalled_count: 0,
+        progress: json!(0),
+        result: None,
+        error: None,
+        created_at: now,
+        ready_at: (!delayed).then_some(now),
+        processed_at: None,
+        finished_at: None,
+        next_run_at: delayed.then(|| now.saturating_add(options.delay)),
+        lease_until: None,
+        run_id: None,
+        debounce_until: options.debounce.as_ref().map(|d| now.saturating_add(d.ttl)),
+        options,
+    }
+}
+
+/// `error` with its field put under `prefix` (`options.delay` → `jobs[3].options.delay`); an
+/// empty prefix leaves it as it is.
+fn under(prefix: &str, error: Error) -> Error {
+    match error {
+        Error::InvalidInput { field, reason } if !prefix.is_empty() => Error::InvalidInput {
+            field: format!("{prefix}.{field}"),
+            reason,
+        },
+        other => other,
     }
 }
 

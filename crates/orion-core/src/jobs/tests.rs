@@ -1702,3 +1702,295 @@ fn a_job_records_when_it_became_ready_for_wait_times() {
     row.fields.remove("readyAt");
     assert_eq!(JobRecord::from_row(&row).unwrap().ready_at, None);
 }
+
+/// A job as the bulk tests write it: queue, data, options as the client sends them.
+type Job<'a> = (&'a str, Value, Value);
+
+fn bulk(f: &Fixture, jobs: &[Job]) -> Result<Vec<JobRecord>> {
+    let jobs = jobs
+        .iter()
+        .map(|(name, data, options)| {
+            // Read, not validated: enqueue_bulk checks the ranges.
+            let options: JobOptions = serde_json::from_value(options.clone()).unwrap();
+            ((*name).to_owned(), data.clone(), options)
+        })
+        .collect();
+    block_on(f.queue.enqueue_bulk(jobs))
+}
+
+fn all_jobs(f: &Fixture) -> Vec<JobRecord> {
+    let filter = JobFilter {
+        limit: 1000,
+        ..JobFilter::default()
+    };
+    block_on(f.queue.list(filter)).unwrap().items
+}
+
+#[test]
+fn enqueue_bulk_stores_every_job_in_one_transaction_and_runs_them_in_order() {
+    let mut f = Fixture::new();
+    f.register("r", 1);
+    let writes = f.store.committed_writes();
+    let jobs: Vec<Job> = (0..50)
+        .map(|i| {
+            let queue = if i % 2 == 0 { "q" } else { "r" };
+            (queue, json!({ "i": i }), json!({}))
+        })
+        .collect();
+    let records = bulk(&f, &jobs).unwrap();
+    assert_eq!(f.store.committed_writes(), writes + 1, "one transaction");
+    assert_eq!(records.len(), 50);
+    for (i, record) in records.iter().enumerate() {
+        assert_eq!(record.data, json!({ "i": i }));
+        assert_eq!(record.state, JobState::Waiting);
+        assert_eq!(f.job(&record.id), *record);
+    }
+    assert_eq!(f.queue.counts().all.waiting, 50);
+    f.step();
+    let ran = f.called();
+    let order = |queue: &str| -> Vec<String> {
+        records
+            .iter()
+            .filter(|r| r.name == queue)
+            .map(|r| r.id.clone())
+            .collect()
+    };
+    for queue in ["q", "r"] {
+        let ran_here: Vec<String> = ran
+            .iter()
+            .filter(|id| order(queue).contains(id))
+            .cloned()
+            .collect();
+        assert_eq!(
+            ran_here,
+            order(queue),
+            "FIFO in the batch's order on {queue}"
+        );
+    }
+    assert_eq!(f.queue.counts().all.completed, 50);
+    // An empty batch writes nothing.
+    let writes = f.store.committed_writes();
+    assert!(bulk(&f, &[]).unwrap().is_empty());
+    assert_eq!(f.store.committed_writes(), writes);
+}
+
+#[test]
+fn enqueue_bulk_names_the_jobs_field_and_writes_nothing_on_error() {
+    let f = Fixture::new();
+    let writes = f.store.committed_writes();
+    let ok = ("q", json!({}), json!({}));
+    let cases: Vec<(Vec<Job>, &str)> = vec![
+        (
+            vec![
+                ok.clone(),
+                ok.clone(),
+                ok.clone(),
+                ("q", json!({}), json!({"delay": MAX_DELAY_MS + 1})),
+            ],
+            "jobs[3].options.delay",
+        ),
+        (
+            vec![("nobody", json!({}), json!({})), ok.clone()],
+            "jobs[0].name",
+        ),
+        (vec![ok.clone(), ("", json!({}), json!({}))], "jobs[1].name"),
+        (
+            vec![
+                ok.clone(),
+                ok.clone(),
+                ("q", json!("x".repeat(MAX_DATA_BYTES)), json!({})),
+            ],
+            "jobs[2].data",
+        ),
+        (
+            vec![
+                ok.clone(),
+                ("q", json!({}), json!({"debounce": {"id": "d", "ttl": 0}})),
+            ],
+            "jobs[1].options.debounce.ttl",
+        ),
+        (
+            vec![("q", json!({}), json!({"jobId": " "})), ok.clone()],
+            "jobs[0].options.jobId",
+        ),
+    ];
+    for (jobs, field) in cases {
+        let error = bulk(&f, &jobs).unwrap_err();
+        assert_eq!(error.code(), crate::ErrorCode::InvalidInput, "{field}");
+        assert_eq!(invalid_field(error), field);
+    }
+    // Options built in Rust are checked too.
+    let jobs = vec![
+        ("q".to_owned(), json!({}), JobOptions::default()),
+        (
+            "q".to_owned(),
+            json!({}),
+            JobOptions {
+                attempts: 0,
+                ..JobOptions::default()
+            },
+        ),
+    ];
+    let error = block_on(f.queue.enqueue_bulk(jobs)).unwrap_err();
+    assert_eq!(invalid_field(error), "jobs[1].options.attempts");
+    assert_eq!(f.store.committed_writes(), writes);
+    assert_eq!(block_on(f.store.count(Table::Jobs)).unwrap(), 0);
+    assert_eq!(f.queue.counts().all, StateCounts::default());
+}
+
+#[test]
+fn enqueue_bulk_keeps_job_ids_and_debounce_as_enqueue_does() {
+    let f = Fixture::new();
+    block_on(f.queue.pause_queue("q")).unwrap();
+    let stored = f.add("q", json!({"v": 0}), json!({"jobId": "report"}));
+    let pending = f.add(
+        "q",
+        json!({"v": 0}),
+        json!({"debounce": {"id": "save", "ttl": 1000}}),
+    );
+    let records = bulk(
+        &f,
+        &[
+            ("q", json!({"v": 1}), json!({"jobId": "report"})),
+            ("q", json!({"v": 2}), json!({"jobId": "fresh"})),
+            (
+                "q",
+                json!({"v": 3}),
+                json!({"jobId": "fresh", "priority": 1}),
+            ),
+            (
+                "q",
+                json!({"v": 4}),
+                json!({"debounce": {"id": "save", "ttl": 1000}}),
+            ),
+            (
+                "q",
+                json!({"v": 5}),
+                json!({"debounce": {"id": "save", "ttl": 1000}}),
+            ),
+        ],
+    )
+    .unwrap();
+    assert_eq!(records[0], stored, "a stored jobId is returned, not added");
+    assert_eq!(records[1].id, "fresh");
+    assert_eq!(
+        records[2], records[1],
+        "the batch's first job of a jobId wins"
+    );
+    // Job 3 replaced the stored pending job, then job 4 replaced job 3.
+    assert!(block_on(f.queue.get(&pending.id)).unwrap().is_none());
+    assert!(block_on(f.queue.get(&records[3].id)).unwrap().is_none());
+    assert_eq!(f.job(&records[4].id), records[4]);
+    let data: Vec<Value> = all_jobs(&f).into_iter().map(|r| r.data).collect();
+    assert_eq!(data.len(), 3);
+    for v in [0, 2, 5] {
+        assert!(data.contains(&json!({ "v": v })), "{data:?}");
+    }
+    assert_eq!(f.queue.counts().all.waiting, 3);
+    // A replaced job's jobId is free again for a later job of the batch.
+    let records = bulk(
+        &f,
+        &[
+            (
+                "q",
+                json!({"v": 6}),
+                json!({"jobId": "k", "debounce": {"id": "x", "ttl": 9}}),
+            ),
+            (
+                "q",
+                json!({"v": 7}),
+                json!({"debounce": {"id": "x", "ttl": 9}}),
+            ),
+            ("q", json!({"v": 8}), json!({"jobId": "k"})),
+        ],
+    )
+    .unwrap();
+    assert_eq!(f.job("k").data, json!({"v": 8}));
+    assert_eq!(records[2].data, json!({"v": 8}));
+    assert_eq!(f.job(&records[1].id).data, json!({"v": 7}));
+}
+
+#[test]
+fn enqueue_bulk_makes_what_enqueueing_one_by_one_makes() {
+    let prepare = || {
+        let f = Fixture::new();
+        f.register("r", 2);
+        block_on(f.queue.pause_queue("q")).unwrap();
+        f.add("q", json!({}), json!({"jobId": "old"}));
+        f.add(
+            "r",
+            json!({}),
+            json!({"debounce": {"id": "d1", "ttl": 500}}),
+        );
+        f.clock.advance(10);
+        f.add("q", json!({}), json!({"debounce": {"id": "d2", "ttl": 5}}));
+        f.clock.advance(10);
+        f
+    };
+    let jobs: Vec<Job> = vec![
+        ("q", json!({"n": 0}), json!({})),
+        (
+            "r",
+            json!({"n": 1}),
+            json!({"priority": "high", "attempts": 3, "backoff": 10}),
+        ),
+        ("q", json!({"n": 2}), json!({"jobId": "old"})),
+        ("q", json!({"n": 3}), json!({"delay": 50})),
+        (
+            "r",
+            json!({"n": 4}),
+            json!({"debounce": {"id": "d1", "ttl": 500}}),
+        ),
+        (
+            "q",
+            json!({"n": 5}),
+            json!({"debounce": {"id": "d2", "ttl": 5}}),
+        ),
+        (
+            "q",
+            json!({"n": 6}),
+            json!({"jobId": "new", "removeOnComplete": true}),
+        ),
+        ("r", json!({"n": 7}), json!({"jobId": "new"})),
+        ("q", json!({"n": 8}), json!({"timeout": 100, "priority": 1})),
+    ];
+    let mut one = prepare();
+    let singly: Vec<JobRecord> = jobs
+        .iter()
+        .map(|(name, data, options)| one.add(name, data.clone(), options.clone()))
+        .collect();
+    let mut all = prepare();
+    let writes = all.store.committed_writes();
+    let bulked = bulk(&all, &jobs).unwrap();
+    assert_eq!(all.store.committed_writes(), writes + 1);
+    assert_eq!(bulked, singly);
+    assert_eq!(all_jobs(&all), all_jobs(&one));
+    assert_eq!(all.queue.counts(), one.queue.counts());
+    for f in [&mut one, &mut all] {
+        block_on(f.queue.resume_queue("q")).unwrap();
+        f.clock.advance(100);
+        f.step();
+    }
+    assert_eq!(all.called(), one.called());
+    assert_eq!(all_jobs(&all), all_jobs(&one));
+}
+
+#[test]
+fn a_failed_bulk_write_indexes_nothing_and_frees_its_job_ids() {
+    let mut f = Fixture::new();
+    f.store.set_max_rows(Some(2));
+    let jobs = [
+        ("q", json!({}), json!({"jobId": "a"})),
+        ("q", json!({}), json!({})),
+        ("q", json!({}), json!({})),
+    ];
+    assert!(matches!(bulk(&f, &jobs), Err(Error::Quota(_))));
+    assert_eq!(block_on(f.store.count(Table::Jobs)).unwrap(), 0);
+    assert_eq!(f.queue.counts().all, StateCounts::default());
+    assert!(f.step().is_empty());
+    f.store.set_max_rows(None);
+    let records = bulk(&f, &jobs).unwrap();
+    assert_eq!(records[0].id, "a");
+    f.step();
+    assert_eq!(f.queue.counts().all.completed, 3);
+}
