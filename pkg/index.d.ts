@@ -22,7 +22,8 @@ export type ErrorCode =
   | 'ERR_INTERNAL'
   | 'ERR_INVALID_INPUT'
   | 'ERR_QUOTA'
-  | 'ERR_STORE';
+  | 'ERR_STORE'
+  | 'ERR_BACKUP_INVALID';
 
 /** The codes by name, e.g. `ErrorCode.WORKER_CRASHED === 'ERR_WORKER_CRASHED'`. */
 export declare const ErrorCode: Readonly<{
@@ -41,6 +42,7 @@ export declare const ErrorCode: Readonly<{
   INVALID_INPUT: 'ERR_INVALID_INPUT';
   QUOTA: 'ERR_QUOTA';
   STORE: 'ERR_STORE';
+  BACKUP_INVALID: 'ERR_BACKUP_INVALID';
 }>;
 
 /** Every rejection from ORION is an OrionError. */

@@ -24,6 +24,7 @@ export const ErrorCode = Object.freeze({
   INVALID_INPUT: 'ERR_INVALID_INPUT',
   QUOTA: 'ERR_QUOTA',
   STORE: 'ERR_STORE',
+  BACKUP_INVALID: 'ERR_BACKUP_INVALID',
 });
 
 /** An error from ORION. `code` is stable; `message` is for people. */

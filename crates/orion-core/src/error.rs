@@ -90,6 +90,16 @@ pub enum Error {
     /// A bug: an invariant did not hold. The message says which.
     #[error("internal error: {0}")]
     Internal(String),
+    /// A backup file (or a stored backup) is not acceptable: malformed JSON, a wrong format, a
+    /// field of the wrong type or size, a bad checksum, mismatched counts. Nothing was written.
+    #[error("invalid backup at `{path}`: {reason}")]
+    BackupInvalid {
+        /// Where in the document the first problem is, e.g. `data.data[0].rows[17].embedding`
+        /// (`.` for the document itself).
+        path: String,
+        /// What is wrong there.
+        reason: String,
+    },
 }
 
 /// The stable code of an [`Error`], as JS sees it.
@@ -140,11 +150,14 @@ pub enum ErrorCode {
     /// See [`Error::Store`].
     #[serde(rename = "ERR_STORE")]
     Store,
+    /// See [`Error::BackupInvalid`].
+    #[serde(rename = "ERR_BACKUP_INVALID")]
+    BackupInvalid,
 }
 
 impl ErrorCode {
     /// Every code, in declaration order.
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 16] = [
         ErrorCode::InvalidMessage,
         ErrorCode::MessageTooLarge,
         ErrorCode::UnsupportedProtocol,
@@ -160,6 +173,7 @@ impl ErrorCode {
         ErrorCode::InvalidInput,
         ErrorCode::Quota,
         ErrorCode::Store,
+        ErrorCode::BackupInvalid,
     ];
 
     /// The code as JS sees it, e.g. `"ERR_CIRCUIT_OPEN"`.
@@ -180,6 +194,7 @@ impl ErrorCode {
             ErrorCode::InvalidInput => "ERR_INVALID_INPUT",
             ErrorCode::Quota => "ERR_QUOTA",
             ErrorCode::Store => "ERR_STORE",
+            ErrorCode::BackupInvalid => "ERR_BACKUP_INVALID",
         }
     }
 }
@@ -209,6 +224,7 @@ impl Error {
             Error::InvalidInput { .. } => ErrorCode::InvalidInput,
             Error::Quota(_) => ErrorCode::Quota,
             Error::Store(_) => ErrorCode::Store,
+            Error::BackupInvalid { .. } => ErrorCode::BackupInvalid,
         }
     }
 
@@ -224,6 +240,14 @@ impl Error {
     pub fn invalid_input(field: impl Into<String>, reason: impl Into<String>) -> Self {
         Error::InvalidInput {
             field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// A shorthand for [`Error::BackupInvalid`].
+    pub fn backup_invalid(path: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::BackupInvalid {
+            path: path.into(),
             reason: reason.into(),
         }
     }
