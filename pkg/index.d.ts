@@ -565,6 +565,39 @@ export interface ScheduleRecord {
   updatedAt: number;
 }
 
+/** A stored backup. */
+export interface BackupInfo {
+  id: string;
+  /** Automatic (the newest 5 kept; first 5 min after the database's first start, then hourly) or manual (kept until deleted). */
+  kind: 'auto' | 'manual';
+  label: string | null;
+  createdAt: number;
+  itemCount: number;
+  /** Size of its file, in bytes. */
+  bytes: number;
+  /** The embedder active when it was taken. */
+  embeddingVersion: string;
+  /** `sha256:` and the hex SHA-256 of its rows. */
+  checksum: string;
+  parts: number;
+}
+
+/** Backups of the memories, kept in IndexedDB. */
+export interface OrionBackups {
+  /** Takes a backup of every memory as they are at one moment. */
+  create(options?: { label?: string }): Promise<BackupInfo>;
+  /** Every stored backup, newest first. */
+  list(): Promise<BackupInfo[]>;
+  /** Checks a stored backup as an import would. */
+  verify(id: string): Promise<{ valid: boolean; issues: string[] }>;
+  /** The backup's file: JSON that dexie-export-import's `importDB` accepts, with ORION's header. */
+  export(id: string): Promise<string>;
+  /** Saves the backup's file from the page as `orion-backup-<date>.json`; resolves to the file name. */
+  download(id: string): Promise<string>;
+  /** Deletes a stored backup; resolves to whether there was one. */
+  delete(id: string): Promise<boolean>;
+}
+
 /** Background work that survives reloads, crashes and several tabs (one tab runs it). */
 export interface OrionTasks {
   /** Queue jobs: one handler call per attempt. */
@@ -737,6 +770,8 @@ export declare class Orion {
   readonly memory: OrionMemory;
   /** Background work: jobs, workflows, schedules. */
   readonly tasks: OrionTasks;
+  /** Backups of the memories. */
+  readonly backups: OrionBackups;
   /** Model files cached for offline use. */
   readonly models: {
     /** Deletes the cached model files; resolves to whether there was a cache to delete. */

@@ -185,6 +185,28 @@ export class Orion {
         list: async () => this.#call({ type: 'tasks_list_schedules' }),
       }),
     });
+    /** Backups of the memories, kept in IndexedDB (see `index.d.ts`). */
+    this.backups = Object.freeze({
+      create: async (options = {}) => this.#call({ type: 'backups_create', ...pickOptions('backups.create', options, ['label']) }),
+      list: async () => this.#call({ type: 'backups_list' }),
+      verify: async (id) => this.#call({ type: 'backups_verify', backupId: id }),
+      export: async (id) => this.#call({ type: 'backups_export', backupId: id }),
+      delete: async (id) => this.#call({ type: 'backups_delete', backupId: id }),
+      download: async (id) => {
+        const [info] = (await this.#call({ type: 'backups_list' })).filter((backup) => backup.id === id);
+        const text = await this.#call({ type: 'backups_export', backupId: id });
+        const date = new Date(info?.createdAt ?? Date.now()).toISOString().replace(/[:.]/g, '-');
+        const name = `orion-backup-${date}.json`;
+        const url = URL.createObjectURL(new Blob([text], { type: 'application/json' }));
+        try {
+          const link = Object.assign(document.createElement('a'), { href: url, download: name });
+          link.click();
+        } finally {
+          setTimeout(() => URL.revokeObjectURL(url), 0);
+        }
+        return name;
+      },
+    });
     /** Debug-only requests; the worker refuses them unless created with `debug: true`. */
     this.debug = Object.freeze({
       crash: () => this.#call({ type: 'crash' }),

@@ -4,6 +4,7 @@
 //! from a [`Clock`], so every timeout and breaker is deterministic under a [`ManualClock`] in tests.
 //! Platform crates (`orion-web`) adapt these types to the browser.
 
+pub mod backup;
 pub mod backup_file;
 pub mod circuit_breaker;
 pub mod clock;

@@ -261,6 +261,32 @@ pub enum Request {
         /// `{taskFailureRate?, queueBacklog?, scheduleLate?}`.
         rules: Value,
     },
+    /// Takes a manual backup of every memory.
+    BackupsCreate {
+        /// The user's label.
+        #[serde(default)]
+        label: Option<String>,
+    },
+    /// Every stored backup, newest first.
+    BackupsList {},
+    /// Checks a stored backup as an import would.
+    BackupsVerify {
+        /// The backup's id.
+        #[serde(rename = "backupId")]
+        backup_id: String,
+    },
+    /// A stored backup's file (the JSON users download).
+    BackupsExport {
+        /// The backup's id.
+        #[serde(rename = "backupId")]
+        backup_id: String,
+    },
+    /// Deletes a stored backup.
+    BackupsDelete {
+        /// The backup's id.
+        #[serde(rename = "backupId")]
+        backup_id: String,
+    },
     /// Debug only: makes the worker panic, to test crash recovery.
     Crash {},
 }
@@ -301,6 +327,11 @@ impl Request {
             Request::TasksProgress { .. } => "tasks_progress",
             Request::TasksMetrics { .. } => "tasks_metrics",
             Request::TasksConfigureAlerts { .. } => "tasks_configure_alerts",
+            Request::BackupsCreate { .. } => "backups_create",
+            Request::BackupsList {} => "backups_list",
+            Request::BackupsVerify { .. } => "backups_verify",
+            Request::BackupsExport { .. } => "backups_export",
+            Request::BackupsDelete { .. } => "backups_delete",
             Request::Crash {} => "crash",
         }
     }
@@ -523,8 +554,8 @@ pub enum ResponseBody {
     Deleted(bool),
     /// For `memory_purge`: how many were deleted.
     Purged(usize),
-    /// For the `tasks_*` requests: their answer, as the `tasks` module serialises it.
-    Tasks(Value),
+    /// For the `tasks_*` and `backups_*` requests: their answer, as their module serialises it.
+    Json(Value),
 }
 
 /// Something that happened in the worker, pushed to the page.

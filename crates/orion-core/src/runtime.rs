@@ -167,6 +167,7 @@ pub struct WorkerRuntime {
     memories: Option<MemoriesFuture>,
     store: Option<StoreFuture>,
     tasks: Option<TasksFuture>,
+    backups: Option<backup_requests::BackupsFuture>,
     database: String,
     /// Whether the platform granted this worker its database's leader lock.
     leader: Rc<Cell<bool>>,
@@ -200,6 +201,7 @@ impl WorkerRuntime {
             memories: None,
             store: None,
             tasks: None,
+            backups: None,
             database: DEFAULT_DATABASE.to_owned(),
             leader: Rc::new(Cell::new(false)),
             memory_settings: MemorySettings::default(),
@@ -333,6 +335,11 @@ impl WorkerRuntime {
             | Request::TasksProgress { .. }
             | Request::TasksMetrics { .. }
             | Request::TasksConfigureAlerts { .. } => return self.tasks(id, request),
+            Request::BackupsCreate { .. }
+            | Request::BackupsList {}
+            | Request::BackupsVerify { .. }
+            | Request::BackupsExport { .. }
+            | Request::BackupsDelete { .. } => return self.backups(id, request),
             Request::Crash {} if self.debug => return Reply::Crash,
             Request::Crash {} => Err(Error::DebugDisabled("crash".into())),
         };
@@ -433,6 +440,9 @@ impl WorkerRuntime {
         let tasks = self.open_tasks();
         self.background.push(Box::pin(tasks.clone().map(|_| ())));
         self.tasks = Some(tasks);
+        let backups = self.open_backups();
+        self.background.push(Box::pin(backups.clone().map(|_| ())));
+        self.backups = Some(backups);
     }
 
     /// The platform granted the lock asked for through [`Platform::request_leadership`]: this
@@ -660,6 +670,14 @@ fn drain_events(shared: &SharedState) -> Vec<Outgoing> {
         .collect()
 }
 
+/// A `tasks_*` or `backups_*` answer: `value` as JSON.
+fn json_body(value: &impl serde::Serialize) -> crate::error::Result<ResponseBody> {
+    serde_json::to_value(value)
+        .map(ResponseBody::Json)
+        .map_err(|e| Error::Internal(format!("an answer did not serialise: {e}")))
+}
+
+mod backup_requests;
 mod memory_requests;
 mod task_requests;
 #[cfg(test)]

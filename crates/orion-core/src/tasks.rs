@@ -540,6 +540,25 @@ impl Tasks {
         Ok(record)
     }
 
+    /// Creates scheduler `id` unless it exists (a worker's built-in schedules: a reload must not
+    /// move their next run). `template` names a queue with a Rust handler.
+    pub async fn ensure_schedule(
+        &self,
+        id: &str,
+        spec: ScheduleSpec,
+        template: JobTemplate,
+    ) -> Result<SchedulerRecord> {
+        if let Some(existing) = self.scheduler.get_scheduler(id).await? {
+            return Ok(existing);
+        }
+        let record = self.scheduler.upsert_scheduler(id, spec, template).await?;
+        self.changed_here(TaskChanges {
+            schedules: true,
+            ..TaskChanges::default()
+        });
+        Ok(record)
+    }
+
     /// Removes scheduler `id`; answers whether there was one.
     pub async fn remove_schedule(&self, id: &str) -> Result<bool> {
         let removed = self.scheduler.remove_scheduler(id).await?;

@@ -8,10 +8,11 @@
 use std::rc::Rc;
 
 use futures_util::FutureExt;
-use serde::Serialize;
 use serde_json::Value;
 
-use super::{finish, Reply, Request, RequestId, ResponseBody, TasksFuture, WorkerRuntime};
+use super::{
+    finish, json_body as json, Reply, Request, RequestId, ResponseBody, TasksFuture, WorkerRuntime,
+};
 use crate::embedding::LocalBoxFuture;
 use crate::error::{Error, Result};
 use crate::input::from_json_at;
@@ -171,10 +172,4 @@ async fn answer(tasks: &Tasks, request: Request) -> Result<ResponseBody> {
             other.kind()
         ))),
     }
-}
-
-fn json(value: &impl Serialize) -> Result<ResponseBody> {
-    serde_json::to_value(value)
-        .map(ResponseBody::Tasks)
-        .map_err(|e| Error::Internal(format!("a task answer did not serialise: {e}")))
 }

@@ -846,3 +846,70 @@ fn init_asks_for_the_databases_leader_lock_and_health_says_once_granted() {
             database: "notes".into()
         }));
 }
+
+#[test]
+fn backups_are_taken_listed_verified_exported_and_scheduled_hourly() {
+    let (_, mut rt) = runtime();
+    init(&mut rt, false);
+    let added = send(
+        &mut rt,
+        json!({"v": 1, "id": 1, "type": "memory_add", "text": "Alice likes tea", "kind": "fact"}),
+    );
+    assert_eq!(added[0]["type"], "response", "{added:?}");
+    let created = send(
+        &mut rt,
+        json!({"v": 1, "id": 2, "type": "backups_create", "label": "first"}),
+    );
+    let backup = &created[0]["result"];
+    assert_eq!(backup["kind"], "manual");
+    assert_eq!(backup["itemCount"], 1);
+    assert_eq!(backup["label"], "first");
+    let id = backup["id"].as_str().unwrap().to_owned();
+
+    let listed = send(&mut rt, json!({"v": 1, "id": 3, "type": "backups_list"}));
+    assert_eq!(listed[0]["result"].as_array().unwrap().len(), 1);
+    let verified = send(
+        &mut rt,
+        json!({"v": 1, "id": 4, "type": "backups_verify", "backupId": id}),
+    );
+    assert_eq!(verified[0]["result"], json!({"valid": true, "issues": []}));
+    let exported = send(
+        &mut rt,
+        json!({"v": 1, "id": 5, "type": "backups_export", "backupId": id}),
+    );
+    let document = exported[0]["result"].as_str().unwrap();
+    let contents = crate::backup_file::decode_and_validate(
+        document,
+        &crate::backup_file::BackupLimits::default(),
+    )
+    .unwrap();
+    assert_eq!(contents.memories.len(), 1);
+    assert_eq!(contents.header.unwrap().backup_id, id);
+
+    // The automatic backups: a schedule on the job engine, first due 5 minutes after the start.
+    let schedules = send(
+        &mut rt,
+        json!({"v": 1, "id": 6, "type": "tasks_list_schedules"}),
+    );
+    let auto = schedules[0]["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "orion.backups.auto")
+        .cloned()
+        .expect("the automatic backup schedule");
+    assert_eq!(auto["nextRunAt"], 500 + 300_000);
+    assert_eq!(auto["spec"]["every"], 3_600_000);
+    assert_eq!(auto["template"]["name"], "orion.backup");
+
+    let deleted = send(
+        &mut rt,
+        json!({"v": 1, "id": 7, "type": "backups_delete", "backupId": id}),
+    );
+    assert_eq!(deleted[0]["result"], true);
+    let bad = send(
+        &mut rt,
+        json!({"v": 1, "id": 8, "type": "backups_export", "backupId": id}),
+    );
+    assert_eq!(bad[0]["error"]["code"], "ERR_INVALID_INPUT");
+}

@@ -1,0 +1,406 @@
+//! Backups kept in the `backups` table: taken from a consistent snapshot of the memories, stored
+//! as the file users download ([`crate::backup_file`]), listed, verified, exported and deleted,
+//! with the automatic ones pruned to the newest few.
+//!
+//! # Storage
+//!
+//! A backup is one **info** row (`id` = the backup's id; `kind` `auto` or `manual`, `label`,
+//! `createdAt`, `itemCount`, `bytes`, `embeddingVersion`, `checksum`, `parts`) and its document
+//! cut into **part** rows (`<id>/<n>`, 5 hex digits; `kind` `part`, `text`), at most
+//! [`ROWS_PER_PART`] memories each, so that no single IndexedDB record holds a whole large
+//! database and an export can be read part by part. The `kind` index finds the info rows. The
+//! info row and every part are written in one transaction, together with the deletion of the
+//! automatic backups beyond the newest [`BackupConfig::keep_auto`]: a backup is there whole or
+//! not at all, and never more than the configured number of automatic ones.
+//!
+//! # Consistency
+//!
+//! The memories are read with [`Store::snapshot`], one read transaction: a backup is the table as
+//! it was at one moment, whatever is written meanwhile.
+
+use std::rc::Rc;
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::backup_file::{
+    decode_and_validate, BackupHeader, BackupKind, BackupLimits, BackupMeta, BackupWriter,
+};
+use crate::clock::SharedClock;
+use crate::embedding::EmbeddingModelInfo;
+use crate::error::{Error, Result};
+use crate::ids::IdClock;
+use crate::input::check_id;
+use crate::store::{Row, Scan, Store, Table, WriteOp};
+
+/// Memories per part row.
+pub const ROWS_PER_PART: usize = 1_000;
+
+/// The longest label, in UTF-8 bytes.
+pub const MAX_LABEL_BYTES: usize = crate::backup_file::MAX_LABEL_BYTES;
+
+const PART_KIND: &str = "part";
+
+/// How backups are taken and kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackupConfig {
+    /// Automatic backups kept (the newest); older ones are deleted when a new one is stored.
+    /// Manual backups are kept until deleted. Default 5.
+    pub keep_auto: usize,
+    /// What a backup may hold.
+    pub limits: BackupLimits,
+}
+
+impl Default for BackupConfig {
+    fn default() -> Self {
+        Self {
+            keep_auto: 5,
+            limits: BackupLimits::default(),
+        }
+    }
+}
+
+/// A stored backup, as `orion.backups.list()` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupInfo {
+    /// Its id.
+    pub id: String,
+    /// `auto` or `manual`.
+    pub kind: BackupKind,
+    /// The user's label.
+    pub label: Option<String>,
+    /// When it was taken (ms).
+    pub created_at: u64,
+    /// How many memories it holds.
+    pub item_count: u64,
+    /// The size of its document, in bytes.
+    pub bytes: u64,
+    /// The embedder active when it was taken.
+    pub embedding_version: String,
+    /// `sha256:` and the hex SHA-256 of its rows ([`crate::backup_file`]).
+    pub checksum: String,
+    /// How many part rows hold its document.
+    pub parts: u32,
+}
+
+impl BackupInfo {
+    fn to_row(&self) -> Row {
+        Row::new(self.id.clone())
+            .with("kind", json!(self.kind.name()))
+            .with("label", json!(self.label))
+            .with("createdAt", json!(self.created_at))
+            .with("itemCount", json!(self.item_count))
+            .with("bytes", json!(self.bytes))
+            .with("embeddingVersion", json!(self.embedding_version))
+            .with("checksum", json!(self.checksum))
+            .with("parts", json!(self.parts))
+    }
+
+    fn from_row(row: &Row) -> Result<Self> {
+        let unreadable = |field: &str| {
+            Error::Store(format!(
+                "backup `{}`: its `{field}` is missing or not what was stored",
+                row.id
+            ))
+        };
+        let number = |field: &str| {
+            row.fields
+                .get(field)
+                .and_then(Value::as_u64)
+                .ok_or_else(|| unreadable(field))
+        };
+        let text = |field: &str| {
+            row.fields
+                .get(field)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .ok_or_else(|| unreadable(field))
+        };
+        let kind = match row.fields.get("kind").and_then(Value::as_str) {
+            Some("auto") => BackupKind::Auto,
+            Some("manual") => BackupKind::Manual,
+            _ => return Err(unreadable("kind")),
+        };
+        Ok(Self {
+            id: row.id.clone(),
+            kind,
+            label: row
+                .fields
+                .get("label")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            created_at: number("createdAt")?,
+            item_count: number("itemCount")?,
+            bytes: number("bytes")?,
+            embedding_version: text("embeddingVersion")?,
+            checksum: text("checksum")?,
+            parts: u32::try_from(number("parts")?).map_err(|_| unreadable("parts"))?,
+        })
+    }
+
+    fn part_ids(&self) -> Vec<String> {
+        (0..self.parts).map(|n| part_id(&self.id, n)).collect()
+    }
+}
+
+fn part_id(backup: &str, n: u32) -> String {
+    format!("{backup}/{n:05x}")
+}
+
+/// What [`BackupManager::verify`] found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Verification {
+    /// Whether the backup can be restored as it is.
+    pub valid: bool,
+    /// What is wrong with it (empty when valid).
+    pub issues: Vec<String>,
+}
+
+/// Backups over a [`Store`]: see the [module docs](self).
+pub struct BackupManager {
+    store: Rc<dyn Store>,
+    clock: SharedClock,
+    config: BackupConfig,
+    ids: std::cell::RefCell<(IdClock, fastrand::Rng)>,
+}
+
+impl BackupManager {
+    /// A manager of the backups in `store`; `seed` keeps its ids apart from other workers'.
+    pub fn new(store: Rc<dyn Store>, clock: SharedClock, config: BackupConfig, seed: u64) -> Self {
+        Self {
+            store,
+            clock,
+            config,
+            ids: std::cell::RefCell::new((IdClock::default(), fastrand::Rng::with_seed(seed))),
+        }
+    }
+
+    /// Takes a backup of every memory, as they are at one moment, and stores it (pruning
+    /// automatic backups beyond [`BackupConfig::keep_auto`] in the same transaction). `embedding`
+    /// is the active embedder, recorded in the backup. A label over [`MAX_LABEL_BYTES`] is
+    /// `ERR_INVALID_INPUT` on `label`; a stored memory a backup may not hold is
+    /// `ERR_BACKUP_INVALID` naming it, and nothing is written.
+    pub async fn create(
+        &self,
+        kind: BackupKind,
+        label: Option<String>,
+        embedding: &EmbeddingModelInfo,
+    ) -> Result<BackupInfo> {
+        if let Some(label) = &label {
+            if label.len() > MAX_LABEL_BYTES || label.chars().any(char::is_control) {
+                return Err(Error::invalid_input(
+                    "label",
+                    format!("must be at most {MAX_LABEL_BYTES} bytes, without control characters"),
+                ));
+            }
+        }
+        let mut snapshot = self.store.snapshot(vec![Table::Memories]).await?;
+        let memories = snapshot
+            .pop()
+            .filter(|(table, _)| *table == Table::Memories)
+            .map(|(_, rows)| rows)
+            .ok_or_else(|| Error::Internal("the snapshot lacks the memories".into()))?;
+        let now = self.clock.now_ms();
+        let id = {
+            let mut ids = self.ids.borrow_mut();
+            let (clock, rng) = &mut *ids;
+            clock.next("b", now, rng)
+        };
+        let meta = BackupMeta {
+            backup_id: id.clone(),
+            created_at: now,
+            kind,
+            label: label.clone(),
+            embedding: embedding.clone(),
+        };
+        let (mut writer, first) =
+            BackupWriter::begin(meta, memories.len() as u64, &self.config.limits)?;
+        let mut parts = vec![first];
+        for chunk in memories.chunks(ROWS_PER_PART) {
+            parts.push(writer.rows(chunk)?);
+        }
+        let (last, header) = writer.finish()?;
+        parts.push(last);
+        let info = BackupInfo {
+            id: id.clone(),
+            kind,
+            label,
+            created_at: now,
+            item_count: header.item_count,
+            bytes: parts.iter().map(|part| part.len() as u64).sum(),
+            embedding_version: embedding.version.clone(),
+            checksum: header.checksum.clone(),
+            parts: u32::try_from(parts.len())
+                .map_err(|_| Error::Internal("a backup of more than 2^32 parts".into()))?,
+        };
+        let mut ops = vec![WriteOp::Put(Table::Backups, info.to_row())];
+        for (n, text) in (0u32..).zip(parts) {
+            ops.push(WriteOp::Put(
+                Table::Backups,
+                Row::new(part_id(&id, n))
+                    .with("kind", json!(PART_KIND))
+                    .with("backupId", json!(id))
+                    .with("text", Value::String(text)),
+            ));
+        }
+        if kind == BackupKind::Auto {
+            let mut autos = self.of_kind(BackupKind::Auto).await?;
+            autos.sort_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
+            // The new one counts among the kept.
+            for old in autos.iter().skip(self.config.keep_auto.saturating_sub(1)) {
+                ops.extend(deletion(old));
+            }
+        }
+        self.store.write(ops).await?;
+        Ok(info)
+    }
+
+    /// Every backup, newest first.
+    pub async fn list(&self) -> Result<Vec<BackupInfo>> {
+        let mut all = self.of_kind(BackupKind::Auto).await?;
+        all.extend(self.of_kind(BackupKind::Manual).await?);
+        all.sort_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
+        Ok(all)
+    }
+
+    async fn of_kind(&self, kind: BackupKind) -> Result<Vec<BackupInfo>> {
+        let mut infos = Vec::new();
+        let mut scan = Scan::first(500).where_eq("kind", kind.name());
+        loop {
+            let rows = self.store.scan(Table::Backups, scan.clone()).await?;
+            let Some(last) = rows.last() else { break };
+            scan = scan.after(last.id.clone());
+            for row in &rows {
+                // A row this version cannot read is reported by `get`, not hidden by `list`.
+                if let Ok(info) = BackupInfo::from_row(row) {
+                    infos.push(info);
+                }
+            }
+        }
+        Ok(infos)
+    }
+
+    /// The backup with this id, if there is one.
+    pub async fn get(&self, id: &str) -> Result<Option<BackupInfo>> {
+        check_id("id", id)?;
+        let row = self
+            .store
+            .get(Table::Backups, vec![id.to_owned()])
+            .await?
+            .pop()
+            .flatten();
+        match row {
+            Some(row) if row.fields.get("kind").and_then(Value::as_str) != Some(PART_KIND) => {
+                BackupInfo::from_row(&row).map(Some)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// The backup's document (the file users download), read in one transaction.
+    pub async fn export(&self, id: &str) -> Result<String> {
+        let info = self.require(id).await?;
+        let rows = self.store.get(Table::Backups, info.part_ids()).await?;
+        let mut document = String::with_capacity(usize::try_from(info.bytes).unwrap_or(0));
+        for (n, row) in rows.into_iter().enumerate() {
+            let text = row
+                .as_ref()
+                .and_then(|row| row.fields.get("text"))
+                .and_then(Value::as_str)
+                .ok_or_else(|| {
+                    Error::Store(format!(
+                        "backup `{id}`: its part {n} is missing or unreadable"
+                    ))
+                })?;
+            document.push_str(text);
+        }
+        Ok(document)
+    }
+
+    /// Checks a stored backup as an import would, and against what was recorded when it was
+    /// taken (id, item count, checksum, size).
+    pub async fn verify(&self, id: &str) -> Result<Verification> {
+        let info = self.require(id).await?;
+        let document = match self.export(id).await {
+            Ok(document) => document,
+            Err(Error::Store(reason)) => {
+                return Ok(Verification {
+                    valid: false,
+                    issues: vec![reason],
+                })
+            }
+            Err(other) => return Err(other),
+        };
+        let mut issues = Vec::new();
+        if document.len() as u64 != info.bytes {
+            issues.push(format!(
+                "the document is {} bytes; {} were stored",
+                document.len(),
+                info.bytes
+            ));
+        }
+        match decode_and_validate(&document, &self.config.limits) {
+            Err(error) => issues.push(error.to_string()),
+            Ok(contents) => match contents.header {
+                None => issues.push("the document has no ORION header".into()),
+                Some(header) => issues.extend(mismatches(&info, &header)),
+            },
+        }
+        Ok(Verification {
+            valid: issues.is_empty(),
+            issues,
+        })
+    }
+
+    /// Deletes a backup; answers whether there was one.
+    pub async fn delete(&self, id: &str) -> Result<bool> {
+        let Some(info) = self.get(id).await? else {
+            return Ok(false);
+        };
+        self.store.write(deletion(&info)).await?;
+        Ok(true)
+    }
+
+    async fn require(&self, id: &str) -> Result<BackupInfo> {
+        self.get(id)
+            .await?
+            .ok_or_else(|| Error::invalid_input("id", format!("there is no backup `{id}`")))
+    }
+}
+
+/// The writes that delete a backup: its info row and its parts.
+fn deletion(info: &BackupInfo) -> Vec<WriteOp> {
+    std::iter::once(info.id.clone())
+        .chain(info.part_ids())
+        .map(|id| WriteOp::Delete(Table::Backups, id))
+        .collect()
+}
+
+/// Where a stored backup's document disagrees with its info row.
+fn mismatches(info: &BackupInfo, header: &BackupHeader) -> Vec<String> {
+    let mut issues = Vec::new();
+    if header.backup_id != info.id {
+        issues.push(format!(
+            "the document is backup `{}`, stored as `{}`",
+            header.backup_id, info.id
+        ));
+    }
+    if header.item_count != info.item_count {
+        issues.push(format!(
+            "the document holds {} memories; {} were recorded",
+            header.item_count, info.item_count
+        ));
+    }
+    if header.checksum != info.checksum {
+        issues.push(format!(
+            "the document's checksum is {}; {} was recorded",
+            header.checksum, info.checksum
+        ));
+    }
+    issues
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,151 @@
+//! The `backups_*` requests and the automatic backups.
+//!
+//! The backup manager opens after the store, the embedder and the task engines. It registers the
+//! Rust job handler [`BACKUP_JOB`] and, unless it exists, the schedule [`AUTO_BACKUP_SCHEDULE`]:
+//! first [`FIRST_AUTO_BACKUP_MS`] after the database's first start, then every
+//! [`AUTO_BACKUP_EVERY_MS`]. Being a schedule on the job engine, it fires in the leader tab only,
+//! once across tabs, and catches up once after a sleep. Every backup request is accounted against
+//! the `store` health component.
+
+use std::rc::Rc;
+
+use futures_util::FutureExt;
+use serde_json::Value;
+
+use super::{
+    finish, json_body as json, Reply, Request, RequestId, ResponseBody, WorkerRuntime,
+    STORE_COMPONENT,
+};
+use crate::backup::{BackupConfig, BackupManager};
+use crate::backup_file::BackupKind;
+use crate::embedding::LocalBoxFuture;
+use crate::error::{Error, Result};
+use crate::jobs::{
+    CatchUp, JobError, JobOptions, JobTemplate, Priority, RemovePolicy, ScheduleSpec,
+};
+
+/// The queue of automatic backups (a Rust handler in every worker).
+pub const BACKUP_JOB: &str = "orion.backup";
+
+/// The schedule of automatic backups.
+pub const AUTO_BACKUP_SCHEDULE: &str = "orion.backups.auto";
+
+/// When the first automatic backup is due, after the database's first start.
+pub const FIRST_AUTO_BACKUP_MS: u64 = 5 * 60 * 1000;
+
+/// How often automatic backups are taken.
+pub const AUTO_BACKUP_EVERY_MS: u64 = 60 * 60 * 1000;
+
+/// The backup manager, once open.
+pub(super) type BackupsFuture =
+    futures_util::future::Shared<LocalBoxFuture<'static, Result<Rc<BackupManager>>>>;
+
+impl WorkerRuntime {
+    /// Opens the backup manager and sets up the automatic backups.
+    pub(super) fn open_backups(&self) -> BackupsFuture {
+        let store = self.store.clone();
+        let tasks = self.tasks.clone();
+        let embedder = self.embedder.clone();
+        let clock = self.clock.clone();
+        let seed = self.platform.seed.rotate_left(48) ^ 0x6261_636b;
+        let shared = Rc::clone(&self.shared);
+        let future: LocalBoxFuture<'static, Result<Rc<BackupManager>>> = Box::pin(async move {
+            let result = async {
+                let (Some(store), Some(tasks), Some(embedder)) = (store, tasks, embedder) else {
+                    return Err(Error::Internal(
+                        "no store, tasks or embedder after init".into(),
+                    ));
+                };
+                let store = store.await?;
+                let tasks = tasks.await?;
+                let model = embedder.await.info().clone();
+                let now = clock.now_ms();
+                let manager = Rc::new(BackupManager::new(
+                    store,
+                    clock,
+                    BackupConfig::default(),
+                    seed,
+                ));
+                let handler = Rc::clone(&manager);
+                tasks.queue().register(BACKUP_JOB, 1, move |_context| {
+                    let manager = Rc::clone(&handler);
+                    let model = model.clone();
+                    Box::pin(async move {
+                        match manager.create(BackupKind::Auto, None, &model).await {
+                            Ok(info) => serde_json::to_value(info)
+                                .map_err(|e| JobError::fatal(e.to_string())),
+                            // A store error may pass; a memory the backup cannot hold will not.
+                            Err(error @ Error::BackupInvalid { .. }) => {
+                                Err(JobError::fatal(error.to_string()))
+                            }
+                            Err(error) => Err(JobError::retryable(error.to_string())),
+                        }
+                    })
+                })?;
+                let spec = ScheduleSpec {
+                    start_date: Some(now.saturating_add(FIRST_AUTO_BACKUP_MS)),
+                    catch_up: CatchUp::Once,
+                    ..ScheduleSpec::every(AUTO_BACKUP_EVERY_MS)
+                };
+                let template = JobTemplate {
+                    options: JobOptions {
+                        priority: Priority::new(20)?,
+                        attempts: 3,
+                        remove_on_complete: RemovePolicy::KeepLast(10),
+                        ..JobOptions::default()
+                    },
+                    ..JobTemplate::new(BACKUP_JOB, Value::Null)
+                };
+                tasks
+                    .ensure_schedule(AUTO_BACKUP_SCHEDULE, spec, template)
+                    .await?;
+                tasks.wake();
+                Ok(manager)
+            }
+            .await;
+            if let Err(error) = &result {
+                shared
+                    .borrow_mut()
+                    .health
+                    .record_failure(STORE_COMPONENT, &error.to_string());
+            }
+            result
+        });
+        future.shared()
+    }
+
+    pub(super) fn backups(&self, id: RequestId, request: Request) -> Reply {
+        let (Some(backups), Some(embedder)) = (self.backups.clone(), self.embedder.clone()) else {
+            let error = Error::Internal("no backup manager after init".into());
+            return Reply::Send(finish(&self.shared, id, STORE_COMPONENT, Err(error)));
+        };
+        let shared = Rc::clone(&self.shared);
+        Reply::Spawn(Box::pin(async move {
+            let result = match backups.await {
+                Ok(manager) => answer(&manager, embedder.await.info(), request).await,
+                Err(error) => Err(error),
+            };
+            finish(&shared, id, STORE_COMPONENT, result)
+        }))
+    }
+}
+
+async fn answer(
+    manager: &BackupManager,
+    model: &crate::embedding::EmbeddingModelInfo,
+    request: Request,
+) -> Result<ResponseBody> {
+    match request {
+        Request::BackupsCreate { label } => {
+            json(&manager.create(BackupKind::Manual, label, model).await?)
+        }
+        Request::BackupsList {} => json(&manager.list().await?),
+        Request::BackupsVerify { backup_id } => json(&manager.verify(&backup_id).await?),
+        Request::BackupsExport { backup_id } => json(&manager.export(&backup_id).await?),
+        Request::BackupsDelete { backup_id } => json(&manager.delete(&backup_id).await?),
+        other => Err(Error::Internal(format!(
+            "`{}` is not a backup request",
+            other.kind()
+        ))),
+    }
+}
