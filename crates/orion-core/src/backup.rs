@@ -17,6 +17,20 @@
 //!
 //! The memories are read with [`Store::snapshot`], one read transaction: a backup is the table as
 //! it was at one moment, whatever is written meanwhile.
+//!
+//! # Restore and import
+//!
+//! [`BackupManager::restore`] reads a stored backup, validates its whole document
+//! ([`decode_and_validate`]) and checks its header against the info row (id, item count,
+//! checksum, size); [`BackupManager::import`] validates a file's text the same way. Both use this
+//! store's text and meta limits, so that a row the memory layer could not hold is refused with
+//! its exact path. Only then are the memories applied, by [`Memories::restore`], in one
+//! transaction: any problem, before or during that write, leaves the database as it was.
+//!
+//! A file without ORION's header (one made by Dexie's `exportDB` from ORION's database) is
+//! imported: every row is validated exactly as in ORION's own files, only there is no checksum
+//! to check the rows against. Restoring a *stored* backup without a header is refused, since
+//! ORION always writes one.
 
 use std::rc::Rc;
 
@@ -31,6 +45,7 @@ use crate::embedding::EmbeddingModelInfo;
 use crate::error::{Error, Result};
 use crate::ids::IdClock;
 use crate::input::check_id;
+use crate::memory::{Memories, RestoreOptions, RestoreReport};
 use crate::store::{Row, Scan, Store, Table, WriteOp};
 
 /// Memories per part row.
@@ -361,6 +376,71 @@ impl BackupManager {
         };
         self.store.write(deletion(&info)).await?;
         Ok(true)
+    }
+
+    /// Restores a stored backup into `memories` (see the module docs): `ERR_INVALID_INPUT` on
+    /// `id` when there is no such backup, `ERR_BACKUP_INVALID` when its document is damaged or
+    /// disagrees with what was recorded; [`Memories::restore`] for the rest. `progress` is
+    /// called as the index takes in the restored memories.
+    pub async fn restore(
+        &self,
+        id: &str,
+        options: RestoreOptions,
+        memories: &Memories,
+        progress: &dyn Fn(usize),
+    ) -> Result<RestoreReport> {
+        let info = self.require(id).await?;
+        let document = self.export(id).await.map_err(|error| match error {
+            Error::Store(reason) => Error::backup_invalid(".", reason),
+            other => other,
+        })?;
+        if document.len() as u64 != info.bytes {
+            return Err(Error::backup_invalid(
+                ".",
+                format!(
+                    "the document is {} bytes; {} were stored",
+                    document.len(),
+                    info.bytes
+                ),
+            ));
+        }
+        let contents = decode_and_validate(&document, &self.limits_for(memories))?;
+        let Some(header) = &contents.header else {
+            return Err(Error::backup_invalid(
+                crate::backup_file::HEADER_KEY,
+                "the stored backup has no ORION header",
+            ));
+        };
+        let issues = mismatches(&info, header);
+        if !issues.is_empty() {
+            return Err(Error::backup_invalid(
+                crate::backup_file::HEADER_KEY,
+                issues.join("; "),
+            ));
+        }
+        memories.restore(contents.memories, options, progress).await
+    }
+
+    /// Imports a backup file's text into `memories` (see the module docs): every problem in
+    /// the file is `ERR_BACKUP_INVALID` with its path, found before anything is written.
+    pub async fn import(
+        &self,
+        text: &str,
+        options: RestoreOptions,
+        memories: &Memories,
+        progress: &dyn Fn(usize),
+    ) -> Result<RestoreReport> {
+        let contents = decode_and_validate(text, &self.limits_for(memories))?;
+        memories.restore(contents.memories, options, progress).await
+    }
+
+    /// The configured limits, with the memory store's own text and meta limits.
+    fn limits_for(&self, memories: &Memories) -> BackupLimits {
+        BackupLimits {
+            max_text_bytes: memories.config().max_text_bytes,
+            max_meta_bytes: memories.config().max_meta_bytes,
+            ..self.config.limits
+        }
     }
 
     async fn require(&self, id: &str) -> Result<BackupInfo> {

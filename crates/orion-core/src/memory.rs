@@ -16,6 +16,9 @@
 //!   see [`Memories::flush_touches`]); ties by id) are deleted in the same
 //!   transaction as the write that went over.
 //!
+//! Restoring a backup ([`Memories::restore`], in `restore.rs`) writes its memories in one
+//! transaction and brings the index in line; see that module's docs.
+//!
 //! Durability: `add` resolves once its transaction has committed. `addMany` writes one transaction
 //! per chunk of [`MemoryConfig::write_chunk`] memories; if a chunk fails, the chunks before it
 //! stay written and the error says how many.
@@ -320,13 +323,19 @@ impl Memories {
             saving: Cell::new(false),
             own_journal: RefCell::new(HashSet::new()),
         };
-        // Without a snapshot every row is read anyway, so the journal adds nothing.
-        if snapshot::load(&memories, progress).await? {
-            let (_, journal) = snapshot::read_journal(&memories, &HashSet::new()).await?;
-            memories.journaled.set(Some(journal.len()));
-            memories.refresh(journal).await?;
+        let loaded = snapshot::load(&memories, progress).await?;
+        let journal = snapshot::read_journal(&memories, &HashSet::new()).await?;
+        if loaded && !journal.reset {
+            memories.journaled.set(Some(journal.changed.len()));
+            memories.refresh(journal.changed).await?;
         } else {
+            // No snapshot, or one a restore made stale: every row is read, after the journal, so
+            // the index holds every change the journal rows read name (a reset included).
             memories.load_rows(progress).await?;
+            memories
+                .own_journal
+                .borrow_mut()
+                .extend(journal.rows.iter().cloned());
         }
         let expired = memories.expired_ids();
         if !expired.is_empty() {
@@ -374,26 +383,36 @@ impl Memories {
         Ok(())
     }
 
-    /// Builds the index from every row of `memories` (when there is no snapshot).
+    /// Builds the index from every row of `memories` (when there is no snapshot, or the journal
+    /// says the snapshot cannot be trusted): read into a new index, which then replaces the
+    /// current one at once (requests answered meanwhile see the old one whole, never a half).
     async fn load_rows(&self, progress: &dyn Fn(usize)) -> Result<()> {
         let mut scan = Scan::first(self.config.load_chunk.max(1)).only(INDEX_FIELDS);
+        let mut entries = HashMap::new();
+        let mut vectors = VectorIndex::new(self.model.dims);
         let mut loaded = 0;
         loop {
             let rows = self.store.scan(Table::Memories, scan.clone()).await?;
             let Some(last) = rows.last() else { break };
             scan = scan.after(last.id.clone());
-            loaded += rows.len();
-            let mut state = self.state.borrow_mut();
             for row in &rows {
                 // A row another version of ORION wrote wrongly is skipped, not fatal.
-                if let Ok(entry) = self.index_row(&mut state, row) {
-                    state.entries.insert(row.id.clone(), entry);
+                if let Ok(entry) = self.index_row(&mut vectors, row) {
+                    entries.insert(row.id.clone(), entry);
                 }
             }
-            drop(state);
+            loaded += rows.len();
             progress(loaded);
         }
+        let mut state = self.state.borrow_mut();
+        state.entries = entries;
+        state.vectors = vectors;
         Ok(())
+    }
+
+    /// The limits and retention in force.
+    pub fn config(&self) -> &MemoryConfig {
+        &self.config
     }
 
     /// The embedder version this layer searches.
@@ -702,7 +721,10 @@ impl Memories {
             let rows = self.store.get(Table::Memories, chunk.to_vec()).await?;
             let mut state = self.state.borrow_mut();
             for (id, row) in chunk.iter().zip(rows) {
-                match row.map(|row| self.index_row(&mut state, &row).map(|e| (row.id, e))) {
+                match row.map(|row| {
+                    self.index_row(&mut state.vectors, &row)
+                        .map(|e| (row.id, e))
+                }) {
                     Some(Ok((id, entry))) => {
                         state.entries.insert(id, entry);
                     }
@@ -830,7 +852,7 @@ impl Memories {
         self.forget(&removed);
         let mut state = self.state.borrow_mut();
         for row in &rows {
-            if let Ok(entry) = self.index_row(&mut state, row) {
+            if let Ok(entry) = self.index_row(&mut state.vectors, row) {
                 state.entries.insert(row.id.clone(), entry);
             }
         }
@@ -900,16 +922,14 @@ impl Memories {
 
     /// Indexes `row`'s vector if it has the active version; returns what the index keeps of it.
     /// Reads only [`INDEX_FIELDS`].
-    fn index_row(&self, state: &mut State, row: &Row) -> Result<Entry> {
+    fn index_row(&self, vectors: &mut VectorIndex<String>, row: &Row) -> Result<Entry> {
         let kind = stored_kind(row)?;
         let created_at = row.u64_field("createdAt")?;
         let last_accessed = row.u64_field("lastAccessed")?;
         let searchable = row.str_field("embeddingVersion")? == self.model.version
-            && state
-                .vectors
-                .upsert(row.id.clone(), row.vector_field(EMBEDDING)?);
+            && vectors.upsert(row.id.clone(), row.vector_field(EMBEDDING)?);
         if !searchable {
-            state.vectors.remove(&row.id);
+            vectors.remove(&row.id);
         }
         Ok(Entry {
             kind,
@@ -990,6 +1010,9 @@ fn record_of(row: &Row) -> Result<MemoryRecord> {
     })
 }
 
+mod restore;
 mod snapshot;
 #[cfg(test)]
 mod tests;
+
+pub use restore::{OnConflict, RestoreOptions, RestoreReport};

@@ -167,3 +167,246 @@ fn a_memory_a_backup_may_not_hold_fails_the_backup_and_nothing_is_stored() {
         Err(Error::InvalidInput { field, .. }) if field == "label"
     ));
 }
+
+// ---- restore and import ----
+
+use crate::memory::{MemoryConfig, OnConflict, RestoreOptions};
+use crate::profile::Profile;
+
+fn memories_on(store: &Rc<MemStore>, clock: &ManualClock) -> Memories {
+    let config = MemoryConfig {
+        max_memories: 1_000,
+        ..MemoryConfig::for_profile(Profile::Full)
+    };
+    block_on(Memories::load(
+        store.clone(),
+        clock.shared(),
+        config,
+        model(),
+        11,
+        &|_| {},
+    ))
+    .unwrap()
+}
+
+fn memory_rows(store: &MemStore) -> Vec<Row> {
+    block_on(store.scan(Table::Memories, Scan::first(100_000))).unwrap()
+}
+
+fn everything(store: &MemStore) -> crate::store::Snapshot {
+    block_on(store.snapshot(Table::ALL.to_vec())).unwrap()
+}
+
+const CLEAR: RestoreOptions = RestoreOptions {
+    clear_existing: true,
+    on_conflict: OnConflict::Skip,
+};
+
+#[test]
+fn a_restore_brings_back_exactly_the_backed_up_memories() {
+    let (clock, store, manager) = setup(30);
+    let memories = memories_on(&store, &clock);
+    let original = memory_rows(&store);
+    let info = block_on(manager.create(BackupKind::Manual, None, &model())).unwrap();
+    block_on(memories.delete("m000003")).unwrap();
+    block_on(memories.delete("m000017")).unwrap();
+
+    // Without clearing, only the missing ones come back.
+    let report =
+        block_on(manager.restore(&info.id, RestoreOptions::default(), &memories, &|_| {})).unwrap();
+    assert_eq!(
+        (report.restored, report.skipped, report.replaced),
+        (2, 28, 0)
+    );
+    assert_eq!(memory_rows(&store), original);
+
+    block_on(memories.purge(None)).unwrap();
+    let progress = std::cell::RefCell::new(Vec::new());
+    let report = block_on(manager.restore(&info.id, CLEAR, &memories, &|n| {
+        progress.borrow_mut().push(n)
+    }))
+    .unwrap();
+    assert_eq!(
+        (report.restored, report.skipped, report.replaced),
+        (30, 0, 0)
+    );
+    assert_eq!(progress.borrow().last(), Some(&30));
+    assert_eq!(memory_rows(&store), original);
+    assert_eq!(memories.stats().count, 30);
+    assert_eq!(memories.stats().searchable, 30);
+}
+
+#[test]
+fn a_damaged_or_mismatched_stored_backup_is_refused_and_nothing_changes() {
+    let (clock, store, manager) = setup(12);
+    let memories = memories_on(&store, &clock);
+    let info = block_on(manager.create(BackupKind::Manual, None, &model())).unwrap();
+    block_on(memories.delete("m000001")).unwrap();
+    let assert_refused = |expected_path: &str| {
+        let before = everything(&store);
+        let stats = memories.stats();
+        let error = block_on(manager.restore(&info.id, CLEAR, &memories, &|_| {})).unwrap_err();
+        match &error {
+            Error::BackupInvalid { path, .. } => assert_eq!(path, expected_path, "{error}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(everything(&store), before);
+        assert_eq!(memories.stats(), stats);
+    };
+
+    // The info row says another checksum than the document.
+    let mut row = block_on(store.get(Table::Backups, vec![info.id.clone()])).unwrap()[0]
+        .clone()
+        .unwrap();
+    let good_row = row.clone();
+    row.fields.insert(
+        "checksum".into(),
+        json!(format!("sha256:{}", "0".repeat(64))),
+    );
+    block_on(store.write(vec![WriteOp::Put(Table::Backups, row)])).unwrap();
+    assert_refused("orion");
+    block_on(store.write(vec![WriteOp::Put(Table::Backups, good_row)])).unwrap();
+
+    // A row of a part edited: the document's own checksum fails.
+    let id = part_id(&info.id, 1);
+    let original_part = block_on(store.get(Table::Backups, vec![id.clone()])).unwrap()[0]
+        .clone()
+        .unwrap();
+    let mut part = original_part.clone();
+    let text = part.fields["text"]
+        .as_str()
+        .unwrap()
+        .replace("memory number 3", "memory number X");
+    part.fields.insert("text".into(), json!(text));
+    block_on(store.write(vec![WriteOp::Put(Table::Backups, part)])).unwrap();
+    assert_refused("orion.checksum");
+
+    // A part missing.
+    block_on(store.write(vec![WriteOp::Delete(Table::Backups, id)])).unwrap();
+    assert_refused(".");
+
+    // No such backup.
+    assert!(matches!(
+        block_on(manager.restore("b-none", CLEAR, &memories, &|_| {})),
+        Err(Error::InvalidInput { field, .. }) if field == "id"
+    ));
+}
+
+#[test]
+fn an_exported_file_imports_into_another_database_identically() {
+    let (clock, store, manager) = setup(25);
+    let info = block_on(manager.create(BackupKind::Manual, None, &model())).unwrap();
+    let text = block_on(manager.export(&info.id)).unwrap();
+
+    let (_, other_store, other_manager) = setup(0);
+    let other = memories_on(&other_store, &clock);
+    let report =
+        block_on(other_manager.import(&text, RestoreOptions::default(), &other, &|_| {})).unwrap();
+    assert_eq!(report.restored, 25);
+    assert_eq!(memory_rows(&other_store), memory_rows(&store));
+    assert_eq!(other.stats().count, 25);
+
+    // Again: every id is there already.
+    let report =
+        block_on(other_manager.import(&text, RestoreOptions::default(), &other, &|_| {})).unwrap();
+    assert_eq!((report.restored, report.skipped), (0, 25));
+
+    // A file made by Dexie's exportDB has no ORION header: its rows are checked and imported.
+    let mut document: Value = serde_json::from_str(&text).unwrap();
+    document.as_object_mut().unwrap().remove("orion");
+    let dexie = serde_json::to_string(&document).unwrap();
+    let (_, third_store, third_manager) = setup(0);
+    let third = memories_on(&third_store, &clock);
+    let report = block_on(third_manager.import(&dexie, CLEAR, &third, &|_| {})).unwrap();
+    assert_eq!(report.restored, 25);
+    assert_eq!(memory_rows(&third_store), memory_rows(&store));
+}
+
+#[test]
+fn a_bad_file_or_a_failed_write_leaves_the_database_byte_for_byte_unchanged() {
+    let (clock, source, manager) = setup(20);
+    let info = block_on(manager.create(BackupKind::Manual, None, &model())).unwrap();
+    let text = block_on(manager.export(&info.id)).unwrap();
+    drop(source);
+
+    let (_, store, target) = setup(5);
+    let memories = memories_on(&store, &clock);
+    block_on(target.create(BackupKind::Manual, Some("mine".into()), &model())).unwrap();
+    let before = everything(&store);
+    let stats = memories.stats();
+    let unchanged = |what: &str| {
+        assert_eq!(everything(&store), before, "{what}");
+        assert_eq!(memories.stats(), stats, "{what}");
+    };
+
+    let mut variants = vec![
+        (text[..text.len() / 2].to_owned(), None),
+        (
+            text.replacen("\"kind\":\"fact\"", "\"kind\":7", 1),
+            Some("data.data[0].rows[0].kind"),
+        ),
+        (
+            text.replacen("memory number 4", "memory number 5", 1),
+            Some("orion.checksum"),
+        ),
+        (
+            text.replacen(
+                "{\"id\":\"m000002\"",
+                "{\"__proto__\":1,\"id\":\"m000002\"",
+                1,
+            ),
+            None,
+        ),
+        (String::new(), None),
+    ];
+    variants.push((
+        text.replacen("\"formatName\":\"dexie\"", "\"formatName\":\"x\"", 1),
+        None,
+    ));
+    for (variant, path) in variants {
+        for options in [RestoreOptions::default(), CLEAR] {
+            let error = block_on(target.import(&variant, options, &memories, &|_| {})).unwrap_err();
+            match (&error, path) {
+                (Error::BackupInvalid { path: got, .. }, Some(path)) => assert_eq!(got, path),
+                (Error::BackupInvalid { .. }, None) => {}
+                (other, _) => panic!("{other:?}"),
+            }
+            unchanged("bad file");
+        }
+    }
+
+    // A valid file, but the store refuses the transaction (quota) midway through the import.
+    store.set_max_rows(Some(
+        before.iter().map(|(_, rows)| rows.len()).sum::<usize>() + 3,
+    ));
+    for options in [RestoreOptions::default(), CLEAR] {
+        let error = block_on(target.import(&text, options, &memories, &|_| {})).unwrap_err();
+        assert_eq!(error.code(), crate::error::ErrorCode::Quota);
+        unchanged("quota");
+    }
+    store.set_max_rows(None);
+
+    // Over the budget: refused before anything is written.
+    let small = MemoryConfig {
+        max_memories: 10,
+        ..MemoryConfig::for_profile(Profile::Full)
+    };
+    let tight = block_on(Memories::load(
+        store.clone(),
+        clock.shared(),
+        small,
+        model(),
+        12,
+        &|_| {},
+    ))
+    .unwrap();
+    let error = block_on(target.import(&text, CLEAR, &tight, &|_| {})).unwrap_err();
+    assert!(
+        matches!(&error, Error::InvalidInput { field, .. } if field == "memories"),
+        "{error:?}"
+    );
+    unchanged("budget");
+
+    let report = block_on(target.import(&text, CLEAR, &memories, &|_| {})).unwrap();
+    assert_eq!(report.restored, 20);
+}

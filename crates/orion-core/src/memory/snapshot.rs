@@ -8,7 +8,13 @@
 //!   the searchable entries' vectors back to back;
 //! - `memory-journal/<time><random>`: `{ids}` changed by one write. Every write to `memories` adds
 //!   its journal row in the same transaction, so a snapshot plus the journal always describes the
-//!   table: a start loads the blocks, then re-reads the journal's ids from `memories`.
+//!   table: a start loads the blocks, then re-reads the journal's ids from `memories`. A write
+//!   that changes too many memories to list (a restore, [`super::restore`]) adds a **reset** row
+//!   instead, `{ids: [], reset: true}`: whoever finds one it has not accounted for reads every
+//!   row rather than trust a snapshot (a start falls back to reading the table; a snapshot being
+//!   written rebuilds the index from the table first). Because the reset row sits in the journal,
+//!   even a snapshot header that lands after it (one that was being written while the restore
+//!   committed) is never trusted alone.
 //!
 //! A new snapshot is written in the background when none exists or the journal has grown: blocks
 //! first, each in its own transaction (bounded memory), then the header in one transaction with
@@ -78,15 +84,29 @@ async fn rows_with_prefix(
     Ok(rows)
 }
 
+/// The journal row recording that too many memories changed to list: every row must be re-read.
+pub(super) fn reset_row(memories: &Memories) -> Row {
+    journal_row(memories, &[]).with("reset", true)
+}
+
+/// What the journal holds beyond the rows an index accounted for.
+pub(super) struct Journal {
+    /// The ids of every journal row (accounted for or not).
+    pub rows: Vec<String>,
+    /// The memory ids named by the rows not accounted for.
+    pub changed: Vec<String>,
+    /// Whether a row not accounted for is a reset: the whole table must be re-read.
+    pub reset: bool,
+}
+
 /// The journal: its rows' ids and every memory id they name, except those named by the rows in
 /// `known` (changes the index holds already).
-pub(super) async fn read_journal(
-    memories: &Memories,
-    known: &HashSet<String>,
-) -> Result<(Vec<String>, Vec<String>)> {
-    let rows = rows_with_prefix(memories, JOURNAL_PREFIX, &["ids"]).await?;
+pub(super) async fn read_journal(memories: &Memories, known: &HashSet<String>) -> Result<Journal> {
+    let rows = rows_with_prefix(memories, JOURNAL_PREFIX, &["ids", "reset"]).await?;
     let mut ids = Vec::new();
+    let mut reset = false;
     for row in rows.iter().filter(|row| !known.contains(&row.id)) {
+        reset |= row.fields.get("reset") == Some(&Value::Bool(true));
         if let Some(Value::Array(changed)) = row.fields.get("ids") {
             ids.extend(
                 changed
@@ -95,7 +115,11 @@ pub(super) async fn read_journal(
             );
         }
     }
-    Ok((rows.into_iter().map(|row| row.id).collect(), ids))
+    Ok(Journal {
+        rows: rows.into_iter().map(|row| row.id).collect(),
+        changed: ids,
+        reset,
+    })
 }
 
 /// Loads the saved snapshot of this version into the index; `Ok(false)` when there is none.
@@ -184,8 +208,29 @@ pub(super) async fn write(memories: &Memories) -> Result<()> {
     // This worker's own journal rows describe changes its index already holds: only other
     // workers' rows are re-read (a refresh of a whole `addMany` of 100 000 ids took seconds).
     let own = memories.own_journal.borrow().clone();
-    let (journal_rows, changed) = read_journal(memories, &own).await?;
-    memories.refresh(changed).await?;
+    let Journal {
+        rows: journal_rows,
+        changed,
+        reset,
+    } = read_journal(memories, &own).await?;
+    if reset {
+        // Another worker restored a backup: whatever it told this one, re-read every memory the
+        // table or the index holds (id by id, so that writes answered meanwhile stay indexed).
+        let mut ids = memories.stored_ids().await?;
+        let stored: HashSet<&String> = ids.iter().collect();
+        let indexed: Vec<String> = memories
+            .state
+            .borrow()
+            .entries
+            .keys()
+            .filter(|id| !stored.contains(id))
+            .cloned()
+            .collect();
+        ids.extend(indexed);
+        memories.refresh(ids).await?;
+    } else {
+        memories.refresh(changed).await?;
+    }
     let version = memories.model.version.clone();
     let generation = format!("{:016x}", memories.state.borrow_mut().rng.u64(..));
     let prefix = format!("{}{generation}/", block_prefix(&version));

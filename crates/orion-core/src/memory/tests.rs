@@ -646,3 +646,455 @@ fn a_snapshot_replaces_every_other_one_since_it_consumes_the_journal() {
         "no snapshot of its version: row by row"
     );
 }
+
+// ---- restore ----
+
+fn everything(store: &MemStore) -> crate::store::Snapshot {
+    block_on(store.snapshot(Table::ALL.to_vec())).unwrap()
+}
+
+/// A memory row as a backup holds it, embedded by `embedder`.
+fn backup_row(embedder: &WordsEmbedder, id: &str, text: &str, kind: &str, at: u64) -> Row {
+    let vector = block_on(embedder.embed(&[text])).unwrap().pop().unwrap();
+    Row::new(id)
+        .with("text", text)
+        .with("kind", kind)
+        .with("createdAt", at)
+        .with("lastAccessed", at)
+        .with("embeddingVersion", embedder.info().version.clone())
+        .with("meta", json!({"from": "backup"}))
+        .with_vector(EMBEDDING, vector)
+}
+
+fn restore(f: &Fixture, rows: Vec<Row>, options: RestoreOptions) -> Result<RestoreReport> {
+    block_on(f.memories.restore(rows, options, &|_| {}))
+}
+
+fn ids_of(hits: &[SearchHit]) -> Vec<&str> {
+    hits.iter().map(|h| h.id.as_str()).collect()
+}
+
+const CLEAR: RestoreOptions = RestoreOptions {
+    clear_existing: true,
+    on_conflict: OnConflict::Skip,
+};
+
+#[test]
+fn restore_options_parse_with_typed_errors_naming_the_field() {
+    assert_eq!(
+        RestoreOptions::parse(&Value::Null, "options").unwrap(),
+        RestoreOptions::default()
+    );
+    let parsed = RestoreOptions::parse(
+        &json!({"clearExisting": true, "onConflict": "overwrite"}),
+        "options",
+    )
+    .unwrap();
+    assert!(parsed.clear_existing);
+    assert_eq!(parsed.on_conflict, OnConflict::Overwrite);
+    for (value, field) in [
+        (json!({"clearExisting": "yes"}), "options.clearExisting"),
+        (json!({"onConflict": "merge"}), "options.onConflict"),
+        (json!({"onConflict": 1}), "options.onConflict"),
+        (json!({"clear": true}), "options.clear"),
+        (json!([true]), "options"),
+    ] {
+        match RestoreOptions::parse(&value, "options").unwrap_err() {
+            Error::InvalidInput { field: f, .. } => assert_eq!(f, field, "{value}"),
+            other => panic!("{value}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn restore_skips_existing_ids_by_default_and_overwrites_when_asked() {
+    let f = fixture();
+    let kept = f.add("the cat is called Miso", "fact");
+    f.memories.take_changes();
+    let backup_embedder = WordsEmbedder::new("words/v1");
+    let rows = vec![
+        backup_row(
+            &backup_embedder,
+            &kept.id,
+            "the dog is called Rex",
+            "fact",
+            5,
+        ),
+        backup_row(
+            &backup_embedder,
+            "m-restored-1",
+            "tea with lemon",
+            "conversation",
+            6,
+        ),
+    ];
+    let report = restore(&f, rows.clone(), RestoreOptions::default()).unwrap();
+    assert_eq!(
+        report,
+        RestoreReport {
+            restored: 1,
+            skipped: 1,
+            replaced: 0,
+            other_versions: 0
+        }
+    );
+    assert_eq!(f.count(), 2);
+    assert_eq!(
+        block_on(f.memories.get(&kept.id)).unwrap().unwrap().text,
+        "the cat is called Miso"
+    );
+    assert_eq!(
+        ids_of(&f.search("tea with lemon", 1, None)),
+        ["m-restored-1"]
+    );
+    assert_eq!(f.memories.stats().count, 2);
+    assert_eq!(f.memories.take_changes(), ["m-restored-1"]);
+
+    let report = restore(
+        &f,
+        rows,
+        RestoreOptions {
+            clear_existing: false,
+            on_conflict: OnConflict::Overwrite,
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        (report.restored, report.skipped, report.replaced),
+        (2, 0, 2)
+    );
+    assert_eq!(f.count(), 2);
+    let replaced = block_on(f.memories.get(&kept.id)).unwrap().unwrap();
+    assert_eq!(replaced.text, "the dog is called Rex");
+    assert_eq!(replaced.meta, json!({"from": "backup"}));
+    assert_eq!(ids_of(&f.search("dog Rex", 1, None)), [kept.id.as_str()]);
+    assert!(f
+        .search("cat Miso", 2, None)
+        .iter()
+        .all(|h| h.similarity < 0.5));
+}
+
+#[test]
+fn restore_with_clear_existing_leaves_exactly_the_backup_and_the_index_follows() {
+    let f = fixture();
+    let gone = f.add("to be replaced by the backup", "fact");
+    block_on(f.memories.save_snapshot()).unwrap();
+    let e = WordsEmbedder::new("words/v1");
+    let rows: Vec<Row> = (0..5)
+        .map(|i| {
+            backup_row(
+                &e,
+                &format!("m-b{i}"),
+                &format!("backed up memory {i}"),
+                "fact",
+                10,
+            )
+        })
+        .collect();
+    let progress = RefCell::new(Vec::new());
+    let report = block_on(
+        f.memories
+            .restore(rows.clone(), CLEAR, &|n| progress.borrow_mut().push(n)),
+    )
+    .unwrap();
+    assert_eq!(report.restored, 5);
+    assert_eq!(progress.borrow().last(), Some(&5));
+    let stored = block_on(f.store.scan(Table::Memories, Scan::first(100))).unwrap();
+    assert_eq!(stored, rows);
+    assert_eq!(f.memories.stats().count, 5);
+    assert_eq!(f.memories.stats().searchable, 5);
+    assert_eq!(ids_of(&f.search("backed up memory 3", 1, None)), ["m-b3"]);
+    assert!(block_on(f.memories.get(&gone.id)).unwrap().is_none());
+    let changes = f.memories.take_changes();
+    assert!(changes.contains(&gone.id) && changes.contains(&"m-b4".to_owned()));
+    // The snapshot is gone and a reset row says why; a new start reads every row.
+    let meta = meta_ids(&f.store);
+    assert!(
+        !meta.iter().any(|id| id == "memory-index/words/v1"),
+        "{meta:?}"
+    );
+    assert!(f.memories.wants_snapshot());
+    let progress = RefCell::new(Vec::new());
+    let reloaded = reload(&f.store, &f.clock, &progress);
+    assert_eq!(reloaded.stats(), f.memories.stats());
+    // The next snapshot consumes the reset row, and a start from it is right too.
+    block_on(f.memories.save_snapshot()).unwrap();
+    assert!(!meta_ids(&f.store)
+        .iter()
+        .any(|id| id.starts_with("memory-journal/")));
+    let reloaded = reload(&f.store, &f.clock, &RefCell::new(Vec::new()));
+    assert_eq!(reloaded.stats(), f.memories.stats());
+}
+
+#[test]
+fn a_snapshot_header_landing_after_a_restore_is_not_trusted() {
+    let f = fixture();
+    f.add("before the restore", "fact");
+    block_on(f.memories.save_snapshot()).unwrap();
+    let header = block_on(
+        f.store
+            .get(Table::Meta, vec!["memory-index/words/v1".into()]),
+    )
+    .unwrap()
+    .pop()
+    .flatten()
+    .unwrap();
+    let e = WordsEmbedder::new("words/v1");
+    restore(
+        &f,
+        vec![backup_row(&e, "m-r", "restored one", "fact", 1)],
+        CLEAR,
+    )
+    .unwrap();
+    // A snapshot that was being written (in another tab) while the restore committed lands now.
+    block_on(f.store.write(vec![WriteOp::Put(Table::Meta, header)])).unwrap();
+    let reloaded = reload(&f.store, &f.clock, &RefCell::new(Vec::new()));
+    assert_eq!(reloaded.stats().count, 1);
+    let hits = block_on(reloaded.search(&e, "restored one", 5, 0.0, None)).unwrap();
+    assert_eq!(ids_of(&hits), ["m-r"]);
+}
+
+#[test]
+fn a_small_restore_is_journaled_and_keeps_the_snapshot() {
+    let f = fixture();
+    f.add("already here", "fact");
+    block_on(f.memories.save_snapshot()).unwrap();
+    let e = WordsEmbedder::new("words/v1");
+    restore(
+        &f,
+        vec![backup_row(&e, "m-small", "a small restore", "feedback", 3)],
+        RestoreOptions::default(),
+    )
+    .unwrap();
+    assert!(meta_ids(&f.store)
+        .iter()
+        .any(|id| id == "memory-index/words/v1"));
+    let progress = RefCell::new(Vec::new());
+    let reloaded = reload(&f.store, &f.clock, &progress);
+    assert_eq!(
+        *progress.borrow(),
+        [1],
+        "the snapshot's one block, then the journal"
+    );
+    assert_eq!(reloaded.stats(), f.memories.stats());
+    let hits = block_on(reloaded.search(&e, "a small restore", 1, 0.0, None)).unwrap();
+    assert_eq!(ids_of(&hits), ["m-small"]);
+}
+
+#[test]
+fn other_workers_follow_a_restore_by_the_published_ids_or_the_reset_row() {
+    let f = fixture();
+    f.add("old memory", "fact");
+    let other = fixture_with(f.store.clone(), config());
+    assert_eq!(other.memories.stats().count, 1);
+    let e = WordsEmbedder::new("words/v1");
+    let rows = (0..3)
+        .map(|i| {
+            backup_row(
+                &e,
+                &format!("m-o{i}"),
+                &format!("from the backup {i}"),
+                "fact",
+                9,
+            )
+        })
+        .collect();
+    restore(&f, rows, CLEAR).unwrap();
+    // Told: it re-reads the published ids.
+    block_on(other.memories.refresh(f.memories.take_changes())).unwrap();
+    assert_eq!(other.memories.stats(), f.memories.stats());
+    // Not told: its next snapshot finds the reset row and re-reads everything.
+    let third = fixture_with(f.store.clone(), config());
+    restore(
+        &f,
+        vec![backup_row(&e, "m-o9", "restored while not told", "fact", 9)],
+        CLEAR,
+    )
+    .unwrap();
+    assert_eq!(third.memories.stats().count, 3);
+    block_on(third.memories.save_snapshot()).unwrap();
+    assert_eq!(third.memories.stats(), f.memories.stats());
+    let reloaded = reload(&f.store, &f.clock, &RefCell::new(Vec::new()));
+    assert_eq!(reloaded.stats(), f.memories.stats());
+}
+
+#[test]
+fn restored_memories_of_another_version_are_stored_but_never_searched() {
+    let f = fixture();
+    let old = WordsEmbedder::new("words/v0");
+    let current = WordsEmbedder::new("words/v1");
+    let mut odd = backup_row(&old, "m-old", "an old version memory", "fact", 1);
+    // Another version may have other dimensions.
+    odd.vectors.insert(EMBEDDING.into(), vec![1.0, 0.0]);
+    let rows = vec![
+        odd,
+        backup_row(&current, "m-new", "a current version memory", "fact", 1),
+    ];
+    let report = restore(&f, rows, RestoreOptions::default()).unwrap();
+    assert_eq!((report.restored, report.other_versions), (2, 1));
+    let stats = f.memories.stats();
+    assert_eq!(
+        (stats.count, stats.searchable, stats.other_versions),
+        (2, 1, 1)
+    );
+    assert_eq!(
+        ids_of(&f.search("an old version memory", 5, None)),
+        ["m-new"]
+    );
+    let stored = block_on(f.memories.get("m-old")).unwrap().unwrap();
+    assert_eq!(stored.embedding_version, "words/v0");
+}
+
+#[test]
+fn expired_tool_results_are_not_restored() {
+    let f = fixture();
+    let e = WordsEmbedder::new("words/v1");
+    f.clock.advance(2 * TOOL_RESULT_TTL_MS);
+    let now = f.clock.shared().now_ms();
+    let rows = vec![
+        backup_row(&e, "m-stale", "an old tool result", "tool_result", 0),
+        backup_row(&e, "m-fresh", "a fresh tool result", "tool_result", now),
+    ];
+    let report = restore(&f, rows, RestoreOptions::default()).unwrap();
+    assert_eq!((report.restored, report.skipped), (1, 1));
+    assert_eq!(f.count(), 1);
+}
+
+/// A store whose writes fail while `fail` is set, as an aborted IndexedDB transaction does.
+struct FailingStore {
+    inner: Rc<MemStore>,
+    fail: Cell<bool>,
+}
+
+impl Store for FailingStore {
+    fn get(&self, table: Table, ids: Vec<String>) -> LocalBoxFuture<'_, Result<Vec<Option<Row>>>> {
+        self.inner.get(table, ids)
+    }
+    fn scan(&self, table: Table, scan: Scan) -> LocalBoxFuture<'_, Result<Vec<Row>>> {
+        self.inner.scan(table, scan)
+    }
+    fn count(&self, table: Table) -> LocalBoxFuture<'_, Result<u64>> {
+        self.inner.count(table)
+    }
+    fn write(&self, ops: Vec<WriteOp>) -> LocalBoxFuture<'_, Result<()>> {
+        if self.fail.get() {
+            return Box::pin(std::future::ready(Err(Error::Store(
+                "the transaction aborted".into(),
+            ))));
+        }
+        self.inner.write(ops)
+    }
+    fn patch(
+        &self,
+        table: Table,
+        patches: Vec<(String, Map<String, Value>)>,
+    ) -> LocalBoxFuture<'_, Result<()>> {
+        self.inner.patch(table, patches)
+    }
+    fn snapshot(&self, tables: Vec<Table>) -> LocalBoxFuture<'_, Result<crate::store::Snapshot>> {
+        self.inner.snapshot(tables)
+    }
+}
+
+#[test]
+fn every_failed_restore_leaves_the_store_and_the_index_as_they_were() {
+    let inner = Rc::new(MemStore::new());
+    let store = Rc::new(FailingStore {
+        inner: inner.clone(),
+        fail: Cell::new(false),
+    });
+    let clock = ManualClock::new(1_000_000);
+    let e = WordsEmbedder::new("words/v1");
+    let memories = block_on(Memories::load(
+        store.clone(),
+        clock.shared(),
+        MemoryConfig {
+            max_memories: 4,
+            ..config()
+        },
+        e.info().clone(),
+        42,
+        &|_| {},
+    ))
+    .unwrap();
+    block_on(memories.add(&e, new("kept memory one", "fact"))).unwrap();
+    block_on(memories.add(&e, new("kept memory two", "fact"))).unwrap();
+    block_on(memories.save_snapshot()).unwrap();
+    memories.take_changes();
+    let good = |n: usize| -> Vec<Row> {
+        (0..n)
+            .map(|i| {
+                backup_row(
+                    &e,
+                    &format!("m-f{i}"),
+                    &format!("failing restore {i}"),
+                    "fact",
+                    1,
+                )
+            })
+            .collect()
+    };
+    let before = everything(&inner);
+    let stats = memories.stats();
+    let check_unchanged = |what: &str| {
+        assert_eq!(everything(&inner), before, "{what}");
+        assert_eq!(memories.stats(), stats, "{what}");
+        assert!(memories.take_changes().is_empty(), "{what}");
+        let hits = block_on(memories.search(&e, "failing restore 1", 5, 0.5, None)).unwrap();
+        assert!(hits.is_empty(), "{what}");
+    };
+
+    let mut long = good(1);
+    long[0]
+        .fields
+        .insert("text".into(), json!("x".repeat(70 * 1024)));
+    let mut dims = good(2);
+    dims[1].vectors.insert(EMBEDDING.into(), vec![0.5; 3]);
+    let mut twice = good(2);
+    twice[1].id = twice[0].id.clone();
+    let mut kind = good(2);
+    kind[1].fields.insert("kind".into(), json!("dream"));
+    for (rows, path) in [
+        (long, "memories[0].text"),
+        (dims, "memories[1].embedding"),
+        (twice, "memories[1].id"),
+        (kind, "memories[1]."),
+    ] {
+        for options in [RestoreOptions::default(), CLEAR] {
+            match block_on(memories.restore(rows.clone(), options, &|_| {})).unwrap_err() {
+                Error::BackupInvalid { path: p, .. } => assert_eq!(p, path),
+                other => panic!("{path}: {other:?}"),
+            }
+            check_unchanged(path);
+        }
+    }
+    // Over the budget (2 stored + 3 new > 4), refused before writing; with clearExisting 5 > 4.
+    for options in [RestoreOptions::default(), CLEAR] {
+        let rows = if options.clear_existing {
+            good(5)
+        } else {
+            good(3)
+        };
+        let error = block_on(memories.restore(rows, options, &|_| {})).unwrap_err();
+        assert_eq!(error.code(), ErrorCode::InvalidInput);
+        assert!(error.to_string().contains("maxMemories"), "{error}");
+        check_unchanged("budget");
+    }
+    // The store refuses the transaction: quota, or an abort.
+    for options in [RestoreOptions::default(), CLEAR] {
+        inner.set_max_rows(Some(3));
+        let error = block_on(memories.restore(good(2), options, &|_| {})).unwrap_err();
+        assert_eq!(error.code(), ErrorCode::Quota);
+        inner.set_max_rows(None);
+        check_unchanged("quota");
+        store.fail.set(true);
+        let error = block_on(memories.restore(good(2), options, &|_| {})).unwrap_err();
+        assert!(matches!(error, Error::Store(_)), "{error:?}");
+        store.fail.set(false);
+        check_unchanged("abort");
+    }
+    // And then it works.
+    let report = block_on(memories.restore(good(2), RestoreOptions::default(), &|_| {})).unwrap();
+    assert_eq!(report.restored, 2);
+    assert_eq!(memories.stats().count, 4);
+}
