@@ -287,8 +287,46 @@ pub enum Request {
         #[serde(rename = "backupId")]
         backup_id: String,
     },
+    /// Restores a stored backup's memories (in one transaction).
+    BackupsRestore {
+        /// The backup's id.
+        #[serde(rename = "backupId")]
+        backup_id: String,
+        /// `{clearExisting?, onConflict?: 'skip' | 'overwrite'}`.
+        #[serde(default)]
+        options: Value,
+    },
+    /// Imports a backup file's text (validated whole, then applied in one transaction).
+    BackupsImport {
+        /// The file's JSON text, whole or in consecutive pieces (a message's strings are at most
+        /// 1 Mi UTF-16 units, and a backup file is often larger).
+        text: BackupText,
+        /// `{clearExisting?, onConflict?: 'skip' | 'overwrite'}`.
+        #[serde(default)]
+        options: Value,
+    },
     /// Debug only: makes the worker panic, to test crash recovery.
     Crash {},
+}
+
+/// A backup file's text in a `backups_import` request: one string or consecutive pieces.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum BackupText {
+    /// The whole text.
+    Whole(String),
+    /// The text in pieces, to be joined in order.
+    Pieces(Vec<String>),
+}
+
+impl BackupText {
+    /// The whole text.
+    pub fn join(self) -> String {
+        match self {
+            BackupText::Whole(text) => text,
+            BackupText::Pieces(pieces) => pieces.concat(),
+        }
+    }
 }
 
 impl Request {
@@ -332,6 +370,8 @@ impl Request {
             Request::BackupsVerify { .. } => "backups_verify",
             Request::BackupsExport { .. } => "backups_export",
             Request::BackupsDelete { .. } => "backups_delete",
+            Request::BackupsRestore { .. } => "backups_restore",
+            Request::BackupsImport { .. } => "backups_import",
             Request::Crash {} => "crash",
         }
     }

@@ -339,7 +339,9 @@ impl WorkerRuntime {
             | Request::BackupsList {}
             | Request::BackupsVerify { .. }
             | Request::BackupsExport { .. }
-            | Request::BackupsDelete { .. } => return self.backups(id, request),
+            | Request::BackupsDelete { .. }
+            | Request::BackupsRestore { .. }
+            | Request::BackupsImport { .. } => return self.backups(id, request),
             Request::Crash {} if self.debug => return Reply::Crash,
             Request::Crash {} => Err(Error::DebugDisabled("crash".into())),
         };

@@ -6,6 +6,13 @@
 //! [`AUTO_BACKUP_EVERY_MS`]. Being a schedule on the job engine, it fires in the leader tab only,
 //! once across tabs, and catches up once after a sleep. Every backup request is accounted against
 //! the `store` health component.
+//!
+//! `backups_restore` and `backups_import` also wait for the memory index: the backup manager
+//! validates the document, the memory layer writes it in one transaction
+//! ([`crate::memory::Memories::restore`]) and updates the index from the rows written, with
+//! `memory_index` events (`loaded` = memories indexed so far, `done` at the end). The ids that
+//! changed are then published to the other workers on the database, as after any memory write,
+//! and they re-read them.
 
 use std::rc::Rc;
 
@@ -13,7 +20,7 @@ use futures_util::FutureExt;
 use serde_json::Value;
 
 use super::{
-    finish, json_body as json, Reply, Request, RequestId, ResponseBody, WorkerRuntime,
+    finish, json_body as json, Event, Reply, Request, RequestId, ResponseBody, WorkerRuntime,
     STORE_COMPONENT,
 };
 use crate::backup::{BackupConfig, BackupManager};
@@ -23,6 +30,7 @@ use crate::error::{Error, Result};
 use crate::jobs::{
     CatchUp, JobError, JobOptions, JobTemplate, Priority, RemovePolicy, ScheduleSpec,
 };
+use crate::memory::RestoreOptions;
 
 /// The queue of automatic backups (a Rust handler in every worker).
 pub const BACKUP_JOB: &str = "orion.backup";
@@ -119,12 +127,73 @@ impl WorkerRuntime {
             let error = Error::Internal("no backup manager after init".into());
             return Reply::Send(finish(&self.shared, id, STORE_COMPONENT, Err(error)));
         };
+        if matches!(
+            request,
+            Request::BackupsRestore { .. } | Request::BackupsImport { .. }
+        ) {
+            return self.restore(id, backups, request);
+        }
         let shared = Rc::clone(&self.shared);
         Reply::Spawn(Box::pin(async move {
             let result = match backups.await {
                 Ok(manager) => answer(&manager, embedder.await.info(), request).await,
                 Err(error) => Err(error),
             };
+            finish(&shared, id, STORE_COMPONENT, result)
+        }))
+    }
+
+    /// `backups_restore` and `backups_import`: through the backup manager into the memory layer.
+    fn restore(&self, id: RequestId, backups: BackupsFuture, request: Request) -> Reply {
+        let Some(memories) = self.memories.clone() else {
+            let error = Error::Internal("no memory store after init".into());
+            return Reply::Send(finish(&self.shared, id, STORE_COMPONENT, Err(error)));
+        };
+        let shared = Rc::clone(&self.shared);
+        let emit = Rc::clone(&self.platform.emit);
+        let publish = Rc::clone(&self.platform.publish_memory_changes);
+        Reply::Spawn(Box::pin(async move {
+            let result = async {
+                // Options first: a bad one is refused without reading anything.
+                let options = match &request {
+                    Request::BackupsRestore { options, .. }
+                    | Request::BackupsImport { options, .. } => {
+                        RestoreOptions::parse(options, "options")?
+                    }
+                    _ => return Err(Error::Internal("not a restore".into())),
+                };
+                let manager = backups.await?;
+                let memories = memories.await?;
+                let progress = |loaded| {
+                    emit(Event::MemoryIndex {
+                        loaded,
+                        done: false,
+                    })
+                };
+                let report = match request {
+                    Request::BackupsRestore { backup_id, .. } => {
+                        manager
+                            .restore(&backup_id, options, &memories, &progress)
+                            .await
+                    }
+                    Request::BackupsImport { text, .. } => {
+                        let text = text.join();
+                        manager.import(&text, options, &memories, &progress).await
+                    }
+                    _ => Err(Error::Internal("not a restore".into())),
+                };
+                let changed = memories.take_changes();
+                if !changed.is_empty() {
+                    publish(changed);
+                }
+                let report = report?;
+                emit(Event::MemoryIndex {
+                    loaded: memories.stats().count,
+                    done: true,
+                });
+                json(&report)
+            }
+            .await;
             finish(&shared, id, STORE_COMPONENT, result)
         }))
     }

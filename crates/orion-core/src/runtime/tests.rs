@@ -913,3 +913,90 @@ fn backups_are_taken_listed_verified_exported_and_scheduled_hourly() {
     );
     assert_eq!(bad[0]["error"]["code"], "ERR_INVALID_INPUT");
 }
+
+#[test]
+fn backups_restore_and_import_through_the_protocol() {
+    let mut h = memory_harness(Rc::new(MemStore::new()));
+    for (i, text) in ["Alice likes tea", "Bob plays chess", "Carol sails"]
+        .iter()
+        .enumerate()
+    {
+        let added = h.call(10 + i as u32, json!({"type": "memory_add", "text": text}));
+        assert_eq!(added["type"], "response", "{added}");
+    }
+    let created = h.call(20, json!({"type": "backups_create"}));
+    let id = created["result"]["id"].as_str().unwrap().to_owned();
+    let purged = h.call(21, json!({"type": "memory_purge"}));
+    assert_eq!(purged["result"], 3);
+    h.events.borrow_mut().clear();
+    h.published.borrow_mut().clear();
+
+    let restored = h.call(
+        22,
+        json!({"type": "backups_restore", "backupId": id, "options": {"clearExisting": true}}),
+    );
+    assert_eq!(
+        restored["result"],
+        json!({"restored": 3, "skipped": 0, "replaced": 0, "otherVersions": 0}),
+        "{restored}"
+    );
+    let stats = h.call(23, json!({"type": "memory_stats"}));
+    assert_eq!(stats["result"]["count"], 3);
+    let hits = h.call(
+        24,
+        json!({"type": "memory_search", "query": "Bob plays chess", "k": 3, "minSimilarity": -1}),
+    );
+    // (The fake embedder's vectors are all alike: every restored memory is searchable.)
+    let mut texts: Vec<&str> = hits["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|hit| hit["text"].as_str().unwrap())
+        .collect();
+    texts.sort_unstable();
+    assert_eq!(texts, ["Alice likes tea", "Bob plays chess", "Carol sails"]);
+    assert!(h.events.borrow().iter().any(|e| matches!(
+        e,
+        Event::MemoryIndex {
+            loaded: 3,
+            done: true
+        }
+    )));
+    assert_eq!(h.published.borrow().len(), 1, "the other tabs are told");
+    assert_eq!(h.published.borrow()[0].len(), 3);
+
+    // Import of the exported file into a second database: identical memories.
+    let exported = h.call(25, json!({"type": "backups_export", "backupId": id}));
+    let text = exported["result"].as_str().unwrap().to_owned();
+    let mut second = memory_harness(Rc::new(MemStore::new()));
+    let (a, b) = text.split_at(text.len() / 2);
+    let imported = second.call(
+        30,
+        json!({"type": "backups_import", "text": [a, b], "options": {"onConflict": "overwrite"}}),
+    );
+    assert_eq!(imported["result"]["restored"], 3, "{imported}");
+    let list =
+        |h: &mut MemoryHarness, id| h.call(id, json!({"type": "memory_list"}))["result"].clone();
+    assert_eq!(list(&mut second, 31), list(&mut h, 26));
+
+    // Bad options and bad files are typed errors, and nothing changes.
+    let before = list(&mut second, 32);
+    let bad = second.call(
+        33,
+        json!({"type": "backups_import", "text": text, "options": {"onConflict": "merge"}}),
+    );
+    assert_eq!(bad["error"]["code"], "ERR_INVALID_INPUT", "{bad}");
+    let message = bad["error"]["message"].as_str().unwrap();
+    assert!(message.contains("`options.onConflict`"), "{bad}");
+    let corrupted = text.replacen("\"kind\":\"fact\"", "\"kind\":1", 1);
+    let bad = second.call(
+        34,
+        json!({"type": "backups_import", "text": corrupted, "options": {"clearExisting": true}}),
+    );
+    assert_eq!(bad["error"]["code"], "ERR_BACKUP_INVALID", "{bad}");
+    let message = bad["error"]["message"].as_str().unwrap();
+    assert!(message.contains("data.data[0].rows[0].kind"), "{bad}");
+    assert_eq!(list(&mut second, 35), before);
+    let missing = second.call(36, json!({"type": "backups_restore", "backupId": "b-none"}));
+    assert_eq!(missing["error"]["code"], "ERR_INVALID_INPUT", "{missing}");
+}
