@@ -596,6 +596,42 @@ export interface OrionBackups {
   download(id: string): Promise<string>;
   /** Deletes a stored backup; resolves to whether there was one. */
   delete(id: string): Promise<boolean>;
+  /**
+   * Restores a stored backup's memories, checked whole first (`ERR_BACKUP_INVALID` if it is
+   * damaged or disagrees with what was recorded), then written in one transaction: never
+   * half-applied; on any error the database is unchanged. Refused with `ERR_INVALID_INPUT`
+   * (`memories`) when the result would exceed the profile's `maxMemories`. Emits `memory_index`
+   * events as the index takes the memories in; other tabs are told.
+   */
+  restore(id: string, options?: RestoreOptions): Promise<RestoreReport>;
+  /**
+   * Imports a backup file (ORION's, or a Dexie `exportDB` of ORION's database: no checksum then,
+   * every row still checked). Everything is validated before anything is written; any problem is
+   * `ERR_BACKUP_INVALID` with the path of the first bad field (e.g.
+   * `data.data[0].rows[17].embedding`) and the database unchanged. A File or Blob is read in the
+   * page with `.text()`.
+   */
+  import(source: string | Blob, options?: RestoreOptions): Promise<RestoreReport>;
+}
+
+/** How a restore or import treats the memories already stored. */
+export interface RestoreOptions {
+  /** Delete every stored memory first, in the same transaction (default false). */
+  clearExisting?: boolean;
+  /** For ids already stored (when not clearing): keep the stored memory (`skip`, default) or replace it (`overwrite`). */
+  onConflict?: 'skip' | 'overwrite';
+}
+
+/** What a restore or import did. */
+export interface RestoreReport {
+  /** Memories written (new and replaced). */
+  restored: number;
+  /** Memories of the backup not written: already stored (`skip`) or expired tool results. */
+  skipped: number;
+  /** Of those restored, how many replaced a stored memory with the same id. */
+  replaced: number;
+  /** Of those restored, how many carry another embedding version (stored, not searchable until re-embedded). */
+  otherVersions: number;
 }
 
 /** Background work that survives reloads, crashes and several tabs (one tab runs it). */

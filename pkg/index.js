@@ -192,6 +192,16 @@ export class Orion {
       verify: async (id) => this.#call({ type: 'backups_verify', backupId: id }),
       export: async (id) => this.#call({ type: 'backups_export', backupId: id }),
       delete: async (id) => this.#call({ type: 'backups_delete', backupId: id }),
+      restore: async (id, options = {}) => this.#call({
+        type: 'backups_restore',
+        backupId: id,
+        options: pickOptions('backups.restore', options, RESTORE_OPTIONS),
+      }),
+      import: async (source, options = {}) => {
+        const picked = pickOptions('backups.import', options, RESTORE_OPTIONS);
+        const text = await backupText(source);
+        return this.#call({ type: 'backups_import', text: textPieces(text), options: picked });
+      },
       download: async (id) => {
         const [info] = (await this.#call({ type: 'backups_list' })).filter((backup) => backup.id === id);
         const text = await this.#call({ type: 'backups_export', backupId: id });
@@ -512,6 +522,32 @@ function pickOptions(method, options, allowed) {
     if (value !== undefined) picked[key] = value;
   }
   return picked;
+}
+
+const RESTORE_OPTIONS = ['clearExisting', 'onConflict'];
+
+/** The text of a backup file given as a string, a File or a Blob (read here, in the page). */
+async function backupText(source) {
+  if (typeof source === 'string') return source;
+  if (typeof Blob !== 'undefined' && source instanceof Blob) return source.text();
+  throw new OrionError(ErrorCode.INVALID_INPUT, 'invalid `text`: backups.import takes a string, a File or a Blob');
+}
+
+/** Strings in a message are at most 2^20 UTF-16 units: a larger text goes in pieces, never cut
+ * between the two halves of a surrogate pair (the worker joins them in order). */
+const TEXT_PIECE = 1 << 19;
+function textPieces(text) {
+  if (text.length <= TEXT_PIECE) return text;
+  const pieces = [];
+  let start = 0;
+  while (start < text.length) {
+    let end = Math.min(start + TEXT_PIECE, text.length);
+    const last = text.charCodeAt(end - 1);
+    if (end < text.length && last >= 0xd800 && last <= 0xdbff) end -= 1;
+    pieces.push(text.slice(start, end));
+    start = end;
+  }
+  return pieces;
 }
 
 function checkText(text, field) {
