@@ -63,3 +63,92 @@ test('a manual backup is listed, verified, exported and downloaded as a file', a
   expect(saved).toBe(outcome.text);
   expect(problems).toEqual([]);
 });
+
+test('restore brings deleted memories back, an export imports identically elsewhere, a corrupted file changes nothing', async ({ page }, testInfo) => {
+  const problems = watchProblems(page);
+  await page.goto('/fixture/blank.html');
+  const stamp = `${testInfo.workerIndex}-${Date.now()}`;
+  const outcome = await page.evaluate(async ({ stamp }) => {
+    const { Orion } = await import('/pkg/index.js');
+    const all = async (orion) => (await orion.memory.list({ limit: 1000 })).items;
+    const same = (m) => ({ id: m.id, text: m.text, kind: m.kind, createdAt: m.createdAt, embeddingVersion: m.embeddingVersion, meta: m.meta });
+    const first = await Orion.create({ profile: 'micro', database: `restore-a-${stamp}` });
+    await first.memory.addMany([
+      { text: 'Alice prefers green tea', kind: 'fact' },
+      { text: 'The meeting moved to Thursday', kind: 'conversation', meta: { room: 'B' } },
+      { text: 'Bob answered the survey', kind: 'feedback' },
+      { text: 'Carol sails on weekends', kind: 'fact' },
+    ]);
+    const statsBefore = await first.memory.stats();
+    const listBefore = await all(first);
+    const backup = await first.backups.create({ label: 'before the cleanup' });
+    const tea = listBefore.find((m) => m.text.includes('green tea'));
+    await first.memory.delete(tea.id);
+    await first.memory.purge({ kind: 'feedback' });
+    const statsDeleted = await first.memory.stats();
+    const indexEvents = [];
+    first.on('memory_index', (event) => indexEvents.push({ loaded: event.loaded, done: event.done }));
+    const restored = await first.backups.restore(backup.id, { clearExisting: true });
+    const statsRestored = await first.memory.stats();
+    const listRestored = await all(first);
+    const hits = await first.memory.search('green tea', { k: 1 });
+
+    // The exported file, as a File, into a second database.
+    const text = await first.backups.export(backup.id);
+    const second = await Orion.create({ profile: 'micro', database: `restore-b-${stamp}` });
+    const imported = await second.backups.import(new File([text], 'backup.json', { type: 'application/json' }));
+    const listImported = await all(second);
+    const statsImported = await second.memory.stats();
+    const secondHits = await second.memory.search('Carol sails on weekends', { k: 1 });
+
+    // Corrupted files: refused with the path, and the database is unchanged.
+    const listBeforeBad = await all(second);
+    const refusals = [];
+    for (const bad of [text.replace('"kind":"fact"', '"kind":7'), text.slice(0, text.length >> 1), text.replace(/"checksum":"sha256:[0-9a-f]/, '"checksum":"sha256:g')]) {
+      try {
+        await second.backups.import(bad, { clearExisting: true });
+        refusals.push(null);
+      } catch (error) {
+        refusals.push({ code: error.code, message: error.message });
+      }
+    }
+    const listAfterBad = await all(second);
+    let badOption = null;
+    try {
+      await second.backups.import(text, { onConflict: 'merge' });
+    } catch (error) {
+      badOption = { code: error.code, message: error.message };
+    }
+    await first.close();
+    await second.close();
+    return {
+      statsBefore, statsDeleted, statsRestored, statsImported, restored, imported, hits, secondHits,
+      before: listBefore.map(same), restoredList: listRestored.map(same), importedList: listImported.map(same),
+      listBeforeBad, listAfterBad, refusals, badOption, indexEvents,
+    };
+  }, { stamp });
+
+  expect(outcome.statsDeleted.count).toBe(2);
+  expect(outcome.restored).toEqual({ restored: 4, skipped: 0, replaced: 0, otherVersions: 0 });
+  expect(outcome.statsRestored.count).toBe(outcome.statsBefore.count);
+  expect(outcome.statsRestored.byKind).toEqual(outcome.statsBefore.byKind);
+  expect(outcome.statsRestored.searchable).toBe(4);
+  expect(outcome.restoredList).toEqual(outcome.before);
+  expect(outcome.hits[0].text).toBe('Alice prefers green tea');
+  expect(outcome.indexEvents).toContainEqual({ loaded: 4, done: true });
+
+  expect(outcome.imported).toEqual({ restored: 4, skipped: 0, replaced: 0, otherVersions: 0 });
+  expect(outcome.importedList).toEqual(outcome.before);
+  expect(outcome.statsImported.count).toBe(4);
+  expect(outcome.statsImported.searchable).toBe(4);
+  expect(outcome.secondHits[0].text).toBe('Carol sails on weekends');
+
+  for (const refusal of outcome.refusals) expect(refusal?.code).toBe('ERR_BACKUP_INVALID');
+  expect(outcome.refusals[0].message).toContain('data.data[0].rows[');
+  expect(outcome.refusals[0].message).toContain('].kind');
+  expect(outcome.refusals[2].message).toContain('orion.checksum');
+  expect(outcome.listAfterBad).toEqual(outcome.listBeforeBad);
+  expect(outcome.badOption.code).toBe('ERR_INVALID_INPUT');
+  expect(outcome.badOption.message).toContain('options.onConflict');
+  expect(problems).toEqual([]);
+});
