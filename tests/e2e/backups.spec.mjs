@@ -152,3 +152,37 @@ test('restore brings deleted memories back, an export imports identically elsewh
   expect(outcome.badOption.message).toContain('options.onConflict');
   expect(problems).toEqual([]);
 });
+
+test('a file larger than one message string imports in pieces, and over the budget nothing is written', async ({ page }, testInfo) => {
+  const problems = watchProblems(page);
+  await page.goto('/fixture/blank.html');
+  const stamp = `${testInfo.workerIndex}-${Date.now()}`;
+  const outcome = await page.evaluate(async ({ stamp }) => {
+    const { Orion } = await import('/pkg/index.js');
+    const first = await Orion.create({ profile: 'micro', database: `big-a-${stamp}` });
+    await first.memory.addMany(Array.from({ length: 1500 }, (_, i) => ({ text: `memory number ${i} about ${'🍵é'.repeat(i % 7)} things`, kind: 'fact' })));
+    const backup = await first.backups.create();
+    const text = await first.backups.export(backup.id);
+    const second = await Orion.create({ profile: 'micro', database: `big-b-${stamp}` });
+    const imported = await second.backups.import(new Blob([text]));
+    const stats = await second.memory.stats();
+    const small = await Orion.create({ profile: 'micro', database: `big-c-${stamp}`, memory: { maxMemories: 1000 } });
+    await small.memory.add('already here', { kind: 'fact' });
+    let overBudget = null;
+    try {
+      await small.backups.import(text);
+    } catch (error) {
+      overBudget = { code: error.code, message: error.message };
+    }
+    const smallStats = await small.memory.stats();
+    await Promise.all([first.close(), second.close(), small.close()]);
+    return { length: text.length, imported, count: stats.count, overBudget, smallCount: smallStats.count };
+  }, { stamp });
+  expect(outcome.length).toBeGreaterThan(1 << 20);
+  expect(outcome.imported.restored).toBe(1500);
+  expect(outcome.count).toBe(1500);
+  expect(outcome.overBudget?.code).toBe('ERR_INVALID_INPUT');
+  expect(outcome.overBudget.message).toContain('maxMemories');
+  expect(outcome.smallCount).toBe(1);
+  expect(problems).toEqual([]);
+});
