@@ -121,6 +121,8 @@ pub struct Platform {
     pub publish_task_changes: Rc<dyn Fn(TaskChanges)>,
     /// A timer: resolves after this many ms (the task loop sleeps on it).
     pub sleep: Sleep,
+    /// Compiles the JSON Schemas of task payloads.
+    pub schemas: Rc<dyn crate::tasks::SchemaCompiler>,
 }
 
 /// The leader lock of database `name` is `orion-leader/<name>`.

@@ -22,7 +22,7 @@
 //! and sleeps until the earliest `next_wake_at` or until woken: by a write, by the end of a run,
 //! or by another tab's changes.
 
-mod definition;
+pub(crate) mod definition;
 mod host;
 mod status;
 
@@ -35,7 +35,9 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-pub use definition::{StepSpec, TaskSource, TaskSpec, MAX_SCHEMA_BYTES, MAX_TASKS};
+pub use definition::{
+    PayloadCheck, SchemaCompiler, StepSpec, TaskSource, TaskSpec, MAX_SCHEMA_BYTES, MAX_TASKS,
+};
 pub use host::{HostFailure, RunKind, TaskRun};
 pub use status::{TaskPage, TaskStatus};
 
@@ -111,6 +113,8 @@ pub struct TaskHooks {
     pub report: Rc<dyn Fn(std::result::Result<(), String>)>,
     /// Told which alerts fire after each evaluation (for the health report).
     pub alerts: Rc<dyn Fn(Vec<AlertEvent>)>,
+    /// Compiles the payload schemas of page-defined tasks.
+    pub schemas: Rc<dyn SchemaCompiler>,
 }
 
 /// How long the loop waits after a failed tick before the next one, in ms.
@@ -287,7 +291,7 @@ impl Tasks {
                         format!("must be from 1 to {MAX_CONCURRENCY}, got {concurrency}"),
                     ));
                 }
-                registry.define(&spec)?;
+                registry.define(&spec, &*self.hooks.schemas)?;
                 let host = Rc::clone(&self.host);
                 self.queue
                     .register(&spec.name, concurrency, move |context| {
@@ -303,7 +307,7 @@ impl Tasks {
                 self.engine
                     .register(&spec.name, definition)
                     .map_err(|error| rename_field(error, "definition", "task"))?;
-                registry.define(&spec)?;
+                registry.define(&spec, &*self.hooks.schemas)?;
             }
         }
         drop(registry);

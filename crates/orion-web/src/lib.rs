@@ -12,6 +12,7 @@ mod memory_sync;
 mod message_guard;
 mod model_loader;
 mod panic_report;
+mod payload_schema;
 mod provided_files;
 
 use std::cell::RefCell;
@@ -94,6 +95,7 @@ impl OrionWorker {
                 }
             }),
             spawn: Rc::new(wasm_bindgen_futures::spawn_local),
+            schemas: Rc::new(payload_schema::JsonSchemas),
         };
         OrionWorker {
             runtime: WorkerRuntime::new(WebClock::shared(), WEB_VERSION, platform),

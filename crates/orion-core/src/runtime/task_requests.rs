@@ -35,6 +35,7 @@ impl WorkerRuntime {
             publish: Rc::clone(&self.platform.publish_task_changes),
             spawn: Rc::clone(&self.platform.spawn),
             sleep: Rc::clone(&self.platform.sleep),
+            schemas: Rc::clone(&self.platform.schemas),
             alerts: Rc::new(move |alerts| {
                 if let Ok(mut state) = alerts_to.try_borrow_mut() {
                     state.alerts = alerts;

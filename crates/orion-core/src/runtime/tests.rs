@@ -101,6 +101,7 @@ fn fake_platform(fail: bool) -> (Rc<FakeLoader>, Platform) {
         request_leadership: Rc::new(|_| {}),
         publish_task_changes: Rc::new(|_| {}),
         sleep: Rc::new(|_| Box::pin(std::future::pending())),
+        schemas: Rc::new(crate::tasks::definition::tests::TinySchemas),
     };
     (loader, platform)
 }

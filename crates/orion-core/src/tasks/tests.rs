@@ -72,6 +72,7 @@ impl Tab {
             }),
             sleep: Rc::new(move |ms| sleeper.sleep(&sleep_clock, ms)),
             alerts: Rc::new(|_| {}),
+            schemas: Rc::new(super::definition::tests::TinySchemas),
             report: Rc::new(|outcome| {
                 if let Err(reason) = outcome {
                     panic!("a tick failed: {reason}");
