@@ -30,6 +30,18 @@ pub(crate) fn check_id(field: &str, id: &str) -> Result<()> {
     Ok(())
 }
 
+/// `ids` checked as ids (`ERR_INVALID_INPUT` on `ids[i]`), sorted, each once: what a refresh
+/// re-reads.
+pub(crate) fn unique_ids(ids: &[String]) -> Result<Vec<String>> {
+    for (i, id) in ids.iter().enumerate() {
+        check_id(&format!("ids[{i}]"), id)?;
+    }
+    let mut unique = ids.to_vec();
+    unique.sort();
+    unique.dedup();
+    Ok(unique)
+}
+
 /// `value` serialised is at most `max` bytes, or `ERR_INVALID_INPUT` on `field`.
 pub(crate) fn check_json_size(field: &str, value: &Value, max: usize) -> Result<()> {
     let size = serde_json::to_vec(value).map_or(usize::MAX, |bytes| bytes.len());

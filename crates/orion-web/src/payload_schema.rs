@@ -35,26 +35,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_first_error_is_a_pointer_to_the_field() {
-        let check = JsonSchemas
-            .compile(&json!({
-                "type": "object",
-                "required": ["to"],
-                "properties": {"items": {"type": "array", "items": {"type": "object",
-                    "properties": {"qty": {"type": "integer", "minimum": 1}}}}}
-            }))
-            .unwrap();
+    fn the_first_error_is_a_pointer_to_the_field() -> Result<(), String> {
+        let check = JsonSchemas.compile(&json!({
+            "type": "object",
+            "required": ["to"],
+            "properties": {"items": {"type": "array", "items": {"type": "object",
+                "properties": {"qty": {"type": "integer", "minimum": 1}}}}}
+        }))?;
         assert_eq!(
             check.first_error(&json!({"to": "a", "items": [{"qty": 2}]})),
             None
         );
         let (pointer, _) = check
             .first_error(&json!({"to": "a", "items": [{"qty": 1}, {"qty": 0}]}))
-            .unwrap();
+            .ok_or("a zero quantity passed")?;
         assert_eq!(pointer, "/items/1/qty");
-        let (pointer, reason) = check.first_error(&json!({"items": []})).unwrap();
+        let (pointer, reason) = check
+            .first_error(&json!({"items": []}))
+            .ok_or("a missing `to` passed")?;
         assert_eq!(pointer, "");
         assert!(reason.contains("to"), "{reason}");
+        Ok(())
     }
 
     #[test]

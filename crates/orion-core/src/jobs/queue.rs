@@ -336,12 +336,7 @@ impl JobQueue {
     /// `None`). Ids are checked like `id` elsewhere (`ERR_INVALID_INPUT` on `ids[i]`); duplicates
     /// are read once.
     pub async fn refresh(&self, ids: &[String]) -> Result<()> {
-        for (i, id) in ids.iter().enumerate() {
-            check_id(&format!("ids[{i}]"), id)?;
-        }
-        let mut unique: Vec<String> = ids.to_vec();
-        unique.sort();
-        unique.dedup();
+        let unique = crate::input::unique_ids(ids)?;
         if unique.is_empty() {
             return Ok(());
         }
