@@ -23,7 +23,10 @@ export type ErrorCode =
   | 'ERR_INVALID_INPUT'
   | 'ERR_QUOTA'
   | 'ERR_STORE'
-  | 'ERR_BACKUP_INVALID';
+  | 'ERR_BACKUP_INVALID'
+  | 'ERR_GENERATION'
+  | 'ERR_CANCELLED'
+  | 'ERR_TIMEOUT';
 
 /** The codes by name, e.g. `ErrorCode.WORKER_CRASHED === 'ERR_WORKER_CRASHED'`. */
 export declare const ErrorCode: Readonly<{
@@ -43,6 +46,9 @@ export declare const ErrorCode: Readonly<{
   QUOTA: 'ERR_QUOTA';
   STORE: 'ERR_STORE';
   BACKUP_INVALID: 'ERR_BACKUP_INVALID';
+  GENERATION: 'ERR_GENERATION';
+  CANCELLED: 'ERR_CANCELLED';
+  TIMEOUT: 'ERR_TIMEOUT';
 }>;
 
 /** Every rejection from ORION is an OrionError. */

@@ -25,6 +25,9 @@ export const ErrorCode = Object.freeze({
   QUOTA: 'ERR_QUOTA',
   STORE: 'ERR_STORE',
   BACKUP_INVALID: 'ERR_BACKUP_INVALID',
+  GENERATION: 'ERR_GENERATION',
+  CANCELLED: 'ERR_CANCELLED',
+  TIMEOUT: 'ERR_TIMEOUT',
 });
 
 /** An error from ORION. `code` is stable; `message` is for people. */

