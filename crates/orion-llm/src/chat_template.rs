@@ -8,12 +8,12 @@
 
 use minijinja::{Environment, ErrorKind};
 use orion_core::Error;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::tokenizer::ModelTokenizer;
 
 /// One turn of a conversation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
     /// `system`, `user` or `assistant`.
     pub role: String,
