@@ -110,9 +110,19 @@ export type EmbeddingModelSource =
   | { url: string | URL; sha256?: ModelDigests }
   | { files: Record<ModelFileRole, ArrayBuffer | ArrayBufferView>; sha256?: ModelDigests };
 
+/**
+ * Where the local LLM's GGUF file is (e.g. SmolLM2-135M-Instruct.Q4_1.gguf): its URL, or
+ * `{ url, sha256 }` with the file's hex SHA-256 to check. It is fetched on the first generation
+ * (not at `create`), with `model_progress` events, checked like the embedding model's files and
+ * kept in Cache Storage for offline starts.
+ */
+export type LlmModelSource = string | URL | { url: string | URL; sha256?: string };
+
 export interface ModelUrls {
   /** The embedding model. Without it the hashing embedder (micro) is used. */
   embedding?: EmbeddingModelSource;
+  /** The local LLM. Ignored when an `llm` function is given (the function wins). */
+  llm?: LlmModelSource;
 }
 
 export interface ModelProgressEvent {
@@ -323,6 +333,158 @@ export interface OrionOptions {
   breaker?: BreakerConfig;
   /** Health thresholds. */
   health?: HealthConfig;
+  /**
+   * The page's own LLM. When given, every generation calls it (through the client) instead of
+   * the local model, which is then never loaded, even if `models.llm` names one. Return the
+   * whole text, or an async iterable of pieces to stream them. Throw to fail the attempt (an
+   * error with `retryable: false` is not retried). `signal` aborts when the worker stops waiting
+   * (the attempt timed out, or the caller cancelled).
+   */
+  llm?: (request: HostLlmRequest) => string | Promise<string> | AsyncIterable<string> | Promise<AsyncIterable<string>>;
+  /** How text is generated. */
+  llmOptions?: LlmOptions;
+}
+
+/** `Orion.create({ llmOptions })`. */
+export interface LlmOptions {
+  /**
+   * The local model's weights in memory: 'q8_0' (default) re-quantizes at load time, 3 to 5
+   * times faster in wasm (SIMD kernels) at about twice the memory of a Q4_1 file; 'as-stored'
+   * keeps the file's format.
+   */
+  weights?: 'q8_0' | 'as-stored';
+  /** The longest prompt + answer the local model serves, in tokens (16 to 8192; default 2048). */
+  maxContext?: number;
+  /** The `llm` function's time limit per attempt, in ms (default 60 000, at most 600 000). */
+  timeoutMs?: number;
+  /** Attempts per generation of the `llm` function (1 to 5, default 2). Timeouts are not retried. */
+  attempts?: number;
+  /** The wait before the `llm` function's first retry, doubling after (default 500 ms). */
+  backoffMs?: number;
+}
+
+/** One earlier turn of a conversation. */
+export interface ChatTurn {
+  role: 'user' | 'assistant';
+  content: string;
+}
+
+/** How to generate (orion_core::generation::GenerateRequest); bad fields reject ERR_INVALID_INPUT naming them. */
+export interface GenerateFields {
+  /** The system prompt; the model's default when absent. */
+  system?: string;
+  /** Earlier turns, oldest first. */
+  history?: ChatTurn[];
+  /** Turns of one conversation share the local model's cache: a follow-up reads only its new tokens. */
+  conversationId?: string;
+  /** Which agent asks (passed to the `llm` function). */
+  agent?: string;
+  /** 0 (default) is greedy; up to 2. */
+  temperature?: number;
+  /** Nucleus sampling, in (0, 1]. */
+  topP?: number;
+  /** Keep only the k likeliest tokens (at least 1). */
+  topK?: number;
+  /** 1 (default, off) to 2. */
+  repetitionPenalty?: number;
+  /** The same seed, request and model give the same text (default 0). */
+  seed?: number;
+  /** Most tokens to generate (1 to 4096, default 256). */
+  maxTokens?: number;
+  /** Generation ends before the first of these strings (at most 8, each 1 to 64 bytes). */
+  stop?: string[];
+}
+
+/** A whole generation request. */
+export interface GenerateRequest extends GenerateFields {
+  /** The user's message (not empty, at most 64 KiB). */
+  prompt: string;
+}
+
+/** What the `llm` function gets: the request, the attempt (1 first) and the abort signal. */
+export interface HostLlmRequest extends Required<Pick<GenerateRequest, 'prompt' | 'temperature' | 'maxTokens' | 'stop' | 'history'>> {
+  system: string | null;
+  agent: string | null;
+  conversationId: string | null;
+  topP: number | null;
+  topK: number | null;
+  repetitionPenalty: number;
+  seed: number;
+  attempt: number;
+  signal: AbortSignal;
+}
+
+export interface GenerateOptions extends GenerateFields {
+  /**
+   * Cancels the generation. Aborted before it starts: rejects with ERR_CANCELLED. Aborted while it
+   * runs: the generator stops at its next token and the call RESOLVES with `finish: 'cancelled'`
+   * and the text so far.
+   */
+  signal?: AbortSignal;
+  /** Each new piece of text as it is generated (the pieces concatenate to the final text). */
+  onToken?: (text: string) => void;
+}
+
+export interface GenerateManyOptions {
+  /** Cancels every generation of the batch (see `GenerateOptions.signal`). */
+  signal?: AbortSignal;
+  /** Each new piece of text of request `index`. */
+  onToken?: (index: number, text: string) => void;
+}
+
+/** Why a generation ended. */
+export type FinishReason = 'endOfTurn' | 'stop' | 'length' | 'cancelled';
+
+/** A finished generation. */
+export interface Generated {
+  /** The text, without the stop string or end-of-turn token. */
+  text: string;
+  finish: FinishReason;
+  /** Tokens in the prompt (0 for the `llm` function). */
+  promptTokens: number;
+  /** Prompt tokens read from the conversation's cache. */
+  cachedTokens: number;
+  /** Tokens generated (pieces, for the `llm` function). */
+  tokens: number;
+  /** Time reading the prompt, ms. */
+  prefillMs: number;
+  /** Time generating, ms. */
+  decodeMs: number;
+}
+
+/**
+ * Text generation. The generator is the `llm` function when given, else the local model of
+ * `models.llm`, loaded on the first call. If it cannot load (404, a truncated or malformed file,
+ * a wrong SHA-256, not enough memory) calls reject with ERR_MODEL_LOAD, `health()` shows the
+ * `generator` component unhealthy (reason `unavailable`, `lastError` says why) and everything else
+ * keeps working; the load is tried again by the first call after `breaker.openTimeoutMs` (30 s).
+ * Every call runs under the circuit `llm_inference` (ERR_CIRCUIT_OPEN after 5 failures in a row).
+ * Other rejections: ERR_GENERATION (the model or the `llm` function failed), ERR_TIMEOUT (the `llm`
+ * function did not finish in `llmOptions.timeoutMs`), ERR_INVALID_INPUT (a bad field, named).
+ */
+export interface OrionLlm {
+  generate(prompt: string | GenerateRequest, options?: GenerateOptions): Promise<Generated>;
+  /** Several generations together (the local model decodes them as one batch); rejects with the first failure. */
+  generateMany(requests: (string | GenerateRequest)[], options?: GenerateManyOptions): Promise<Generated[]>;
+}
+
+export interface LlmTokenEvent {
+  kind: 'llm_token';
+  requestId: number;
+  index: number;
+  text: string;
+}
+
+export interface LlmHostCallEvent {
+  kind: 'llm_host_call';
+  callId: string;
+  request: Omit<HostLlmRequest, 'attempt' | 'signal'>;
+  attempt: number;
+}
+
+export interface LlmHostAbortEvent {
+  kind: 'llm_host_abort';
+  callId: string;
 }
 
 export interface VersionInfo {
@@ -347,7 +509,9 @@ export type HealthReason =
   | { kind: 'ok' }
   | { kind: 'consecutive_failures'; count: number }
   | { kind: 'error_rate'; rate: number }
-  | { kind: 'heartbeat_timeout'; silentMs: number };
+  | { kind: 'heartbeat_timeout'; silentMs: number }
+  /** Out of service until started again (a model that could not load); `lastError` says why. */
+  | { kind: 'unavailable' };
 
 export interface ComponentHealth {
   name: string;
@@ -771,6 +935,9 @@ export type OrionEvent =
   | LeadershipEvent
   | TaskRunEvent
   | TaskAbortEvent
+  | LlmTokenEvent
+  | LlmHostCallEvent
+  | LlmHostAbortEvent
   | AlertEvent;
 
 export type WorkerLifecycle =
@@ -790,6 +957,9 @@ export interface OrionEventMap {
   leadership: LeadershipEvent;
   task_run: TaskRunEvent;
   task_abort: TaskAbortEvent;
+  llm_token: LlmTokenEvent;
+  llm_host_call: LlmHostCallEvent;
+  llm_host_abort: LlmHostAbortEvent;
   alert: AlertEvent;
   worker: WorkerLifecycle;
 }
@@ -814,6 +984,8 @@ export declare class Orion {
   readonly tasks: OrionTasks;
   /** Backups of the memories. */
   readonly backups: OrionBackups;
+  /** Text generation: the `llm` function, or the local model. */
+  readonly llm: OrionLlm;
   /** Model files cached for offline use. */
   readonly models: {
     /** Deletes the cached model files; resolves to whether there was a cache to delete. */

@@ -68,6 +68,10 @@ export class Orion {
   #tasks = new Map();
   /** Runs of page task code in flight, by run id: their AbortControllers. */
   #runs = new Map();
+  /** Generations in flight, by request id: where their `llm_token` pieces go. */
+  #generations = new Map();
+  /** Calls of the page's `llm` function in flight, by call id: their AbortControllers. */
+  #hostCalls = new Map();
 
   constructor(options, token) {
     if (token !== CREATE) throw new TypeError('use `await Orion.create(options)`');
@@ -220,6 +224,24 @@ export class Orion {
         return name;
       },
     });
+    /** Text generation: the page's `llm` function when given, else the local model (see `index.d.ts`). */
+    this.llm = Object.freeze({
+      generate: async (input, options = {}) => {
+        const { signal, onToken, ...rest } = pickOptions('llm.generate', options, [...GENERATE_FIELDS, 'signal', 'onToken']);
+        const request = { ...generateRequest(input, 'prompt'), ...rest };
+        const onPiece = typeof onToken === 'function' ? (_index, text) => onToken(text) : null;
+        return this.#generate({ type: 'llm_generate', request }, signal, onPiece);
+      },
+      generateMany: async (inputs, options = {}) => {
+        if (!Array.isArray(inputs)) {
+          throw new OrionError(ErrorCode.INVALID_INPUT, 'invalid `requests`: must be an array of prompts or requests');
+        }
+        const { signal, onToken } = pickOptions('llm.generateMany', options, ['signal', 'onToken']);
+        const requests = inputs.map((input, i) => generateRequest(input, `requests[${i}]`));
+        const onPiece = typeof onToken === 'function' ? (index, text) => onToken(index, text) : null;
+        return this.#generate({ type: 'llm_generate_many', requests }, signal, onPiece);
+      },
+    });
     /** Debug-only requests; the worker refuses them unless created with `debug: true`. */
     this.debug = Object.freeze({
       crash: () => this.#call({ type: 'crash' }),
@@ -235,6 +257,10 @@ export class Orion {
     if (timeout !== undefined && !(Number.isFinite(timeout) && timeout > 0)) {
       throw new OrionError(ErrorCode.INVALID_MESSAGE, 'Orion.create(options): `startTimeoutMs` must be a positive number of ms');
     }
+    if (options.llm !== undefined && typeof options.llm !== 'function') {
+      throw new OrionError(ErrorCode.INVALID_INPUT, 'invalid `llm`: must be a function ({system, prompt, …, signal}) => string | AsyncIterable<string>');
+    }
+    if (options.llmOptions !== undefined) pickOptions('Orion.create llmOptions', options.llmOptions, LLM_OPTIONS);
     const orion = new Orion({ ...options }, CREATE);
     try {
       await orion.#start();
@@ -359,7 +385,7 @@ export class Orion {
   }
 
   #initRequest() {
-    const { debug = false, breaker, health, profile, models, database, memory, tasks } = this.#options;
+    const { debug = false, breaker, health, profile, models, database, memory, tasks, llm, llmOptions } = this.#options;
     const request = { type: 'init', debug: Boolean(debug) };
     if (tasks !== undefined) request.tasks = tasks;
     if (database !== undefined) request.database = database;
@@ -368,10 +394,39 @@ export class Orion {
     if (health) request.health = health;
     if (profile) request.profile = profile;
     if (models?.embedding) request.models = { embedding: embeddingSource(models.embedding) };
+    if (models?.llm) request.models = { ...request.models, llm: llmSource(models.llm) };
+    const { weights, maxContext, timeoutMs, attempts, backoffMs } = llmOptions ?? {};
+    const settings = pickOptions('llmOptions', { weights, maxContext }, ['weights', 'maxContext']);
+    if (typeof llm === 'function') settings.host = pickOptions('llmOptions', { timeoutMs, attempts, backoffMs }, ['timeoutMs', 'attempts', 'backoffMs']);
+    if (Object.keys(settings).length > 0) request.llm = settings;
     return request;
   }
 
-  async #call(request) {
+  // Runs a generation request: its `llm_token` pieces go to `onPiece(index, text)`, and an abort
+  // of `signal` sends `llm_cancel` (the request then resolves with `finish: 'cancelled'`).
+  async #generate(request, signal, onPiece) {
+    if (signal !== undefined && !(signal instanceof AbortSignal)) {
+      throw new OrionError(ErrorCode.INVALID_INPUT, 'invalid `signal`: must be an AbortSignal');
+    }
+    if (signal?.aborted) throw new OrionError(ErrorCode.CANCELLED, 'cancelled: the signal was aborted before the generation started');
+    let sent = null;
+    const cancel = () => {
+      if (sent && sent.worker === this.#worker) this.#send(sent.worker, { type: 'llm_cancel', requestId: sent.id }).catch(() => {});
+    };
+    signal?.addEventListener('abort', cancel, { once: true });
+    try {
+      return await this.#call(request, (worker, id) => {
+        sent = { worker, id };
+        this.#generations.set(id, onPiece);
+        if (signal?.aborted) cancel();
+      });
+    } finally {
+      signal?.removeEventListener('abort', cancel);
+      if (sent) this.#generations.delete(sent.id);
+    }
+  }
+
+  async #call(request, track) {
     if (this.#closed) throw new OrionError(ErrorCode.CLOSED, 'the orchestrator is closed');
     // After a crash the next call starts a fresh worker; calls during a start wait for it.
     if (this.#worker) await this.#ready;
@@ -379,16 +434,18 @@ export class Orion {
     if (this.#closed) throw new OrionError(ErrorCode.CLOSED, 'the orchestrator is closed');
     const worker = this.#worker;
     if (!worker) throw new OrionError(ErrorCode.WORKER_CRASHED, 'the worker crashed before the call was sent');
-    return this.#send(worker, request);
+    return this.#send(worker, request, track);
   }
 
-  #send(worker, request) {
+  // `track(worker, id)` learns the request's id once it is posted.
+  #send(worker, request, track) {
     return new Promise((resolve, reject) => {
       const id = this.#nextId;
       this.#nextId = id >= MAX_REQUEST_ID ? 1 : id + 1;
       this.#pending.set(id, { resolve, reject });
       try {
         worker.postMessage({ ...request, v: PROTOCOL_VERSION, id });
+        track?.(worker, id);
       } catch (error) {
         this.#pending.delete(id);
         reject(new OrionError(ErrorCode.INVALID_MESSAGE, `the request could not be sent to the worker: ${error.message}`));
@@ -418,6 +475,9 @@ export class Orion {
       case 'event':
         if (message.event.kind === 'task_run') this.#runTask(message.event);
         else if (message.event.kind === 'task_abort') this.#runs.get(message.event.runId)?.abort(new DOMException('the task was cancelled, timed out or lost its lease', 'AbortError'));
+        else if (message.event.kind === 'llm_token') this.#onToken(message.event);
+        else if (message.event.kind === 'llm_host_call') this.#runHostLlm(message.event);
+        else if (message.event.kind === 'llm_host_abort') this.#hostCalls.get(message.event.callId)?.abort(new DOMException('the worker stopped waiting for this LLM call (timed out or cancelled)', 'AbortError'));
         this.#emit('event', message.event);
         this.#emit(message.event.kind, message.event);
         if (PROGRESS_EVENTS.has(message.event.kind)) this.#options.onProgress?.(message.event);
@@ -484,6 +544,55 @@ export class Orion {
     }
   }
 
+  #onToken({ requestId, index, text }) {
+    const onPiece = this.#generations.get(requestId);
+    if (!onPiece) return;
+    try {
+      onPiece(index, text);
+    } catch (error) {
+      console.error('ORION: an onToken callback threw', error);
+    }
+  }
+
+  // Runs the page's `llm` function for an `llm_host_call` event; streams an async iterable's
+  // pieces with `llm_host_chunk` and ends with `llm_host_result`.
+  async #runHostLlm(call) {
+    const worker = this.#worker;
+    const controller = new AbortController();
+    this.#hostCalls.set(call.callId, controller);
+    const live = () => !controller.signal.aborted && worker === this.#worker;
+    const send = (message) => {
+      if (!live()) return;
+      this.#send(worker, message).catch((error) => {
+        if (error?.code !== ErrorCode.INVALID_INPUT) console.error('ORION: an LLM answer could not be delivered', error);
+      });
+    };
+    const fatal = (message) => Object.assign(new TypeError(message), { retryable: false });
+    let answer;
+    try {
+      const llm = this.#options.llm;
+      if (typeof llm !== 'function') throw fatal('this page passed no `llm` function');
+      const result = await llm({ ...call.request, attempt: call.attempt, signal: controller.signal });
+      if (typeof result === 'string') {
+        answer = { text: result };
+      } else if (result !== null && typeof result?.[Symbol.asyncIterator] === 'function') {
+        for await (const piece of result) {
+          if (!live()) break;
+          if (typeof piece !== 'string') throw fatal('the `llm` function\'s iterable must yield strings');
+          send({ type: 'llm_host_chunk', callId: call.callId, text: piece });
+        }
+        answer = {};
+      } else {
+        throw fatal('the `llm` function must return a string or an async iterable of strings');
+      }
+    } catch (error) {
+      answer = { error: { message: String(error?.message ?? error), retryable: error?.retryable !== false } };
+    } finally {
+      this.#hostCalls.delete(call.callId);
+    }
+    send({ type: 'llm_host_result', callId: call.callId, ...answer });
+  }
+
   #onDeath(worker, code, reason) {
     if (worker !== this.#worker) return;
     this.#stopWorker(new OrionError(code, `the worker died: ${reason}`));
@@ -494,6 +603,9 @@ export class Orion {
     clearTimeout(this.#loadTimer);
     for (const controller of this.#runs.values()) controller.abort(error);
     this.#runs.clear();
+    for (const controller of this.#hostCalls.values()) controller.abort(error);
+    this.#hostCalls.clear();
+    this.#generations.clear();
     this.#worker?.terminate();
     this.#worker = null;
     this.#ready = null;
@@ -507,6 +619,21 @@ const CREATE = Symbol('Orion.create');
 
 /** The options of `tasks.simple.schedule` (orion_core::jobs::JobOptions). */
 const JOB_OPTIONS = ['priority', 'delay', 'attempts', 'backoff', 'timeout', 'jobId', 'debounce', 'removeOnComplete', 'removeOnFail'];
+
+/** The fields of a generation request besides `prompt` (orion_core::generation::GenerateRequest). */
+const GENERATE_FIELDS = ['system', 'history', 'conversationId', 'agent', 'temperature', 'topP', 'topK', 'repetitionPenalty', 'seed', 'maxTokens', 'stop'];
+
+/** `Orion.create({ llmOptions })`: the local model's load options and the host function's limits. */
+const LLM_OPTIONS = ['weights', 'maxContext', 'timeoutMs', 'attempts', 'backoffMs'];
+
+/** A generation request from a prompt string or a request object; `field` names it in errors. */
+function generateRequest(input, field) {
+  if (typeof input === 'string') return { prompt: input };
+  if (input === null || typeof input !== 'object' || Array.isArray(input)) {
+    throw new OrionError(ErrorCode.INVALID_INPUT, `invalid \`${field}\`: must be a string or a request {prompt, system?, …}`);
+  }
+  return pickOptions(field === 'prompt' ? 'llm.generate' : `llm.generateMany ${field}`, input, ['prompt', ...GENERATE_FIELDS]);
+}
 
 /** Events also delivered to `onProgress`. */
 const PROGRESS_EVENTS = new Set(['model_progress', 'memory_progress', 'memory_index']);
@@ -583,6 +710,16 @@ function checkMeta(meta, field) {
   };
   check(meta, field, 0);
   return meta;
+}
+
+// `models.llm` as the protocol takes it: the GGUF file's URL resolved against the page.
+function llmSource(llm) {
+  const resolve = (url) => new URL(url, globalThis.location?.href).href;
+  if (typeof llm === 'string' || llm instanceof URL) return resolve(llm);
+  if (llm === null || typeof llm !== 'object') return llm;
+  const source = { ...llm };
+  if (typeof source.url === 'string' || source.url instanceof URL) source.url = resolve(source.url);
+  return source;
 }
 
 // `models.embedding` as the protocol takes it. Relative URLs are the page's: they are resolved

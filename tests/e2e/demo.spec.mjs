@@ -6,7 +6,7 @@ test('the demo starts the worker and shows its status, versions and health', asy
   await expect(page.locator('#worker-version')).toContainText('protocol v1');
   await expect(page.locator('#worker-version')).toContainText('client 0.1.0');
   const rows = page.locator('#health tbody tr');
-  await expect(rows).toHaveCount(5);
+  await expect(rows).toHaveCount(6);
   await expect(page.locator('tr[data-component="embedder"] td').nth(1)).toHaveText('healthy');
   await expect(page.locator('tr[data-component="tasks"] td').nth(1)).toHaveText('healthy');
   await expect(page.locator('tr[data-component="protocol"] td').nth(1)).toHaveText('healthy');

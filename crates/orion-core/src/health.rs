@@ -83,6 +83,9 @@ pub enum HealthReason {
         /// Milliseconds since the last heartbeat or result.
         silent_ms: u64,
     },
+    /// The component could not start (a model that failed to load) and is out of service until
+    /// it is started again; `lastError` says why.
+    Unavailable,
 }
 
 /// A change of a component's status, emitted as an event.
@@ -193,6 +196,8 @@ struct Component {
     pending: u32,
     last_progress_ms: u64,
     status: Option<HealthStatus>,
+    /// Out of service ([`WorkerHealthMonitor::set_unavailable`]).
+    unavailable: bool,
 }
 
 /// Tracks every component's calls and judges its health.
@@ -250,6 +255,14 @@ impl WorkerHealthMonitor {
     /// A call to `component` failed with `error` (ends one pending call, if any).
     pub fn record_failure(&mut self, component: &str, error: &str) {
         self.record(component, Some(error));
+    }
+
+    /// Marks `component` out of service (unhealthy, reason `unavailable`) or back in service.
+    /// Call [`WorkerHealthMonitor::record_failure`] too, so the report says why.
+    pub fn set_unavailable(&mut self, component: &str, unavailable: bool) {
+        let now = self.clock.now_ms();
+        self.component(component, now).unavailable = unavailable;
+        self.evaluate(component, now);
     }
 
     /// The current status of `component` (`healthy` for one never seen).
@@ -324,6 +337,7 @@ impl WorkerHealthMonitor {
                     pending: 0,
                     last_progress_ms: now,
                     status: None,
+                    unavailable: false,
                 };
                 (name, component)
             })
@@ -397,32 +411,33 @@ impl WorkerHealthMonitor {
         let (failures, samples) = window_counts(&c.persisted.samples);
         let error_rate = rate(failures, samples);
         let silent_ms = now.saturating_sub(c.last_progress_ms);
-        let (status, reason) =
-            if c.persisted.consecutive_failures >= config.unhealthy_consecutive_failures {
-                (
-                    HealthStatus::Unhealthy,
-                    HealthReason::ConsecutiveFailures {
-                        count: c.persisted.consecutive_failures,
-                    },
-                )
-            } else if c.pending > 0 && silent_ms > config.heartbeat_timeout_ms {
-                (
-                    HealthStatus::Unhealthy,
-                    HealthReason::HeartbeatTimeout { silent_ms },
-                )
-            } else if samples >= config.min_samples && error_rate > config.unhealthy_error_rate {
-                (
-                    HealthStatus::Unhealthy,
-                    HealthReason::ErrorRate { rate: error_rate },
-                )
-            } else if samples >= config.min_samples && error_rate >= config.degraded_error_rate {
-                (
-                    HealthStatus::Degraded,
-                    HealthReason::ErrorRate { rate: error_rate },
-                )
-            } else {
-                (HealthStatus::Healthy, HealthReason::Ok)
-            };
+        let (status, reason) = if c.unavailable {
+            (HealthStatus::Unhealthy, HealthReason::Unavailable)
+        } else if c.persisted.consecutive_failures >= config.unhealthy_consecutive_failures {
+            (
+                HealthStatus::Unhealthy,
+                HealthReason::ConsecutiveFailures {
+                    count: c.persisted.consecutive_failures,
+                },
+            )
+        } else if c.pending > 0 && silent_ms > config.heartbeat_timeout_ms {
+            (
+                HealthStatus::Unhealthy,
+                HealthReason::HeartbeatTimeout { silent_ms },
+            )
+        } else if samples >= config.min_samples && error_rate > config.unhealthy_error_rate {
+            (
+                HealthStatus::Unhealthy,
+                HealthReason::ErrorRate { rate: error_rate },
+            )
+        } else if samples >= config.min_samples && error_rate >= config.degraded_error_rate {
+            (
+                HealthStatus::Degraded,
+                HealthReason::ErrorRate { rate: error_rate },
+            )
+        } else {
+            (HealthStatus::Healthy, HealthReason::Ok)
+        };
         let previous = c.status.replace(status);
         if let Some(from) = previous.filter(|from| *from != status) {
             if self.events.len() == MAX_PENDING_EVENTS {

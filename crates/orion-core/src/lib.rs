@@ -12,9 +12,11 @@ pub mod embedding;
 pub mod error;
 pub mod generation;
 pub mod health;
+pub mod host_llm;
 mod ids;
 pub mod input;
 pub mod jobs;
+pub mod llm_settings;
 pub mod memory;
 pub mod model_source;
 pub mod profile;
@@ -32,10 +34,14 @@ pub use embedding::{Embedder, EmbeddingModelInfo};
 pub use error::{Error, ErrorCode};
 pub use generation::{GenerateRequest, Generated, GenerationSink, Generator};
 pub use health::{HealthConfig, HealthReport, HealthStatus, WorkerHealthMonitor};
-pub use model_source::{ModelFile, ModelLocation, ModelSource};
+pub use host_llm::{HostLlm, HostLlmConfig};
+pub use llm_settings::{LlmSettings, LlmWeights};
+pub use model_source::{LlmSource, ModelFile, ModelLocation, ModelSource};
 pub use profile::{DeviceFacts, Profile, ProfileRequest};
 pub use protocol::{Envelope, Event, Outgoing, Request, PROTOCOL_VERSION};
-pub use runtime::{EmbedderLoader, Heartbeat, Platform, Reply, StoreOpener, WorkerRuntime};
+pub use runtime::{
+    EmbedderLoader, GeneratorLoader, Heartbeat, Platform, Reply, StoreOpener, WorkerRuntime,
+};
 pub use store::{MemStore, Row, Scan, Store, Table, WriteOp};
 
 /// The version of this crate, reported by `orion.version()`.

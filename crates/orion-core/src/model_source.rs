@@ -1,11 +1,12 @@
-//! Where the embedding model's files come from, and the digests the host vouches for.
+//! Where the models' files come from, and the digests the host vouches for.
 //!
 //! On the wire `models.embedding` is either a base URL (`"/models/all-MiniLM-L6-v2/"`) or an
 //! object: `{url, sha256?}` for files the worker fetches, or `{provided: true, sha256?}` for
 //! files the page handed over as bytes (the platform takes them out of the message before it is
 //! decoded, since the protocol carries JSON only). `sha256` maps a file's role (`config`,
 //! `tokenizer`, `weights`) to its lowercase hex SHA-256; a file with a digest is checked against
-//! it before it is used or cached.
+//! it before it is used or cached. `models.llm` is one GGUF file: a URL or `{url, sha256?}`
+//! ([`LlmSource`]).
 
 use std::fmt;
 
@@ -223,6 +224,74 @@ impl<'de> Visitor<'de> for SourceVisitor {
     }
 }
 
+/// Where the local LLM's one GGUF file comes from: on the wire a URL
+/// (`"/models/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf"`) or `{url, sha256?}` with the
+/// file's lowercase hex SHA-256, checked before the file is used or cached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LlmSource {
+    /// The file's URL (absolute; the client resolves relative ones against the page).
+    pub url: String,
+    /// The digest the host vouches for.
+    pub sha256: Option<Sha256>,
+}
+
+impl LlmSource {
+    /// The file at `url`, unverified.
+    pub fn url(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            sha256: None,
+        }
+    }
+
+    /// The file's name: the last segment of its URL (progress events and errors use it).
+    pub fn file_name(&self) -> &str {
+        let path = self.url.split(['?', '#']).next().unwrap_or(&self.url);
+        path.rsplit('/')
+            .find(|segment| !segment.is_empty())
+            .unwrap_or(path)
+    }
+}
+
+/// The object form of [`LlmSource`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LlmSourceObject {
+    url: String,
+    #[serde(default)]
+    sha256: Option<Sha256>,
+}
+
+impl<'de> Deserialize<'de> for LlmSource {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(LlmSourceVisitor)
+    }
+}
+
+struct LlmSourceVisitor;
+
+impl<'de> Visitor<'de> for LlmSourceVisitor {
+    type Value = LlmSource;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the GGUF file's URL or `{url, sha256}`")
+    }
+
+    fn visit_str<E: de::Error>(self, url: &str) -> Result<LlmSource, E> {
+        check_url(url).map_err(E::custom)?;
+        Ok(LlmSource::url(url))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<LlmSource, A::Error> {
+        let object = LlmSourceObject::deserialize(de::value::MapAccessDeserializer::new(map))?;
+        check_url(&object.url).map_err(de::Error::custom)?;
+        Ok(LlmSource {
+            url: object.url,
+            sha256: object.sha256,
+        })
+    }
+}
+
 fn check_url(url: &str) -> Result<(), String> {
     if url.trim().is_empty() {
         Err("the model URL is empty".to_owned())
@@ -267,6 +336,29 @@ mod tests {
             source.describe(ModelFile::Tokenizer),
             "the provided `tokenizer` file"
         );
+    }
+
+    #[test]
+    fn an_llm_source_is_a_url_or_an_object() {
+        let plain: LlmSource =
+            serde_json::from_value(json!("https://x.test/m/a.gguf?v=1")).unwrap();
+        assert_eq!(plain, LlmSource::url("https://x.test/m/a.gguf?v=1"));
+        assert_eq!(plain.file_name(), "a.gguf");
+        let hex = "ab".repeat(32);
+        let object: LlmSource =
+            serde_json::from_value(json!({"url": "/m/b.gguf", "sha256": hex})).unwrap();
+        assert_eq!(object.sha256.map(|d| d.to_string()), Some(hex));
+        for bad in [
+            json!(""),
+            json!({"url": ""}),
+            json!({"url": "/m", "sha": 1}),
+            json!(3),
+        ] {
+            assert!(
+                serde_json::from_value::<LlmSource>(bad.clone()).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

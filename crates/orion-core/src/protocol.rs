@@ -14,7 +14,7 @@ use crate::embedding::EmbeddingModelInfo;
 use crate::error::{Error, ErrorCode};
 use crate::health::{HealthConfig, HealthReport, HealthTransition};
 use crate::memory::{MemoryPage, MemoryRecord, MemorySettings, MemoryStats, NewMemory, SearchHit};
-use crate::model_source::ModelSource;
+use crate::model_source::{LlmSource, ModelSource};
 use crate::profile::{Budget, DeviceFacts, Profile, ProfileRequest};
 
 /// The protocol version this build speaks. Bump it on any incompatible change.
@@ -43,9 +43,9 @@ pub enum Request {
         /// The device profile to use (detected when `auto` or absent).
         #[serde(default)]
         profile: ProfileRequest,
-        /// Where the model files are.
+        /// Where the model files are (boxed, like `llm`, to keep requests small).
         #[serde(default)]
-        models: Models,
+        models: Box<Models>,
         /// The IndexedDB database that holds the memories (default `orion`).
         #[serde(default)]
         database: Option<String>,
@@ -55,6 +55,10 @@ pub enum Request {
         /// How background tasks run.
         #[serde(default)]
         tasks: crate::tasks::TaskSettings,
+        /// How text is generated: the local model's options, and the host function's limits
+        /// when the page passed one (boxed: it would make every request larger).
+        #[serde(default)]
+        llm: Box<crate::llm_settings::LlmSettings>,
     },
     /// Round-trips `payload` (any JSON value).
     Ping {
@@ -305,6 +309,45 @@ pub enum Request {
         #[serde(default)]
         options: Value,
     },
+    /// Generates text; `llm_token` events stream it, tagged with this request's id.
+    LlmGenerate {
+        /// A [`crate::generation::GenerateRequest`] (checked by the runtime, so a bad field is
+        /// `ERR_INVALID_INPUT` naming it).
+        request: Value,
+    },
+    /// Generates several texts together (the local model decodes them in one batch).
+    LlmGenerateMany {
+        /// [`crate::generation::GenerateRequest`]s, at most
+        /// [`crate::runtime::MAX_GENERATE_MANY`].
+        requests: Vec<Value>,
+    },
+    /// Cancels a running `llm_generate` or `llm_generate_many`: it resolves with
+    /// `finish: 'cancelled'` and the text so far. Answers whether it was running.
+    LlmCancel {
+        /// The id of the generation request.
+        #[serde(rename = "requestId")]
+        request_id: RequestId,
+    },
+    /// A streamed piece of the page's LLM function's answer to an `llm_host_call`.
+    LlmHostChunk {
+        /// The call's id.
+        #[serde(rename = "callId")]
+        call_id: String,
+        /// The piece.
+        text: String,
+    },
+    /// The page's LLM function finished an `llm_host_call`.
+    LlmHostResult {
+        /// The call's id.
+        #[serde(rename = "callId")]
+        call_id: String,
+        /// The whole text, when the function returned a string (absent when it streamed).
+        #[serde(default)]
+        text: Option<String>,
+        /// How it failed, when it did.
+        #[serde(default)]
+        error: Option<crate::tasks::HostFailure>,
+    },
     /// Debug only: makes the worker panic, to test crash recovery.
     Crash {},
 }
@@ -372,6 +415,11 @@ impl Request {
             Request::BackupsDelete { .. } => "backups_delete",
             Request::BackupsRestore { .. } => "backups_restore",
             Request::BackupsImport { .. } => "backups_import",
+            Request::LlmGenerate { .. } => "llm_generate",
+            Request::LlmGenerateMany { .. } => "llm_generate_many",
+            Request::LlmCancel { .. } => "llm_cancel",
+            Request::LlmHostChunk { .. } => "llm_host_chunk",
+            Request::LlmHostResult { .. } => "llm_host_result",
             Request::Crash {} => "crash",
         }
     }
@@ -384,6 +432,9 @@ pub struct Models {
     /// The embedding model's `config.json`, `tokenizer.json` and `model.safetensors`.
     #[serde(default)]
     pub embedding: Option<ModelSource>,
+    /// The local LLM's GGUF file, loaded on the first generation.
+    #[serde(default)]
+    pub llm: Option<LlmSource>,
 }
 
 /// A decoded request with its id.
@@ -653,6 +704,23 @@ pub enum Event {
         loaded: usize,
         /// Whether loading finished.
         done: bool,
+    },
+    /// A piece of generated text of request `request_id` (`index` in an `llm_generate_many`
+    /// batch, 0 otherwise).
+    LlmToken {
+        /// The generation request's id.
+        request_id: RequestId,
+        /// The request's position in its batch.
+        index: usize,
+        /// The new text.
+        text: String,
+    },
+    /// Run the page's LLM function and answer with `llm_host_chunk`/`llm_host_result`.
+    LlmHostCall(crate::host_llm::HostLlmCall),
+    /// The worker stopped waiting for an LLM call (timed out, cancelled): abort it.
+    LlmHostAbort {
+        /// The call.
+        call_id: String,
     },
     /// The model could not be loaded: the hashing embedder (micro) is used instead.
     EmbedderFallback {

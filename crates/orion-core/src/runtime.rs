@@ -5,8 +5,9 @@
 //! requests that wait for a model or run inference come back as a future ([`Reply::Spawn`]) that
 //! the platform runs on its executor. Components tracked in the health report: `protocol` (a
 //! rejected message counts as its failure), `runtime` (a request whose handler failed; refusals
-//! such as `ERR_INIT_ORDER` are the caller's mistake and count as handled) and `embedder` (model
-//! loading and inference).
+//! such as `ERR_INIT_ORDER` are the caller's mistake and count as handled), `embedder` (model
+//! loading and inference) and `generator` (text generation: loading the local LLM, and every
+//! generation, local or host).
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -20,8 +21,9 @@ use crate::clock::SharedClock;
 use crate::embedding::{Embedder, LocalBoxFuture};
 use crate::error::Error;
 use crate::health::{HealthConfig, WorkerHealthMonitor};
+use crate::llm_settings::LlmSettings;
 use crate::memory::{Memories, MemoryConfig, MemorySettings};
-use crate::model_source::ModelSource;
+use crate::model_source::{LlmSource, ModelSource};
 use crate::profile::{choose, DeviceFacts, Profile, ProfileRequest};
 use crate::protocol::{
     self, EmbedResult, Envelope, Event, Models, Outgoing, Pong, ProfileInfo, Request, RequestId,
@@ -31,6 +33,10 @@ use crate::store::Store;
 use crate::tasks::{Sleep, TaskChanges, TaskSettings, Tasks};
 use crate::CORE_VERSION;
 
+pub use llm_requests::{
+    GeneratorLoader, GENERATOR_COMPONENT, LLM_INFERENCE_BREAKER, LLM_LOAD_BREAKER,
+    MAX_GENERATE_MANY,
+};
 pub use task_requests::TASKS_COMPONENT;
 
 /// The health component for message decoding.
@@ -123,6 +129,8 @@ pub struct Platform {
     pub sleep: Sleep,
     /// Compiles the JSON Schemas of task payloads.
     pub schemas: Rc<dyn crate::tasks::SchemaCompiler>,
+    /// Loads the local LLM (`models.llm`) on the first generation.
+    pub generators: Rc<dyn GeneratorLoader>,
 }
 
 /// The leader lock of database `name` is `orion-leader/<name>`.
@@ -153,6 +161,8 @@ struct Common {
     on_demand: HashMap<Profile, OnDemandFuture>,
     /// The task alerts firing now (health shows them).
     alerts: Vec<crate::task_metrics::AlertEvent>,
+    /// The generator and the generations running.
+    llm: llm_requests::LlmState,
 }
 
 type SharedState = Rc<RefCell<Common>>;
@@ -176,6 +186,10 @@ pub struct WorkerRuntime {
     memory_settings: MemorySettings,
     task_settings: TaskSettings,
     background: Vec<LocalBoxFuture<'static, ()>>,
+    /// The local LLM's file, when `models.llm` named one.
+    llm_source: Option<LlmSource>,
+    /// `init.llm`.
+    llm_settings: LlmSettings,
 }
 
 impl WorkerRuntime {
@@ -191,6 +205,7 @@ impl WorkerRuntime {
             profile: None,
             on_demand: HashMap::new(),
             alerts: Vec::new(),
+            llm: llm_requests::LlmState::default(),
         };
         Self {
             clock,
@@ -209,6 +224,8 @@ impl WorkerRuntime {
             memory_settings: MemorySettings::default(),
             task_settings: TaskSettings::default(),
             background: Vec::new(),
+            llm_source: None,
+            llm_settings: LlmSettings::default(),
         }
     }
 
@@ -266,11 +283,13 @@ impl WorkerRuntime {
                 database,
                 memory,
                 tasks,
+                llm,
             } if !initialized => {
                 // Bad settings refuse the init (so `Orion.create` rejects) before anything starts.
                 match MemoryConfig::for_profile(Profile::Full)
                     .with(memory)
                     .and_then(|_| tasks.validate())
+                    .and_then(|()| llm.validate())
                 {
                     Err(error) => Err(error),
                     Ok(_) => {
@@ -281,7 +300,8 @@ impl WorkerRuntime {
                         ));
                         self.memory_settings = memory;
                         self.task_settings = tasks;
-                        self.init(debug, breaker, health, profile, models);
+                        self.llm_settings = *llm;
+                        self.init(debug, breaker, health, profile, *models);
                         let version = ResponseBody::Version(self.version());
                         return Reply::Spawn(self.answer_after_load(id, version));
                     }
@@ -344,6 +364,11 @@ impl WorkerRuntime {
             | Request::BackupsDelete { .. }
             | Request::BackupsRestore { .. }
             | Request::BackupsImport { .. } => return self.backups(id, request),
+            Request::LlmGenerate { .. }
+            | Request::LlmGenerateMany { .. }
+            | Request::LlmCancel { .. }
+            | Request::LlmHostChunk { .. }
+            | Request::LlmHostResult { .. } => return self.llm(id, request),
             Request::Crash {} if self.debug => return Reply::Crash,
             Request::Crash {} => Err(Error::DebugDisabled("crash".into())),
         };
@@ -368,7 +393,17 @@ impl WorkerRuntime {
             monitor.register(EMBEDDER_COMPONENT);
             monitor.register(STORE_COMPONENT);
             monitor.register(TASKS_COMPONENT);
+            monitor.register(GENERATOR_COMPONENT);
             shared.health = monitor;
+            // A failed load of the local LLM is not retried until the breaker's open time passed.
+            shared.breakers.configure(
+                LLM_LOAD_BREAKER,
+                BreakerConfig {
+                    failure_threshold: 1,
+                    success_threshold: 1,
+                    ..breaker
+                },
+            );
             shared.profile = Some(ProfileInfo {
                 requested: request,
                 chosen: profile,
@@ -380,6 +415,8 @@ impl WorkerRuntime {
             });
         }
         self.source = models.embedding;
+        self.llm_source = models.llm;
+        self.start_host_llm();
         let fallback = Rc::clone(&self.platform.fallback);
         let load = match (profile, &self.source) {
             (Profile::Micro, _) => None,
@@ -390,7 +427,7 @@ impl WorkerRuntime {
             (_, Some(source)) => Some(Ok(self.platform.loader.load(
                 profile,
                 source,
-                self.heartbeat(),
+                self.heartbeat(EMBEDDER_COMPONENT),
             ))),
         };
         let shared = Rc::clone(&self.shared);
@@ -491,14 +528,14 @@ impl WorkerRuntime {
         })
     }
 
-    /// Keeps the embedder's heartbeat going while a model downloads.
-    fn heartbeat(&self) -> Heartbeat {
+    /// Keeps `component`'s heartbeat going while a model downloads.
+    fn heartbeat(&self, component: &'static str) -> Heartbeat {
         let shared = Rc::clone(&self.shared);
         Rc::new(move || {
             // Never called while the state is borrowed; if it were, skip one beat rather than
             // panic.
             if let Ok(mut state) = shared.try_borrow_mut() {
-                state.health.heartbeat(EMBEDDER_COMPONENT);
+                state.health.heartbeat(component);
             }
         })
     }
@@ -579,7 +616,10 @@ impl WorkerRuntime {
                 ),
             ));
         };
-        let loading = self.platform.loader.load(profile, source, self.heartbeat());
+        let loading =
+            self.platform
+                .loader
+                .load(profile, source, self.heartbeat(EMBEDDER_COMPONENT));
         let shared = Rc::clone(&self.shared);
         let load: LocalBoxFuture<'static, _> = Box::pin(async move {
             let result = loading.await;
@@ -639,6 +679,8 @@ fn finish(
                 match error {
                     Error::Internal(_)
                     | Error::Embedding(_)
+                    | Error::Generation(_)
+                    | Error::Timeout { .. }
                     | Error::ModelLoad { .. }
                     | Error::Store(_)
                     | Error::Quota(_) => state.health.record_failure(component, &error.to_string()),
@@ -682,6 +724,7 @@ fn json_body(value: &impl serde::Serialize) -> crate::error::Result<ResponseBody
 }
 
 mod backup_requests;
+mod llm_requests;
 mod memory_requests;
 mod task_requests;
 #[cfg(test)]

@@ -5,9 +5,11 @@
 //! only converts between JS values and the core's types, guards against hostile messages before
 //! copying them into wasm memory, and reports panics to the page before the instance dies.
 
+mod bench_llm;
 mod bench_tasks;
 mod clock;
 pub mod headroom;
+mod llm_loader;
 mod memory_sync;
 mod message_guard;
 mod model_loader;
@@ -27,6 +29,7 @@ use serde::Serialize;
 use wasm_bindgen::prelude::*;
 
 pub use clock::WebClock;
+pub use llm_loader::WebGeneratorLoader;
 pub use message_guard::{check_message, Limits};
 pub use model_loader::{ProvidedSlot, WebModelLoader, MODEL_CACHE};
 
@@ -96,6 +99,7 @@ impl OrionWorker {
             }),
             spawn: Rc::new(wasm_bindgen_futures::spawn_local),
             schemas: Rc::new(payload_schema::JsonSchemas),
+            generators: Rc::new(WebGeneratorLoader::new(post.clone())),
         };
         OrionWorker {
             runtime: WorkerRuntime::new(WebClock::shared(), WEB_VERSION, platform),

@@ -1,4 +1,5 @@
-//! Model files for the embedder: fetched with progress, verified, cached in Cache Storage.
+//! Model files: fetched with progress, verified, cached in Cache Storage. The embedder's three
+//! files are loaded here; the local LLM's GGUF goes through the same steps (`llm_loader`).
 //!
 //! A file is taken from the cache when present; otherwise it is fetched, checked (HTTP status, not
 //! an HTML page, as many bytes as announced, the SHA-256 the host gave) and, only once the model
@@ -52,18 +53,30 @@ impl WebModelLoader {
 }
 
 /// One file's bytes and, when they came from the network, the URL to cache them under.
-struct Loaded {
-    bytes: Bytes,
+pub(crate) struct Loaded {
+    pub(crate) bytes: Bytes,
     cache_as: Option<String>,
 }
 
-enum Bytes {
+/// A file to fetch.
+pub(crate) struct FileSpec {
+    /// How progress events name it (`model.safetensors`).
+    pub(crate) name: String,
+    /// Where it is; also its key in the cache.
+    pub(crate) url: String,
+    /// What it must hash to, when the host said.
+    pub(crate) sha256: Option<Sha256>,
+}
+
+/// A file's bytes: downloaded (or read from the cache), or provided by the page.
+pub(crate) enum Bytes {
     Fetched(Vec<u8>),
     Provided(Rc<ProvidedFiles>, ModelFile),
 }
 
 impl Bytes {
-    fn as_slice(&self) -> &[u8] {
+    /// The bytes.
+    pub(crate) fn as_slice(&self) -> &[u8] {
         match self {
             Bytes::Fetched(bytes) => bytes,
             Bytes::Provided(files, file) => files.get(*file).unwrap_or_default(),
@@ -78,12 +91,7 @@ impl EmbedderLoader for WebModelLoader {
         source: &ModelSource,
         heartbeat: Heartbeat,
     ) -> LocalBoxFuture<'static, orion_core::error::Result<Rc<dyn Embedder>>> {
-        let progress = Progress {
-            post: self.post.clone(),
-            heartbeat,
-            finished: Cell::new(0),
-            overall_total: Cell::new(None),
-        };
+        let progress = Progress::new(self.post.clone(), heartbeat);
         let source = source.clone();
         let provided = self.provided.borrow().clone();
         let precision = match profile {
@@ -97,7 +105,15 @@ impl EmbedderLoader for WebModelLoader {
             };
             let files = match (&source.location, provided) {
                 (ModelLocation::Url(_), _) => {
-                    fetch_files(&source, cache.as_ref(), &progress).await?
+                    let specs: Vec<FileSpec> = ModelFile::ALL
+                        .into_iter()
+                        .map(|file| FileSpec {
+                            name: file.file_name().to_owned(),
+                            url: source.describe(file),
+                            sha256: source.sha256.get(file),
+                        })
+                        .collect();
+                    fetch_files(&specs, cache.as_ref(), &progress).await?
                 }
                 (ModelLocation::Provided, Some(provided)) => {
                     let mut files = Vec::with_capacity(ModelFile::ALL.len());
@@ -149,19 +165,27 @@ impl EmbedderLoader for WebModelLoader {
                 }
                 other => other,
             })?;
-            if let Some(cache) = &cache {
-                for file in &files {
-                    if let Some(url) = &file.cache_as {
-                        store(cache, url, file.bytes.as_slice()).await;
-                    }
-                }
-            }
+            cache_files(cache.as_ref(), &files).await;
             Ok(Rc::new(model) as Rc<dyn Embedder>)
         })
     }
 }
 
-async fn open_cache() -> Option<Cache> {
+/// Stores the downloaded `files` in the cache: call it once the model built from them has loaded,
+/// so that a bad download is never cached.
+pub(crate) async fn cache_files(cache: Option<&Cache>, files: &[Loaded]) {
+    let Some(cache) = cache else {
+        return;
+    };
+    for file in files {
+        if let Some(url) = &file.cache_as {
+            store(cache, url, file.bytes.as_slice()).await;
+        }
+    }
+}
+
+/// The model cache, unless Cache Storage is unavailable (insecure origins).
+pub(crate) async fn open_cache() -> Option<Cache> {
     let scope: WorkerGlobalScope = js_sys::global().dyn_into().ok()?;
     // Cache Storage is missing on insecure origins: then every start downloads again.
     let caches = scope.caches().ok()?;
@@ -189,7 +213,7 @@ async fn store(cache: &Cache, url: &str, bytes: &[u8]) {
 
 /// A file whose response is open (headers read) but whose body is not read yet.
 struct Opened {
-    file: ModelFile,
+    name: String,
     url: String,
     response: Response,
     /// Its size, when known (not for compressed or chunked responses).
@@ -197,36 +221,37 @@ struct Opened {
     cached: bool,
 }
 
-/// Fetches every file of `source`: all responses are opened first, so the overall size is known
-/// before the bodies are read one after another.
-async fn fetch_files(
-    source: &ModelSource,
+/// Fetches every file of `specs` (from the cache when there): all responses are opened first, so
+/// the overall size is known before the bodies are read one after another. Each is checked (HTTP
+/// status, not an HTML page, complete, its digest); a stale cached copy is fetched again.
+pub(crate) async fn fetch_files(
+    specs: &[FileSpec],
     cache: Option<&Cache>,
     progress: &Progress,
 ) -> orion_core::error::Result<Vec<Loaded>> {
-    let mut opened = Vec::with_capacity(ModelFile::ALL.len());
-    for file in ModelFile::ALL {
-        let url = source.describe(file);
+    let mut opened = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let url = spec.url.clone();
         let cached = match cache {
             Some(cache) => cached_response(cache, &url).await,
             None => None,
         };
         opened.push(match cached {
             Some(response) => Opened {
-                file,
+                name: spec.name.clone(),
                 total: content_length(&response),
                 url,
                 response,
                 cached: true,
             },
-            None => open_network(file, url).await?,
+            None => open_network(spec.name.clone(), url).await?,
         });
     }
     let totals: Option<u64> = opened.iter().map(|o| o.total).sum();
     progress.overall_total.set(totals);
     let mut files = Vec::with_capacity(opened.len());
-    for opened in opened {
-        let expected = source.sha256.get(opened.file);
+    for (opened, spec) in opened.into_iter().zip(specs) {
+        let expected = spec.sha256;
         let bytes = read_body(&opened, progress).await?;
         let digest = check_digest(&bytes, expected).await;
         let loaded = match (digest, opened.cached) {
@@ -236,7 +261,7 @@ async fn fetch_files(
             },
             // A stale cached copy (the host now names another digest) is fetched again.
             (Err(_), true) => {
-                let fresh = open_network(opened.file, opened.url.clone()).await?;
+                let fresh = open_network(opened.name.clone(), opened.url.clone()).await?;
                 let bytes = read_body(&fresh, progress).await?;
                 check_digest(&bytes, expected)
                     .await
@@ -263,7 +288,7 @@ async fn cached_response(cache: &Cache, url: &str) -> Option<Response> {
 }
 
 /// Requests `url` and checks the response's status and type; the body is read later.
-async fn open_network(file: ModelFile, url: String) -> orion_core::error::Result<Opened> {
+async fn open_network(name: String, url: String) -> orion_core::error::Result<Opened> {
     let load_error = |reason: String| Error::model_load(&url, reason);
     let scope: WorkerGlobalScope = js_sys::global()
         .dyn_into()
@@ -284,7 +309,7 @@ async fn open_network(file: ModelFile, url: String) -> orion_core::error::Result
         ));
     }
     Ok(Opened {
-        file,
+        name,
         total: content_length(&response),
         url,
         response,
@@ -337,7 +362,7 @@ async fn check_digest(bytes: &[u8], expected: Option<Sha256>) -> Result<(), Stri
 /// Reads `opened`'s body with progress; fails when it ends short of `Content-Length`.
 async fn read_body(opened: &Opened, progress: &Progress) -> orion_core::error::Result<Vec<u8>> {
     let load_error = |reason: String| Error::model_load(&opened.url, reason);
-    let name = opened.file.file_name();
+    let name = opened.name.as_str();
     let Some(body) = opened.response.body() else {
         return Ok(Vec::new());
     };
@@ -384,8 +409,8 @@ async fn read_body(opened: &Opened, progress: &Progress) -> orion_core::error::R
     Ok(bytes)
 }
 
-/// Reports download progress to the page and keeps the embedder's heartbeat going.
-struct Progress {
+/// Reports download progress to the page and keeps the loading component's heartbeat going.
+pub(crate) struct Progress {
     post: Function,
     heartbeat: Heartbeat,
     /// Bytes of the files read completely.
@@ -394,6 +419,16 @@ struct Progress {
 }
 
 impl Progress {
+    /// Progress of one model's files, posted through `post`.
+    pub(crate) fn new(post: Function, heartbeat: Heartbeat) -> Self {
+        Self {
+            post,
+            heartbeat,
+            finished: Cell::new(0),
+            overall_total: Cell::new(None),
+        }
+    }
+
     fn finished_file(&self, bytes: u64) {
         self.finished.set(self.finished.get() + bytes);
     }

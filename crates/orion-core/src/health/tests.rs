@@ -230,3 +230,24 @@ fn config_deserializes_with_defaults_for_missing_fields() {
         }
     );
 }
+
+#[test]
+fn an_unavailable_component_is_unhealthy_until_it_is_back() {
+    let (_, mut m) = monitor();
+    m.register(C);
+    m.record_failure(C, "could not load the model");
+    m.set_unavailable(C, true);
+    let report = m.report();
+    assert_eq!(report.status, HealthStatus::Unhealthy);
+    assert_eq!(report.components[0].reason, HealthReason::Unavailable);
+    assert_eq!(
+        report.components[0].last_error.as_deref(),
+        Some("could not load the model")
+    );
+    m.set_unavailable(C, false);
+    m.record_success(C);
+    assert_eq!(m.status(C), HealthStatus::Healthy);
+    let events = m.drain_events();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0].reason, HealthReason::Unavailable);
+}

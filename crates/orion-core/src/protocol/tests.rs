@@ -50,11 +50,16 @@ fn decodes_every_request_type() {
                 },
                 health: HealthConfig::default(),
                 profile: ProfileRequest::Auto,
-                models: Models::default(),
+                models: Box::default(),
                 database: None,
                 memory: MemorySettings::default(),
                 tasks: crate::tasks::TaskSettings::default(),
+                llm: Box::default(),
             },
+        ),
+        (
+            json!({"v": 1, "id": 1, "type": "llm_cancel", "requestId": 7}),
+            Request::LlmCancel { request_id: 7 },
         ),
     ];
     for (message, expected) in cases {

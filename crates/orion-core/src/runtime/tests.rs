@@ -50,7 +50,7 @@ impl Embedder for LengthEmbedder {
 
 /// Loads a "model" embedder versioned `model/<profile>`, or fails while `fail` is set; counts its
 /// calls.
-struct FakeLoader {
+pub(super) struct FakeLoader {
     fail: Cell<bool>,
     calls: Cell<u32>,
 }
@@ -75,7 +75,7 @@ impl EmbedderLoader for FakeLoader {
     }
 }
 
-fn fake_platform(fail: bool) -> (Rc<FakeLoader>, Platform) {
+pub(super) fn fake_platform(fail: bool) -> (Rc<FakeLoader>, Platform) {
     let loader = Rc::new(FakeLoader {
         fail: Cell::new(fail),
         calls: Cell::new(0),
@@ -102,8 +102,24 @@ fn fake_platform(fail: bool) -> (Rc<FakeLoader>, Platform) {
         publish_task_changes: Rc::new(|_| {}),
         sleep: Rc::new(|_| Box::pin(std::future::pending())),
         schemas: Rc::new(crate::tasks::definition::tests::TinySchemas),
+        generators: Rc::new(NoLlm),
     };
     (loader, platform)
+}
+
+/// A platform without a local LLM.
+struct NoLlm;
+
+impl GeneratorLoader for NoLlm {
+    fn load(
+        &self,
+        source: &LlmSource,
+        _settings: &LlmSettings,
+        _heartbeat: Heartbeat,
+    ) -> LocalBoxFuture<'static, crate::error::Result<Rc<dyn crate::Generator>>> {
+        let error = Error::model_load(&source.url, "no LLM in these tests");
+        Box::pin(async move { Err(error) })
+    }
 }
 
 /// Opens the same in-memory store every time.
@@ -224,6 +240,7 @@ fn the_health_report_has_every_component() {
         names,
         [
             EMBEDDER_COMPONENT,
+            GENERATOR_COMPONENT,
             PROTOCOL_COMPONENT,
             RUNTIME_COMPONENT,
             STORE_COMPONENT,
@@ -231,8 +248,8 @@ fn the_health_report_has_every_component() {
         ]
     );
     // The report is made before the health request itself is counted: only `init` so far.
-    assert_eq!(report["components"][2]["pending"], 0);
-    assert_eq!(report["components"][2]["totalCalls"], 1);
+    assert_eq!(report["components"][3]["pending"], 0);
+    assert_eq!(report["components"][3]["totalCalls"], 1);
 }
 
 #[test]
@@ -268,7 +285,7 @@ fn init_applies_the_configured_thresholds_and_keeps_history() {
     assert_eq!(answer[0]["type"], "response");
     // The rejected message before init is still on record.
     let answer = send(&mut rt, json!({"v": 1, "id": 1, "type": "health"}));
-    assert_eq!(answer[0]["result"]["components"][1]["totalFailures"], 1);
+    assert_eq!(answer[0]["result"]["components"][2]["totalFailures"], 1);
     let answer = send(&mut rt, json!(null));
     assert_eq!(answer[1]["event"]["to"], "unhealthy");
     rt.with_breakers(|b| {
