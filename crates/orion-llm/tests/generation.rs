@@ -185,3 +185,31 @@ fn bad_requests_are_refused_before_any_work() -> Result<(), Error> {
     assert_eq!(results[1].as_ref().map(|g| g.tokens).ok(), Some(3));
     Ok(())
 }
+
+#[test]
+fn repetition_penalty_makes_the_model_repeat_itself_less() -> Result<(), Error> {
+    let generator = generator()?;
+    let request = GenerateRequest {
+        max_tokens: 48,
+        ..GenerateRequest::new("Repeat the word 'hello' as many times as you can.")
+    };
+    let distinct_share = |penalty: f32| -> Result<f64, Error> {
+        let mut decoding = [generator.start(&GenerateRequest {
+            repetition_penalty: penalty,
+            ..request.clone()
+        })?];
+        while !decoding[0].finished() {
+            generator.step(&mut decoding, &Silent)?;
+        }
+        let ids = decoding[0].generated();
+        let distinct: std::collections::HashSet<_> = ids.iter().collect();
+        Ok(distinct.len() as f64 / ids.len().max(1) as f64)
+    };
+    let plain = distinct_share(1.0)?;
+    let penalised = distinct_share(1.8)?;
+    assert!(
+        penalised > plain,
+        "distinct share {penalised} with the penalty, {plain} without"
+    );
+    Ok(())
+}

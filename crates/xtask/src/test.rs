@@ -44,6 +44,8 @@ pub fn all(root: &Path) -> Result<()> {
                 "orion-embed",
                 "-p",
                 "orion-store",
+                "-p",
+                "orion-llm",
                 "--target",
                 "wasm32-unknown-unknown",
                 "--release",
