@@ -420,13 +420,14 @@ impl Llama {
         let k = candle_nn::rotary_emb::rope_i(&heads(k, cfg.kv_heads)?, &cos, &sin)?;
         let v = heads(v, cfg.kv_heads)?;
         let (k, v) = sequence.append(layer, &k, &v)?;
+        // Grouped-query attention without copying keys and values for every query head: the
+        // `groups` query heads that share a key/value head are stacked as rows of one matrix.
         let groups = cfg.heads / cfg.kv_heads;
-        let k = candle_transformers::utils::repeat_kv(k, groups)?;
-        let v = candle_transformers::utils::repeat_kv(v, groups)?.contiguous()?;
-        let scores = (q.matmul(&k.t()?)? / (head_dim as f64).sqrt())?;
+        let q = q.reshape((1, cfg.kv_heads, groups * n, head_dim))?;
+        let scores = (q.matmul(&k.contiguous()?.t()?)? / (head_dim as f64).sqrt())?;
         let scores = if n > 1 {
             let mask = candle_transformers::utils::build_causal_mask(n, start, &Device::Cpu)?;
-            let mask = mask.broadcast_as(scores.shape())?;
+            let mask = Tensor::cat(&vec![&mask; groups], 0)?.broadcast_as(scores.shape())?;
             let blocked =
                 Tensor::new(f32::NEG_INFINITY, &Device::Cpu)?.broadcast_as(scores.shape())?;
             mask.where_cond(&blocked, &scores)?
@@ -434,7 +435,11 @@ impl Llama {
             scores
         };
         let weights = candle_nn::ops::softmax_last_dim(&scores)?;
-        weights.matmul(&v)?.transpose(1, 2)?.reshape((n, cfg.dim))
+        weights
+            .matmul(&v.contiguous()?)?
+            .reshape((1, cfg.heads, n, head_dim))?
+            .transpose(1, 2)?
+            .reshape((n, cfg.dim))
     }
 }
 
