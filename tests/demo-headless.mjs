@@ -59,6 +59,13 @@ try {
     const cells = await row.locator('td').allInnerTexts();
     return `${cells.slice(0, 3).join(' | ')}; ${await text('#tasks-leader')}; ${await text('#tasks-updated')}`;
   });
+  await step('generate with the local model', async () => {
+    await page.click('#llm-generate');
+    // The first generation downloads and loads the 98 MB model.
+    await page.locator('#llm-output', { hasText: 'Paris' }).waitFor({ timeout: 120_000 });
+    await page.locator('#llm-status[data-finish]').waitFor({ timeout: 120_000 });
+    return `"${await page.inputValue('#llm-prompt')}" → "${await text('#llm-output')}"; ${await text('#llm-status')}`;
+  });
   await step('health table', async () => {
     await page.click('#refresh');
     await page.locator('#health tbody tr').first().waitFor();

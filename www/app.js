@@ -1,9 +1,12 @@
-// The demo's first screen: worker status, similarity, memory, background tasks, the health table
-// and a log of events.
+// The demo's first screen: worker status, similarity, the local model, memory, background tasks,
+// the health table and a log of events.
 import { Orion } from '/pkg/index.js';
 
 const $ = (id) => document.getElementById(id);
 const MAX_LOG = 200;
+// The local LLM: fetched (and cached) on the first generation, not at start.
+const LLM_URL = '/models/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf';
+const LLM_FILE = LLM_URL.slice(LLM_URL.lastIndexOf('/') + 1);
 
 function log(text, kind = 'info') {
   const item = document.createElement('li');
@@ -82,19 +85,26 @@ async function registerServiceWorker() {
   }
 }
 
+// Events too frequent to read the health again after each (a token, a chunk of a download...).
+const QUIET_EVENTS = ['model_progress', 'memory_progress', 'memory_index', 'task_run', 'task_abort', 'llm_token', 'llm_host_call', 'llm_host_abort'];
+
 async function main() {
   let orion;
   try {
     // debug: the demo shows crash recovery, so it allows the debug `crash` request.
     orion = await Orion.create({
       debug: true,
-      models: { embedding: '/models/all-MiniLM-L6-v2/' },
+      models: { embedding: '/models/all-MiniLM-L6-v2/', llm: LLM_URL },
       onProgress: (e) => {
         if (e.kind === 'memory_index') {
           $('memory-stats').textContent = e.done ? `index loaded: ${e.loaded} memories` : `loading the index: ${e.loaded} memories…`;
           return;
         }
         if (e.kind !== 'model_progress') return;
+        if (e.file === LLM_FILE) {
+          showLlmProgress(e);
+          return;
+        }
         const percent = e.total ? ` ${Math.round((100 * e.loaded) / e.total)}%` : '';
         const overall = e.overallTotal ? `, ${Math.round((100 * e.overallLoaded) / e.overallTotal)}% of the model` : '';
         $('model-progress').textContent = `${e.file}${percent}${overall}${e.cached ? ' (from cache)' : ''}`;
@@ -130,7 +140,7 @@ async function main() {
     } else if (event.kind === 'breaker_transition') {
       log(`breaker: ${event.key} ${event.from} → ${event.to} (${event.reason})`, 'event');
     }
-    if (!['model_progress', 'memory_progress', 'memory_index', 'task_run', 'task_abort'].includes(event.kind)) refreshHealth(orion);
+    if (!QUIET_EVENTS.includes(event.kind)) refreshHealth(orion);
   });
 
   const version = await orion.version();
@@ -177,11 +187,109 @@ async function main() {
     }
   });
 
+  setupLlm(orion);
   setupMemory(orion);
   setupTasks(orion);
 
   await refreshHealth(orion);
   setInterval(() => refreshHealth(orion), 5000);
+}
+
+// The local model panel: one single-turn generation at a time, streamed into the output, with a
+// Stop button that aborts it (the call then resolves with finish 'cancelled' and the text so far).
+const MB = 1_000_000;
+
+function setLlmStatus(phase, text) {
+  $('llm-status').dataset.phase = phase;
+  $('llm-status').textContent = text;
+}
+
+/** The LLM file's download (or read from Cache Storage), shown in the panel's status line. */
+function showLlmProgress(e) {
+  const done = e.total !== null && e.loaded === e.total;
+  if (done) {
+    setLlmStatus('loading', `${e.file}: ${(e.loaded / MB).toFixed(1)} MB ${e.cached ? 'read from the cache' : 'downloaded'}; loading the model…`);
+    log(`local model ${e.cached ? 'read from the cache' : 'downloaded'}: ${e.file}, ${(e.loaded / MB).toFixed(1)} MB`);
+    return;
+  }
+  const percent = e.total ? ` ${Math.round((100 * e.loaded) / e.total)}%` : '';
+  const size = e.total ? ` of ${(e.total / MB).toFixed(1)} MB` : '';
+  setLlmStatus('loading', `${e.cached ? 'reading' : 'downloading'} ${e.file}:${percent} (${(e.loaded / MB).toFixed(1)} MB${size})${e.cached ? ' from the cache' : ''}`);
+}
+
+/** Tokens per second, or '—' when the time is too short to say. */
+function perSecond(tokens, ms) {
+  return ms > 0 ? (tokens / (ms / 1000)).toFixed(1) : '—';
+}
+
+function setupLlm(orion) {
+  const output = $('llm-output');
+  const generate = $('llm-generate');
+  const stop = $('llm-stop');
+  let controller = null;
+  let loaded = false;
+  // A restarted worker loads the model again (from Cache Storage) on its next generation.
+  orion.on('worker', (event) => {
+    if (event.state === 'crashed') loaded = false;
+  });
+
+  generate.addEventListener('click', async () => {
+    const prompt = $('llm-prompt').value.trim();
+    if (!prompt) {
+      setLlmStatus('error', 'failed: ERR_INVALID_INPUT: the prompt is empty');
+      return;
+    }
+    controller = new AbortController();
+    generate.disabled = true;
+    stop.disabled = false;
+    output.textContent = '';
+    output.dataset.done = 'false';
+    delete $('llm-status').dataset.finish;
+    setLlmStatus(loaded ? 'generating' : 'loading', loaded ? 'reading the prompt…' : 'loading the model (first use)…');
+    const started = performance.now();
+    let first = true;
+    try {
+      const result = await orion.llm.generate({ prompt, maxTokens: 128, temperature: 0 }, {
+        signal: controller.signal,
+        onToken: (text) => {
+          if (first) {
+            first = false;
+            setLlmStatus('generating', 'generating…');
+          }
+          output.textContent += text;
+        },
+      });
+      loaded = true;
+      output.textContent = result.text;
+      const read = result.promptTokens - result.cachedTokens;
+      const ms = (performance.now() - started).toFixed(0);
+      $('llm-status').dataset.finish = result.finish;
+      setLlmStatus('done', `finish ${result.finish} · ${result.promptTokens} prompt tokens · ${result.tokens} generated · prefill ${perSecond(read, result.prefillMs)} tok/s · decode ${perSecond(result.tokens, result.decodeMs)} tok/s`);
+      log(`generated ${result.tokens} tokens (finish ${result.finish}) in ${ms} ms`);
+    } catch (error) {
+      if (error.code === 'ERR_CANCELLED') {
+        // Stopped before the generation started (while the model loaded).
+        $('llm-status').dataset.finish = 'cancelled';
+        setLlmStatus('done', `finish cancelled before the first token (${error.code}: ${error.message})`);
+        log(`generation cancelled: ${error.code}: ${error.message}`);
+      } else {
+        $('llm-status').dataset.finish = 'error';
+        setLlmStatus('error', `failed: ${error.code}: ${error.message}`);
+        log(`generate failed: ${error.code}: ${error.message}`, 'error');
+      }
+    } finally {
+      output.dataset.done = 'true';
+      controller = null;
+      generate.disabled = false;
+      stop.disabled = true;
+    }
+  });
+  stop.addEventListener('click', () => {
+    if (!controller) return;
+    stop.disabled = true;
+    controller.abort();
+    log('stopping the generation');
+  });
 }
 
 // Background tasks: the demo defines a few through `orion.tasks` like any page would, and the panel
