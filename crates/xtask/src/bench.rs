@@ -1,7 +1,7 @@
 //! `cargo xtask bench embed` measures ORION's embedders and transformers.js side by side, `cargo
 //! xtask bench memory` ORION's memory store against idb-keyval and Dexie, `cargo xtask bench tasks`
-//! ORION's job queue against p-queue and Dexie (and its schedules' firing latency), each in one
-//! headless Chromium run. Each writes its own section of `docs/BENCHMARKS.md` and keeps the rest.
+//! ORION's job queue against p-queue and Dexie (and its schedules' firing latency), `cargo xtask
+//! bench llm` ORION's local LLM against wllama ([`llm`]), each in one headless Chromium run. Each writes its own section of `docs/BENCHMARKS.md` and keeps the rest.
 //!
 //! The harnesses and their npm packages are in `tests/bench/`, installed only here
 //! ([`setup::bench_packages`]).
@@ -15,6 +15,8 @@ use serde_json::Value;
 
 use crate::{build, models, output_of, serve, setup};
 
+mod llm;
+
 /// The note at the top of a new `docs/BENCHMARKS.md`.
 const NOTE: &str = "<!-- Written by hand, except each part between a `begin: cargo xtask bench NAME` \
 comment and its `end:` comment, which that benchmark rewrites; it keeps everything else as it is. -->";
@@ -25,9 +27,12 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         Some("embed") => embed(root),
         Some("memory") => memory(root),
         Some("tasks") => tasks(root),
-        Some(other) => bail!("unknown benchmark `{other}` (try `embed`, `memory` or `tasks`)"),
+        Some("llm") => llm::run(root),
+        Some(other) => {
+            bail!("unknown benchmark `{other}` (try `embed`, `memory`, `tasks` or `llm`)")
+        }
         None => bail!(
-            "which benchmark? `cargo xtask bench embed`, `cargo xtask bench memory` or `cargo xtask bench tasks`"
+            "which benchmark? `cargo xtask bench embed`, `cargo xtask bench memory`, `cargo xtask bench tasks` or `cargo xtask bench llm`"
         ),
     }
 }
@@ -861,7 +866,7 @@ afterwards) splits it, ms:\n\n\
 mod tests {
     use super::*;
 
-    fn test_machine() -> Machine {
+    pub(super) fn test_machine() -> Machine {
         Machine {
             date: "2026-01-01".into(),
             cpu: "CPU".into(),

@@ -30,6 +30,14 @@ pub const BENCH_PAGE_CSP: &str = "default-src 'self'; script-src 'self' blob: 'w
 worker-src 'self'; connect-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; \
 base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
+/// The policy of the LLM benchmark's page (`/bench-llm/`, served by [`Server::start_bench`] only):
+/// [`CONTENT_SECURITY_POLICY`] with `blob:` added to `script-src` and `worker-src`. wllama 3.8.1
+/// starts its llama.cpp worker from a `blob:` URL of code it carries. ORION's pages never get this
+/// policy.
+pub const BENCH_LLM_CSP: &str = "default-src 'self'; script-src 'self' blob: 'wasm-unsafe-eval'; \
+worker-src 'self' blob:; connect-src 'self'; style-src 'self'; img-src 'self' data:; \
+object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
 /// A running server; dropping it does not stop it (the process exit does).
 pub struct Server {
     url: String,
@@ -46,8 +54,9 @@ impl Server {
     /// (`tests/bench/node_modules/`) at `/node_modules/` so that transformers.js, onnxruntime-web's
     /// wasm files, Dexie and idb-keyval come from here (never from a CDN), and the fixture app
     /// again at `/bench/` under [`BENCH_PAGE_CSP`] for the transformers.js page, and `tests/bench/`
-    /// itself at `/bench-harness/` (scripts a harness runs in the browser, such as a worker). Only
-    /// the benchmarks serve these.
+    /// itself at `/bench-harness/` (scripts a harness runs in the browser, such as a worker), and
+    /// again at `/bench-llm/` under [`BENCH_LLM_CSP`] for the LLM benchmark's page. Only the
+    /// benchmarks serve these.
     pub fn start_bench(root: &Path) -> Result<Self> {
         Self::start_with(
             root,
@@ -60,8 +69,13 @@ impl Server {
                 ("/bench/".to_owned(), root.join("tests/fixture-app")),
                 // The harnesses' own scripts (the worker of `bench tasks`).
                 ("/bench-harness/".to_owned(), root.join("tests/bench")),
+                // The same, under the LLM benchmark's policy (its page, for wllama).
+                ("/bench-llm/".to_owned(), root.join("tests/bench")),
             ],
-            vec![("/bench/".to_owned(), BENCH_PAGE_CSP)],
+            vec![
+                ("/bench/".to_owned(), BENCH_PAGE_CSP),
+                ("/bench-llm/".to_owned(), BENCH_LLM_CSP),
+            ],
         )
     }
 
