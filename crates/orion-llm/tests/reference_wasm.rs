@@ -69,8 +69,13 @@ async fn model_bytes() -> Vec<u8> {
 
 fn request_of(case: &Case) -> GenerateRequest {
     let (last, earlier) = case.messages.split_last().unwrap();
+    let (system, turns) = match earlier.split_first() {
+        Some((first, rest)) if first.role == "system" => (Some(first.content.clone()), rest),
+        _ => (None, earlier),
+    };
     GenerateRequest {
-        history: earlier
+        system,
+        history: turns
             .iter()
             .map(|m| Turn {
                 role: m.role.clone(),
