@@ -366,7 +366,8 @@ impl LocalGenerator {
         if token == tokenizer.eos() || tokenizer.is_special(token) {
             decoding.finish = Some(FinishReason::EndOfTurn);
             self.flush(index, decoding, decoding.text.len(), sink);
-            return self.finish(decoding);
+            self.finish(decoding);
+            return Ok(());
         }
         decoding.generated.push(token);
         let text = tokenizer.decode(&decoding.generated)?;
@@ -383,12 +384,14 @@ impl LocalGenerator {
             decoding.text.truncate(at);
             decoding.finish = Some(FinishReason::Stop);
             self.flush(index, decoding, at, sink);
-            return self.finish(decoding);
+            self.finish(decoding);
+            return Ok(());
         }
         if decoding.generated.len() >= decoding.max_tokens {
             decoding.finish = Some(FinishReason::Length);
             self.flush(index, decoding, decoding.text.len(), sink);
-            return self.finish(decoding);
+            self.finish(decoding);
+            return Ok(());
         }
         // Hold back an ending that may be the start of a stop string.
         let held = decoding
@@ -414,14 +417,13 @@ impl LocalGenerator {
     }
 
     /// Ends `decoding` and keeps its cache for the conversation's next turn.
-    fn finish(&self, decoding: &mut Decoding) -> Result<(), Error> {
+    fn finish(&self, decoding: &mut Decoding) {
         decoding.finished_ms = self.clock.now_ms();
         if let Some(id) = decoding.conversation.take() {
             let sequence = std::mem::replace(&mut decoding.sequence, self.model.llama.sequence());
             let read = std::mem::take(&mut decoding.read);
             self.conversations.borrow_mut().put(id, read, sequence);
         }
-        Ok(())
     }
 
     /// Runs `decodings` to the end together, yielding between passes and honouring
@@ -435,7 +437,7 @@ impl LocalGenerator {
             for (index, decoding) in decodings.iter_mut().enumerate() {
                 if decoding.finish.is_none() && sink.cancelled(index) {
                     decoding.finish = Some(FinishReason::Cancelled);
-                    self.finish(decoding)?;
+                    self.finish(decoding);
                 }
             }
             if decodings.iter().all(Decoding::finished) {

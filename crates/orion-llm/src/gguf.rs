@@ -110,23 +110,21 @@ impl<'a> Gguf<'a> {
 
     /// A metadata array of strings.
     pub fn strings(&self, key: &str) -> Result<Vec<&str>, Error> {
-        let items = self
-            .value(key)?
-            .to_vec()
-            .map_err(|_| self.error(format!("`{key}` is not an array")))?;
-        items
-            .iter()
-            .enumerate()
-            .map(|(i, v)| {
-                v.to_string()
-                    .map(String::as_str)
-                    .map_err(|_| self.error(format!("`{key}[{i}]` is not a string")))
-            })
-            .collect()
+        self.array(key, "a string", |v| v.to_string().ok().map(String::as_str))
     }
 
     /// A metadata array of integers.
     pub fn integers(&self, key: &str) -> Result<Vec<i64>, Error> {
+        self.array(key, "an integer", as_signed)
+    }
+
+    /// A metadata array whose every item `read` accepts; `what` names the item type in errors.
+    fn array<'v, T>(
+        &'v self,
+        key: &str,
+        what: &str,
+        read: impl Fn(&'v Value) -> Option<T>,
+    ) -> Result<Vec<T>, Error> {
         let items = self
             .value(key)?
             .to_vec()
@@ -134,9 +132,7 @@ impl<'a> Gguf<'a> {
         items
             .iter()
             .enumerate()
-            .map(|(i, v)| {
-                as_signed(v).ok_or_else(|| self.error(format!("`{key}[{i}]` is not an integer")))
-            })
+            .map(|(i, v)| read(v).ok_or_else(|| self.error(format!("`{key}[{i}]` is not {what}"))))
             .collect()
     }
 
