@@ -4,6 +4,7 @@
 //! from a [`Clock`], so every timeout and breaker is deterministic under a [`ManualClock`] in tests.
 //! Platform crates (`orion-web`) adapt these types to the browser.
 
+pub mod answer;
 pub mod backup;
 pub mod backup_file;
 pub mod circuit_breaker;
@@ -25,6 +26,7 @@ pub mod runtime;
 pub mod store;
 pub mod task_metrics;
 pub mod tasks;
+pub mod tools;
 pub mod vector_index;
 pub mod workflows;
 
