@@ -26,7 +26,8 @@ export type ErrorCode =
   | 'ERR_BACKUP_INVALID'
   | 'ERR_GENERATION'
   | 'ERR_CANCELLED'
-  | 'ERR_TIMEOUT';
+  | 'ERR_TIMEOUT'
+  | 'ERR_TOOL';
 
 /** The codes by name, e.g. `ErrorCode.WORKER_CRASHED === 'ERR_WORKER_CRASHED'`. */
 export declare const ErrorCode: Readonly<{
@@ -49,6 +50,7 @@ export declare const ErrorCode: Readonly<{
   GENERATION: 'ERR_GENERATION';
   CANCELLED: 'ERR_CANCELLED';
   TIMEOUT: 'ERR_TIMEOUT';
+  TOOL: 'ERR_TOOL';
 }>;
 
 /** Every rejection from ORION is an OrionError. */

@@ -28,6 +28,7 @@ export const ErrorCode = Object.freeze({
   GENERATION: 'ERR_GENERATION',
   CANCELLED: 'ERR_CANCELLED',
   TIMEOUT: 'ERR_TIMEOUT',
+  TOOL: 'ERR_TOOL',
 });
 
 /** An error from ORION. `code` is stable; `message` is for people. */

@@ -114,6 +114,14 @@ pub enum Error {
         /// The limit.
         ms: u64,
     },
+    /// A tool failed on valid arguments (a host tool threw, a calculation had no result).
+    #[error("tool `{tool}` failed: {reason}")]
+    Tool {
+        /// The tool's name.
+        tool: String,
+        /// What went wrong.
+        reason: String,
+    },
 }
 
 /// The stable code of an [`Error`], as JS sees it.
@@ -176,11 +184,14 @@ pub enum ErrorCode {
     /// See [`Error::Timeout`].
     #[serde(rename = "ERR_TIMEOUT")]
     Timeout,
+    /// See [`Error::Tool`].
+    #[serde(rename = "ERR_TOOL")]
+    Tool,
 }
 
 impl ErrorCode {
     /// Every code, in declaration order.
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 20] = [
         ErrorCode::InvalidMessage,
         ErrorCode::MessageTooLarge,
         ErrorCode::UnsupportedProtocol,
@@ -200,6 +211,7 @@ impl ErrorCode {
         ErrorCode::Generation,
         ErrorCode::Cancelled,
         ErrorCode::Timeout,
+        ErrorCode::Tool,
     ];
 
     /// The code as JS sees it, e.g. `"ERR_CIRCUIT_OPEN"`.
@@ -224,6 +236,7 @@ impl ErrorCode {
             ErrorCode::Generation => "ERR_GENERATION",
             ErrorCode::Cancelled => "ERR_CANCELLED",
             ErrorCode::Timeout => "ERR_TIMEOUT",
+            ErrorCode::Tool => "ERR_TOOL",
         }
     }
 }
@@ -257,6 +270,7 @@ impl Error {
             Error::Generation(_) => ErrorCode::Generation,
             Error::Cancelled(_) => ErrorCode::Cancelled,
             Error::Timeout { .. } => ErrorCode::Timeout,
+            Error::Tool { .. } => ErrorCode::Tool,
         }
     }
 

@@ -12,10 +12,13 @@ pub mod clock;
 pub mod embedding;
 pub mod error;
 pub mod generation;
+pub mod guard;
 pub mod health;
 pub mod host_llm;
 mod ids;
 pub mod input;
+#[cfg(feature = "json-schema")]
+pub mod json_schema;
 pub mod jobs;
 pub mod llm_settings;
 pub mod memory;

@@ -20,6 +20,7 @@ use crate::circuit_breaker::{BreakerConfig, CircuitBreaker};
 use crate::clock::SharedClock;
 use crate::embedding::{Embedder, LocalBoxFuture};
 use crate::error::Error;
+use crate::guard::is_component_failure;
 use crate::health::{HealthConfig, WorkerHealthMonitor};
 use crate::llm_settings::LlmSettings;
 use crate::memory::{Memories, MemoryConfig, MemorySettings};
@@ -676,15 +677,10 @@ fn finish(
                 }
             }
             Err(error) => {
-                match error {
-                    Error::Internal(_)
-                    | Error::Embedding(_)
-                    | Error::Generation(_)
-                    | Error::Timeout { .. }
-                    | Error::ModelLoad { .. }
-                    | Error::Store(_)
-                    | Error::Quota(_) => state.health.record_failure(component, &error.to_string()),
-                    _ => state.health.record_success(component),
+                if is_component_failure(&error) {
+                    state.health.record_failure(component, &error.to_string());
+                } else {
+                    state.health.record_success(component);
                 }
                 Outgoing::error(Some(id), &error)
             }

@@ -19,7 +19,15 @@ use crate::memory::Memories;
 
 pub mod calculator;
 pub mod date_time;
+mod execution;
+mod memory_tools;
 pub mod units;
+
+pub use execution::{
+    Choice, Chosen, ToolExecutionManager, ToolPolicy, ToolRun, MAX_TOOLS, TOOLS_COMPONENT,
+    TOOL_BREAKER_PREFIX,
+};
+pub use memory_tools::{MemorySearch, Remember};
 
 /// What a tool is and takes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -73,6 +81,12 @@ pub trait Tool {
     /// does not carry them. The default is [`Tool::intent`].
     fn arguments(&self, query: &str) -> Option<Value> {
         self.intent(query)
+    }
+
+    /// Whether a successful result is kept as a `tool_result` memory (ORION's
+    /// `handleToolSuccess`). The memory tools say no: their results are memories already.
+    fn keeps_result(&self) -> bool {
+        true
     }
 
     /// Runs with `arguments`, already checked against [`ToolSpec::parameters`].

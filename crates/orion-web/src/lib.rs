@@ -14,7 +14,6 @@ mod memory_sync;
 mod message_guard;
 mod model_loader;
 mod panic_report;
-mod payload_schema;
 mod provided_files;
 
 use std::cell::RefCell;
@@ -98,7 +97,7 @@ impl OrionWorker {
                 }
             }),
             spawn: Rc::new(wasm_bindgen_futures::spawn_local),
-            schemas: Rc::new(payload_schema::JsonSchemas),
+            schemas: Rc::new(orion_core::json_schema::JsonSchemas),
             generators: Rc::new(WebGeneratorLoader::new(post.clone())),
         };
         OrionWorker {

@@ -1,9 +1,13 @@
-//! JSON Schema for task payloads, with the maintained `jsonschema` crate (without its network and
-//! file resolvers: a remote `$ref` is an invalid schema, never a fetch).
+//! JSON Schema for task payloads and tool arguments, with the maintained `jsonschema` crate
+//! (without its network and file resolvers: a remote `$ref` is an invalid schema, never a fetch).
+//!
+//! Behind the `json-schema` feature: `jsonschema` hashes with a randomly seeded hasher, and in
+//! the browser that seed comes from `getrandom`'s `wasm_js` backend, which only the platform
+//! crate turns on.
 
 use std::rc::Rc;
 
-use orion_core::tasks::{PayloadCheck, SchemaCompiler};
+use crate::tasks::{PayloadCheck, SchemaCompiler};
 use serde_json::Value;
 
 /// Compiles schemas with `jsonschema` (drafts 4 to 2020-12, by `$schema`; 2020-12 without one).
