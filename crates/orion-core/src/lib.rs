@@ -9,6 +9,7 @@ pub mod backup;
 pub mod backup_file;
 pub mod circuit_breaker;
 pub mod clock;
+pub mod coordinator;
 pub mod embedding;
 pub mod error;
 pub mod generation;
