@@ -5,6 +5,7 @@
 //! Platform crates (`orion-web`) adapt these types to the browser.
 
 pub mod answer;
+pub mod answer_quality;
 pub mod backup;
 pub mod backup_file;
 pub mod circuit_breaker;
@@ -26,6 +27,7 @@ pub mod memory;
 pub mod model_source;
 pub mod profile;
 pub mod protocol;
+pub mod response_formatter;
 pub mod runtime;
 pub mod store;
 pub mod task_metrics;
