@@ -19,9 +19,9 @@ pub mod health;
 pub mod host_llm;
 mod ids;
 pub mod input;
+pub mod jobs;
 #[cfg(feature = "json-schema")]
 pub mod json_schema;
-pub mod jobs;
 pub mod llm_settings;
 pub mod memory;
 pub mod model_source;

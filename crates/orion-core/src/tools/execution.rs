@@ -158,7 +158,10 @@ impl ToolExecutionManager {
         let spec = tool.spec();
         let field = format!("tools[{}]", spec.name);
         if spec.name.trim().is_empty() || spec.name.len() > 64 {
-            return Err(Error::invalid_input("tools[].name", "must be 1 to 64 bytes"));
+            return Err(Error::invalid_input(
+                "tools[].name",
+                "must be 1 to 64 bytes",
+            ));
         }
         if self.tools.iter().any(|t| t.tool.spec().name == spec.name) {
             return Err(Error::invalid_input(
@@ -228,7 +231,11 @@ impl ToolExecutionManager {
     }
 
     /// The best similarity of `query_vector` to each tool's texts, in registration order.
-    async fn similarities(&self, query_vector: &[f32], embedder: &dyn Embedder) -> Result<Vec<f32>> {
+    async fn similarities(
+        &self,
+        query_vector: &[f32],
+        embedder: &dyn Embedder,
+    ) -> Result<Vec<f32>> {
         let version = &embedder.info().version;
         let stale = self
             .vectors

@@ -206,7 +206,10 @@ impl Tool for MemorySearch {
                 format!("I don't remember anything about {query}.")
             } else {
                 let lines: Vec<String> = hits.iter().map(|hit| format!("- {}", hit.text)).collect();
-                format!("Here is what I remember about {query}:\n{}", lines.join("\n"))
+                format!(
+                    "Here is what I remember about {query}:\n{}",
+                    lines.join("\n")
+                )
             };
             let value = json!({
                 "query": query,
@@ -218,3 +221,6 @@ impl Tool for MemorySearch {
         })
     }
 }
+
+#[cfg(test)]
+mod tests;
