@@ -454,6 +454,76 @@ export interface Generated {
   decodeMs: number;
 }
 
+/** A stage of answering, as `onStatus` and `ask_status` events name it. */
+export type AskStage =
+  | 'tool_search'
+  | 'memory_search'
+  | 'llm_reasoning'
+  | 'multi_agent_parallel'
+  | 'multi_agent_critical'
+  | 'multi_agent_synthesis';
+
+/** Options of `orion.ask`. */
+export interface AskOptions {
+  /** Questions of one conversation share history (the last turns, older ones summarised). */
+  conversationId?: string;
+  /** IANA time zone for date and time answers; the page's own by default. */
+  timeZone?: string;
+  /** Aborting rejects the question with ERR_CANCELLED and stops generation at the next token. */
+  signal?: AbortSignal;
+  /** Each stage as it starts. */
+  onStatus?: (status: { stage: AskStage; message: string }) => void;
+  /** Generated text as it streams, with the agent writing it. */
+  onToken?: (text: string, agent: 'single' | 'logical' | 'creative' | 'critical' | 'synthesizer') => void;
+}
+
+/** A memory an answer used. */
+export interface MemoryHitRef {
+  id: string;
+  text: string;
+  similarity: number;
+}
+
+/** One measured quality signal, 0 to 1. */
+export interface QualitySignal {
+  name: 'agreement' | 'coverage' | 'support' | 'length' | 'repetition' | 'exact';
+  value: number;
+  weight: number;
+}
+
+/** One step of answering. */
+export interface ReasoningStep {
+  stage: AskStage | 'format';
+  detail: string;
+  durationMs: number;
+  ok: boolean;
+}
+
+/** What `orion.ask` resolves with. */
+export interface AskResponse {
+  response: string;
+  /** 0 to 1: 1 for an exact tool result, the quality score for generated answers. */
+  confidence: number;
+  provenance: {
+    /** Agents whose text went into the answer (`single` for one generation). */
+    fromAgents: string[];
+    memoryHits: MemoryHitRef[];
+    toolUsed: string | null;
+    /** Components routed around (`generator`, `embedder`, `store`, a tool's name). */
+    degraded: string[];
+  };
+  debug: {
+    inferenceTimeMs: number;
+    /** The computed quality; `low` when the score is below 0.6. */
+    quality: { score: number; low: boolean; signals: QualitySignal[] };
+    traceId: string;
+    profile: ProfileName;
+    route: 'tool' | 'debate' | 'single' | 'memory' | 'fallback';
+    notes: string[];
+  };
+  reasoningSteps: ReasoningStep[];
+}
+
 /**
  * Text generation. The generator is the `llm` function when given, else the local model of
  * `models.llm`, loaded on the first call. If it cannot load (404, a truncated or malformed file,
@@ -474,6 +544,22 @@ export interface LlmTokenEvent {
   kind: 'llm_token';
   requestId: number;
   index: number;
+  text: string;
+}
+
+/** An `ask` entered a stage. */
+export interface AskStatusEvent {
+  kind: 'ask_status';
+  requestId: number;
+  stage: AskStage;
+  message: string;
+}
+
+/** A piece of an `ask`'s generated text. */
+export interface AskTokenEvent {
+  kind: 'ask_token';
+  requestId: number;
+  agent: 'single' | 'logical' | 'creative' | 'critical' | 'synthesizer';
   text: string;
 }
 
@@ -938,6 +1024,8 @@ export type OrionEvent =
   | TaskRunEvent
   | TaskAbortEvent
   | LlmTokenEvent
+  | AskStatusEvent
+  | AskTokenEvent
   | LlmHostCallEvent
   | LlmHostAbortEvent
   | AlertEvent;
@@ -960,6 +1048,8 @@ export interface OrionEventMap {
   task_run: TaskRunEvent;
   task_abort: TaskAbortEvent;
   llm_token: LlmTokenEvent;
+  ask_status: AskStatusEvent;
+  ask_token: AskTokenEvent;
   llm_host_call: LlmHostCallEvent;
   llm_host_abort: LlmHostAbortEvent;
   alert: AlertEvent;
@@ -980,6 +1070,15 @@ export declare class Orion {
   embed(texts: string[], options?: EmbedOptions): Promise<Float32Array[]>;
   /** The device profile, the device facts and the embedder in use. */
   profile(): Promise<ProfileInfo>;
+  /**
+   * Answers a question locally: a tool when one fits (calculator, dates, units, memory), else
+   * the memories and the language model (the multi-agent debate on `full`, and on `lite` for long
+   * questions; one generation otherwise). Without a language model (the `micro` profile, or the
+   * generator unavailable) it answers from memory and says so in `provenance.degraded`.
+   * Rejects with ERR_INVALID_INPUT (empty or over-long query, bad time zone), ERR_CIRCUIT_OPEN
+   * (`query_processing` open), ERR_CANCELLED (the signal aborted).
+   */
+  ask(query: string, options?: AskOptions): Promise<AskResponse>;
   /** What ORION remembers. */
   readonly memory: OrionMemory;
   /** Background work: jobs, workflows, schedules. */

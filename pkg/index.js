@@ -71,6 +71,8 @@ export class Orion {
   #runs = new Map();
   /** Generations in flight, by request id: where their `llm_token` pieces go. */
   #generations = new Map();
+  /** `ask`s in flight, by request id: their `onStatus` / `onToken` callbacks. */
+  #asks = new Map();
   /** Calls of the page's `llm` function in flight, by call id: their AbortControllers. */
   #hostCalls = new Map();
 
@@ -225,6 +227,18 @@ export class Orion {
         return name;
       },
     });
+    /** Answers a question through tools, memory and the model (see `index.d.ts`). */
+    this.ask = async (query, options = {}) => {
+      if (typeof query !== 'string') throw new OrionError(ErrorCode.INVALID_INPUT, 'invalid `query`: must be a string');
+      const { signal, onStatus, onToken, conversationId, timeZone } = pickOptions('ask', options, ['signal', 'onStatus', 'onToken', 'conversationId', 'timeZone']);
+      const request = { query, timeZone: timeZone ?? localTimeZone() };
+      if (conversationId !== undefined) request.conversationId = conversationId;
+      const listener = {
+        status: typeof onStatus === 'function' ? onStatus : null,
+        token: typeof onToken === 'function' ? onToken : null,
+      };
+      return this.#stream({ type: 'ask', request }, signal, 'ask_cancel', (id) => this.#asks.set(id, listener), (id) => this.#asks.delete(id), 'the question');
+    };
     /** Text generation: the page's `llm` function when given, else the local model (see `index.d.ts`). */
     this.llm = Object.freeze({
       generate: async (input, options = {}) => {
@@ -405,25 +419,31 @@ export class Orion {
 
   // Runs a generation request: its `llm_token` pieces go to `onPiece(index, text)`, and an abort
   // of `signal` sends `llm_cancel` (the request then resolves with `finish: 'cancelled'`).
-  async #generate(request, signal, onPiece) {
+  #generate(request, signal, onPiece) {
+    return this.#stream(request, signal, 'llm_cancel', (id) => this.#generations.set(id, onPiece), (id) => this.#generations.delete(id), 'the generation');
+  }
+
+  // Runs a request whose events stream back: `track(id)` and `untrack(id)` bracket it, and an
+  // abort of `signal` sends `cancelType` with its id.
+  async #stream(request, signal, cancelType, track, untrack, what) {
     if (signal !== undefined && !(signal instanceof AbortSignal)) {
       throw new OrionError(ErrorCode.INVALID_INPUT, 'invalid `signal`: must be an AbortSignal');
     }
-    if (signal?.aborted) throw new OrionError(ErrorCode.CANCELLED, 'cancelled: the signal was aborted before the generation started');
+    if (signal?.aborted) throw new OrionError(ErrorCode.CANCELLED, `cancelled: the signal was aborted before ${what} started`);
     let sent = null;
     const cancel = () => {
-      if (sent && sent.worker === this.#worker) this.#send(sent.worker, { type: 'llm_cancel', requestId: sent.id }).catch(() => {});
+      if (sent && sent.worker === this.#worker) this.#send(sent.worker, { type: cancelType, requestId: sent.id }).catch(() => {});
     };
     signal?.addEventListener('abort', cancel, { once: true });
     try {
       return await this.#call(request, (worker, id) => {
         sent = { worker, id };
-        this.#generations.set(id, onPiece);
+        track(id);
         if (signal?.aborted) cancel();
       });
     } finally {
       signal?.removeEventListener('abort', cancel);
-      if (sent) this.#generations.delete(sent.id);
+      if (sent) untrack(sent.id);
     }
   }
 
@@ -477,6 +497,8 @@ export class Orion {
         if (message.event.kind === 'task_run') this.#runTask(message.event);
         else if (message.event.kind === 'task_abort') this.#runs.get(message.event.runId)?.abort(new DOMException('the task was cancelled, timed out or lost its lease', 'AbortError'));
         else if (message.event.kind === 'llm_token') this.#onToken(message.event);
+        else if (message.event.kind === 'ask_status') this.#onAsk(message.event, 'status');
+        else if (message.event.kind === 'ask_token') this.#onAsk(message.event, 'token');
         else if (message.event.kind === 'llm_host_call') this.#runHostLlm(message.event);
         else if (message.event.kind === 'llm_host_abort') this.#hostCalls.get(message.event.callId)?.abort(new DOMException('the worker stopped waiting for this LLM call (timed out or cancelled)', 'AbortError'));
         this.#emit('event', message.event);
@@ -542,6 +564,19 @@ export class Orion {
       await this.#send(worker, { type: 'tasks_result', runId: run.runId, ...answer });
     } catch (error) {
       if (error?.code !== ErrorCode.INVALID_INPUT) console.error('ORION: a task result could not be delivered', error);
+    }
+  }
+
+  // An `ask`'s progress goes to its `onStatus` / `onToken`; a throwing callback is reported,
+  // never allowed to break the stream.
+  #onAsk(event, which) {
+    const callback = this.#asks.get(event.requestId)?.[which];
+    if (!callback) return;
+    try {
+      if (which === 'status') callback({ stage: event.stage, message: event.message });
+      else callback(event.text, event.agent);
+    } catch (error) {
+      console.error(`ORION: the ask's on${which === 'status' ? 'Status' : 'Token'} callback threw:`, error);
     }
   }
 
@@ -628,6 +663,15 @@ const GENERATE_FIELDS = ['system', 'history', 'conversationId', 'agent', 'temper
 const LLM_OPTIONS = ['weights', 'maxContext', 'timeoutMs', 'attempts', 'backoffMs'];
 
 /** A generation request from a prompt string or a request object; `field` names it in errors. */
+/** The page's IANA time zone, for date and time answers (UTC when `Intl` cannot tell). */
+function localTimeZone() {
+  try {
+    return Intl.DateTimeFormat().resolvedOptions().timeZone || 'UTC';
+  } catch {
+    return 'UTC';
+  }
+}
+
 function generateRequest(input, field) {
   if (typeof input === 'string') return { prompt: input };
   if (input === null || typeof input !== 'object' || Array.isArray(input)) {

@@ -309,6 +309,20 @@ pub enum Request {
         #[serde(default)]
         options: Value,
     },
+    /// Answers a question through the pipeline (`orion.ask`); `ask_status` and `ask_token`
+    /// events stream its progress, tagged with this request's id.
+    Ask {
+        /// An [`crate::orchestrator::AskRequest`] (checked by the runtime, so a bad field is
+        /// `ERR_INVALID_INPUT` naming it).
+        request: Value,
+    },
+    /// Cancels a running `ask`: it rejects with `ERR_CANCELLED` at its next check (between
+    /// stages and between generated tokens). Answers whether it was running.
+    AskCancel {
+        /// The id of the `ask` request.
+        #[serde(rename = "requestId")]
+        request_id: RequestId,
+    },
     /// Generates text; `llm_token` events stream it, tagged with this request's id.
     LlmGenerate {
         /// A [`crate::generation::GenerateRequest`] (checked by the runtime, so a bad field is
@@ -418,6 +432,8 @@ impl Request {
             Request::LlmGenerate { .. } => "llm_generate",
             Request::LlmGenerateMany { .. } => "llm_generate_many",
             Request::LlmCancel { .. } => "llm_cancel",
+            Request::Ask { .. } => "ask",
+            Request::AskCancel { .. } => "ask_cancel",
             Request::LlmHostChunk { .. } => "llm_host_chunk",
             Request::LlmHostResult { .. } => "llm_host_result",
             Request::Crash {} => "crash",
@@ -712,6 +728,26 @@ pub enum Event {
         request_id: RequestId,
         /// The request's position in its batch.
         index: usize,
+        /// The new text.
+        text: String,
+    },
+    /// An `ask` entered a stage (`tool_search`, `memory_search`, `llm_reasoning`,
+    /// `multi_agent_parallel`, `multi_agent_critical`, `multi_agent_synthesis`).
+    AskStatus {
+        /// The `ask` request's id.
+        request_id: RequestId,
+        /// The stage.
+        stage: crate::orchestrator::Stage,
+        /// What is happening, for people.
+        message: String,
+    },
+    /// A piece of an `ask`'s generated text, from one agent (`single`, `logical`, `creative`,
+    /// `critical`, `synthesizer`).
+    AskToken {
+        /// The `ask` request's id.
+        request_id: RequestId,
+        /// The agent writing.
+        agent: String,
         /// The new text.
         text: String,
     },

@@ -25,6 +25,7 @@ use crate::health::{HealthConfig, WorkerHealthMonitor};
 use crate::llm_settings::LlmSettings;
 use crate::memory::{Memories, MemoryConfig, MemorySettings};
 use crate::model_source::{LlmSource, ModelSource};
+use crate::orchestrator::Orchestrator;
 use crate::profile::{choose, DeviceFacts, Profile, ProfileRequest};
 use crate::protocol::{
     self, EmbedResult, Envelope, Event, Models, Outgoing, Pong, ProfileInfo, Request, RequestId,
@@ -34,6 +35,7 @@ use crate::store::Store;
 use crate::tasks::{Sleep, TaskChanges, TaskSettings, Tasks};
 use crate::CORE_VERSION;
 
+pub use ask_requests::{builtin_tools, ASK_COMPONENT};
 pub use llm_requests::{
     GeneratorLoader, GENERATOR_COMPONENT, LLM_INFERENCE_BREAKER, LLM_LOAD_BREAKER,
     MAX_GENERATE_MANY,
@@ -164,6 +166,8 @@ struct Common {
     alerts: Vec<crate::task_metrics::AlertEvent>,
     /// The generator and the generations running.
     llm: llm_requests::LlmState,
+    /// The cancellation flag of each running `ask`, by request id.
+    asks: HashMap<RequestId, Rc<Cell<bool>>>,
 }
 
 type SharedState = Rc<RefCell<Common>>;
@@ -191,6 +195,8 @@ pub struct WorkerRuntime {
     llm_source: Option<LlmSource>,
     /// `init.llm`.
     llm_settings: LlmSettings,
+    /// Answers `ask`, once initialised.
+    orchestrator: Option<Rc<Orchestrator>>,
 }
 
 impl WorkerRuntime {
@@ -207,6 +213,7 @@ impl WorkerRuntime {
             on_demand: HashMap::new(),
             alerts: Vec::new(),
             llm: llm_requests::LlmState::default(),
+            asks: HashMap::new(),
         };
         Self {
             clock,
@@ -227,6 +234,7 @@ impl WorkerRuntime {
             background: Vec::new(),
             llm_source: None,
             llm_settings: LlmSettings::default(),
+            orchestrator: None,
         }
     }
 
@@ -291,6 +299,7 @@ impl WorkerRuntime {
                     .with(memory)
                     .and_then(|_| tasks.validate())
                     .and_then(|()| llm.validate())
+                    .and_then(|()| self.start_orchestrator())
                 {
                     Err(error) => Err(error),
                     Ok(_) => {
@@ -370,6 +379,7 @@ impl WorkerRuntime {
             | Request::LlmCancel { .. }
             | Request::LlmHostChunk { .. }
             | Request::LlmHostResult { .. } => return self.llm(id, request),
+            Request::Ask { .. } | Request::AskCancel { .. } => return self.ask(id, request),
             Request::Crash {} if self.debug => return Reply::Crash,
             Request::Crash {} => Err(Error::DebugDisabled("crash".into())),
         };
@@ -395,6 +405,8 @@ impl WorkerRuntime {
             monitor.register(STORE_COMPONENT);
             monitor.register(TASKS_COMPONENT);
             monitor.register(GENERATOR_COMPONENT);
+            monitor.register(ASK_COMPONENT);
+            monitor.register(crate::tools::TOOLS_COMPONENT);
             shared.health = monitor;
             // A failed load of the local LLM is not retried until the breaker's open time passed.
             shared.breakers.configure(
@@ -531,14 +543,7 @@ impl WorkerRuntime {
 
     /// Keeps `component`'s heartbeat going while a model downloads.
     fn heartbeat(&self, component: &'static str) -> Heartbeat {
-        let shared = Rc::clone(&self.shared);
-        Rc::new(move || {
-            // Never called while the state is borrowed; if it were, skip one beat rather than
-            // panic.
-            if let Ok(mut state) = shared.try_borrow_mut() {
-                state.health.heartbeat(component);
-            }
-        })
+        heartbeat(&self.shared, component)
     }
 
     fn embed(&self, id: RequestId, texts: Vec<String>, profile: Option<Profile>) -> Reply {
@@ -658,6 +663,17 @@ enum OnDemand {
     Failed(Error),
 }
 
+/// Keeps `component`'s heartbeat going while a model downloads.
+fn heartbeat(shared: &SharedState, component: &'static str) -> Heartbeat {
+    let shared = Rc::clone(shared);
+    Rc::new(move || {
+        // Never called while the state is borrowed; if it were, skip one beat rather than panic.
+        if let Ok(mut state) = shared.try_borrow_mut() {
+            state.health.heartbeat(component);
+        }
+    })
+}
+
 /// Accounts for a finished request against `component` and builds its answer and events.
 fn finish(
     shared: &SharedState,
@@ -719,6 +735,7 @@ fn json_body(value: &impl serde::Serialize) -> crate::error::Result<ResponseBody
         .map_err(|e| Error::Internal(format!("an answer did not serialise: {e}")))
 }
 
+mod ask_requests;
 mod backup_requests;
 mod llm_requests;
 mod memory_requests;

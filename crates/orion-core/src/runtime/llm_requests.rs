@@ -22,7 +22,7 @@ use futures_util::future::{FutureExt, Shared};
 use serde_json::Value;
 
 use super::{
-    finish, json_body, Heartbeat, Reply, Request, RequestId, SharedState, WorkerRuntime,
+    finish, heartbeat, json_body, Heartbeat, Reply, Request, RequestId, SharedState, WorkerRuntime,
     RUNTIME_COMPONENT,
 };
 use crate::embedding::LocalBoxFuture;
@@ -162,6 +162,32 @@ impl WorkerRuntime {
 
     /// The generator: the host's, or the local LLM (loading it on first need).
     fn generator(&self) -> LocalBoxFuture<'static, Result<Rc<dyn Generator>>> {
+        self.generator_access().get()
+    }
+
+    /// What gets the generator, for work that outlives this call (an `ask`).
+    pub(super) fn generator_access(&self) -> GeneratorAccess {
+        GeneratorAccess {
+            shared: Rc::clone(&self.shared),
+            loader: Rc::clone(&self.platform.generators),
+            source: self.llm_source.clone(),
+            settings: self.llm_settings,
+        }
+    }
+}
+
+/// Gets the worker's generator: the host's, or the local LLM, loading it on first need.
+#[derive(Clone)]
+pub(super) struct GeneratorAccess {
+    shared: SharedState,
+    loader: Rc<dyn GeneratorLoader>,
+    source: Option<LlmSource>,
+    settings: LlmSettings,
+}
+
+impl GeneratorAccess {
+    /// The generator, once loaded.
+    pub(super) fn get(&self) -> LocalBoxFuture<'static, Result<Rc<dyn Generator>>> {
         let mut state = self.shared.borrow_mut();
         if let Some(host) = &state.llm.host {
             let host: Rc<dyn Generator> = host.clone();
@@ -170,7 +196,7 @@ impl WorkerRuntime {
         if let Some(loading) = &state.llm.loading {
             return Box::pin(loading.clone());
         }
-        let Some(source) = &self.llm_source else {
+        let Some(source) = &self.source else {
             return Box::pin(std::future::ready(Err(Error::model_load(
                 "models.llm",
                 "no local LLM was given: pass `models.llm` (a GGUF file's URL) or an `llm` \
@@ -186,10 +212,10 @@ impl WorkerRuntime {
         };
         state.health.work_started(GENERATOR_COMPONENT);
         drop(state);
-        let loading = self.platform.generators.load(
+        let loading = self.loader.load(
             source,
-            &self.llm_settings,
-            self.heartbeat(GENERATOR_COMPONENT),
+            &self.settings,
+            heartbeat(&self.shared, GENERATOR_COMPONENT),
         );
         let shared = Rc::clone(&self.shared);
         let future: LocalBoxFuture<'static, Result<Rc<dyn Generator>>> = Box::pin(async move {

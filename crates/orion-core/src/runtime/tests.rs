@@ -101,7 +101,7 @@ pub(super) fn fake_platform(fail: bool) -> (Rc<FakeLoader>, Platform) {
         request_leadership: Rc::new(|_| {}),
         publish_task_changes: Rc::new(|_| {}),
         sleep: Rc::new(|_| Box::pin(std::future::pending())),
-        schemas: Rc::new(crate::tasks::definition::tests::TinySchemas),
+        schemas: Rc::new(crate::json_schema::JsonSchemas),
         generators: Rc::new(NoLlm),
     };
     (loader, platform)
@@ -151,7 +151,7 @@ fn ready<T>(future: LocalBoxFuture<'static, T>) -> T {
     }
 }
 
-fn send(rt: &mut WorkerRuntime, message: Value) -> Vec<Value> {
+pub(super) fn send(rt: &mut WorkerRuntime, message: Value) -> Vec<Value> {
     let reply = rt.handle(message);
     // Background work runs first and as far as it can without waiting (as an executor would run
     // it before the next message).
@@ -241,15 +241,18 @@ fn the_health_report_has_every_component() {
         [
             EMBEDDER_COMPONENT,
             GENERATOR_COMPONENT,
+            ASK_COMPONENT,
             PROTOCOL_COMPONENT,
             RUNTIME_COMPONENT,
             STORE_COMPONENT,
-            TASKS_COMPONENT
+            TASKS_COMPONENT,
+            crate::tools::TOOLS_COMPONENT,
         ]
     );
     // The report is made before the health request itself is counted: only `init` so far.
-    assert_eq!(report["components"][3]["pending"], 0);
-    assert_eq!(report["components"][3]["totalCalls"], 1);
+    let runtime = component(&answer[0], RUNTIME_COMPONENT);
+    assert_eq!(runtime["pending"], 0);
+    assert_eq!(runtime["totalCalls"], 1);
 }
 
 #[test]
@@ -285,7 +288,10 @@ fn init_applies_the_configured_thresholds_and_keeps_history() {
     assert_eq!(answer[0]["type"], "response");
     // The rejected message before init is still on record.
     let answer = send(&mut rt, json!({"v": 1, "id": 1, "type": "health"}));
-    assert_eq!(answer[0]["result"]["components"][2]["totalFailures"], 1);
+    assert_eq!(
+        component(&answer[0], PROTOCOL_COMPONENT)["totalFailures"],
+        1
+    );
     let answer = send(&mut rt, json!(null));
     assert_eq!(answer[1]["event"]["to"], "unhealthy");
     rt.with_breakers(|b| {
@@ -314,7 +320,7 @@ fn platform_rejections_are_answered_and_counted() {
     assert_eq!(report.components[0].total_failures, 1);
 }
 
-fn init_with(rt: &mut WorkerRuntime, init: Value) -> Vec<Value> {
+pub(super) fn init_with(rt: &mut WorkerRuntime, init: Value) -> Vec<Value> {
     let mut message = json!({"v": 1, "id": 0, "type": "init"});
     if let (Some(m), Some(extra)) = (message.as_object_mut(), init.as_object()) {
         m.extend(extra.clone());

@@ -90,6 +90,11 @@ impl Chosen {
     pub fn name(&self) -> &str {
         &self.tool.spec().name
     }
+
+    /// Whether the tool's result is kept as a `tool_result` memory ([`Tool::keeps_result`]).
+    pub fn keeps_result(&self) -> bool {
+        self.tool.keeps_result()
+    }
 }
 
 impl std::fmt::Debug for Chosen {

@@ -1,0 +1,913 @@
+//! The request pipeline of `ask`: tools, memory, the debate or one generation, then formatting.
+//!
+//! One request, in order (ARCHITECTURE.md "One request, end to end"):
+//! 1. the circuit `query_processing` admits it (`ERR_CIRCUIT_OPEN` otherwise);
+//! 2. the profile's embedder embeds the query (component `embedder`); if it fails, tools are
+//!    chosen by intent rules only and memory search is skipped;
+//! 3. `tool_search`: the [`ToolExecutionManager`] looks for a tool and runs it. A result is kept
+//!    as a `tool_result` memory (`handleToolSuccess`) and answered with confidence 1. A failed
+//!    tool is noted and the pipeline goes on;
+//! 4. `memory_search`: the best [`OrchestratorSettings::memory_k`] memories above
+//!    [`OrchestratorSettings::memory_min_similarity`] (component `store`);
+//! 5. with no tool (`handleNoTool`): on micro, or when the generator is unhealthy or cannot
+//!    load, a template answer from the memories (`formatFallbackResponse`). Otherwise, on full
+//!    (and on lite for queries of at least [`OrchestratorSettings::lite_debate_min_words`]
+//!    words) the multi-agent debate (`multi_agent_parallel`, `multi_agent_critical`,
+//!    `multi_agent_synthesis`); else one generation (`llm_reasoning`). Text streams as token
+//!    events;
+//! 6. the answer is formatted with a computed quality ([`crate::answer_quality`]);
+//! 7. the exchange joins the conversation's history and, when the request succeeded through a
+//!    model, is kept as a `conversation` memory.
+//!
+//! Whatever was routed around is named in `provenance.degraded` and explained in `debug.notes`.
+//! Cancellation is checked between stages and between generated tokens; a cancelled request
+//! rejects with `ERR_CANCELLED`.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use chrono_tz::Tz;
+use serde::{Deserialize, Serialize};
+
+use crate::answer::{AskResponse, MemoryHitRef, ReasoningStep};
+use crate::clock::SharedClock;
+use crate::conversation::{Conversations, HistoryPolicy};
+use crate::coordinator::{
+    AgentResponse, AgentRole, DebateObserver, DebateSettings, DebateState, MultiAgentCoordinator,
+};
+use crate::embedding::{Embedder, LocalBoxFuture};
+use crate::error::{Error, Result};
+use crate::generation::{FinishReason, GenerateRequest, GenerationSink, Generator};
+use crate::guard::Guard;
+use crate::memory::{Memories, NewMemory};
+use crate::profile::Profile;
+use crate::response_formatter::{
+    AgentAnswer, AnswerSource, DebateAnswers, FormatContext, ResponseFormatter, SimpleAnswer,
+};
+use crate::tools::{ToolContext, ToolExecutionManager};
+
+/// The circuit every `ask` runs under.
+pub const QUERY_BREAKER: &str = "query_processing";
+/// The health component of the pipeline as a whole.
+pub const ORCHESTRATOR_COMPONENT: &str = "orchestrator";
+/// The longest query, in bytes.
+pub const MAX_QUERY_BYTES: usize = 8 * 1024;
+
+const EMBEDDER: &str = "embedder";
+const STORE: &str = "store";
+const GENERATOR: &str = "generator";
+const EMBED_BREAKER: &str = "embedding";
+const MEMORY_BREAKER: &str = "memory_search";
+const MEMORY_WRITE_BREAKER: &str = "memory_write";
+
+/// A stage of answering, as status events name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    /// Looking for a tool and running it.
+    ToolSearch,
+    /// Searching memories.
+    MemorySearch,
+    /// One generation.
+    LlmReasoning,
+    /// The logical and creative agents, together.
+    MultiAgentParallel,
+    /// The critical agent.
+    MultiAgentCritical,
+    /// The synthesizer.
+    MultiAgentSynthesis,
+    /// Formatting the answer.
+    Format,
+}
+
+impl Stage {
+    /// The name used in events and reasoning steps.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::ToolSearch => "tool_search",
+            Stage::MemorySearch => "memory_search",
+            Stage::LlmReasoning => "llm_reasoning",
+            Stage::MultiAgentParallel => "multi_agent_parallel",
+            Stage::MultiAgentCritical => "multi_agent_critical",
+            Stage::MultiAgentSynthesis => "multi_agent_synthesis",
+            Stage::Format => "format",
+        }
+    }
+}
+
+/// Watches one `ask`: its stages, its streamed text, and whether the caller cancelled.
+pub trait AskObserver {
+    /// The request entered `stage`.
+    fn stage(&self, stage: Stage, message: &str);
+    /// New text from `agent` (`single`, `logical`, `creative`, `critical`, `synthesizer`).
+    fn token(&self, agent: &str, text: &str);
+    /// Whether the caller cancelled; checked between stages and tokens.
+    fn cancelled(&self) -> bool;
+}
+
+/// One `ask`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AskRequest {
+    /// The question.
+    pub query: String,
+    /// Turns of one conversation share history.
+    #[serde(default)]
+    pub conversation_id: Option<String>,
+    /// The user's IANA time zone (the page's `Intl` zone), for date and time answers.
+    #[serde(default)]
+    pub time_zone: Option<String>,
+}
+
+impl AskRequest {
+    /// Checks the request; the time zone, parsed (UTC when absent).
+    pub fn validate(&self) -> Result<Tz> {
+        if self.query.trim().is_empty() {
+            return Err(Error::invalid_input("query", "must not be empty"));
+        }
+        if self.query.len() > MAX_QUERY_BYTES {
+            return Err(Error::invalid_input(
+                "query",
+                format!(
+                    "is {} bytes; the limit is {MAX_QUERY_BYTES}",
+                    self.query.len()
+                ),
+            ));
+        }
+        if let Some(id) = &self.conversation_id {
+            if id.is_empty() || id.len() > 256 {
+                return Err(Error::invalid_input(
+                    "conversationId",
+                    "must be 1 to 256 bytes",
+                ));
+            }
+        }
+        match &self.time_zone {
+            None => Ok(Tz::UTC),
+            Some(name) => name.parse::<Tz>().map_err(|_| {
+                Error::invalid_input("timeZone", format!("`{name}` is not an IANA time zone"))
+            }),
+        }
+    }
+}
+
+/// How the pipeline answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrchestratorSettings {
+    /// Memories retrieved per query.
+    pub memory_k: u64,
+    /// The least similarity of a retrieved memory, in thousandths (0.35 = 350), because the
+    /// settings are compared and hashed.
+    pub memory_min_similarity_milli: i32,
+    /// On lite, queries of at least this many words get the debate.
+    pub lite_debate_min_words: usize,
+    /// Tokens of one generation (outside the debate).
+    pub single_max_tokens: u32,
+    /// The debate's settings.
+    pub debate: DebateSettings,
+    /// How much history a generation sees.
+    pub history: HistoryPolicy,
+    /// Keep each exchange answered by a model as a `conversation` memory.
+    pub remember_exchanges: bool,
+}
+
+impl Default for OrchestratorSettings {
+    fn default() -> Self {
+        Self {
+            memory_k: 5,
+            memory_min_similarity_milli: 300,
+            lite_debate_min_words: 12,
+            single_max_tokens: 128,
+            debate: DebateSettings {
+                max_tokens: 64,
+                ..DebateSettings::default()
+            },
+            history: HistoryPolicy::default(),
+            remember_exchanges: true,
+        }
+    }
+}
+
+impl OrchestratorSettings {
+    /// The least similarity of a retrieved memory.
+    pub fn memory_min_similarity(&self) -> f64 {
+        f64::from(self.memory_min_similarity_milli) / 1000.0
+    }
+}
+
+/// Gets the generator when the pipeline needs one (loading the local model on first need).
+pub type GeneratorSource = Rc<dyn Fn() -> LocalBoxFuture<'static, Result<Rc<dyn Generator>>>>;
+
+/// What one `ask` works with.
+#[derive(Clone)]
+pub struct Resources {
+    /// The profile that answers.
+    pub profile: Profile,
+    /// The active embedder.
+    pub embedder: Rc<dyn Embedder>,
+    /// The memory layer; `None` when the store could not open (routed around).
+    pub memories: Option<Rc<Memories>>,
+    /// The generator; `None` when there is none to load.
+    pub generator: Option<GeneratorSource>,
+    /// Breakers and health.
+    pub guard: Rc<dyn Guard>,
+}
+
+/// Answers `ask`.
+pub struct Orchestrator {
+    tools: ToolExecutionManager,
+    settings: OrchestratorSettings,
+    clock: SharedClock,
+    formatter: ResponseFormatter,
+    conversations: RefCell<Conversations>,
+    requests: Cell<u64>,
+    /// Makes trace ids unique across workers.
+    seed: u64,
+}
+
+/// What the pipeline gathered on its way, for the formatter.
+struct Trace {
+    id: String,
+    started_ms: u64,
+    steps: Vec<ReasoningStep>,
+    degraded: Vec<String>,
+    notes: Vec<String>,
+    hits: Vec<MemoryHitRef>,
+}
+
+impl Orchestrator {
+    /// An orchestrator over `tools`.
+    pub fn new(
+        tools: ToolExecutionManager,
+        settings: OrchestratorSettings,
+        clock: SharedClock,
+        seed: u64,
+    ) -> Self {
+        Self {
+            tools,
+            settings,
+            clock,
+            formatter: ResponseFormatter::default(),
+            conversations: RefCell::new(Conversations::default()),
+            requests: Cell::new(0),
+            seed,
+        }
+    }
+
+    /// The tool manager (to register host tools).
+    pub fn tools_mut(&mut self) -> &mut ToolExecutionManager {
+        &mut self.tools
+    }
+
+    /// The tool manager.
+    pub fn tools(&self) -> &ToolExecutionManager {
+        &self.tools
+    }
+
+    /// Answers `request` (see the module docs).
+    pub async fn ask(
+        &self,
+        request: &AskRequest,
+        resources: &Resources,
+        observer: &dyn AskObserver,
+    ) -> Result<AskResponse> {
+        let time_zone = request.validate()?;
+        let permit = resources.guard.admit(QUERY_BREAKER)?;
+        resources.guard.started(ORCHESTRATOR_COMPONENT);
+        let outcome = self.pipeline(request, time_zone, resources, observer).await;
+        resources
+            .guard
+            .finished(ORCHESTRATOR_COMPONENT, permit, outcome.as_ref().map(|_| ()));
+        outcome
+    }
+
+    fn trace_id(&self) -> String {
+        let n = self.requests.get() + 1;
+        self.requests.set(n);
+        format!("{:08x}-{n}", self.seed & 0xffff_ffff)
+    }
+
+    async fn pipeline(
+        &self,
+        request: &AskRequest,
+        time_zone: Tz,
+        resources: &Resources,
+        observer: &dyn AskObserver,
+    ) -> Result<AskResponse> {
+        let query = request.query.trim();
+        let mut trace = Trace {
+            id: self.trace_id(),
+            started_ms: self.clock.now_ms(),
+            steps: Vec::new(),
+            degraded: Vec::new(),
+            notes: Vec::new(),
+            hits: Vec::new(),
+        };
+        let guard = resources.guard.as_ref();
+
+        let query_vector = match self.embed_query(query, resources).await {
+            Ok(vector) => Some(vector),
+            Err(error) => {
+                trace.degraded.push(EMBEDDER.into());
+                trace
+                    .notes
+                    .push(format!("the query could not be embedded ({error}); tools by rule only, no memory search"));
+                None
+            }
+        };
+        check_cancelled(observer)?;
+
+        // Tools.
+        observer.stage(Stage::ToolSearch, "looking for a tool");
+        let started = self.clock.now_ms();
+        let chosen = match &query_vector {
+            Some(vector) => {
+                self.tools
+                    .choose(query, vector, resources.embedder.as_ref())
+                    .await
+            }
+            None => {
+                self.tools
+                    .choose(query, &[], resources.embedder.as_ref())
+                    .await
+            }
+        };
+        let chosen = chosen.unwrap_or_else(|error| {
+            trace.notes.push(format!("tool choice failed: {error}"));
+            None
+        });
+        if let Some(chosen) = chosen {
+            let context = ToolContext {
+                now_ms: self.clock.now_ms(),
+                time_zone,
+                memories: resources.memories.clone(),
+                embedder: Rc::clone(&resources.embedder),
+            };
+            let outcome = self.tools.execute(&chosen, &context, guard).await;
+            check_cancelled(observer)?;
+            match outcome {
+                Ok(run) => {
+                    trace.step(
+                        Stage::ToolSearch,
+                        format!("`{}` answered", run.tool),
+                        started,
+                        self.clock.now_ms(),
+                        true,
+                    );
+                    self.handle_tool_success(&chosen, &run.output.text, resources, &mut trace)
+                        .await;
+                    let response = self.formatter.format_simple_response(
+                        self.context(resources, &mut trace),
+                        SimpleAnswer {
+                            query,
+                            text: &run.output.text,
+                            source: &AnswerSource::Tool(run.tool.clone()),
+                            answer_vector: None,
+                            memory_vectors: &[],
+                        },
+                    );
+                    self.remember_turn(request, query, &response.response);
+                    return Ok(response);
+                }
+                Err(error) => {
+                    trace.degraded.push(chosen.name().to_owned());
+                    trace
+                        .notes
+                        .push(format!("tool `{}` failed: {error}", chosen.name()));
+                    trace.step(
+                        Stage::ToolSearch,
+                        format!("`{}` failed: {}", chosen.name(), error.code()),
+                        started,
+                        self.clock.now_ms(),
+                        false,
+                    );
+                }
+            }
+        } else {
+            trace.step(
+                Stage::ToolSearch,
+                "no tool fits".into(),
+                started,
+                self.clock.now_ms(),
+                true,
+            );
+        }
+        check_cancelled(observer)?;
+
+        // Memories.
+        let memory_vectors = match &query_vector {
+            Some(_) => {
+                self.search_memories(query, resources, observer, &mut trace)
+                    .await
+            }
+            None => Vec::new(),
+        };
+        check_cancelled(observer)?;
+
+        // No tool: micro answers from its templates (`handleNoTool`).
+        if resources.profile == Profile::Micro {
+            trace
+                .notes
+                .push("the micro profile answers without a language model".into());
+            let response = self
+                .formatter
+                .format_fallback_response(self.context(resources, &mut trace), query);
+            self.remember_turn(request, query, &response.response);
+            return Ok(response);
+        }
+        let generator = match self.generator(resources).await {
+            Ok(generator) => generator,
+            Err(reason) => {
+                trace.degraded.push(GENERATOR.into());
+                trace.notes.push(reason);
+                let response = self
+                    .formatter
+                    .format_fallback_response(self.context(resources, &mut trace), query);
+                self.remember_turn(request, query, &response.response);
+                return Ok(response);
+            }
+        };
+        check_cancelled(observer)?;
+
+        let debate = match resources.profile {
+            Profile::Full => true,
+            Profile::Lite => {
+                query.split_whitespace().count() >= self.settings.lite_debate_min_words
+            }
+            Profile::Micro => false,
+        };
+        let memories: Vec<String> = trace.hits.iter().map(|hit| hit.text.clone()).collect();
+        let response = if debate {
+            self.debate(
+                query,
+                &memories,
+                &memory_vectors,
+                generator.as_ref(),
+                resources,
+                observer,
+                &mut trace,
+            )
+            .await?
+        } else {
+            self.single(
+                request,
+                query,
+                &memories,
+                &memory_vectors,
+                generator.as_ref(),
+                resources,
+                observer,
+                &mut trace,
+            )
+            .await?
+        };
+        self.remember_turn(request, query, &response.response);
+        if self.settings.remember_exchanges && response.debug.route != "fallback" {
+            self.keep(
+                resources,
+                NewMemory {
+                    text: format!("Q: {query}\nA: {}", response.response),
+                    kind: Some("conversation".into()),
+                    meta: None,
+                },
+                &mut Vec::new(),
+            )
+            .await;
+        }
+        Ok(response)
+    }
+
+    async fn embed_query(&self, query: &str, resources: &Resources) -> Result<Vec<f32>> {
+        let guard = resources.guard.as_ref();
+        let permit = guard.admit(EMBED_BREAKER)?;
+        guard.started(EMBEDDER);
+        let result = resources
+            .embedder
+            .embed(&[query])
+            .await
+            .and_then(|mut vectors| {
+                vectors
+                    .pop()
+                    .ok_or_else(|| Error::Embedding("the embedder returned no vector".into()))
+            });
+        guard.finished(EMBEDDER, permit, result.as_ref().map(|_| ()));
+        result
+    }
+
+    /// `handleToolSuccess`: keeps the result as a `tool_result` memory (it expires after the
+    /// profile's time to live).
+    async fn handle_tool_success(
+        &self,
+        chosen: &crate::tools::Chosen,
+        text: &str,
+        resources: &Resources,
+        trace: &mut Trace,
+    ) {
+        if !chosen.keeps_result() {
+            return;
+        }
+        let memory = NewMemory {
+            text: text.to_owned(),
+            kind: Some("tool_result".into()),
+            meta: Some(serde_json::json!({ "tool": chosen.name() })),
+        };
+        self.keep(resources, memory, &mut trace.notes).await;
+    }
+
+    /// Adds a memory; a failure is noted, never fatal to the answer.
+    async fn keep(&self, resources: &Resources, memory: NewMemory, notes: &mut Vec<String>) {
+        let Some(memories) = &resources.memories else {
+            return;
+        };
+        let guard = resources.guard.as_ref();
+        let result = match guard.admit(MEMORY_WRITE_BREAKER) {
+            Err(error) => Err(error),
+            Ok(permit) => {
+                guard.started(STORE);
+                let result = memories.add(resources.embedder.as_ref(), memory).await;
+                guard.finished(STORE, permit, result.as_ref().map(|_| ()));
+                result
+            }
+        };
+        if let Err(error) = result {
+            notes.push(format!("a memory was not kept: {error}"));
+        }
+    }
+
+    /// The best memories for `query`, recorded in `trace`; their vectors, for the quality's
+    /// `support` signal.
+    async fn search_memories(
+        &self,
+        query: &str,
+        resources: &Resources,
+        observer: &dyn AskObserver,
+        trace: &mut Trace,
+    ) -> Vec<Vec<f32>> {
+        observer.stage(Stage::MemorySearch, "searching memories");
+        let started = self.clock.now_ms();
+        let Some(memories) = &resources.memories else {
+            trace.degraded.push(STORE.into());
+            trace
+                .notes
+                .push("the memory store is not open; no memories were searched".into());
+            return Vec::new();
+        };
+        let guard = resources.guard.as_ref();
+        let hits = match guard.admit(MEMORY_BREAKER) {
+            Err(error) => Err(error),
+            Ok(permit) => {
+                guard.started(STORE);
+                let hits = memories
+                    .search(
+                        resources.embedder.as_ref(),
+                        query,
+                        self.settings.memory_k,
+                        self.settings.memory_min_similarity(),
+                        None,
+                    )
+                    .await;
+                guard.finished(STORE, permit, hits.as_ref().map(|_| ()));
+                hits
+            }
+        };
+        match hits {
+            Ok(hits) => {
+                trace.step(
+                    Stage::MemorySearch,
+                    format!("{} memories found", hits.len()),
+                    started,
+                    self.clock.now_ms(),
+                    true,
+                );
+                trace.hits = hits
+                    .into_iter()
+                    .map(|hit| MemoryHitRef {
+                        id: hit.id,
+                        text: hit.text,
+                        similarity: hit.similarity,
+                    })
+                    .collect();
+                let texts: Vec<&str> = trace.hits.iter().map(|hit| hit.text.as_str()).collect();
+                if texts.is_empty() {
+                    return Vec::new();
+                }
+                resources.embedder.embed(&texts).await.unwrap_or_default()
+            }
+            Err(error) => {
+                trace.degraded.push(STORE.into());
+                trace.notes.push(format!("memory search failed: {error}"));
+                trace.step(
+                    Stage::MemorySearch,
+                    format!("failed: {}", error.code()),
+                    started,
+                    self.clock.now_ms(),
+                    false,
+                );
+                Vec::new()
+            }
+        }
+    }
+
+    /// The generator, or why the pipeline must do without one.
+    async fn generator(
+        &self,
+        resources: &Resources,
+    ) -> std::result::Result<Rc<dyn Generator>, String> {
+        if resources.guard.unhealthy(GENERATOR) {
+            return Err("the generator is unhealthy; answering from memory".into());
+        }
+        let Some(source) = &resources.generator else {
+            return Err("no language model is configured; answering from memory".into());
+        };
+        source().await.map_err(|error| {
+            format!("the language model is unavailable ({error}); answering from memory")
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn single(
+        &self,
+        request: &AskRequest,
+        query: &str,
+        memories: &[String],
+        memory_vectors: &[Vec<f32>],
+        generator: &dyn Generator,
+        resources: &Resources,
+        observer: &dyn AskObserver,
+        trace: &mut Trace,
+    ) -> Result<AskResponse> {
+        observer.stage(Stage::LlmReasoning, "thinking");
+        let started = self.clock.now_ms();
+        let history = request
+            .conversation_id
+            .as_deref()
+            .map(|id| {
+                self.conversations
+                    .borrow()
+                    .context(id, self.settings.history)
+            })
+            .unwrap_or_default();
+        let mut system = String::from(
+            "You are ORION, a helpful assistant running on the user's device. Answer briefly and precisely.",
+        );
+        if let Some(summary) = &history.summary {
+            system.push('\n');
+            system.push_str(summary);
+        }
+        if !memories.is_empty() {
+            system.push_str("\nThings you know about the user:");
+            for memory in memories
+                .iter()
+                .take(self.settings.debate.max_memories_in_prompt)
+            {
+                system.push_str("\n- ");
+                system.push_str(memory);
+            }
+        }
+        let mut generation = GenerateRequest::new(query);
+        generation.system = Some(system);
+        generation.history = history.turns;
+        generation.conversation_id = request.conversation_id.clone();
+        generation.agent = Some("single".into());
+        generation.temperature = 0.3;
+        generation.max_tokens = self.settings.single_max_tokens;
+        generation.seed = self.settings.debate.seed;
+        generation.repetition_penalty = 1.1;
+        generation.validate()?;
+        let guard = resources.guard.as_ref();
+        let permit = guard.admit(crate::runtime::LLM_INFERENCE_BREAKER)?;
+        guard.started(GENERATOR);
+        let sink = AskSink {
+            observer,
+            agent: "single",
+        };
+        let result = generator.generate(&generation, &sink).await;
+        guard.finished(GENERATOR, permit, result.as_ref().map(|_| ()));
+        let generated = result?;
+        if generated.finish == FinishReason::Cancelled {
+            return Err(Error::Cancelled("the request was cancelled".into()));
+        }
+        trace.step(
+            Stage::LlmReasoning,
+            format!("{} tokens generated", generated.tokens),
+            started,
+            self.clock.now_ms(),
+            true,
+        );
+        let answer_vector = self
+            .embed_answers(&[&generated.text], resources)
+            .await
+            .pop();
+        Ok(self.formatter.format_simple_response(
+            self.context(resources, trace),
+            SimpleAnswer {
+                query,
+                text: &generated.text,
+                source: &AnswerSource::Single,
+                answer_vector: answer_vector.as_deref(),
+                memory_vectors,
+            },
+        ))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn debate(
+        &self,
+        query: &str,
+        memories: &[String],
+        memory_vectors: &[Vec<f32>],
+        generator: &dyn Generator,
+        resources: &Resources,
+        observer: &dyn AskObserver,
+        trace: &mut Trace,
+    ) -> Result<AskResponse> {
+        let guard = resources.guard.as_ref();
+        let permit = guard.admit(crate::runtime::LLM_INFERENCE_BREAKER)?;
+        guard.started(GENERATOR);
+        let started = self.clock.now_ms();
+        let watcher = DebateWatch {
+            observer,
+            clock: &self.clock,
+            stages: RefCell::new(Vec::new()),
+        };
+        // A coordinator per debate: concurrent `ask`s never share a debate's state.
+        let mut coordinator =
+            MultiAgentCoordinator::new(self.clock.clone(), self.settings.debate.clone());
+        let outcome = coordinator
+            .run_debate(generator, query, memories, &watcher)
+            .await;
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                guard.finished(GENERATOR, permit, Err(&error));
+                return Err(error);
+            }
+        };
+        let failure = outcome.error.clone();
+        match &failure {
+            Some(error) => guard.finished(GENERATOR, permit, Err(error)),
+            None => guard.finished(GENERATOR, permit, Ok(())),
+        }
+        if let Some(Error::Cancelled(reason)) = failure {
+            return Err(Error::Cancelled(reason));
+        }
+        let mut stage_started = started;
+        for (state, at) in watcher.stages.into_inner() {
+            if let Some(stage) = debate_stage(state) {
+                trace.step(
+                    stage,
+                    format!("debate: {}", state.as_str()),
+                    stage_started,
+                    at,
+                    true,
+                );
+            }
+            stage_started = at;
+        }
+        for response in &outcome.responses {
+            if let Some(error) = &response.error {
+                trace
+                    .notes
+                    .push(format!("{} agent: {error}", response.role));
+            }
+        }
+        let ok: Vec<&AgentResponse> = outcome
+            .responses
+            .iter()
+            .filter(|r| r.ok && r.role != AgentRole::Critical && r.role != AgentRole::Synthesizer)
+            .collect();
+        let synthesis = outcome
+            .responses
+            .iter()
+            .find(|r| r.ok && r.role == AgentRole::Synthesizer);
+        let mut texts: Vec<&str> = ok.iter().map(|r| r.text.as_str()).collect();
+        if let Some(synthesis) = synthesis {
+            texts.push(&synthesis.text);
+        }
+        let mut vectors = self.embed_answers(&texts, resources).await.into_iter();
+        let agents: Vec<AgentAnswer> = ok
+            .iter()
+            .map(|r| AgentAnswer {
+                agent: r.role.as_str().to_owned(),
+                text: r.text.clone(),
+                vector: vectors.next(),
+            })
+            .collect();
+        let synthesis = synthesis.map(|r| AgentAnswer {
+            agent: r.role.as_str().to_owned(),
+            text: r.text.clone(),
+            vector: vectors.next(),
+        });
+        if let Some(error) = failure {
+            trace.degraded.push(GENERATOR.into());
+            trace.notes.push(format!("the debate failed: {error}"));
+        }
+        Ok(self.formatter.format_multi_agent_response(
+            self.context(resources, trace),
+            DebateAnswers {
+                query,
+                agents: &agents,
+                synthesis: synthesis.as_ref(),
+                memory_vectors,
+            },
+        ))
+    }
+
+    /// Embeds answers for the quality signals; a failure leaves those signals out.
+    async fn embed_answers(&self, texts: &[&str], resources: &Resources) -> Vec<Vec<f32>> {
+        if texts.is_empty() {
+            return Vec::new();
+        }
+        resources.embedder.embed(texts).await.unwrap_or_default()
+    }
+
+    fn context(&self, resources: &Resources, trace: &mut Trace) -> FormatContext {
+        FormatContext {
+            trace_id: trace.id.clone(),
+            profile: resources.profile,
+            started_ms: trace.started_ms,
+            now_ms: self.clock.now_ms(),
+            steps: std::mem::take(&mut trace.steps),
+            memory_hits: std::mem::take(&mut trace.hits),
+            degraded: std::mem::take(&mut trace.degraded),
+            notes: std::mem::take(&mut trace.notes),
+        }
+    }
+
+    fn remember_turn(&self, request: &AskRequest, query: &str, answer: &str) {
+        if let Some(id) = &request.conversation_id {
+            self.conversations.borrow_mut().record(id, query, answer);
+        }
+    }
+}
+
+impl Trace {
+    fn step(&mut self, stage: Stage, detail: String, started: u64, now: u64, ok: bool) {
+        self.steps.push(ReasoningStep {
+            stage: stage.as_str().to_owned(),
+            detail,
+            duration_ms: now.saturating_sub(started) as f64,
+            ok,
+        });
+    }
+}
+
+fn check_cancelled(observer: &dyn AskObserver) -> Result<()> {
+    if observer.cancelled() {
+        Err(Error::Cancelled("the request was cancelled".into()))
+    } else {
+        Ok(())
+    }
+}
+
+fn debate_stage(state: DebateState) -> Option<Stage> {
+    match state {
+        DebateState::ParallelGeneration => Some(Stage::MultiAgentParallel),
+        DebateState::Critical => Some(Stage::MultiAgentCritical),
+        DebateState::Synthesis => Some(Stage::MultiAgentSynthesis),
+        _ => None,
+    }
+}
+
+/// Streams one generation's text to the observer.
+struct AskSink<'a> {
+    observer: &'a dyn AskObserver,
+    agent: &'a str,
+}
+
+impl GenerationSink for AskSink<'_> {
+    fn text(&self, _index: usize, text: &str) {
+        self.observer.token(self.agent, text);
+    }
+
+    fn cancelled(&self, _index: usize) -> bool {
+        self.observer.cancelled()
+    }
+}
+
+/// Turns the debate's progress into status events, remembering when each stage began.
+struct DebateWatch<'a> {
+    observer: &'a dyn AskObserver,
+    clock: &'a SharedClock,
+    stages: RefCell<Vec<(DebateState, u64)>>,
+}
+
+impl DebateObserver for DebateWatch<'_> {
+    fn stage(&self, state: DebateState) {
+        self.stages.borrow_mut().push((state, self.clock.now_ms()));
+        if let Some(stage) = debate_stage(state) {
+            self.observer.stage(stage, state.as_str());
+        }
+    }
+
+    fn text(&self, role: AgentRole, text: &str) {
+        self.observer.token(role.as_str(), text);
+    }
+
+    fn cancelled(&self) -> bool {
+        self.observer.cancelled()
+    }
+}
+
+#[cfg(test)]
+mod tests;
