@@ -27,6 +27,7 @@ pub mod llm_settings;
 pub mod memory;
 pub mod model_source;
 pub mod orchestrator;
+pub mod page_calls;
 pub mod profile;
 pub mod protocol;
 pub mod response_formatter;

@@ -59,6 +59,9 @@ pub enum Request {
         /// when the page passed one (boxed: it would make every request larger).
         #[serde(default)]
         llm: Box<crate::llm_settings::LlmSettings>,
+        /// The page's tools (their functions stay in the page; `tool_host_call` runs them).
+        #[serde(default)]
+        tools: Vec<crate::tools::HostToolSpec>,
     },
     /// Round-trips `payload` (any JSON value).
     Ping {
@@ -362,6 +365,18 @@ pub enum Request {
         #[serde(default)]
         error: Option<crate::tasks::HostFailure>,
     },
+    /// The page's answer to a `tool_host_call`: the tool's result, or how it failed.
+    ToolHostResult {
+        /// The call's id.
+        #[serde(rename = "callId")]
+        call_id: String,
+        /// What the tool returned (any JSON value; absent when it failed).
+        #[serde(default)]
+        value: Option<Value>,
+        /// How it failed, when it did.
+        #[serde(default)]
+        error: Option<crate::tasks::HostFailure>,
+    },
     /// Debug only: makes the worker panic, to test crash recovery.
     Crash {},
 }
@@ -434,6 +449,7 @@ impl Request {
             Request::LlmCancel { .. } => "llm_cancel",
             Request::Ask { .. } => "ask",
             Request::AskCancel { .. } => "ask_cancel",
+            Request::ToolHostResult { .. } => "tool_host_result",
             Request::LlmHostChunk { .. } => "llm_host_chunk",
             Request::LlmHostResult { .. } => "llm_host_result",
             Request::Crash {} => "crash",
@@ -750,6 +766,20 @@ pub enum Event {
         agent: String,
         /// The new text.
         text: String,
+    },
+    /// Run the page's tool `tool` with `arguments` and answer with `tool_host_result`.
+    ToolHostCall {
+        /// The call.
+        call_id: String,
+        /// The tool's name.
+        tool: String,
+        /// Its arguments, valid for its schema.
+        arguments: Value,
+    },
+    /// The worker stopped waiting for a tool call (timed out, cancelled): abort it.
+    ToolHostAbort {
+        /// The call.
+        call_id: String,
     },
     /// Run the page's LLM function and answer with `llm_host_chunk`/`llm_host_result`.
     LlmHostCall(crate::host_llm::HostLlmCall),

@@ -26,6 +26,7 @@ use crate::llm_settings::LlmSettings;
 use crate::memory::{Memories, MemoryConfig, MemorySettings};
 use crate::model_source::{LlmSource, ModelSource};
 use crate::orchestrator::Orchestrator;
+use crate::page_calls::PageCalls;
 use crate::profile::{choose, DeviceFacts, Profile, ProfileRequest};
 use crate::protocol::{
     self, EmbedResult, Envelope, Event, Models, Outgoing, Pong, ProfileInfo, Request, RequestId,
@@ -33,6 +34,7 @@ use crate::protocol::{
 };
 use crate::store::Store;
 use crate::tasks::{Sleep, TaskChanges, TaskSettings, Tasks};
+use crate::tools::HostToolAnswer;
 use crate::CORE_VERSION;
 
 pub use ask_requests::{builtin_tools, ASK_COMPONENT};
@@ -197,6 +199,8 @@ pub struct WorkerRuntime {
     llm_settings: LlmSettings,
     /// Answers `ask`, once initialised.
     orchestrator: Option<Rc<Orchestrator>>,
+    /// Calls of the page's tools waiting for their answers.
+    tool_calls: Rc<PageCalls<HostToolAnswer>>,
 }
 
 impl WorkerRuntime {
@@ -215,6 +219,9 @@ impl WorkerRuntime {
             llm: llm_requests::LlmState::default(),
             asks: HashMap::new(),
         };
+        let tool_calls = PageCalls::new(Rc::clone(&platform.emit), "t", |call_id| {
+            Event::ToolHostAbort { call_id }
+        });
         Self {
             clock,
             shared: Rc::new(RefCell::new(shared)),
@@ -235,6 +242,7 @@ impl WorkerRuntime {
             llm_source: None,
             llm_settings: LlmSettings::default(),
             orchestrator: None,
+            tool_calls,
         }
     }
 
@@ -293,13 +301,14 @@ impl WorkerRuntime {
                 memory,
                 tasks,
                 llm,
+                tools,
             } if !initialized => {
                 // Bad settings refuse the init (so `Orion.create` rejects) before anything starts.
                 match MemoryConfig::for_profile(Profile::Full)
                     .with(memory)
                     .and_then(|_| tasks.validate())
                     .and_then(|()| llm.validate())
-                    .and_then(|()| self.start_orchestrator())
+                    .and_then(|()| self.start_orchestrator(tools))
                 {
                     Err(error) => Err(error),
                     Ok(_) => {
@@ -379,7 +388,9 @@ impl WorkerRuntime {
             | Request::LlmCancel { .. }
             | Request::LlmHostChunk { .. }
             | Request::LlmHostResult { .. } => return self.llm(id, request),
-            Request::Ask { .. } | Request::AskCancel { .. } => return self.ask(id, request),
+            Request::Ask { .. } | Request::AskCancel { .. } | Request::ToolHostResult { .. } => {
+                return self.ask(id, request)
+            }
             Request::Crash {} if self.debug => return Reply::Crash,
             Request::Crash {} => Err(Error::DebugDisabled("crash".into())),
         };

@@ -20,6 +20,7 @@ use crate::memory::Memories;
 pub mod calculator;
 pub mod date_time;
 mod execution;
+mod host_tool;
 mod memory_tools;
 pub mod units;
 
@@ -27,6 +28,7 @@ pub use execution::{
     Choice, Chosen, ToolExecutionManager, ToolPolicy, ToolRun, MAX_TOOLS, TOOLS_COMPONENT,
     TOOL_BREAKER_PREFIX,
 };
+pub use host_tool::{arguments_from_query, HostTool, HostToolAnswer, HostToolSpec, MAX_HOST_TOOLS};
 pub use memory_tools::{MemorySearch, Remember};
 
 /// What a tool is and takes.

@@ -55,6 +55,7 @@ fn decodes_every_request_type() {
                 memory: MemorySettings::default(),
                 tasks: crate::tasks::TaskSettings::default(),
                 llm: Box::default(),
+                tools: Vec::new(),
             },
         ),
         (

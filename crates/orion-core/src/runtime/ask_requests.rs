@@ -24,8 +24,8 @@ use crate::orchestrator::{
 };
 use crate::protocol::Event;
 use crate::tools::{
-    calculator::Calculator, date_time::DateTime, units::UnitConverter, MemorySearch, Remember,
-    Tool, ToolExecutionManager, ToolPolicy,
+    calculator::Calculator, date_time::DateTime, units::UnitConverter, HostTool, HostToolSpec,
+    MemorySearch, Remember, Tool, ToolExecutionManager, ToolPolicy, MAX_HOST_TOOLS,
 };
 
 /// The health component of `ask` as a whole.
@@ -43,8 +43,9 @@ pub fn builtin_tools() -> Vec<Rc<dyn Tool>> {
 }
 
 impl WorkerRuntime {
-    /// Builds the orchestrator with the built-in tools (at `init`).
-    pub(super) fn start_orchestrator(&mut self) -> Result<()> {
+    /// Builds the orchestrator with the built-in tools and the page's (at `init`); a bad page
+    /// tool refuses the init.
+    pub(super) fn start_orchestrator(&mut self, host_tools: Vec<HostToolSpec>) -> Result<()> {
         let mut tools = ToolExecutionManager::new(
             ToolPolicy::default(),
             self.clock.clone(),
@@ -52,6 +53,17 @@ impl WorkerRuntime {
         );
         for tool in builtin_tools() {
             tools.register(tool, self.platform.schemas.as_ref())?;
+        }
+        if host_tools.len() > MAX_HOST_TOOLS {
+            return Err(Error::invalid_input(
+                "tools",
+                format!("at most {MAX_HOST_TOOLS} tools may be given"),
+            ));
+        }
+        for (i, spec) in host_tools.into_iter().enumerate() {
+            spec.validate(&format!("tools[{i}]"))?;
+            let tool = HostTool::new(spec, Rc::clone(&self.tool_calls));
+            tools.register(Rc::new(tool), self.platform.schemas.as_ref())?;
         }
         self.orchestrator = Some(Rc::new(Orchestrator::new(
             tools,
@@ -71,6 +83,27 @@ impl WorkerRuntime {
                         Err(error) => Err(error),
                     },
                     Err(error) => Err(error),
+                }
+            }
+            Request::ToolHostResult {
+                call_id,
+                value,
+                error,
+            } => {
+                let answer = match error {
+                    Some(failure) => Err(failure),
+                    None => Ok(value.unwrap_or(serde_json::Value::Null)),
+                };
+                if self.tool_calls.answer(&call_id, answer) {
+                    json_body(&serde_json::Value::Null)
+                } else {
+                    Err(Error::invalid_input(
+                        "callId",
+                        format!(
+                            "no tool call `{call_id}` is waiting (it was answered, timed out or \
+                             cancelled)"
+                        ),
+                    ))
                 }
             }
             Request::AskCancel { request_id } => {

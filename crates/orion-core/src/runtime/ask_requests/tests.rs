@@ -117,3 +117,98 @@ fn bad_asks_are_refused_with_the_field_and_cancel_answers_whether_it_ran() {
     let cancelled = h.call(2, json!({"type": "ask_cancel", "requestId": 99}));
     assert_eq!(cancelled["result"], false);
 }
+
+fn weather_tool() -> Value {
+    json!({
+        "name": "weather",
+        "description": "Current weather for a city",
+        "examples": ["What is the weather in Oslo today?"],
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                       "required": ["city"]}
+    })
+}
+
+fn poll(
+    future: &mut crate::embedding::LocalBoxFuture<'static, Vec<crate::protocol::Outgoing>>,
+) -> Option<Vec<Value>> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match future.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(messages) => Some(
+            messages
+                .iter()
+                .map(|m| serde_json::to_value(m).unwrap())
+                .collect(),
+        ),
+        std::task::Poll::Pending => None,
+    }
+}
+
+#[test]
+fn a_page_tool_is_called_through_the_page_and_answers() {
+    let mut h = harness(json!({"models": {"embedding": "/m"}, "tools": [weather_tool()]}));
+    let reply = h.rt.handle(json!({"v": 1, "id": 1, "type": "ask",
+        "request": {"query": "What is the weather in Oslo today?"}}));
+    let Reply::Spawn(mut answer) = reply else {
+        panic!("an ask runs asynchronously")
+    };
+    assert!(poll(&mut answer).is_none(), "the tool waits for the page");
+    let call = h
+        .events
+        .borrow()
+        .iter()
+        .find_map(|event| match event {
+            Event::ToolHostCall {
+                call_id,
+                tool,
+                arguments,
+            } => Some((call_id.clone(), tool.clone(), arguments.clone())),
+            _ => None,
+        })
+        .expect("a tool_host_call event");
+    assert_eq!(call.1, "weather");
+    assert_eq!(call.2, json!({"city": "What is the weather in Oslo today"}));
+    let delivered = h.call(
+        2,
+        json!({"type": "tool_host_result", "callId": call.0, "value": "Sunny, 12 °C"}),
+    );
+    assert_eq!(delivered["type"], "response", "{delivered}");
+    let answer = poll(&mut answer).expect("answered once the page did");
+    let result = &answer[0]["result"];
+    assert_eq!(result["response"], "Sunny, 12 °C", "{answer:?}");
+    assert_eq!(result["provenance"]["toolUsed"], "weather");
+    // A second answer for the same call is refused.
+    let late = h.call(
+        3,
+        json!({"type": "tool_host_result", "callId": call.0, "value": "again"}),
+    );
+    assert_eq!(late["error"]["code"], "ERR_INVALID_INPUT", "{late}");
+}
+
+#[test]
+fn a_bad_page_tool_refuses_the_init() {
+    let clock = ManualClock::new(0);
+    let (_, platform) = fake_platform(false);
+    let mut rt = WorkerRuntime::new(clock.shared(), "1", platform);
+    let mut tool = weather_tool();
+    tool["parameters"] = json!({"type": "nonsense"});
+    let answer = init_with(&mut rt, json!({"tools": [weather_tool(), tool]}));
+    assert_eq!(
+        answer[0]["error"]["code"], "ERR_INVALID_INPUT",
+        "{answer:?}"
+    );
+    assert!(
+        answer[0]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("tools[1].parameters"),
+        "{answer:?}"
+    );
+    let answer = init_with(&mut rt, json!({"tools": [weather_tool(), weather_tool()]}));
+    assert!(
+        answer[0]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("already registered"),
+        "{answer:?}"
+    );
+}
