@@ -143,6 +143,19 @@ fn results_are_exact() {
     assert_eq!(result("1,000 + 2"), "1002");
     assert_eq!(result("what is 6 times 7?"), "42");
     assert_eq!(result("2^-3"), "0.125");
+    assert_eq!(
+        result("2^-64"),
+        "0.0000000000000000000542101086242752217003726400434970855712890625"
+    );
+    assert_eq!(result("1/3 * 3"), "1");
+    assert_eq!(result("7 / 2"), "3.5");
+    assert_eq!(result("2(3+4)"), "14");
+    assert_eq!(result(".5 + .25"), "0.75");
+    assert_eq!(result("50% of 30%"), "15%");
+    assert_eq!(result("100!").len(), 158);
+    assert_eq!(result("1000!").len(), 2568);
+    assert_eq!(result("2^10000").len(), 3011);
+    assert_eq!(result("10^100 + 0.5").len(), 103);
 }
 
 #[test]
@@ -186,6 +199,11 @@ fn bad_input_is_a_typed_error() {
         "2,50 + 1",
         "1000000!",
         "(1+2)!",
+        "3.5!",
+        "sqrt(-1)",
+        "0^0",
+        "5 mod 0",
+        "0x10",
     ] {
         let outcome = run(bad);
         assert!(
