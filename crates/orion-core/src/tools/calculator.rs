@@ -29,10 +29,12 @@ const STEP_BUDGET: u32 = 20_000;
 /// The largest factorial operand: beyond it results are thousands of digits nobody asked for.
 const MAX_FACTORIAL: u32 = 1000;
 
-/// Functions and constants the expression may use (all of one argument, or none).
+/// Functions and constants the expression may use (all of one argument, or none). Not `floor`,
+/// `ceil` or `round`: fend 1.5.9 rounds through `f64` and saturates at 2^64, so
+/// `floor(1e20/7)` is `14285714285714286592` and `floor(1e30/7)` is `18446744073709551616`.
 const FUNCTIONS: &[&str] = &[
     "sqrt", "cbrt", "sin", "cos", "tan", "asin", "acos", "atan", "sinh", "cosh", "tanh", "ln",
-    "log", "log2", "log10", "exp", "abs", "floor", "ceil", "round", "pi", "e", "mod",
+    "log", "log2", "log10", "exp", "abs", "pi", "e", "mod",
 ];
 
 /// Leading phrases that ask for a calculation, longest first within a shared start.

@@ -156,6 +156,9 @@ fn results_are_exact() {
     assert_eq!(result("1000!").len(), 2568);
     assert_eq!(result("2^10000").len(), 3011);
     assert_eq!(result("10^100 + 0.5").len(), 103);
+    assert_eq!(result("(10^30+1) mod 10^29"), "1");
+    assert_eq!(result("sqrt(10^40)"), "100000000000000000000");
+    assert_eq!(result("1e-20 + 1"), "1.00000000000000000001");
 }
 
 #[test]
@@ -204,6 +207,10 @@ fn bad_input_is_a_typed_error() {
         "0^0",
         "5 mod 0",
         "0x10",
+        "floor(1e30/7)",
+        "round(2.5)",
+        "asin(2)",
+        "1e99999999999999999999",
     ] {
         let outcome = run(bad);
         assert!(
