@@ -4,8 +4,9 @@
 //! `2^64` is exact), but fend also knows units, dates, variables and random numbers. So the
 //! expression is first rewritten from natural phrasing (`times`, `×`, `15% of 80`) and then must
 //! pass a whitelist of numbers, operators and common functions; anything else is not arithmetic
-//! and is refused. Hostile input is bounded three ways: the length cap, a nesting cap (fend's
-//! parser recurses, and a wasm stack is small) and a step budget through fend's interrupt hook.
+//! and is refused. Hostile input is bounded three ways: the length cap, caps on nesting and on
+//! tokens (fend's parser recurses, and a wasm stack is small) and a step budget through fend's
+//! interrupt hook.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -18,8 +19,13 @@ use crate::error::{Error, Result};
 /// The longest expression accepted, in bytes.
 pub const MAX_EXPRESSION_LEN: usize = 500;
 
-/// The deepest parenthesis nesting accepted.
-const MAX_DEPTH: usize = 32;
+/// The deepest parenthesis nesting accepted, and the most tokens. fend's parser recurses for
+/// every operator and parenthesis (measured, release build: 64 nested parentheses overflow a
+/// 512 KiB stack, 250 chained `+` need about 512 KiB); within these caps the worst expression
+/// needs under 256 KiB, well inside wasm's 1 MiB stack.
+const MAX_DEPTH: usize = 8;
+/// See [`MAX_DEPTH`].
+const MAX_TOKENS: usize = 48;
 
 /// How many times fend may poll its interrupt before giving up. Ordinary expressions take under
 /// 3,000 polls; the worst hostile ones (`9^9^9`, `10^10^10 mod 7`) stop within about 0.1 s
@@ -399,9 +405,12 @@ fn read_number(chars: &[char], start: usize) -> std::result::Result<(String, usi
     Ok((number, i))
 }
 
-/// Checks balance, nesting depth and factorial operands, and that dates are not taken for
+/// Checks size, balance, nesting depth and factorial operands, and that dates are not taken for
 /// subtractions (`2026-12-25`).
 fn check_structure(tokens: &[Token]) -> std::result::Result<(), String> {
+    if tokens.len() > MAX_TOKENS {
+        return Err(format!("more than {MAX_TOKENS} numbers and operators"));
+    }
     let mut depth = 0usize;
     for (i, token) in tokens.iter().enumerate() {
         match token {

@@ -42,6 +42,7 @@ enum Dimension {
 }
 
 impl Dimension {
+    /// How errors and `value.dimension` name it.
     fn name(self) -> &'static str {
         match self {
             Dimension::Length => "length",
@@ -84,6 +85,7 @@ const fn unit(
     }
 }
 
+/// Every unit known, by dimension.
 const UNITS: &[Unit] = &[
     unit(
         "mm",
@@ -413,6 +415,7 @@ impl Tool for UnitConverter {
     }
 }
 
+/// The arguments for `run`, units by their symbols.
 fn arguments_json(value: &str, from: &Unit, to: &Unit) -> Value {
     json!({ "value": value, "from": from.symbol, "to": to.symbol })
 }

@@ -226,6 +226,8 @@ fn bad_input_is_a_typed_error() {
 fn hostile_input_stops() {
     let deep = format!("{}1{}", "(".repeat(200), ")".repeat(200));
     let long = "1+".repeat(300) + "1";
+    let many = "1+".repeat(30) + "1";
+    let nested = format!("{}1{}", "(".repeat(9), ")".repeat(9));
     for hostile in [
         "9^9^9",
         "2^2^30",
@@ -233,6 +235,8 @@ fn hostile_input_stops() {
         "0.1^100000",
         deep.as_str(),
         long.as_str(),
+        many.as_str(),
+        nested.as_str(),
     ] {
         let outcome = run(hostile);
         assert!(
