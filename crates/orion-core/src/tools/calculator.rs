@@ -4,8 +4,9 @@
 //! `2^64` is exact), but fend also knows units, dates, variables and random numbers. So the
 //! expression is first rewritten from natural phrasing (`times`, `×`, `15% of 80`) and then must
 //! pass a whitelist of numbers, operators and common functions; anything else is not arithmetic
-//! and is refused. Hostile input is bounded three ways: the length cap, a nesting cap (fend's
-//! parser recurses, and a wasm stack is small) and a step budget through fend's interrupt hook.
+//! and is refused. Hostile input is bounded three ways: the length cap, caps on nesting and on
+//! tokens (fend's parser recurses, and a wasm stack is small) and a step budget through fend's
+//! interrupt hook.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -18,20 +19,28 @@ use crate::error::{Error, Result};
 /// The longest expression accepted, in bytes.
 pub const MAX_EXPRESSION_LEN: usize = 500;
 
-/// The deepest parenthesis nesting accepted.
-const MAX_DEPTH: usize = 32;
+/// The deepest parenthesis nesting accepted, and the most tokens. fend's parser recurses for
+/// every operator and parenthesis (measured, release build: 64 nested parentheses overflow a
+/// 512 KiB stack, 250 chained `+` need about 512 KiB); within these caps the worst expression
+/// needs under 256 KiB, well inside wasm's 1 MiB stack.
+const MAX_DEPTH: usize = 8;
+/// See [`MAX_DEPTH`].
+const MAX_TOKENS: usize = 48;
 
 /// How many times fend may poll its interrupt before giving up. Ordinary expressions take under
-/// 3,000 polls; the worst hostile ones (`9^9^9`, `50000!`) stop within about 0.5 s (release).
-const STEP_BUDGET: u32 = 50_000;
+/// 3,000 polls; the worst hostile ones (`9^9^9`, `10^10^10 mod 7`) stop within about 0.1 s
+/// (release).
+const STEP_BUDGET: u32 = 20_000;
 
 /// The largest factorial operand: beyond it results are thousands of digits nobody asked for.
 const MAX_FACTORIAL: u32 = 1000;
 
-/// Functions and constants the expression may use (all of one argument, or none).
+/// Functions and constants the expression may use (all of one argument, or none). Not `floor`,
+/// `ceil` or `round`: fend 1.5.9 rounds through `f64` and saturates at 2^64, so
+/// `floor(1e20/7)` is `14285714285714286592` and `floor(1e30/7)` is `18446744073709551616`.
 const FUNCTIONS: &[&str] = &[
     "sqrt", "cbrt", "sin", "cos", "tan", "asin", "acos", "atan", "sinh", "cosh", "tanh", "ln",
-    "log", "log2", "log10", "exp", "abs", "floor", "ceil", "round", "pi", "e", "mod",
+    "log", "log2", "log10", "exp", "abs", "pi", "e", "mod",
 ];
 
 /// Leading phrases that ask for a calculation, longest first within a shared start.
@@ -201,7 +210,7 @@ fn evaluate(expression: &str) -> Result<(String, bool)> {
     if !is_number(number) {
         return Err(Error::invalid_input(
             "expression",
-            format!("the result `{number}` is not a number"),
+            format!("the result `{number}` is not a real number"),
         ));
     }
     Ok((number.to_owned(), exact))
@@ -281,7 +290,9 @@ fn replace_word(text: &str, word: &str, symbol: &str) -> String {
 
 /// `square root of 144` → `sqrt 144` (fend applies a function to the next operand).
 fn replace_square_root(text: &str) -> String {
-    text.replace("square root of", " sqrt ")
+    text.replace("the square root of", " sqrt ")
+        .replace("square root of", " sqrt ")
+        .replace("the cube root of", " cbrt ")
         .replace("cube root of", " cbrt ")
 }
 
@@ -318,10 +329,14 @@ fn tokenize(text: &str) -> std::result::Result<Vec<Token>, String> {
                     }
                 }
             }
-            let previous_is_number = matches!(
-                tokens.last(),
-                Some(Token::Number(_)) | Some(Token::Symbol(')'))
-            );
+            // `0x10` is hexadecimal, not zero times ten.
+            let hexadecimal = tokens.last() == Some(&Token::Number("0".into()))
+                && start.checked_sub(1).and_then(|p| chars.get(p)) == Some(&'0');
+            let previous_is_number = !hexadecimal
+                && matches!(
+                    tokens.last(),
+                    Some(Token::Number(_)) | Some(Token::Symbol(')'))
+                );
             let next_starts_operand = chars
                 .get(i..)
                 .unwrap_or_default()
@@ -330,9 +345,9 @@ fn tokenize(text: &str) -> std::result::Result<Vec<Token>, String> {
                 .is_some_and(|c| c.is_ascii_digit() || *c == '(' || *c == '.');
             if word == "x" && previous_is_number && next_starts_operand {
                 tokens.push(Token::Symbol('*'));
-            } else if word == "of" && tokens.last() == Some(&Token::Symbol('%')) {
-                tokens.push(Token::Name(word));
-            } else if FUNCTIONS.contains(&word.as_str()) {
+            } else if FUNCTIONS.contains(&word.as_str())
+                || (word == "of" && tokens.last() == Some(&Token::Symbol('%')))
+            {
                 tokens.push(Token::Name(word));
             } else {
                 return Err(format!("`{word}` is not part of arithmetic"));
@@ -390,9 +405,12 @@ fn read_number(chars: &[char], start: usize) -> std::result::Result<(String, usi
     Ok((number, i))
 }
 
-/// Checks balance, nesting depth and factorial operands, and that dates are not taken for
+/// Checks size, balance, nesting depth and factorial operands, and that dates are not taken for
 /// subtractions (`2026-12-25`).
 fn check_structure(tokens: &[Token]) -> std::result::Result<(), String> {
+    if tokens.len() > MAX_TOKENS {
+        return Err(format!("more than {MAX_TOKENS} numbers and operators"));
+    }
     let mut depth = 0usize;
     for (i, token) in tokens.iter().enumerate() {
         match token {

@@ -73,6 +73,7 @@ const PLACES: &[(&str, &str)] = &[
     ("johannesburg", "Africa/Johannesburg"),
 ];
 
+/// Month names, January first, lower case as queries are compared lower-cased.
 const MONTHS: [&str; 12] = [
     "january",
     "february",
@@ -549,6 +550,7 @@ fn title_case(name: &str) -> String {
     out
 }
 
+/// Runs one operation (see the module docs) at the context's now, in the asked or user's zone.
 fn run(arguments: &Value, context: &ToolContext) -> Result<ToolOutput> {
     let operation = string_field(arguments, "operation")?
         .ok_or_else(|| Error::invalid_input("operation", "required"))?;
@@ -708,6 +710,7 @@ fn string_field<'a>(arguments: &'a Value, field: &str) -> Result<Option<&'a str>
     }
 }
 
+/// `date` plus `days` (negative subtracts); `None` past the calendar's range.
 fn add_days(date: NaiveDate, days: i64) -> Option<NaiveDate> {
     let magnitude = Days::new(days.unsigned_abs());
     if days >= 0 {
@@ -717,6 +720,7 @@ fn add_days(date: NaiveDate, days: i64) -> Option<NaiveDate> {
     }
 }
 
+/// `date` plus `months`, clamped to the month's end; `None` past the calendar's range.
 fn add_months(date: NaiveDate, months: i64) -> Option<NaiveDate> {
     let magnitude = Months::new(u32::try_from(months.unsigned_abs()).ok()?);
     if months >= 0 {
@@ -726,6 +730,7 @@ fn add_months(date: NaiveDate, months: i64) -> Option<NaiveDate> {
     }
 }
 
+/// `2026-12-25`.
 fn iso(date: NaiveDate) -> String {
     format!("{:04}-{:02}-{:02}", date.year(), date.month(), date.day())
 }
@@ -748,6 +753,7 @@ fn long_date(date: NaiveDate) -> String {
     )
 }
 
+/// `Monday`.
 fn weekday_name(day: Weekday) -> &'static str {
     match day {
         Weekday::Mon => "Monday",

@@ -42,6 +42,7 @@ enum Dimension {
 }
 
 impl Dimension {
+    /// How errors and `value.dimension` name it.
     fn name(self) -> &'static str {
         match self {
             Dimension::Length => "length",
@@ -84,6 +85,7 @@ const fn unit(
     }
 }
 
+/// Every unit known, by dimension.
 const UNITS: &[Unit] = &[
     unit(
         "mm",
@@ -413,6 +415,7 @@ impl Tool for UnitConverter {
     }
 }
 
+/// The arguments for `run`, units by their symbols.
 fn arguments_json(value: &str, from: &Unit, to: &Unit) -> Value {
     json!({ "value": value, "from": from.symbol, "to": to.symbol })
 }
@@ -451,14 +454,17 @@ fn read_query(query: &str) -> Option<(String, &'static Unit, &'static Unit)> {
     found
 }
 
-/// Every way to cut `text` in two at one of `separators`, left to right.
+/// Every way to cut `text` in two at one of `separators`, left to right (overlapping ones too:
+/// `3 in in cm`).
 fn splits<'a>(
     text: &'a str,
     separators: &'a [&'a str],
 ) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
     separators.iter().flat_map(move |separator| {
-        text.match_indices(separator)
-            .filter_map(move |(at, _)| Some((text.get(..at)?, text.get(at + separator.len()..)?)))
+        text.char_indices().filter_map(move |(at, _)| {
+            let rest = text.get(at..)?.strip_prefix(separator)?;
+            Some((text.get(..at)?, rest))
+        })
     })
 }
 
@@ -569,7 +575,10 @@ fn parse_number(text: &str) -> Option<BigRational> {
     match text.split_once('/') {
         Some((numerator, denominator)) => {
             let denominator = parse_decimal(denominator)?;
-            (!denominator.is_zero()).then_some(parse_decimal(numerator)? / denominator)
+            if denominator.is_zero() {
+                return None;
+            }
+            Some(parse_decimal(numerator)? / denominator)
         }
         None => parse_decimal(text),
     }

@@ -143,6 +143,22 @@ fn results_are_exact() {
     assert_eq!(result("1,000 + 2"), "1002");
     assert_eq!(result("what is 6 times 7?"), "42");
     assert_eq!(result("2^-3"), "0.125");
+    assert_eq!(
+        result("2^-64"),
+        "0.0000000000000000000542101086242752217003726400434970855712890625"
+    );
+    assert_eq!(result("1/3 * 3"), "1");
+    assert_eq!(result("7 / 2"), "3.5");
+    assert_eq!(result("2(3+4)"), "14");
+    assert_eq!(result(".5 + .25"), "0.75");
+    assert_eq!(result("50% of 30%"), "15%");
+    assert_eq!(result("100!").len(), 158);
+    assert_eq!(result("1000!").len(), 2568);
+    assert_eq!(result("2^10000").len(), 3011);
+    assert_eq!(result("10^100 + 0.5").len(), 103);
+    assert_eq!(result("(10^30+1) mod 10^29"), "1");
+    assert_eq!(result("sqrt(10^40)"), "100000000000000000000");
+    assert_eq!(result("1e-20 + 1"), "1.00000000000000000001");
 }
 
 #[test]
@@ -186,6 +202,15 @@ fn bad_input_is_a_typed_error() {
         "2,50 + 1",
         "1000000!",
         "(1+2)!",
+        "3.5!",
+        "sqrt(-1)",
+        "0^0",
+        "5 mod 0",
+        "0x10",
+        "floor(1e30/7)",
+        "round(2.5)",
+        "asin(2)",
+        "1e99999999999999999999",
     ] {
         let outcome = run(bad);
         assert!(
@@ -201,6 +226,8 @@ fn bad_input_is_a_typed_error() {
 fn hostile_input_stops() {
     let deep = format!("{}1{}", "(".repeat(200), ")".repeat(200));
     let long = "1+".repeat(300) + "1";
+    let many = "1+".repeat(30) + "1";
+    let nested = format!("{}1{}", "(".repeat(9), ")".repeat(9));
     for hostile in [
         "9^9^9",
         "2^2^30",
@@ -208,6 +235,8 @@ fn hostile_input_stops() {
         "0.1^100000",
         deep.as_str(),
         long.as_str(),
+        many.as_str(),
+        nested.as_str(),
     ] {
         let outcome = run(hostile);
         assert!(

@@ -190,6 +190,10 @@ fn intent_ignores_everything_else() {
         "how many days until 12/25/2026",
         "what time is the meeting",
         "days of our lives",
+        "What is the date of the meeting?",
+        "what day is the party",
+        "what is today's weather",
+        "what is the time difference between Tokyo and London",
     ];
     for query in negatives {
         assert_eq!(intent(query), None, "{query}");
