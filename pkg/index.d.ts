@@ -345,6 +345,15 @@ export interface OrionOptions {
   llm?: (request: HostLlmRequest) => string | Promise<string> | AsyncIterable<string> | Promise<AsyncIterable<string>>;
   /** How text is generated. */
   llmOptions?: LlmOptions;
+  /**
+   * The page's own tools for `ask`, beside the built-in calculator, date and time, unit
+   * conversion and memory tools. A tool is chosen when the question is similar enough to its
+   * description or examples; its arguments are read from the question by its schema (numbers fill
+   * number properties in order, an enum takes the value named, the one free-text string property
+   * takes the question) and checked against `parameters` before `run` is called. Each call has a
+   * time limit, a retry, and a circuit `tool:<name>`; a throw with `retryable: false` is not retried.
+   */
+  tools?: HostToolDefinition[];
 }
 
 /** `Orion.create({ llmOptions })`. */
@@ -463,6 +472,20 @@ export type AskStage =
   | 'multi_agent_critical'
   | 'multi_agent_synthesis';
 
+/** A tool the page brings (`Orion.create({ tools })`). */
+export interface HostToolDefinition {
+  /** 1 to 64 letters, digits, `_`, `-` or `.`; unique, and not a built-in tool's name. */
+  name: string;
+  /** What it does, in a sentence (compared with questions). */
+  description: string;
+  /** Questions it answers (compared with questions); at most 16. */
+  examples?: string[];
+  /** JSON Schema of its arguments (`type: 'object'`). */
+  parameters: Record<string, unknown>;
+  /** Runs it; the result (any cloneable value) becomes the answer (a string, or `{text}`, is shown as is). */
+  run(args: Record<string, unknown>, context: { signal: AbortSignal }): unknown | Promise<unknown>;
+}
+
 /** Options of `orion.ask`. */
 export interface AskOptions {
   /** Questions of one conversation share history (the last turns, older ones summarised). */
@@ -545,6 +568,20 @@ export interface LlmTokenEvent {
   requestId: number;
   index: number;
   text: string;
+}
+
+/** The worker runs one of the page's tools (the client answers it). */
+export interface ToolHostCallEvent {
+  kind: 'tool_host_call';
+  callId: string;
+  tool: string;
+  arguments: Record<string, unknown>;
+}
+
+/** The worker stopped waiting for a tool call; its `signal` is aborted. */
+export interface ToolHostAbortEvent {
+  kind: 'tool_host_abort';
+  callId: string;
 }
 
 /** An `ask` entered a stage. */
@@ -1026,6 +1063,8 @@ export type OrionEvent =
   | LlmTokenEvent
   | AskStatusEvent
   | AskTokenEvent
+  | ToolHostCallEvent
+  | ToolHostAbortEvent
   | LlmHostCallEvent
   | LlmHostAbortEvent
   | AlertEvent;
@@ -1050,6 +1089,8 @@ export interface OrionEventMap {
   llm_token: LlmTokenEvent;
   ask_status: AskStatusEvent;
   ask_token: AskTokenEvent;
+  tool_host_call: ToolHostCallEvent;
+  tool_host_abort: ToolHostAbortEvent;
   llm_host_call: LlmHostCallEvent;
   llm_host_abort: LlmHostAbortEvent;
   alert: AlertEvent;

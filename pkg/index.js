@@ -73,7 +73,7 @@ export class Orion {
   #generations = new Map();
   /** `ask`s in flight, by request id: their `onStatus` / `onToken` callbacks. */
   #asks = new Map();
-  /** Calls of the page's `llm` function in flight, by call id: their AbortControllers. */
+  /** Calls of the page's `llm` function and tools in flight, by call id: their AbortControllers. */
   #hostCalls = new Map();
 
   constructor(options, token) {
@@ -276,6 +276,7 @@ export class Orion {
       throw new OrionError(ErrorCode.INVALID_INPUT, 'invalid `llm`: must be a function ({system, prompt, …, signal}) => string | AsyncIterable<string>');
     }
     if (options.llmOptions !== undefined) pickOptions('Orion.create llmOptions', options.llmOptions, LLM_OPTIONS);
+    if (options.tools !== undefined) checkTools(options.tools);
     const orion = new Orion({ ...options }, CREATE);
     try {
       await orion.#start();
@@ -400,7 +401,7 @@ export class Orion {
   }
 
   #initRequest() {
-    const { debug = false, breaker, health, profile, models, database, memory, tasks, llm, llmOptions } = this.#options;
+    const { debug = false, breaker, health, profile, models, database, memory, tasks, llm, llmOptions, tools } = this.#options;
     const request = { type: 'init', debug: Boolean(debug) };
     if (tasks !== undefined) request.tasks = tasks;
     if (database !== undefined) request.database = database;
@@ -414,6 +415,8 @@ export class Orion {
     const settings = pickOptions('llmOptions', { weights, maxContext }, ['weights', 'maxContext']);
     if (typeof llm === 'function') settings.host = pickOptions('llmOptions', { timeoutMs, attempts, backoffMs }, ['timeoutMs', 'attempts', 'backoffMs']);
     if (Object.keys(settings).length > 0) request.llm = settings;
+    // The functions stay here; the worker gets the specs and calls back with `tool_host_call`.
+    if (tools?.length) request.tools = tools.map(({ name, description, examples, parameters }) => (examples === undefined ? { name, description, parameters } : { name, description, examples, parameters }));
     return request;
   }
 
@@ -500,6 +503,8 @@ export class Orion {
         else if (message.event.kind === 'ask_status') this.#onAsk(message.event, 'status');
         else if (message.event.kind === 'ask_token') this.#onAsk(message.event, 'token');
         else if (message.event.kind === 'llm_host_call') this.#runHostLlm(message.event);
+        else if (message.event.kind === 'tool_host_call') this.#runHostTool(message.event);
+        else if (message.event.kind === 'tool_host_abort') this.#hostCalls.get(message.event.callId)?.abort(new DOMException('the worker stopped waiting for this tool call (timed out or cancelled)', 'AbortError'));
         else if (message.event.kind === 'llm_host_abort') this.#hostCalls.get(message.event.callId)?.abort(new DOMException('the worker stopped waiting for this LLM call (timed out or cancelled)', 'AbortError'));
         this.#emit('event', message.event);
         this.#emit(message.event.kind, message.event);
@@ -629,6 +634,28 @@ export class Orion {
     send({ type: 'llm_host_result', callId: call.callId, ...answer });
   }
 
+  // Runs one of the page's tools for a `tool_host_call` and answers with `tool_host_result`.
+  async #runHostTool(call) {
+    const worker = this.#worker;
+    const controller = new AbortController();
+    this.#hostCalls.set(call.callId, controller);
+    let answer;
+    try {
+      const tool = this.#options.tools?.find((candidate) => candidate.name === call.tool);
+      if (!tool) throw Object.assign(new TypeError(`this page has no tool \`${call.tool}\``), { retryable: false });
+      const value = await tool.run(call.arguments, { signal: controller.signal });
+      answer = { value: value === undefined ? null : value };
+    } catch (error) {
+      answer = { error: { message: String(error?.message ?? error), retryable: error?.retryable !== false } };
+    } finally {
+      this.#hostCalls.delete(call.callId);
+    }
+    if (controller.signal.aborted || worker !== this.#worker) return;
+    this.#send(worker, { type: 'tool_host_result', callId: call.callId, ...answer }).catch((error) => {
+      if (error?.code !== ErrorCode.INVALID_INPUT) console.error('ORION: a tool result could not be delivered', error);
+    });
+  }
+
   #onDeath(worker, code, reason) {
     if (worker !== this.#worker) return;
     this.#stopWorker(new OrionError(code, `the worker died: ${reason}`));
@@ -663,6 +690,16 @@ const GENERATE_FIELDS = ['system', 'history', 'conversationId', 'agent', 'temper
 const LLM_OPTIONS = ['weights', 'maxContext', 'timeoutMs', 'attempts', 'backoffMs'];
 
 /** A generation request from a prompt string or a request object; `field` names it in errors. */
+/** Checks `Orion.create({ tools })`: each a spec with a `run` function (the worker checks the rest). */
+function checkTools(tools) {
+  if (!Array.isArray(tools)) throw new OrionError(ErrorCode.INVALID_INPUT, 'invalid `tools`: must be an array of {name, description, parameters, run}');
+  tools.forEach((tool, i) => {
+    if (tool === null || typeof tool !== 'object') throw new OrionError(ErrorCode.INVALID_INPUT, `invalid \`tools[${i}]\`: must be an object`);
+    pickOptions(`tools[${i}]`, tool, ['name', 'description', 'examples', 'parameters', 'run']);
+    if (typeof tool.run !== 'function') throw new OrionError(ErrorCode.INVALID_INPUT, `invalid \`tools[${i}].run\`: must be a function (args, {signal}) => result`);
+  });
+}
+
 /** The page's IANA time zone, for date and time answers (UTC when `Intl` cannot tell). */
 function localTimeZone() {
   try {
