@@ -121,6 +121,9 @@ pub enum Error {
         tool: String,
         /// What went wrong.
         reason: String,
+        /// Whether another attempt could succeed (a page tool's error says; `false` for a
+        /// failure that would repeat).
+        retryable: bool,
     },
 }
 

@@ -12,8 +12,8 @@
 //! under the circuit `tool:<name>` and counts against the health component `tools`; it has
 //! [`ToolPolicy::timeout_ms`] per attempt and up to [`ToolPolicy::attempts`] attempts, waiting
 //! `backoffMs * 2^(attempt-1)` between (the job queue's exponential [`Backoff`]). Bad arguments
-//! (`ERR_INVALID_INPUT`) are not retried: they would fail again. A timed-out attempt is not
-//! retried either: the tool hung once already.
+//! (`ERR_INVALID_INPUT`) and failures the tool marked non-retryable are not retried: they would
+//! fail again. A timed-out attempt is not retried either: the tool hung once already.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -307,7 +307,13 @@ impl ToolExecutionManager {
                 Err(error) => {
                     let retryable = !matches!(
                         error,
-                        Error::InvalidInput { .. } | Error::Timeout { .. } | Error::Cancelled(_)
+                        Error::InvalidInput { .. }
+                            | Error::Timeout { .. }
+                            | Error::Cancelled(_)
+                            | Error::Tool {
+                                retryable: false,
+                                ..
+                            }
                     );
                     if !retryable || attempts >= self.policy.attempts {
                         return Err(error);

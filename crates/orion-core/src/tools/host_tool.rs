@@ -142,10 +142,12 @@ impl Tool for HostTool {
                 None => Err(Error::Tool {
                     tool,
                     reason: "the page went away before it answered".into(),
+                    retryable: true,
                 }),
                 Some(Err(failure)) => Err(Error::Tool {
                     tool,
                     reason: failure.message,
+                    retryable: failure.retryable,
                 }),
                 Some(Ok(value)) => {
                     let text = match &value {

@@ -62,6 +62,7 @@ fn memories(context: &ToolContext) -> Result<&Memories> {
     context.memories.as_deref().ok_or_else(|| Error::Tool {
         tool: "memory".into(),
         reason: "the memory store is not open".into(),
+        retryable: false,
     })
 }
 

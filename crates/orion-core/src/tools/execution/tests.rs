@@ -91,6 +91,8 @@ enum Behaviour {
     Hang,
     /// Fails with `Error::InvalidInput`.
     InvalidInput,
+    /// Fails with a non-retryable `Error::Tool`.
+    FailFatal,
 }
 
 fn schema() -> Value {
@@ -186,6 +188,12 @@ impl Tool for TestTool {
                 Behaviour::FailTimes(n) if self.calls.get() <= n => Err(Error::Tool {
                     tool: name,
                     reason: "flaky".into(),
+                    retryable: true,
+                }),
+                Behaviour::FailFatal => Err(Error::Tool {
+                    tool: name,
+                    reason: "would fail again".into(),
+                    retryable: false,
                 }),
                 Behaviour::Hang => futures_util::future::pending().await,
                 Behaviour::InvalidInput => Err(Error::invalid_input("text", "is not a number")),
@@ -655,7 +663,7 @@ fn the_last_failure_is_returned_after_every_attempt() {
     );
     let error = h.run("broken call").unwrap_err();
     assert!(
-        matches!(&error, Error::Tool { tool, reason } if tool == "broken" && reason == "flaky"),
+        matches!(&error, Error::Tool { tool, reason, .. } if tool == "broken" && reason == "flaky"),
         "{error:?}"
     );
     assert_eq!(tool.calls.get(), 3);
@@ -711,6 +719,39 @@ fn invalid_input_is_not_retried_and_does_not_count_against_the_tool() {
     assert_eq!(h.breaker("picky"), BreakerState::Closed);
     assert_eq!(h.health(), HealthStatus::Healthy);
     assert!(!h.guard.unhealthy(TOOLS_COMPONENT));
+}
+
+#[test]
+fn a_failure_the_tool_marks_non_retryable_is_not_retried_but_counts() {
+    let mut h = harness();
+    let tool = h.register(
+        TestTool::named("fatal")
+            .claims("fatal")
+            .behaves(Behaviour::FailFatal),
+    );
+    let error = h.run("fatal call").unwrap_err();
+    assert!(
+        matches!(
+            &error,
+            Error::Tool {
+                retryable: false,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert_eq!(tool.calls.get(), 1);
+    assert!(h.sleeps().is_empty());
+    let failures = h
+        .guard
+        .health
+        .borrow_mut()
+        .report()
+        .components
+        .iter()
+        .find(|c| c.name == TOOLS_COMPONENT)
+        .map(|c| c.total_failures);
+    assert_eq!(failures, Some(1));
 }
 
 #[test]
