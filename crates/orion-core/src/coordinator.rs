@@ -58,6 +58,10 @@ use crate::generation::{
     MAX_PROMPT_BYTES,
 };
 
+/// The repetition penalty of every answer ORION generates: small instruct models such as
+/// SmolLM2-135M fall into loops without one, and 1.1 breaks them without bending the wording.
+pub const ANSWER_REPETITION_PENALTY: f32 = 1.1;
+
 /// The system prompt of the logical agent.
 pub const LOGICAL_PROMPT: &str =
     "You are a careful, logical assistant. Answer step by step, briefly and precisely.";
@@ -689,6 +693,7 @@ impl MultiAgentCoordinator {
             temperature: role.temperature(),
             seed: self.settings.seed.wrapping_add(role.index() as u64),
             max_tokens: self.settings.max_tokens,
+            repetition_penalty: ANSWER_REPETITION_PENALTY,
             ..GenerateRequest::new(prompt)
         }
     }

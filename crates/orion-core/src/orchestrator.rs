@@ -34,6 +34,7 @@ use crate::clock::SharedClock;
 use crate::conversation::{Conversations, HistoryPolicy};
 use crate::coordinator::{
     AgentResponse, AgentRole, DebateObserver, DebateSettings, DebateState, MultiAgentCoordinator,
+    ANSWER_REPETITION_PENALTY,
 };
 use crate::embedding::{Embedder, LocalBoxFuture};
 use crate::error::{Error, Result};
@@ -672,7 +673,7 @@ impl Orchestrator {
         generation.temperature = 0.3;
         generation.max_tokens = self.settings.single_max_tokens;
         generation.seed = self.settings.debate.seed;
-        generation.repetition_penalty = 1.1;
+        generation.repetition_penalty = ANSWER_REPETITION_PENALTY;
         generation.validate()?;
         let guard = resources.guard.as_ref();
         let permit = guard.admit(crate::runtime::LLM_INFERENCE_BREAKER)?;
