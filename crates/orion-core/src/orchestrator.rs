@@ -34,7 +34,7 @@ use crate::clock::SharedClock;
 use crate::conversation::{Conversations, HistoryPolicy};
 use crate::coordinator::{
     AgentResponse, AgentRole, DebateObserver, DebateSettings, DebateState, MultiAgentCoordinator,
-    ANSWER_REPETITION_PENALTY,
+    ANSWER_REPETITION_PENALTY, MEMORIES_HEADER,
 };
 use crate::embedding::{Embedder, LocalBoxFuture};
 use crate::error::{Error, Result};
@@ -224,6 +224,22 @@ pub struct Orchestrator {
     requests: Cell<u64>,
     /// Makes trace ids unique across workers.
     seed: u64,
+}
+
+/// One `ask` on its way through the pipeline.
+#[derive(Clone, Copy)]
+struct Turn<'a> {
+    request: &'a AskRequest,
+    query: &'a str,
+    resources: &'a Resources,
+    observer: &'a dyn AskObserver,
+}
+
+/// The memories found for the query: their texts for the prompts, their vectors for the
+/// quality's `support` signal.
+struct Grounding {
+    texts: Vec<String>,
+    vectors: Vec<Vec<f32>>,
 }
 
 /// What the pipeline gathered on its way, for the formatter.
@@ -437,30 +453,22 @@ impl Orchestrator {
             }
             Profile::Micro => false,
         };
-        let memories: Vec<String> = trace.hits.iter().map(|hit| hit.text.clone()).collect();
+        let grounding = Grounding {
+            texts: trace.hits.iter().map(|hit| hit.text.clone()).collect(),
+            vectors: memory_vectors,
+        };
+        let turn = Turn {
+            request,
+            query,
+            resources,
+            observer,
+        };
         let response = if debate {
-            self.debate(
-                query,
-                &memories,
-                &memory_vectors,
-                generator.as_ref(),
-                resources,
-                observer,
-                &mut trace,
-            )
-            .await?
+            self.debate(&turn, &grounding, generator.as_ref(), &mut trace)
+                .await?
         } else {
-            self.single(
-                request,
-                query,
-                &memories,
-                &memory_vectors,
-                generator.as_ref(),
-                resources,
-                observer,
-                &mut trace,
-            )
-            .await?
+            self.single(&turn, &grounding, generator.as_ref(), &mut trace)
+                .await?
         };
         self.remember_turn(request, query, &response.response);
         if self.settings.remember_exchanges && response.debug.route != "fallback" {
@@ -625,18 +633,20 @@ impl Orchestrator {
         })
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn single(
         &self,
-        request: &AskRequest,
-        query: &str,
-        memories: &[String],
-        memory_vectors: &[Vec<f32>],
+        turn: &Turn<'_>,
+        grounding: &Grounding,
         generator: &dyn Generator,
-        resources: &Resources,
-        observer: &dyn AskObserver,
         trace: &mut Trace,
     ) -> Result<AskResponse> {
+        let Turn {
+            request,
+            query,
+            resources,
+            observer,
+        } = *turn;
+        let (memories, memory_vectors) = (&grounding.texts, &grounding.vectors);
         observer.stage(Stage::LlmReasoning, "thinking");
         let started = self.clock.now_ms();
         let history = request
@@ -656,7 +666,8 @@ impl Orchestrator {
             system.push_str(summary);
         }
         if !memories.is_empty() {
-            system.push_str("\nThings you know about the user:");
+            system.push('\n');
+            system.push_str(MEMORIES_HEADER);
             for memory in memories
                 .iter()
                 .take(self.settings.debate.max_memories_in_prompt)
@@ -711,17 +722,20 @@ impl Orchestrator {
         ))
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn debate(
         &self,
-        query: &str,
-        memories: &[String],
-        memory_vectors: &[Vec<f32>],
+        turn: &Turn<'_>,
+        grounding: &Grounding,
         generator: &dyn Generator,
-        resources: &Resources,
-        observer: &dyn AskObserver,
         trace: &mut Trace,
     ) -> Result<AskResponse> {
+        let Turn {
+            query,
+            resources,
+            observer,
+            ..
+        } = *turn;
+        let (memories, memory_vectors) = (&grounding.texts, &grounding.vectors);
         let guard = resources.guard.as_ref();
         let permit = guard.admit(crate::runtime::LLM_INFERENCE_BREAKER)?;
         guard.started(GENERATOR);
