@@ -354,6 +354,8 @@ export interface OrionOptions {
    * time limit, a retry, and a circuit `tool:<name>`; a throw with `retryable: false` is not retried.
    */
   tools?: HostToolDefinition[];
+  /** How `ask` answers; the worker checks the ranges (ERR_INVALID_INPUT on `ask.<field>`). */
+  ask?: AskSettings;
 }
 
 /** `Orion.create({ llmOptions })`. */
@@ -471,6 +473,24 @@ export type AskStage =
   | 'multi_agent_parallel'
   | 'multi_agent_critical'
   | 'multi_agent_synthesis';
+
+/** `Orion.create({ ask })`: budgets and thresholds of `orion.ask` (defaults in brackets). */
+export interface AskSettings {
+  /** Memories retrieved per question, 1 to 20 [5]. */
+  memoryK?: number;
+  /** The least cosine similarity of a retrieved memory, -1 to 1 [0.3]. */
+  memoryMinSimilarity?: number;
+  /** On `lite`, questions of at least this many words get the debate [12]. */
+  liteDebateMinWords?: number;
+  /** Tokens of one generation [128]. */
+  maxTokens?: number;
+  /** Tokens of each debate agent [64]. */
+  agentMaxTokens?: number;
+  /** Ms each debate stage may take before its agents are cut short [30000]. */
+  agentTimeoutMs?: number;
+  /** Keep each model-written exchange as a `conversation` memory [true]. */
+  rememberExchanges?: boolean;
+}
 
 /** A tool the page brings (`Orion.create({ tools })`). */
 export interface HostToolDefinition {

@@ -401,9 +401,10 @@ export class Orion {
   }
 
   #initRequest() {
-    const { debug = false, breaker, health, profile, models, database, memory, tasks, llm, llmOptions, tools } = this.#options;
+    const { debug = false, breaker, health, profile, models, database, memory, tasks, llm, llmOptions, tools, ask } = this.#options;
     const request = { type: 'init', debug: Boolean(debug) };
     if (tasks !== undefined) request.tasks = tasks;
+    if (ask !== undefined) request.ask = ask;
     if (database !== undefined) request.database = database;
     if (memory !== undefined) request.memory = memory;
     if (breaker) request.breaker = breaker;

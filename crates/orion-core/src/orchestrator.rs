@@ -153,13 +153,12 @@ impl AskRequest {
 }
 
 /// How the pipeline answers.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct OrchestratorSettings {
     /// Memories retrieved per query.
     pub memory_k: u64,
-    /// The least similarity of a retrieved memory, in thousandths (0.35 = 350), because the
-    /// settings are compared and hashed.
-    pub memory_min_similarity_milli: i32,
+    /// The least similarity of a retrieved memory.
+    pub memory_min_similarity: f64,
     /// On lite, queries of at least this many words get the debate.
     pub lite_debate_min_words: usize,
     /// Tokens of one generation (outside the debate).
@@ -173,10 +172,13 @@ pub struct OrchestratorSettings {
 }
 
 impl Default for OrchestratorSettings {
+    /// Budgets for a 135M model on a CPU: 64 tokens per debate agent and 128 for one
+    /// generation keep a debate within seconds; memories at cosine 0.3 or more (MiniLM scores
+    /// related sentences from about 0.3).
     fn default() -> Self {
         Self {
             memory_k: 5,
-            memory_min_similarity_milli: 300,
+            memory_min_similarity: 0.3,
             lite_debate_min_words: 12,
             single_max_tokens: 128,
             debate: DebateSettings {
@@ -189,10 +191,73 @@ impl Default for OrchestratorSettings {
     }
 }
 
-impl OrchestratorSettings {
-    /// The least similarity of a retrieved memory.
-    pub fn memory_min_similarity(&self) -> f64 {
-        f64::from(self.memory_min_similarity_milli) / 1000.0
+/// `init.ask`: the page's changes to [`OrchestratorSettings`] (every field optional).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AskSettings {
+    /// Memories retrieved per query, 1 to 20.
+    #[serde(default)]
+    pub memory_k: Option<u64>,
+    /// The least similarity of a retrieved memory, -1 to 1.
+    #[serde(default)]
+    pub memory_min_similarity: Option<f64>,
+    /// On lite, queries of at least this many words get the debate (1 to 1000).
+    #[serde(default)]
+    pub lite_debate_min_words: Option<usize>,
+    /// Tokens of one generation, 1 to 4096.
+    #[serde(default)]
+    pub max_tokens: Option<u32>,
+    /// Tokens of each debate agent, 1 to 4096.
+    #[serde(default)]
+    pub agent_max_tokens: Option<u32>,
+    /// Ms each debate stage may take.
+    #[serde(default)]
+    pub agent_timeout_ms: Option<u64>,
+    /// Keep model-written exchanges as `conversation` memories.
+    #[serde(default)]
+    pub remember_exchanges: Option<bool>,
+}
+
+impl AskSettings {
+    /// `base` with these changes; a value out of range is `ERR_INVALID_INPUT` on `ask.<field>`.
+    pub fn apply(&self, mut base: OrchestratorSettings) -> Result<OrchestratorSettings> {
+        fn range<T: PartialOrd + std::fmt::Display + Copy>(
+            field: &str,
+            value: Option<T>,
+            low: T,
+            high: T,
+        ) -> Result<Option<T>> {
+            match value {
+                Some(v) if !(low <= v && v <= high) => Err(Error::invalid_input(
+                    format!("ask.{field}"),
+                    format!("is {v}; it must be {low} to {high}"),
+                )),
+                other => Ok(other),
+            }
+        }
+        let max_new = crate::generation::MAX_NEW_TOKENS;
+        if let Some(k) = range("memoryK", self.memory_k, 1, 20)? {
+            base.memory_k = k;
+        }
+        if let Some(min) = range("memoryMinSimilarity", self.memory_min_similarity, -1.0, 1.0)? {
+            base.memory_min_similarity = min;
+        }
+        if let Some(words) = range("liteDebateMinWords", self.lite_debate_min_words, 1, 1000)? {
+            base.lite_debate_min_words = words;
+        }
+        if let Some(tokens) = range("maxTokens", self.max_tokens, 1, max_new)? {
+            base.single_max_tokens = tokens;
+        }
+        if let Some(tokens) = range("agentMaxTokens", self.agent_max_tokens, 1, max_new)? {
+            base.debate.max_tokens = tokens;
+        }
+        if let Some(ms) = range("agentTimeoutMs", self.agent_timeout_ms, 1, 10 * 60_000)? {
+            base.debate.agent_timeout_ms = ms;
+        }
+        if let Some(remember) = self.remember_exchanges {
+            base.remember_exchanges = remember;
+        }
+        Ok(base)
     }
 }
 
@@ -212,6 +277,9 @@ pub struct Resources {
     pub generator: Option<GeneratorSource>,
     /// Breakers and health.
     pub guard: Rc<dyn Guard>,
+    /// Components routed around before the request arrived, each with why (the embedding model
+    /// that failed to load, so the worker runs on micro).
+    pub degraded: Vec<(String, String)>,
 }
 
 /// Answers `ask`.
@@ -320,6 +388,10 @@ impl Orchestrator {
             notes: Vec::new(),
             hits: Vec::new(),
         };
+        for (component, why) in &resources.degraded {
+            trace.degraded.push(component.clone());
+            trace.notes.push(why.clone());
+        }
         let guard = resources.guard.as_ref();
 
         let query_vector = match self.embed_query(query, resources).await {
@@ -571,7 +643,7 @@ impl Orchestrator {
                         resources.embedder.as_ref(),
                         query,
                         self.settings.memory_k,
-                        self.settings.memory_min_similarity(),
+                        self.settings.memory_min_similarity,
                         None,
                     )
                     .await;

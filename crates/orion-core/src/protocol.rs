@@ -62,6 +62,9 @@ pub enum Request {
         /// The page's tools (their functions stay in the page; `tool_host_call` runs them).
         #[serde(default)]
         tools: Vec<crate::tools::HostToolSpec>,
+        /// How `ask` answers (budgets, thresholds) over the defaults.
+        #[serde(default)]
+        ask: crate::orchestrator::AskSettings,
     },
     /// Round-trips `payload` (any JSON value).
     Ping {

@@ -302,13 +302,14 @@ impl WorkerRuntime {
                 tasks,
                 llm,
                 tools,
+                ask,
             } if !initialized => {
                 // Bad settings refuse the init (so `Orion.create` rejects) before anything starts.
                 match MemoryConfig::for_profile(Profile::Full)
                     .with(memory)
                     .and_then(|_| tasks.validate())
                     .and_then(|()| llm.validate())
-                    .and_then(|()| self.start_orchestrator(tools))
+                    .and_then(|()| self.start_orchestrator(tools, ask))
                 {
                     Err(error) => Err(error),
                     Ok(_) => {

@@ -220,6 +220,7 @@ impl Fixture {
                 Box::pin(async move { Ok(generator) })
             })),
             guard: self.guard.clone(),
+            degraded: Vec::new(),
         }
     }
 

@@ -56,6 +56,7 @@ fn decodes_every_request_type() {
                 tasks: crate::tasks::TaskSettings::default(),
                 llm: Box::default(),
                 tools: Vec::new(),
+                ask: Default::default(),
             },
         ),
         (

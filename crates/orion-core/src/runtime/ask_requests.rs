@@ -11,7 +11,8 @@ use std::cell::Cell;
 use std::rc::Rc;
 
 use super::{
-    finish, json_body, Reply, Request, RequestId, SharedState, WorkerRuntime, RUNTIME_COMPONENT,
+    finish, json_body, Reply, Request, RequestId, SharedState, WorkerRuntime, EMBEDDER_COMPONENT,
+    RUNTIME_COMPONENT,
 };
 use crate::circuit_breaker::Permit;
 use crate::error::{Error, Result};
@@ -19,7 +20,7 @@ use crate::guard::{settle, Guard};
 use crate::health::HealthStatus;
 use crate::input::from_json_at;
 use crate::orchestrator::{
-    AskObserver, AskRequest, Orchestrator, OrchestratorSettings, Resources, Stage,
+    AskObserver, AskRequest, AskSettings, Orchestrator, OrchestratorSettings, Resources, Stage,
     ORCHESTRATOR_COMPONENT,
 };
 use crate::protocol::Event;
@@ -45,7 +46,12 @@ pub fn builtin_tools() -> Vec<Rc<dyn Tool>> {
 impl WorkerRuntime {
     /// Builds the orchestrator with the built-in tools and the page's (at `init`); a bad page
     /// tool refuses the init.
-    pub(super) fn start_orchestrator(&mut self, host_tools: Vec<HostToolSpec>) -> Result<()> {
+    pub(super) fn start_orchestrator(
+        &mut self,
+        host_tools: Vec<HostToolSpec>,
+        settings: AskSettings,
+    ) -> Result<()> {
+        let settings = settings.apply(OrchestratorSettings::default())?;
         let mut tools = ToolExecutionManager::new(
             ToolPolicy::default(),
             self.clock.clone(),
@@ -67,7 +73,7 @@ impl WorkerRuntime {
         }
         self.orchestrator = Some(Rc::new(Orchestrator::new(
             tools,
-            OrchestratorSettings::default(),
+            settings,
             self.clock.clone(),
             self.platform.seed,
         )));
@@ -148,18 +154,31 @@ impl WorkerRuntime {
                     Some(memories) => memories.await.ok(),
                     None => None,
                 };
-                let profile = shared
+                let (profile, fallback) = shared
                     .borrow()
                     .profile
                     .as_ref()
-                    .map(|info| info.active)
+                    .map(|info| (info.active, info.fallback_reason.clone()))
                     .ok_or_else(|| Error::Internal("no profile after init".into()))?;
+                // The embedding model failed to load: the worker runs on micro, and says so.
+                let degraded = fallback
+                    .map(|reason| {
+                        (
+                            EMBEDDER_COMPONENT.to_owned(),
+                            format!(
+                                "the embedding model could not load ({reason}); answering on micro"
+                            ),
+                        )
+                    })
+                    .into_iter()
+                    .collect();
                 let resources = Resources {
                     profile,
                     embedder,
                     memories,
                     generator: Some(Rc::new(move || access.get())),
                     guard: Rc::new(RuntimeGuard(Rc::clone(&shared))),
+                    degraded,
                 };
                 let answer = orchestrator.ask(&request, &resources, &observer).await?;
                 json_body(&answer)

@@ -212,3 +212,50 @@ fn a_bad_page_tool_refuses_the_init() {
         "{answer:?}"
     );
 }
+
+#[test]
+fn ask_settings_are_checked_at_init() {
+    let clock = ManualClock::new(0);
+    let (_, platform) = fake_platform(false);
+    let mut rt = WorkerRuntime::new(clock.shared(), "1", platform);
+    for (settings, field) in [
+        (json!({"memoryK": 0}), "ask.memoryK"),
+        (json!({"memoryMinSimilarity": 1.5}), "ask.memoryMinSimilarity"),
+        (json!({"agentMaxTokens": 5000}), "ask.agentMaxTokens"),
+    ] {
+        let answer = init_with(&mut rt, json!({"ask": settings}));
+        assert_eq!(answer[0]["error"]["code"], "ERR_INVALID_INPUT", "{answer:?}");
+        assert!(
+            answer[0]["error"]["message"].as_str().unwrap().contains(field),
+            "{answer:?}"
+        );
+    }
+    let answer = init_with(&mut rt, json!({"ask": {"unknown": 1}}));
+    assert_eq!(answer[0]["error"]["code"], "ERR_INVALID_MESSAGE", "{answer:?}");
+    let answer = init_with(
+        &mut rt,
+        json!({"ask": {"memoryK": 3, "liteDebateMinWords": 4, "rememberExchanges": false}}),
+    );
+    assert_eq!(answer[0]["type"], "response", "{answer:?}");
+}
+
+#[test]
+fn an_embedding_model_that_failed_to_load_is_named_in_every_answer() {
+    let clock = ManualClock::new(0);
+    let (_, platform) = fake_platform(true);
+    let mut rt = WorkerRuntime::new(clock.shared(), "1", platform);
+    init_with(&mut rt, json!({"models": {"embedding": "/m"}}));
+    let answer = send(
+        &mut rt,
+        json!({"v": 1, "id": 1, "type": "ask", "request": {"query": "What is 2 + 2?"}}),
+    )
+    .remove(0);
+    let result = &answer["result"];
+    assert_eq!(result["debug"]["profile"], "micro", "{answer}");
+    assert_eq!(result["provenance"]["degraded"], json!(["embedder"]));
+    assert!(result["debug"]["notes"][0]
+        .as_str()
+        .unwrap()
+        .contains("could not load"));
+    assert!(result["response"].as_str().unwrap().contains('4'));
+}
