@@ -48,15 +48,19 @@
 //! prompt token costs time, and long instructions confuse it more than they guide it.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
 use crate::clock::{Clock, SharedClock};
 use crate::error::{Error, Result};
 use crate::generation::{
-    FinishReason, GenerateRequest, Generated, GenerationSink, Generator, MAX_NEW_TOKENS,
+    FinishReason, GenerateRequest, Generated, GenerationSink, Generator, Turn, MAX_NEW_TOKENS,
     MAX_PROMPT_BYTES,
 };
+
+/// Debates started in this worker, for their review conversations' ids.
+static DEBATES: AtomicU64 = AtomicU64::new(0);
 
 /// The repetition penalty of every answer ORION generates: small instruct models such as
 /// SmolLM2-135M fall into loops without one, and 1.1 breaks them without bending the wording.
@@ -68,11 +72,16 @@ pub const LOGICAL_PROMPT: &str =
 /// The system prompt of the creative agent.
 pub const CREATIVE_PROMPT: &str =
     "You are a creative assistant. Answer with a fresh idea or a vivid example, in a few sentences.";
-/// The system prompt of the critical agent.
-pub const CRITICAL_PROMPT: &str =
-    "You are a strict reviewer. Point out mistakes and missing points in the answers. Be brief.";
-/// The system prompt of the synthesizer.
-pub const SYNTHESIZER_PROMPT: &str = "You write the final answer. Keep what is correct in the answers, fix the mistakes, and answer the question clearly and briefly.";
+/// The system prompt of the critical agent and the synthesizer: one conversation in which the
+/// critic reviews and the synthesizer then answers (see [`REVIEW_CONVERSATION_PREFIX`]).
+pub const REVIEW_PROMPT: &str = "You are a strict reviewer and writer. First point out mistakes and missing points in the answers, briefly. When asked, write the final answer: keep what is correct, fix the mistakes, and answer clearly and briefly.";
+/// The synthesizer's turn after the critique.
+pub const SYNTHESIS_INSTRUCTION: &str = "Now write the final answer to the question.";
+/// The conversation id of a debate's review starts with this. The critic and the synthesizer
+/// share it, with one system prompt, so the synthesizer's prompt extends the critic's: a local
+/// model keeps the critic's conversation in its cache and reads only the new turn, instead of the
+/// question and both answers again (the longest prompt of the debate).
+pub const REVIEW_CONVERSATION_PREFIX: &str = "orion-debate/";
 /// Introduces the memories in a system prompt.
 pub const MEMORIES_HEADER: &str = "Things you know about the user:";
 
@@ -141,8 +150,7 @@ impl AgentRole {
         match self {
             AgentRole::Logical => LOGICAL_PROMPT,
             AgentRole::Creative => CREATIVE_PROMPT,
-            AgentRole::Critical => CRITICAL_PROMPT,
-            AgentRole::Synthesizer => SYNTHESIZER_PROMPT,
+            AgentRole::Critical | AgentRole::Synthesizer => REVIEW_PROMPT,
         }
     }
 }
@@ -325,6 +333,9 @@ pub struct MultiAgentCoordinator {
     state: DebateState,
     /// The query, trimmed (clipped only when put into a prompt).
     query: String,
+    /// Tells this debate's review conversation from every other's (see
+    /// [`REVIEW_CONVERSATION_PREFIX`]).
+    debate: u64,
     /// The memories that go into prompts: non-empty, at most `max_memories_in_prompt`.
     memories: Vec<String>,
     responses: Vec<AgentResponse>,
@@ -341,6 +352,7 @@ impl MultiAgentCoordinator {
             settings,
             state: DebateState::Idle,
             query: String::new(),
+            debate: 0,
             memories: Vec::new(),
             responses: Vec::new(),
             stage_started_ms: 0,
@@ -458,6 +470,7 @@ impl MultiAgentCoordinator {
         }
         self.settings.validate()?;
         self.reset();
+        self.debate = DEBATES.fetch_add(1, Ordering::Relaxed);
         self.query = query.to_owned();
         self.memories = memories
             .iter()
@@ -631,32 +644,68 @@ impl MultiAgentCoordinator {
         }
     }
 
-    /// The critic reviews the parallel answers that succeeded.
-    fn critic_request(&self) -> GenerateRequest {
+    /// The question and the parallel answers that succeeded, clipped to share the prompt budget
+    /// with `extra` more texts.
+    fn answers_prompt(&self, extra: usize) -> (String, usize) {
         let answers = self.parallel_answers();
-        let share = self.settings.max_prompt_chars / (1 + answers.len());
+        let share = self.settings.max_prompt_chars / (1 + answers.len() + extra);
         let mut prompt = format!("Question: {}", clip(&self.query, share));
         push_answers(&mut prompt, &answers, share);
-        prompt.push_str("\n\nWhat is wrong or missing?");
-        // No memories: the critic judges the answers' reasoning, and a shorter prompt is faster.
-        self.request(AgentRole::Critical, prompt, false)
+        (prompt, share)
     }
 
-    /// The synthesizer writes from the query, the answers that succeeded and the critique if
-    /// there is one.
+    /// The critic reviews the parallel answers that succeeded, opening the review conversation.
+    fn critic_request(&self) -> GenerateRequest {
+        let (mut prompt, _) = self.answers_prompt(0);
+        prompt.push_str("\n\nWhat is wrong or missing?");
+        self.review_request(AgentRole::Critical, prompt)
+    }
+
+    /// The synthesizer answers in the critic's conversation when there is a critique (its
+    /// prompt then extends the critic's, see [`REVIEW_CONVERSATION_PREFIX`]); otherwise from the
+    /// question and the answers alone.
     fn synthesis_request(&self) -> GenerateRequest {
-        let answers = self.parallel_answers();
-        let critique = self.answer(AgentRole::Critical);
-        let parts = 1 + answers.len() + usize::from(critique.is_some());
-        let share = self.settings.max_prompt_chars / parts;
-        let mut prompt = format!("Question: {}", clip(&self.query, share));
-        push_answers(&mut prompt, &answers, share);
-        if let Some(critique) = critique {
-            prompt.push_str("\n\nReview: ");
-            prompt.push_str(&clip(&critique.text, share));
+        match self.answer(AgentRole::Critical) {
+            Some(critique) => {
+                let mut request = self.critic_request();
+                request.history = vec![
+                    Turn {
+                        role: "user".into(),
+                        content: request.prompt,
+                    },
+                    Turn {
+                        role: "assistant".into(),
+                        content: critique.text.clone(),
+                    },
+                ];
+                request.prompt = SYNTHESIS_INSTRUCTION.to_owned();
+                self.with_role(request, AgentRole::Synthesizer)
+            }
+            None => {
+                let (mut prompt, _) = self.answers_prompt(0);
+                prompt.push_str("\n\nWrite the final answer to the question.");
+                self.review_request(AgentRole::Synthesizer, prompt)
+            }
         }
-        prompt.push_str("\n\nWrite the final answer to the question.");
-        self.request(AgentRole::Synthesizer, prompt, true)
+    }
+
+    /// A request of the review conversation: the shared system prompt (with memories), the
+    /// debate's conversation id.
+    fn review_request(&self, role: AgentRole, prompt: String) -> GenerateRequest {
+        GenerateRequest {
+            conversation_id: Some(format!("{REVIEW_CONVERSATION_PREFIX}{}", self.debate)),
+            ..self.request(role, prompt, true)
+        }
+    }
+
+    /// `request` as `role`'s: its agent name, temperature and seed.
+    fn with_role(&self, request: GenerateRequest, role: AgentRole) -> GenerateRequest {
+        GenerateRequest {
+            agent: Some(role.as_str().to_owned()),
+            temperature: role.temperature(),
+            seed: self.settings.seed.wrapping_add(role.index() as u64),
+            ..request
+        }
     }
 
     /// The successful answers of the logical and creative agents, in that order.
@@ -686,16 +735,15 @@ impl MultiAgentCoordinator {
                 system.push_str(&clip(memory, share));
             }
         }
-        GenerateRequest {
-            system: Some(system),
-            conversation_id: None,
-            agent: Some(role.as_str().to_owned()),
-            temperature: role.temperature(),
-            seed: self.settings.seed.wrapping_add(role.index() as u64),
-            max_tokens: self.settings.max_tokens,
-            repetition_penalty: ANSWER_REPETITION_PENALTY,
-            ..GenerateRequest::new(prompt)
-        }
+        self.with_role(
+            GenerateRequest {
+                system: Some(system),
+                max_tokens: self.settings.max_tokens,
+                repetition_penalty: ANSWER_REPETITION_PENALTY,
+                ..GenerateRequest::new(prompt)
+            },
+            role,
+        )
     }
 
     /// Turns a generation's result into `role`'s response.

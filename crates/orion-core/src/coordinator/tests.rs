@@ -322,10 +322,15 @@ fn the_happy_path_runs_the_agents_in_order_with_their_temperatures() {
         ]
     );
     for request in requests.iter() {
-        assert_eq!(request.conversation_id, None);
         assert_eq!(request.max_tokens, 96);
         assert!(request.validate().is_ok(), "{request:?}");
     }
+    // The parallel agents answer alone; the critic and the synthesizer share one conversation.
+    assert_eq!(requests[0].conversation_id, None);
+    assert_eq!(requests[1].conversation_id, None);
+    let review = requests[2].conversation_id.clone().unwrap();
+    assert!(review.starts_with(REVIEW_CONVERSATION_PREFIX), "{review}");
+    assert_eq!(requests[3].conversation_id.as_deref(), Some(review.as_str()));
     assert_eq!(requests[0].prompt, QUERY);
     assert_eq!(requests[0].system.as_deref(), Some(LOGICAL_PROMPT));
     assert_eq!(requests[1].system.as_deref(), Some(CREATIVE_PROMPT));
@@ -335,13 +340,24 @@ fn the_happy_path_runs_the_agents_in_order_with_their_temperatures() {
         critic.contains(&text(LOGICAL)) && critic.contains(&text(CREATIVE)),
         "{critic}"
     );
-    let synthesis = &requests[3].prompt;
-    assert!(
-        synthesis.starts_with("Question: What is 12 * 7?"),
-        "{synthesis}"
+    // The synthesizer's turn extends the critic's conversation: the same system prompt, the
+    // critic's prompt and critique as history, then the instruction.
+    let synthesis = &requests[3];
+    assert_eq!(synthesis.system, requests[2].system);
+    assert_eq!(synthesis.prompt, SYNTHESIS_INSTRUCTION);
+    let history: Vec<(&str, &str)> = synthesis
+        .history
+        .iter()
+        .map(|t| (t.role.as_str(), t.content.as_str()))
+        .collect();
+    assert_eq!(
+        history,
+        [
+            ("user", requests[2].prompt.as_str()),
+            ("assistant", "Both are right.")
+        ]
     );
-    assert!(synthesis.contains(&text(LOGICAL)) && synthesis.contains(&text(CREATIVE)));
-    assert!(synthesis.contains("Review: Both are right."), "{synthesis}");
+    assert!(synthesis.validate().is_ok());
 
     assert_eq!(outcome.state, DebateState::Done);
     assert_eq!(coordinator.state(), DebateState::Done);
@@ -393,20 +409,13 @@ fn memories_appear_in_the_answering_prompts() {
     ];
     debate(&clock, &generator, &memories, &Watcher::default());
     let block = "Things you know about the user:\n- The user's name is Ada.\n- Ada likes tea.\n- Ada lives in Lyon.";
-    for role in [
-        AgentRole::Logical,
-        AgentRole::Creative,
-        AgentRole::Synthesizer,
-    ] {
+    for role in AgentRole::ALL {
         let system = generator.request(role).system.unwrap();
         assert!(system.starts_with(role.system_prompt()), "{system}");
         // Blank memories are skipped and at most three go in.
         assert!(system.ends_with(block), "{role}: {system}");
         assert!(!system.contains("cat"));
     }
-    // The critic judges the answers only: a shorter prompt.
-    let critic = generator.request(AgentRole::Critical).system.unwrap();
-    assert_eq!(critic, CRITICAL_PROMPT);
 
     let clock = ManualClock::new(0);
     let generator = Scripted::new(&clock);
@@ -471,8 +480,9 @@ fn when_one_parallel_agent_fails_the_debate_continues_with_the_other() {
         "{critic}"
     );
     assert!(!critic.contains("Answer 2"));
-    let synthesis = generator.request(AgentRole::Synthesizer).prompt;
-    assert!(synthesis.contains(&text(LOGICAL)) && synthesis.contains("Review:"));
+    let synthesis = generator.request(AgentRole::Synthesizer);
+    assert_eq!(synthesis.prompt, SYNTHESIS_INSTRUCTION);
+    assert_eq!(synthesis.history[0].content, critic);
     assert_eq!(outcome.answer.unwrap().text, text(SYNTHESIS));
 }
 
@@ -663,8 +673,19 @@ fn the_same_seed_gives_the_same_requests() {
             .unwrap();
         generator.requests.take()
     };
-    let first = run(7);
-    assert_eq!(first, run(7));
+    // Each debate has a review conversation of its own, so that two never share a cache;
+    // everything else is the same for the same seed.
+    let without_conversation = |mut requests: Vec<GenerateRequest>| {
+        let ids: Vec<Option<String>> = requests
+            .iter_mut()
+            .map(|r| r.conversation_id.take())
+            .collect();
+        (requests, ids)
+    };
+    let (first, first_ids) = without_conversation(run(7));
+    let (again, again_ids) = without_conversation(run(7));
+    assert_eq!(first, again);
+    assert_ne!(first_ids[2], again_ids[2]);
     let seeds: Vec<u64> = first.iter().map(|r| r.seed).collect();
     assert_eq!(seeds, [7, 8, 9, 10]);
     let other: Vec<u64> = run(100).iter().map(|r| r.seed).collect();

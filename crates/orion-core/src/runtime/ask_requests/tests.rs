@@ -220,18 +220,30 @@ fn ask_settings_are_checked_at_init() {
     let mut rt = WorkerRuntime::new(clock.shared(), "1", platform);
     for (settings, field) in [
         (json!({"memoryK": 0}), "ask.memoryK"),
-        (json!({"memoryMinSimilarity": 1.5}), "ask.memoryMinSimilarity"),
+        (
+            json!({"memoryMinSimilarity": 1.5}),
+            "ask.memoryMinSimilarity",
+        ),
         (json!({"agentMaxTokens": 5000}), "ask.agentMaxTokens"),
     ] {
         let answer = init_with(&mut rt, json!({"ask": settings}));
-        assert_eq!(answer[0]["error"]["code"], "ERR_INVALID_INPUT", "{answer:?}");
+        assert_eq!(
+            answer[0]["error"]["code"], "ERR_INVALID_INPUT",
+            "{answer:?}"
+        );
         assert!(
-            answer[0]["error"]["message"].as_str().unwrap().contains(field),
+            answer[0]["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(field),
             "{answer:?}"
         );
     }
     let answer = init_with(&mut rt, json!({"ask": {"unknown": 1}}));
-    assert_eq!(answer[0]["error"]["code"], "ERR_INVALID_MESSAGE", "{answer:?}");
+    assert_eq!(
+        answer[0]["error"]["code"], "ERR_INVALID_MESSAGE",
+        "{answer:?}"
+    );
     let answer = init_with(
         &mut rt,
         json!({"ask": {"memoryK": 3, "liteDebateMinWords": 4, "rememberExchanges": false}}),
