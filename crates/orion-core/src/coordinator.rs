@@ -74,9 +74,10 @@ pub const CREATIVE_PROMPT: &str =
     "You are a creative assistant. Answer with a fresh idea or a vivid example, in a few sentences.";
 /// The system prompt of the critical agent and the synthesizer: one conversation in which the
 /// critic reviews and the synthesizer then answers (see [`REVIEW_CONVERSATION_PREFIX`]).
-pub const REVIEW_PROMPT: &str = "You are a strict reviewer and writer. First point out mistakes and missing points in the answers, briefly. When asked, write the final answer: keep what is correct, fix the mistakes, and answer clearly and briefly.";
+pub const REVIEW_PROMPT: &str = "You check answers to a user's question. First list their mistakes in one or two sentences. When asked for the final answer, reply with only that answer.";
 /// The synthesizer's turn after the critique.
-pub const SYNTHESIS_INSTRUCTION: &str = "Now write the final answer to the question.";
+pub const SYNTHESIS_INSTRUCTION: &str =
+    "Reply with only the final, corrected answer to the question, in two or three sentences.";
 /// The conversation id of a debate's review starts with this. The critic and the synthesizer
 /// share it, with one system prompt, so the synthesizer's prompt extends the critic's: a local
 /// model keeps the critic's conversation in its cache and reads only the new turn, instead of the

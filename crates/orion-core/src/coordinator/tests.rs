@@ -330,7 +330,10 @@ fn the_happy_path_runs_the_agents_in_order_with_their_temperatures() {
     assert_eq!(requests[1].conversation_id, None);
     let review = requests[2].conversation_id.clone().unwrap();
     assert!(review.starts_with(REVIEW_CONVERSATION_PREFIX), "{review}");
-    assert_eq!(requests[3].conversation_id.as_deref(), Some(review.as_str()));
+    assert_eq!(
+        requests[3].conversation_id.as_deref(),
+        Some(review.as_str())
+    );
     assert_eq!(requests[0].prompt, QUERY);
     assert_eq!(requests[0].system.as_deref(), Some(LOGICAL_PROMPT));
     assert_eq!(requests[1].system.as_deref(), Some(CREATIVE_PROMPT));
