@@ -1,40 +1,15 @@
-use std::rc::Rc;
-
 use futures_executor::block_on;
 use serde_json::json;
 
 use super::*;
-use crate::embedding::{Embedder, EmbeddingModelInfo};
 use crate::error::ErrorCode;
-
-/// The calculator never embeds; the context just needs an embedder.
-struct NoEmbedder(EmbeddingModelInfo);
-
-impl Embedder for NoEmbedder {
-    fn info(&self) -> &EmbeddingModelInfo {
-        &self.0
-    }
-
-    fn embed<'a>(&'a self, texts: &'a [&'a str]) -> LocalBoxFuture<'a, Result<Vec<Vec<f32>>>> {
-        Box::pin(async move { Ok(texts.iter().map(|_| vec![1.0]).collect()) })
-    }
-}
-
-fn context() -> ToolContext {
-    ToolContext {
-        now_ms: 0,
-        time_zone: chrono_tz::UTC,
-        memories: None,
-        embedder: Rc::new(NoEmbedder(EmbeddingModelInfo {
-            id: "none".into(),
-            version: "none".into(),
-            dims: 1,
-        })),
-    }
-}
+use crate::testing::tool_context;
 
 fn run(expression: &str) -> Result<ToolOutput> {
-    block_on(Calculator::new().run(&json!({ "expression": expression }), &context()))
+    block_on(Calculator::new().run(
+        &json!({ "expression": expression }),
+        &tool_context(0, chrono_tz::UTC),
+    ))
 }
 
 fn result(expression: &str) -> String {
@@ -218,7 +193,7 @@ fn bad_input_is_a_typed_error() {
             "{bad}: {outcome:?}"
         );
     }
-    let missing = block_on(Calculator::new().run(&json!({}), &context()));
+    let missing = block_on(Calculator::new().run(&json!({}), &tool_context(0, chrono_tz::UTC)));
     assert!(matches!(missing, Err(e) if e.code() == ErrorCode::InvalidInput));
 }
 

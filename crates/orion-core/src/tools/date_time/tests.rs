@@ -1,43 +1,15 @@
-use std::rc::Rc;
-
 use futures_executor::block_on;
 use serde_json::json;
 
 use super::*;
-use crate::embedding::{Embedder, EmbeddingModelInfo};
 use crate::error::ErrorCode;
+use crate::testing::tool_context;
 
 /// 2026-11-23T12:05:30Z, a Monday.
 const NOW_MS: u64 = 1_795_435_530_000;
 
-/// The tool never embeds; the context just needs an embedder.
-struct NoEmbedder(EmbeddingModelInfo);
-
-impl Embedder for NoEmbedder {
-    fn info(&self) -> &EmbeddingModelInfo {
-        &self.0
-    }
-
-    fn embed<'a>(&'a self, texts: &'a [&'a str]) -> LocalBoxFuture<'a, Result<Vec<Vec<f32>>>> {
-        Box::pin(async move { Ok(texts.iter().map(|_| vec![1.0]).collect()) })
-    }
-}
-
-fn context(time_zone: Tz) -> ToolContext {
-    ToolContext {
-        now_ms: NOW_MS,
-        time_zone,
-        memories: None,
-        embedder: Rc::new(NoEmbedder(EmbeddingModelInfo {
-            id: "none".into(),
-            version: "none".into(),
-            dims: 1,
-        })),
-    }
-}
-
 fn run_in(arguments: Value, time_zone: Tz) -> Result<ToolOutput> {
-    block_on(DateTime::new().run(&arguments, &context(time_zone)))
+    block_on(DateTime::new().run(&arguments, &tool_context(NOW_MS, time_zone)))
 }
 
 fn value(arguments: Value) -> Value {

@@ -7,67 +7,16 @@ use serde_json::json;
 use super::*;
 use crate::circuit_breaker::{BreakerConfig, BreakerState, CircuitBreaker};
 use crate::clock::{Clock, ManualClock};
-use crate::embedding::{normalize, EmbeddingModelInfo, LocalBoxFuture};
+use crate::embedding::LocalBoxFuture;
 use crate::error::ErrorCode;
 use crate::guard::LocalGuard;
 use crate::health::{HealthConfig, HealthStatus, WorkerHealthMonitor};
 use crate::json_schema::JsonSchemas;
+use crate::testing::{tool_context, WordsEmbedder};
 
-const DIMS: usize = 64;
-
-/// Bag of words (lowercased, punctuation dropped) hashed into 64 dimensions, L2-normalised:
-/// texts sharing words are similar. Logs every text it embeds.
-struct WordsEmbedder {
-    info: EmbeddingModelInfo,
-    embedded: RefCell<Vec<String>>,
-}
-
-impl WordsEmbedder {
-    fn new(version: &str) -> Self {
-        Self {
-            info: EmbeddingModelInfo {
-                id: "words".into(),
-                version: version.into(),
-                dims: DIMS,
-            },
-            embedded: RefCell::new(Vec::new()),
-        }
-    }
-
-    fn vector(text: &str) -> Vec<f32> {
-        let mut v = vec![0.0f32; DIMS];
-        for word in text.split(|c: char| !c.is_alphanumeric()) {
-            if word.is_empty() {
-                continue;
-            }
-            let h = word.to_lowercase().bytes().fold(0x811c_9dc5u32, |h, b| {
-                (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-            });
-            v[(h % (DIMS as u32 - 1)) as usize] += 1.0;
-        }
-        // Any text, the empty one included, is a unit vector.
-        v[DIMS - 1] += 0.01;
-        normalize(&mut v);
-        v
-    }
-
-    /// How many times `text` was embedded.
-    fn times_embedded(&self, text: &str) -> usize {
-        self.embedded.borrow().iter().filter(|t| *t == text).count()
-    }
-}
-
-impl Embedder for WordsEmbedder {
-    fn info(&self) -> &EmbeddingModelInfo {
-        &self.info
-    }
-
-    fn embed<'a>(&'a self, texts: &'a [&'a str]) -> LocalBoxFuture<'a, Result<Vec<Vec<f32>>>> {
-        self.embedded
-            .borrow_mut()
-            .extend(texts.iter().map(|t| (*t).to_owned()));
-        Box::pin(async move { Ok(texts.iter().map(|t| Self::vector(t)).collect()) })
-    }
+/// The words embedder of these tests: 64 dimensions.
+fn words(version: &str) -> WordsEmbedder {
+    WordsEmbedder::new(version, 64)
 }
 
 /// What a test tool's rules return as arguments.
@@ -257,7 +206,7 @@ fn harness_with(policy: ToolPolicy, breaker: BreakerConfig) -> Harness {
         clock,
         sleeps,
         guard,
-        embedder: Rc::new(WordsEmbedder::new("words/v1")),
+        embedder: Rc::new(words("words/v1")),
     }
 }
 
@@ -271,7 +220,7 @@ impl Harness {
     }
 
     fn choose_with(&self, query: &str, embedder: &WordsEmbedder) -> Option<Chosen> {
-        let vector = WordsEmbedder::vector(query);
+        let vector = embedder.vector(query);
         block_on(self.manager.choose(query, &vector, embedder)).unwrap()
     }
 
@@ -281,10 +230,8 @@ impl Harness {
 
     fn context(&self) -> ToolContext {
         ToolContext {
-            now_ms: self.clock.now_ms(),
-            time_zone: Tz::UTC,
-            memories: None,
             embedder: Rc::clone(&self.embedder) as Rc<dyn Embedder>,
+            ..tool_context(self.clock.now_ms(), Tz::UTC)
         }
     }
 
@@ -322,7 +269,8 @@ fn invalid_field(error: Error) -> String {
 }
 
 fn similarity(a: &str, b: &str) -> f32 {
-    cosine(&WordsEmbedder::vector(a), &WordsEmbedder::vector(b))
+    let embedder = words("words/v1");
+    cosine(&embedder.vector(a), &embedder.vector(b))
 }
 
 // --- register and specs -------------------------------------------------------------------
@@ -583,7 +531,7 @@ fn tool_texts_are_embedded_once_per_embedder_version_and_registration() {
     assert_eq!(h.embedder.times_embedded("weather forecast"), 1);
 
     // Another embedder version re-embeds.
-    let other = WordsEmbedder::new("words/v2");
+    let other = words("words/v2");
     assert_eq!(
         h.choose_with("convert celsius", &other).unwrap().name(),
         "temperature"

@@ -1,40 +1,12 @@
-use std::rc::Rc;
-
 use futures_executor::block_on;
 use serde_json::json;
 
 use super::*;
-use crate::embedding::{Embedder, EmbeddingModelInfo};
 use crate::error::ErrorCode;
-
-/// The converter never embeds; the context just needs an embedder.
-struct NoEmbedder(EmbeddingModelInfo);
-
-impl Embedder for NoEmbedder {
-    fn info(&self) -> &EmbeddingModelInfo {
-        &self.0
-    }
-
-    fn embed<'a>(&'a self, texts: &'a [&'a str]) -> LocalBoxFuture<'a, Result<Vec<Vec<f32>>>> {
-        Box::pin(async move { Ok(texts.iter().map(|_| vec![1.0]).collect()) })
-    }
-}
-
-fn context() -> ToolContext {
-    ToolContext {
-        now_ms: 0,
-        time_zone: chrono_tz::UTC,
-        memories: None,
-        embedder: Rc::new(NoEmbedder(EmbeddingModelInfo {
-            id: "none".into(),
-            version: "none".into(),
-            dims: 1,
-        })),
-    }
-}
+use crate::testing::tool_context;
 
 fn run(arguments: Value) -> Result<ToolOutput> {
-    block_on(UnitConverter::new().run(&arguments, &context()))
+    block_on(UnitConverter::new().run(&arguments, &tool_context(0, chrono_tz::UTC)))
 }
 
 /// `value.result` of converting `value` from one unit to another.
