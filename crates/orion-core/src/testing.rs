@@ -9,7 +9,7 @@ use chrono_tz::Tz;
 use crate::embedding::{normalize, Embedder, EmbeddingModelInfo, LocalBoxFuture};
 use crate::error::Result;
 use crate::generation::{GenerateRequest, Generated, GenerationSink, Generator, GeneratorInfo};
-use crate::tools::ToolContext;
+use crate::tools::{Tool, ToolContext};
 
 /// Bag of words (lowercased, split on anything not alphanumeric, empty words dropped) hashed into
 /// `dims` dimensions, L2-normalised: texts sharing words are similar. Counts its calls and logs
@@ -157,5 +157,29 @@ impl<T: AnswersInOrder> Generator for T {
             }
             out
         })
+    }
+}
+
+/// Queries no built-in tool answers: chat, facts, memories.
+pub(crate) const CHAT_QUERIES: &[&str] = &[
+    "What is the capital of France?",
+    "Tell me a story about 3 dragons",
+    "Who wrote Hamlet?",
+    "I have 2 cats",
+    "What is love?",
+    "Remember that my meeting is at 3pm",
+    "What time do I usually wake up?",
+    "version 2.0 release notes",
+    "Explain quantum computing in 5 sentences",
+];
+
+/// A built-in tool's spec is complete: named `name`, 6 to 10 examples, each of which the tool's
+/// own intent reads.
+pub(crate) fn assert_spec_complete(tool: &dyn Tool, name: &str) {
+    let spec = tool.spec();
+    assert_eq!(spec.name, name);
+    assert!((6..=10).contains(&spec.examples.len()));
+    for example in &spec.examples {
+        assert!(tool.intent(example).is_some(), "{example}");
     }
 }

@@ -210,7 +210,20 @@ fn harness_with(policy: ToolPolicy, breaker: BreakerConfig) -> Harness {
     }
 }
 
+/// Breakers that open after `failures` failures in a row.
+fn opens_after(failures: u32) -> BreakerConfig {
+    BreakerConfig {
+        failure_threshold: failures,
+        ..BreakerConfig::default()
+    }
+}
+
 impl Harness {
+    /// A tool named `name` that claims the queries with the word `name` and behaves so.
+    fn register_claiming(&mut self, name: &'static str, behaviour: Behaviour) -> Rc<TestTool> {
+        self.register(TestTool::named(name).claims(name).behaves(behaviour))
+    }
+
     fn register(&mut self, tool: TestTool) -> Rc<TestTool> {
         let tool = Rc::new(tool);
         self.manager
@@ -585,11 +598,7 @@ fn a_successful_call_takes_one_attempt() {
 #[test]
 fn failures_are_retried_with_exponential_backoff() {
     let mut h = harness();
-    let tool = h.register(
-        TestTool::named("flaky")
-            .claims("flaky")
-            .behaves(Behaviour::FailTimes(2)),
-    );
+    let tool = h.register_claiming("flaky", Behaviour::FailTimes(2));
     let start = h.clock.now_ms();
     let run = h.run("flaky call").unwrap();
     assert_eq!(run.attempts, 3);
@@ -604,11 +613,7 @@ fn failures_are_retried_with_exponential_backoff() {
 #[test]
 fn the_last_failure_is_returned_after_every_attempt() {
     let mut h = harness();
-    let tool = h.register(
-        TestTool::named("broken")
-            .claims("broken")
-            .behaves(Behaviour::FailTimes(u32::MAX)),
-    );
+    let tool = h.register_claiming("broken", Behaviour::FailTimes(u32::MAX));
     let error = h.run("broken call").unwrap_err();
     assert!(
         matches!(&error, Error::Tool { tool, reason, .. } if tool == "broken" && reason == "flaky"),
@@ -628,11 +633,7 @@ fn one_attempt_means_no_retry() {
         },
         BreakerConfig::default(),
     );
-    let tool = h.register(
-        TestTool::named("flaky")
-            .claims("flaky")
-            .behaves(Behaviour::FailTimes(1)),
-    );
+    let tool = h.register_claiming("flaky", Behaviour::FailTimes(1));
     assert_eq!(h.run("flaky").unwrap_err().code(), ErrorCode::Tool);
     assert_eq!(tool.calls.get(), 1);
     assert!(h.sleeps().is_empty());
@@ -640,18 +641,8 @@ fn one_attempt_means_no_retry() {
 
 #[test]
 fn invalid_input_is_not_retried_and_does_not_count_against_the_tool() {
-    let mut h = harness_with(
-        policy(),
-        BreakerConfig {
-            failure_threshold: 2,
-            ..BreakerConfig::default()
-        },
-    );
-    let tool = h.register(
-        TestTool::named("picky")
-            .claims("picky")
-            .behaves(Behaviour::InvalidInput),
-    );
+    let mut h = harness_with(policy(), opens_after(2));
+    let tool = h.register_claiming("picky", Behaviour::InvalidInput);
     let error = h.run("picky call").unwrap_err();
     assert_eq!(invalid_field(error), "text");
     assert_eq!(tool.calls.get(), 1);
@@ -672,11 +663,7 @@ fn invalid_input_is_not_retried_and_does_not_count_against_the_tool() {
 #[test]
 fn a_failure_the_tool_marks_non_retryable_is_not_retried_but_counts() {
     let mut h = harness();
-    let tool = h.register(
-        TestTool::named("fatal")
-            .claims("fatal")
-            .behaves(Behaviour::FailFatal),
-    );
+    let tool = h.register_claiming("fatal", Behaviour::FailFatal);
     let error = h.run("fatal call").unwrap_err();
     assert!(
         matches!(
@@ -705,11 +692,7 @@ fn a_failure_the_tool_marks_non_retryable_is_not_retried_but_counts() {
 #[test]
 fn a_hanging_tool_times_out_once_without_retry() {
     let mut h = harness();
-    let tool = h.register(
-        TestTool::named("slow")
-            .claims("slow")
-            .behaves(Behaviour::Hang),
-    );
+    let tool = h.register_claiming("slow", Behaviour::Hang);
     let start = h.clock.now_ms();
     let error = h.run("slow call").unwrap_err();
     assert_eq!(error.code(), ErrorCode::Timeout);
@@ -733,16 +716,9 @@ fn the_circuit_opens_after_the_threshold_and_then_fails_fast() {
             attempts: 1,
             ..policy()
         },
-        BreakerConfig {
-            failure_threshold: 2,
-            ..BreakerConfig::default()
-        },
+        opens_after(2),
     );
-    let broken = h.register(
-        TestTool::named("broken")
-            .claims("broken")
-            .behaves(Behaviour::FailTimes(u32::MAX)),
-    );
+    let broken = h.register_claiming("broken", Behaviour::FailTimes(u32::MAX));
     let healthy = h.register(TestTool::named("fine").claims("fine"));
 
     assert_eq!(h.run("broken").unwrap_err().code(), ErrorCode::Tool);
@@ -771,18 +747,8 @@ fn the_circuit_opens_after_the_threshold_and_then_fails_fast() {
 
 #[test]
 fn a_circuit_that_opens_during_retries_stops_them() {
-    let mut h = harness_with(
-        policy(),
-        BreakerConfig {
-            failure_threshold: 2,
-            ..BreakerConfig::default()
-        },
-    );
-    let tool = h.register(
-        TestTool::named("broken")
-            .claims("broken")
-            .behaves(Behaviour::FailTimes(u32::MAX)),
-    );
+    let mut h = harness_with(policy(), opens_after(2));
+    let tool = h.register_claiming("broken", Behaviour::FailTimes(u32::MAX));
     let error = h.run("broken").unwrap_err();
     assert_eq!(error.code(), ErrorCode::CircuitOpen);
     assert_eq!(tool.calls.get(), 2);
@@ -791,18 +757,8 @@ fn a_circuit_that_opens_during_retries_stops_them() {
 
 #[test]
 fn timeouts_count_against_the_circuit() {
-    let mut h = harness_with(
-        policy(),
-        BreakerConfig {
-            failure_threshold: 2,
-            ..BreakerConfig::default()
-        },
-    );
-    let tool = h.register(
-        TestTool::named("slow")
-            .claims("slow")
-            .behaves(Behaviour::Hang),
-    );
+    let mut h = harness_with(policy(), opens_after(2));
+    let tool = h.register_claiming("slow", Behaviour::Hang);
     assert_eq!(h.run("slow").unwrap_err().code(), ErrorCode::Timeout);
     assert_eq!(h.run("slow").unwrap_err().code(), ErrorCode::Timeout);
     assert_eq!(h.breaker("slow"), BreakerState::Open);
@@ -813,11 +769,7 @@ fn timeouts_count_against_the_circuit() {
 #[test]
 fn the_tools_component_becomes_unhealthy_after_failures() {
     let mut h = harness();
-    h.register(
-        TestTool::named("broken")
-            .claims("broken")
-            .behaves(Behaviour::FailTimes(u32::MAX)),
-    );
+    h.register_claiming("broken", Behaviour::FailTimes(u32::MAX));
     h.register(TestTool::named("fine").claims("fine"));
     h.run("fine").unwrap();
     assert_eq!(h.health(), HealthStatus::Healthy);
