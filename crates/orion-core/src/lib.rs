@@ -35,6 +35,8 @@ pub mod runtime;
 pub mod store;
 pub mod task_metrics;
 pub mod tasks;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod tools;
 pub mod vector_index;
 pub mod workflows;

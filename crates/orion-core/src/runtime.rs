@@ -740,6 +740,20 @@ fn drain_events(shared: &SharedState) -> Vec<Outgoing> {
         .collect()
 }
 
+/// An input error on `request.query` named as the caller wrote the field: `query`. Any other
+/// error is unchanged.
+fn strip_request_prefix(error: Error) -> Error {
+    match error {
+        Error::InvalidInput { field, reason } => Error::InvalidInput {
+            field: field
+                .strip_prefix("request.")
+                .map_or(field.clone(), str::to_owned),
+            reason,
+        },
+        other => other,
+    }
+}
+
 /// A `tasks_*` or `backups_*` answer: `value` as JSON.
 fn json_body(value: &impl serde::Serialize) -> crate::error::Result<ResponseBody> {
     serde_json::to_value(value)

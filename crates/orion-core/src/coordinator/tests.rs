@@ -8,6 +8,7 @@ use futures_executor::block_on;
 use super::*;
 use crate::embedding::LocalBoxFuture;
 use crate::generation::GeneratorInfo;
+use crate::testing::scripted_info;
 use crate::{ErrorCode, ManualClock};
 
 /// Each "token" of the scripted generator takes this long on the manual clock.
@@ -195,10 +196,7 @@ fn generated(text: &str, tokens: u32, finish: FinishReason) -> Generated {
 
 impl Generator for Scripted {
     fn info(&self) -> GeneratorInfo {
-        GeneratorInfo {
-            kind: "local".into(),
-            model: "scripted".into(),
-        }
+        scripted_info()
     }
 
     fn generate<'a>(

@@ -1,58 +1,16 @@
-use std::cell::Cell;
-
 use serde_json::json;
 
 use super::*;
 use crate::clock::ManualClock;
-use crate::embedding::{normalize, LocalBoxFuture};
+use crate::embedding::LocalBoxFuture;
 use crate::error::ErrorCode;
 use crate::store::conformance::block_on;
 use crate::store::{MemStore, Scan};
+use crate::testing::WordsEmbedder;
 
-/// Bag of words hashed into 256 dimensions: texts sharing words are similar.
-struct WordsEmbedder {
-    info: EmbeddingModelInfo,
-    calls: Cell<usize>,
-}
-
-impl WordsEmbedder {
-    fn new(version: &str) -> Self {
-        Self {
-            info: EmbeddingModelInfo {
-                id: "words".into(),
-                version: version.into(),
-                dims: 256,
-            },
-            calls: Cell::new(0),
-        }
-    }
-}
-
-impl Embedder for WordsEmbedder {
-    fn info(&self) -> &EmbeddingModelInfo {
-        &self.info
-    }
-
-    fn embed<'a>(&'a self, texts: &'a [&'a str]) -> LocalBoxFuture<'a, Result<Vec<Vec<f32>>>> {
-        self.calls.set(self.calls.get() + 1);
-        Box::pin(async move {
-            Ok(texts
-                .iter()
-                .map(|text| {
-                    let mut v = vec![0.0f32; 256];
-                    for word in text.split_whitespace() {
-                        let h = word.to_lowercase().bytes().fold(0x811c_9dc5u32, |h, b| {
-                            (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-                        });
-                        v[(h % 255) as usize] += 1.0;
-                    }
-                    v[255] += 0.01;
-                    normalize(&mut v);
-                    v
-                })
-                .collect())
-        })
-    }
+/// The words embedder of these tests: 256 dimensions.
+fn words(version: &str) -> WordsEmbedder {
+    WordsEmbedder::new(version, 256)
 }
 
 struct Fixture {
@@ -73,7 +31,7 @@ fn config() -> MemoryConfig {
 
 fn fixture_with(store: Rc<MemStore>, config: MemoryConfig) -> Fixture {
     let clock = ManualClock::new(1_000_000);
-    let embedder = WordsEmbedder::new("words/v1");
+    let embedder = words("words/v1");
     let memories = block_on(Memories::load(
         store.clone(),
         clock.shared(),
@@ -254,7 +212,7 @@ fn add_many_validates_everything_first_then_writes_one_transaction_per_chunk() {
     let error = block_on(f.memories.add_many(&f.embedder, items.clone(), &|_, _| {})).unwrap_err();
     assert!(matches!(&error, Error::InvalidInput { field, .. } if field == "items[7].text"));
     assert_eq!(f.count(), 0);
-    assert_eq!(f.embedder.calls.get(), 0, "nothing embedded either");
+    assert_eq!(f.embedder.calls(), 0, "nothing embedded either");
 
     items[7].text = "memory number 7".into();
     let writes = f.store.committed_writes();
@@ -305,7 +263,7 @@ fn expired_memories_are_deleted_when_the_index_loads() {
     let store = f.store.clone();
     drop(f);
     let clock = ManualClock::new(1_000_000 + TOOL_RESULT_TTL_MS);
-    let embedder = WordsEmbedder::new("words/v1");
+    let embedder = words("words/v1");
     let memories = block_on(Memories::load(
         store.clone(),
         clock.shared(),
@@ -380,7 +338,7 @@ fn the_index_loads_in_chunks_and_skips_other_versions_and_broken_rows() {
         old.add(&format!("old memory {i}"), "fact");
     }
     // Rows of another embedder version, and one another program broke.
-    let other = WordsEmbedder::new("words/v0");
+    let other = words("words/v0");
     let other_memories = block_on(Memories::load(
         store.clone(),
         old.clock.shared(),
@@ -466,7 +424,7 @@ fn delete_says_whether_it_deleted_and_refresh_picks_up_other_workers() {
 }
 
 fn reload(store: &Rc<MemStore>, clock: &ManualClock, progress: &RefCell<Vec<usize>>) -> Memories {
-    let embedder = WordsEmbedder::new("words/v1");
+    let embedder = words("words/v1");
     block_on(Memories::load(
         store.clone(),
         clock.shared(),
@@ -519,7 +477,7 @@ fn a_saved_snapshot_plus_the_journal_gives_the_same_index() {
     let reloaded = reload(&f.store, &f.clock, &progress);
     assert_eq!(*progress.borrow(), [12], "one block, not row by row");
     assert_eq!(reloaded.stats(), expected_stats);
-    let embedder = WordsEmbedder::new("words/v1");
+    let embedder = words("words/v1");
     let search = |query: &str| {
         block_on(reloaded.search(&embedder, query, 3, 0.5, None))
             .unwrap()
@@ -545,7 +503,7 @@ fn a_snapshot_takes_in_other_workers_journaled_writes_it_was_not_told_of() {
 
     block_on(f.memories.save_snapshot()).unwrap();
     assert_eq!(f.memories.stats().count, 2);
-    let embedder = WordsEmbedder::new("words/v1");
+    let embedder = words("words/v1");
     let found = block_on(
         f.memories
             .search(&embedder, "another tab unannounced", 1, 0.5, None),
@@ -616,7 +574,7 @@ fn a_snapshot_replaces_every_other_one_since_it_consumes_the_journal() {
     f.add("shared memory", "fact");
     block_on(f.memories.save_snapshot()).unwrap();
     // A worker of another embedder version snapshots the same table.
-    let v2 = WordsEmbedder::new("words/v2");
+    let v2 = words("words/v2");
     let other = block_on(Memories::load(
         f.store.clone(),
         f.clock.shared(),
@@ -711,7 +669,7 @@ fn restore_skips_existing_ids_by_default_and_overwrites_when_asked() {
     let f = fixture();
     let kept = f.add("the cat is called Miso", "fact");
     f.memories.take_changes();
-    let backup_embedder = WordsEmbedder::new("words/v1");
+    let backup_embedder = words("words/v1");
     let rows = vec![
         backup_row(
             &backup_embedder,
@@ -779,7 +737,7 @@ fn restore_with_clear_existing_leaves_exactly_the_backup_and_the_index_follows()
     let f = fixture();
     let gone = f.add("to be replaced by the backup", "fact");
     block_on(f.memories.save_snapshot()).unwrap();
-    let e = WordsEmbedder::new("words/v1");
+    let e = words("words/v1");
     let rows: Vec<Row> = (0..5)
         .map(|i| {
             backup_row(
@@ -839,7 +797,7 @@ fn a_snapshot_header_landing_after_a_restore_is_not_trusted() {
     .pop()
     .flatten()
     .unwrap();
-    let e = WordsEmbedder::new("words/v1");
+    let e = words("words/v1");
     restore(
         &f,
         vec![backup_row(&e, "m-r", "restored one", "fact", 1)],
@@ -859,7 +817,7 @@ fn a_small_restore_is_journaled_and_keeps_the_snapshot() {
     let f = fixture();
     f.add("already here", "fact");
     block_on(f.memories.save_snapshot()).unwrap();
-    let e = WordsEmbedder::new("words/v1");
+    let e = words("words/v1");
     restore(
         &f,
         vec![backup_row(&e, "m-small", "a small restore", "feedback", 3)],
@@ -887,7 +845,7 @@ fn other_workers_follow_a_restore_by_the_published_ids_or_the_reset_row() {
     f.add("old memory", "fact");
     let other = fixture_with(f.store.clone(), config());
     assert_eq!(other.memories.stats().count, 1);
-    let e = WordsEmbedder::new("words/v1");
+    let e = words("words/v1");
     let rows = (0..3)
         .map(|i| {
             backup_row(
@@ -921,8 +879,8 @@ fn other_workers_follow_a_restore_by_the_published_ids_or_the_reset_row() {
 #[test]
 fn restored_memories_of_another_version_are_stored_but_never_searched() {
     let f = fixture();
-    let old = WordsEmbedder::new("words/v0");
-    let current = WordsEmbedder::new("words/v1");
+    let old = words("words/v0");
+    let current = words("words/v1");
     let mut odd = backup_row(&old, "m-old", "an old version memory", "fact", 1);
     // Another version may have other dimensions.
     odd.vectors.insert(EMBEDDING.into(), vec![1.0, 0.0]);
@@ -948,7 +906,7 @@ fn restored_memories_of_another_version_are_stored_but_never_searched() {
 #[test]
 fn expired_tool_results_are_not_restored() {
     let f = fixture();
-    let e = WordsEmbedder::new("words/v1");
+    let e = words("words/v1");
     f.clock.advance(2 * TOOL_RESULT_TTL_MS);
     let now = f.clock.shared().now_ms();
     let rows = vec![
@@ -1004,7 +962,7 @@ fn every_failed_restore_leaves_the_store_and_the_index_as_they_were() {
         fail: Cell::new(false),
     });
     let clock = ManualClock::new(1_000_000);
-    let e = WordsEmbedder::new("words/v1");
+    let e = words("words/v1");
     let memories = block_on(Memories::load(
         store.clone(),
         clock.shared(),

@@ -7,9 +7,8 @@ use std::rc::Rc;
 use super::*;
 use crate::circuit_breaker::{BreakerConfig, CircuitBreaker};
 use crate::clock::ManualClock;
-use crate::embedding::{normalize, EmbeddingModelInfo};
 use crate::error::ErrorCode;
-use crate::generation::{Generated, GeneratorInfo};
+use crate::generation::Generated;
 use crate::guard::LocalGuard;
 use crate::health::{HealthConfig, WorkerHealthMonitor};
 use crate::json_schema::JsonSchemas;
@@ -17,39 +16,8 @@ use crate::memory::MemoryConfig;
 use crate::runtime::builtin_tools;
 use crate::store::conformance::block_on;
 use crate::store::MemStore;
+use crate::testing::{AnswersInOrder, WordsEmbedder};
 use crate::tools::ToolPolicy;
-
-/// Bag of words hashed into 256 dimensions: texts sharing words are similar.
-struct WordsEmbedder(EmbeddingModelInfo);
-
-impl Embedder for WordsEmbedder {
-    fn info(&self) -> &EmbeddingModelInfo {
-        &self.0
-    }
-
-    fn embed<'a>(&'a self, texts: &'a [&'a str]) -> LocalBoxFuture<'a, Result<Vec<Vec<f32>>>> {
-        Box::pin(async move {
-            Ok(texts
-                .iter()
-                .map(|text| {
-                    let mut v = vec![0.0f32; 256];
-                    for word in text.split(|c: char| !c.is_alphanumeric()) {
-                        if word.is_empty() {
-                            continue;
-                        }
-                        let h = word.to_lowercase().bytes().fold(0x811c_9dc5u32, |h, b| {
-                            (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-                        });
-                        v[(h % 255) as usize] += 1.0;
-                    }
-                    v[255] += 0.01;
-                    normalize(&mut v);
-                    v
-                })
-                .collect())
-        })
-    }
-}
 
 /// Answers each agent with a canned text; records every request.
 #[derive(Default)]
@@ -59,7 +27,7 @@ struct Scripted {
 }
 
 impl Scripted {
-    fn answer(
+    fn reply(
         &self,
         request: &GenerateRequest,
         index: usize,
@@ -93,34 +61,14 @@ impl Scripted {
     }
 }
 
-impl Generator for Scripted {
-    fn info(&self) -> GeneratorInfo {
-        GeneratorInfo {
-            kind: "local".into(),
-            model: "scripted".into(),
-        }
-    }
-
-    fn generate<'a>(
+impl AnswersInOrder for Scripted {
+    fn answer<'a>(
         &'a self,
         request: &'a GenerateRequest,
+        index: usize,
         sink: &'a dyn GenerationSink,
     ) -> LocalBoxFuture<'a, Result<Generated>> {
-        Box::pin(async move { self.answer(request, 0, sink) })
-    }
-
-    fn generate_many<'a>(
-        &'a self,
-        requests: &'a [GenerateRequest],
-        sink: &'a dyn GenerationSink,
-    ) -> LocalBoxFuture<'a, Vec<Result<Generated>>> {
-        Box::pin(async move {
-            requests
-                .iter()
-                .enumerate()
-                .map(|(i, request)| self.answer(request, i, sink))
-                .collect()
-        })
+        Box::pin(async move { self.reply(request, index, sink) })
     }
 }
 
@@ -170,11 +118,7 @@ fn fixture_with(generator: Scripted, breaker: BreakerConfig) -> Fixture {
     for tool in builtin_tools() {
         tools.register(tool, &JsonSchemas).unwrap();
     }
-    let embedder = Rc::new(WordsEmbedder(EmbeddingModelInfo {
-        id: "words".into(),
-        version: "words/v1".into(),
-        dims: 256,
-    }));
+    let embedder = Rc::new(WordsEmbedder::new("words/v1", 256));
     let memories = block_on(Memories::load(
         Rc::new(MemStore::new()),
         clock.shared(),

@@ -11,8 +11,8 @@ use std::cell::Cell;
 use std::rc::Rc;
 
 use super::{
-    finish, json_body, Reply, Request, RequestId, SharedState, WorkerRuntime, EMBEDDER_COMPONENT,
-    RUNTIME_COMPONENT,
+    finish, json_body, strip_request_prefix, Reply, Request, RequestId, SharedState, WorkerRuntime,
+    EMBEDDER_COMPONENT, RUNTIME_COMPONENT,
 };
 use crate::circuit_breaker::Permit;
 use crate::error::{Error, Result};
@@ -188,19 +188,6 @@ impl WorkerRuntime {
             // The orchestrator accounted for its components and for itself through the guard.
             finish(&shared, id, RUNTIME_COMPONENT, result)
         }))
-    }
-}
-
-/// `request.query` as the caller wrote it: `query`.
-fn strip_request_prefix(error: Error) -> Error {
-    match error {
-        Error::InvalidInput { field, reason } => Error::InvalidInput {
-            field: field
-                .strip_prefix("request.")
-                .map_or(field.clone(), str::to_owned),
-            reason,
-        },
-        other => other,
     }
 }
 

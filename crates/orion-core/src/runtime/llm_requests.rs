@@ -22,8 +22,8 @@ use futures_util::future::{FutureExt, Shared};
 use serde_json::Value;
 
 use super::{
-    finish, heartbeat, json_body, Heartbeat, Reply, Request, RequestId, SharedState, WorkerRuntime,
-    RUNTIME_COMPONENT,
+    finish, heartbeat, json_body, strip_request_prefix, Heartbeat, Reply, Request, RequestId,
+    SharedState, WorkerRuntime, RUNTIME_COMPONENT,
 };
 use crate::embedding::LocalBoxFuture;
 use crate::error::{Error, Result};
@@ -325,12 +325,7 @@ fn parse(value: Value, index: Option<usize>) -> Result<GenerateRequest> {
         None => "request".to_owned(),
     };
     let relabel = |error: Error, from_json: bool| match (error, index) {
-        (Error::InvalidInput { field, reason }, None) if from_json => Error::InvalidInput {
-            field: field
-                .strip_prefix("request.")
-                .map_or(field.clone(), str::to_owned),
-            reason,
-        },
+        (error, None) if from_json => strip_request_prefix(error),
         (Error::InvalidInput { field, reason }, Some(_)) if !from_json => Error::InvalidInput {
             field: format!("{label}.{field}"),
             reason,

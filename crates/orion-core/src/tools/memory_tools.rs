@@ -58,6 +58,21 @@ fn after_prefix<'a>(query: &'a str, prefixes: &[&str]) -> Option<&'a str> {
     })
 }
 
+/// The spec of a memory tool whose one argument, `field`, is a string of 1 to 4096 characters.
+fn text_spec(name: &str, description: &str, examples: &[&str], field: &str) -> ToolSpec {
+    ToolSpec {
+        name: name.into(),
+        description: description.into(),
+        examples: examples.iter().map(|e| (*e).into()).collect(),
+        parameters: json!({
+            "type": "object",
+            "properties": {field: {"type": "string", "minLength": 1, "maxLength": 4096}},
+            "required": [field],
+            "additionalProperties": false
+        }),
+    }
+}
+
 fn memories(context: &ToolContext) -> Result<&Memories> {
     context.memories.as_deref().ok_or_else(|| Error::Tool {
         tool: "memory".into(),
@@ -74,22 +89,17 @@ pub struct Remember {
 impl Default for Remember {
     fn default() -> Self {
         Self {
-            spec: ToolSpec {
-                name: "remember".into(),
-                description: "Remember a fact the user states for later questions.".into(),
-                examples: vec![
-                    "Remember that my dentist appointment is on Friday at 3pm".into(),
-                    "Please remember my sister's name is Anna".into(),
-                    "Note that the wifi password is on the fridge".into(),
-                    "Keep in mind that I am allergic to peanuts".into(),
+            spec: text_spec(
+                "remember",
+                "Remember a fact the user states for later questions.",
+                &[
+                    "Remember that my dentist appointment is on Friday at 3pm",
+                    "Please remember my sister's name is Anna",
+                    "Note that the wifi password is on the fridge",
+                    "Keep in mind that I am allergic to peanuts",
                 ],
-                parameters: json!({
-                    "type": "object",
-                    "properties": {"text": {"type": "string", "minLength": 1, "maxLength": 4096}},
-                    "required": ["text"],
-                    "additionalProperties": false
-                }),
-            },
+                "text",
+            ),
         }
     }
 }
@@ -152,21 +162,16 @@ pub struct MemorySearch {
 impl Default for MemorySearch {
     fn default() -> Self {
         Self {
-            spec: ToolSpec {
-                name: "memory_search".into(),
-                description: "Search what the user told ORION earlier.".into(),
-                examples: vec![
-                    "What do you remember about my car?".into(),
-                    "What did I tell you about the project deadline?".into(),
-                    "Search my memories for birthdays".into(),
+            spec: text_spec(
+                "memory_search",
+                "Search what the user told ORION earlier.",
+                &[
+                    "What do you remember about my car?",
+                    "What did I tell you about the project deadline?",
+                    "Search my memories for birthdays",
                 ],
-                parameters: json!({
-                    "type": "object",
-                    "properties": {"query": {"type": "string", "minLength": 1, "maxLength": 4096}},
-                    "required": ["query"],
-                    "additionalProperties": false
-                }),
-            },
+                "query",
+            ),
         }
     }
 }

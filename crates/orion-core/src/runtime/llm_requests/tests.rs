@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use super::super::tests::fake_platform;
 use super::*;
 use crate::clock::{Clock, ManualClock};
-use crate::generation::GeneratorInfo;
+use crate::testing::AnswersInOrder;
 use crate::ErrorCode;
 
 /// Timers on the manual clock: a sleep resolves once the clock reaches its end.
@@ -76,34 +76,14 @@ impl Scripted {
     }
 }
 
-impl Generator for Scripted {
-    fn info(&self) -> GeneratorInfo {
-        GeneratorInfo {
-            kind: "local".into(),
-            model: "scripted".into(),
-        }
-    }
-
-    fn generate<'a>(
+impl AnswersInOrder for Scripted {
+    fn answer<'a>(
         &'a self,
         _request: &'a GenerateRequest,
+        index: usize,
         sink: &'a dyn GenerationSink,
     ) -> LocalBoxFuture<'a, Result<Generated>> {
-        Box::pin(self.run(0, sink))
-    }
-
-    fn generate_many<'a>(
-        &'a self,
-        requests: &'a [GenerateRequest],
-        sink: &'a dyn GenerationSink,
-    ) -> LocalBoxFuture<'a, Vec<Result<Generated>>> {
-        Box::pin(async move {
-            let mut out = Vec::new();
-            for index in 0..requests.len() {
-                out.push(self.run(index, sink).await);
-            }
-            out
-        })
+        Box::pin(self.run(index, sink))
     }
 }
 

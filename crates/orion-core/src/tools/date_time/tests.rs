@@ -1,43 +1,15 @@
-use std::rc::Rc;
-
 use futures_executor::block_on;
 use serde_json::json;
 
 use super::*;
-use crate::embedding::{Embedder, EmbeddingModelInfo};
 use crate::error::ErrorCode;
+use crate::testing::{assert_spec_complete, tool_context, CHAT_QUERIES};
 
 /// 2026-11-23T12:05:30Z, a Monday.
 const NOW_MS: u64 = 1_795_435_530_000;
 
-/// The tool never embeds; the context just needs an embedder.
-struct NoEmbedder(EmbeddingModelInfo);
-
-impl Embedder for NoEmbedder {
-    fn info(&self) -> &EmbeddingModelInfo {
-        &self.0
-    }
-
-    fn embed<'a>(&'a self, texts: &'a [&'a str]) -> LocalBoxFuture<'a, Result<Vec<Vec<f32>>>> {
-        Box::pin(async move { Ok(texts.iter().map(|_| vec![1.0]).collect()) })
-    }
-}
-
-fn context(time_zone: Tz) -> ToolContext {
-    ToolContext {
-        now_ms: NOW_MS,
-        time_zone,
-        memories: None,
-        embedder: Rc::new(NoEmbedder(EmbeddingModelInfo {
-            id: "none".into(),
-            version: "none".into(),
-            dims: 1,
-        })),
-    }
-}
-
 fn run_in(arguments: Value, time_zone: Tz) -> Result<ToolOutput> {
-    block_on(DateTime::new().run(&arguments, &context(time_zone)))
+    block_on(DateTime::new().run(&arguments, &tool_context(NOW_MS, time_zone)))
 }
 
 fn value(arguments: Value) -> Value {
@@ -53,13 +25,7 @@ fn intent(query: &str) -> Option<Value> {
 
 #[test]
 fn spec_is_complete() {
-    let tool = DateTime::default();
-    let spec = tool.spec();
-    assert_eq!(spec.name, "date_time");
-    assert!((6..=10).contains(&spec.examples.len()));
-    for example in &spec.examples {
-        assert!(tool.intent(example).is_some(), "{example}");
-    }
+    assert_spec_complete(&DateTime::default(), "date_time");
 }
 
 #[test]
@@ -170,15 +136,6 @@ fn intent_reads_explicit_date_questions() {
 #[test]
 fn intent_ignores_everything_else() {
     let negatives = [
-        "What is the capital of France?",
-        "Tell me a story about 3 dragons",
-        "Who wrote Hamlet?",
-        "I have 2 cats",
-        "What is love?",
-        "Remember that my meeting is at 3pm",
-        "What time do I usually wake up?",
-        "version 2.0 release notes",
-        "Explain quantum computing in 5 sentences",
         "What is 12 * 7?",
         "convert 5 km to miles",
         "what time is it in my dreams",
@@ -195,7 +152,7 @@ fn intent_ignores_everything_else() {
         "what is today's weather",
         "what is the time difference between Tokyo and London",
     ];
-    for query in negatives {
+    for query in CHAT_QUERIES.iter().copied().chain(negatives) {
         assert_eq!(intent(query), None, "{query}");
     }
 }

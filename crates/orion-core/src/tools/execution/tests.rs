@@ -7,67 +7,16 @@ use serde_json::json;
 use super::*;
 use crate::circuit_breaker::{BreakerConfig, BreakerState, CircuitBreaker};
 use crate::clock::{Clock, ManualClock};
-use crate::embedding::{normalize, EmbeddingModelInfo, LocalBoxFuture};
+use crate::embedding::LocalBoxFuture;
 use crate::error::ErrorCode;
 use crate::guard::LocalGuard;
 use crate::health::{HealthConfig, HealthStatus, WorkerHealthMonitor};
 use crate::json_schema::JsonSchemas;
+use crate::testing::{tool_context, WordsEmbedder};
 
-const DIMS: usize = 64;
-
-/// Bag of words (lowercased, punctuation dropped) hashed into 64 dimensions, L2-normalised:
-/// texts sharing words are similar. Logs every text it embeds.
-struct WordsEmbedder {
-    info: EmbeddingModelInfo,
-    embedded: RefCell<Vec<String>>,
-}
-
-impl WordsEmbedder {
-    fn new(version: &str) -> Self {
-        Self {
-            info: EmbeddingModelInfo {
-                id: "words".into(),
-                version: version.into(),
-                dims: DIMS,
-            },
-            embedded: RefCell::new(Vec::new()),
-        }
-    }
-
-    fn vector(text: &str) -> Vec<f32> {
-        let mut v = vec![0.0f32; DIMS];
-        for word in text.split(|c: char| !c.is_alphanumeric()) {
-            if word.is_empty() {
-                continue;
-            }
-            let h = word.to_lowercase().bytes().fold(0x811c_9dc5u32, |h, b| {
-                (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-            });
-            v[(h % (DIMS as u32 - 1)) as usize] += 1.0;
-        }
-        // Any text, the empty one included, is a unit vector.
-        v[DIMS - 1] += 0.01;
-        normalize(&mut v);
-        v
-    }
-
-    /// How many times `text` was embedded.
-    fn times_embedded(&self, text: &str) -> usize {
-        self.embedded.borrow().iter().filter(|t| *t == text).count()
-    }
-}
-
-impl Embedder for WordsEmbedder {
-    fn info(&self) -> &EmbeddingModelInfo {
-        &self.info
-    }
-
-    fn embed<'a>(&'a self, texts: &'a [&'a str]) -> LocalBoxFuture<'a, Result<Vec<Vec<f32>>>> {
-        self.embedded
-            .borrow_mut()
-            .extend(texts.iter().map(|t| (*t).to_owned()));
-        Box::pin(async move { Ok(texts.iter().map(|t| Self::vector(t)).collect()) })
-    }
+/// The words embedder of these tests: 64 dimensions.
+fn words(version: &str) -> WordsEmbedder {
+    WordsEmbedder::new(version, 64)
 }
 
 /// What a test tool's rules return as arguments.
@@ -257,11 +206,24 @@ fn harness_with(policy: ToolPolicy, breaker: BreakerConfig) -> Harness {
         clock,
         sleeps,
         guard,
-        embedder: Rc::new(WordsEmbedder::new("words/v1")),
+        embedder: Rc::new(words("words/v1")),
+    }
+}
+
+/// Breakers that open after `failures` failures in a row.
+fn opens_after(failures: u32) -> BreakerConfig {
+    BreakerConfig {
+        failure_threshold: failures,
+        ..BreakerConfig::default()
     }
 }
 
 impl Harness {
+    /// A tool named `name` that claims the queries with the word `name` and behaves so.
+    fn register_claiming(&mut self, name: &'static str, behaviour: Behaviour) -> Rc<TestTool> {
+        self.register(TestTool::named(name).claims(name).behaves(behaviour))
+    }
+
     fn register(&mut self, tool: TestTool) -> Rc<TestTool> {
         let tool = Rc::new(tool);
         self.manager
@@ -271,7 +233,7 @@ impl Harness {
     }
 
     fn choose_with(&self, query: &str, embedder: &WordsEmbedder) -> Option<Chosen> {
-        let vector = WordsEmbedder::vector(query);
+        let vector = embedder.vector(query);
         block_on(self.manager.choose(query, &vector, embedder)).unwrap()
     }
 
@@ -281,10 +243,8 @@ impl Harness {
 
     fn context(&self) -> ToolContext {
         ToolContext {
-            now_ms: self.clock.now_ms(),
-            time_zone: Tz::UTC,
-            memories: None,
             embedder: Rc::clone(&self.embedder) as Rc<dyn Embedder>,
+            ..tool_context(self.clock.now_ms(), Tz::UTC)
         }
     }
 
@@ -322,7 +282,8 @@ fn invalid_field(error: Error) -> String {
 }
 
 fn similarity(a: &str, b: &str) -> f32 {
-    cosine(&WordsEmbedder::vector(a), &WordsEmbedder::vector(b))
+    let embedder = words("words/v1");
+    cosine(&embedder.vector(a), &embedder.vector(b))
 }
 
 // --- register and specs -------------------------------------------------------------------
@@ -583,7 +544,7 @@ fn tool_texts_are_embedded_once_per_embedder_version_and_registration() {
     assert_eq!(h.embedder.times_embedded("weather forecast"), 1);
 
     // Another embedder version re-embeds.
-    let other = WordsEmbedder::new("words/v2");
+    let other = words("words/v2");
     assert_eq!(
         h.choose_with("convert celsius", &other).unwrap().name(),
         "temperature"
@@ -637,11 +598,7 @@ fn a_successful_call_takes_one_attempt() {
 #[test]
 fn failures_are_retried_with_exponential_backoff() {
     let mut h = harness();
-    let tool = h.register(
-        TestTool::named("flaky")
-            .claims("flaky")
-            .behaves(Behaviour::FailTimes(2)),
-    );
+    let tool = h.register_claiming("flaky", Behaviour::FailTimes(2));
     let start = h.clock.now_ms();
     let run = h.run("flaky call").unwrap();
     assert_eq!(run.attempts, 3);
@@ -656,11 +613,7 @@ fn failures_are_retried_with_exponential_backoff() {
 #[test]
 fn the_last_failure_is_returned_after_every_attempt() {
     let mut h = harness();
-    let tool = h.register(
-        TestTool::named("broken")
-            .claims("broken")
-            .behaves(Behaviour::FailTimes(u32::MAX)),
-    );
+    let tool = h.register_claiming("broken", Behaviour::FailTimes(u32::MAX));
     let error = h.run("broken call").unwrap_err();
     assert!(
         matches!(&error, Error::Tool { tool, reason, .. } if tool == "broken" && reason == "flaky"),
@@ -680,11 +633,7 @@ fn one_attempt_means_no_retry() {
         },
         BreakerConfig::default(),
     );
-    let tool = h.register(
-        TestTool::named("flaky")
-            .claims("flaky")
-            .behaves(Behaviour::FailTimes(1)),
-    );
+    let tool = h.register_claiming("flaky", Behaviour::FailTimes(1));
     assert_eq!(h.run("flaky").unwrap_err().code(), ErrorCode::Tool);
     assert_eq!(tool.calls.get(), 1);
     assert!(h.sleeps().is_empty());
@@ -692,18 +641,8 @@ fn one_attempt_means_no_retry() {
 
 #[test]
 fn invalid_input_is_not_retried_and_does_not_count_against_the_tool() {
-    let mut h = harness_with(
-        policy(),
-        BreakerConfig {
-            failure_threshold: 2,
-            ..BreakerConfig::default()
-        },
-    );
-    let tool = h.register(
-        TestTool::named("picky")
-            .claims("picky")
-            .behaves(Behaviour::InvalidInput),
-    );
+    let mut h = harness_with(policy(), opens_after(2));
+    let tool = h.register_claiming("picky", Behaviour::InvalidInput);
     let error = h.run("picky call").unwrap_err();
     assert_eq!(invalid_field(error), "text");
     assert_eq!(tool.calls.get(), 1);
@@ -724,11 +663,7 @@ fn invalid_input_is_not_retried_and_does_not_count_against_the_tool() {
 #[test]
 fn a_failure_the_tool_marks_non_retryable_is_not_retried_but_counts() {
     let mut h = harness();
-    let tool = h.register(
-        TestTool::named("fatal")
-            .claims("fatal")
-            .behaves(Behaviour::FailFatal),
-    );
+    let tool = h.register_claiming("fatal", Behaviour::FailFatal);
     let error = h.run("fatal call").unwrap_err();
     assert!(
         matches!(
@@ -757,11 +692,7 @@ fn a_failure_the_tool_marks_non_retryable_is_not_retried_but_counts() {
 #[test]
 fn a_hanging_tool_times_out_once_without_retry() {
     let mut h = harness();
-    let tool = h.register(
-        TestTool::named("slow")
-            .claims("slow")
-            .behaves(Behaviour::Hang),
-    );
+    let tool = h.register_claiming("slow", Behaviour::Hang);
     let start = h.clock.now_ms();
     let error = h.run("slow call").unwrap_err();
     assert_eq!(error.code(), ErrorCode::Timeout);
@@ -785,16 +716,9 @@ fn the_circuit_opens_after_the_threshold_and_then_fails_fast() {
             attempts: 1,
             ..policy()
         },
-        BreakerConfig {
-            failure_threshold: 2,
-            ..BreakerConfig::default()
-        },
+        opens_after(2),
     );
-    let broken = h.register(
-        TestTool::named("broken")
-            .claims("broken")
-            .behaves(Behaviour::FailTimes(u32::MAX)),
-    );
+    let broken = h.register_claiming("broken", Behaviour::FailTimes(u32::MAX));
     let healthy = h.register(TestTool::named("fine").claims("fine"));
 
     assert_eq!(h.run("broken").unwrap_err().code(), ErrorCode::Tool);
@@ -823,18 +747,8 @@ fn the_circuit_opens_after_the_threshold_and_then_fails_fast() {
 
 #[test]
 fn a_circuit_that_opens_during_retries_stops_them() {
-    let mut h = harness_with(
-        policy(),
-        BreakerConfig {
-            failure_threshold: 2,
-            ..BreakerConfig::default()
-        },
-    );
-    let tool = h.register(
-        TestTool::named("broken")
-            .claims("broken")
-            .behaves(Behaviour::FailTimes(u32::MAX)),
-    );
+    let mut h = harness_with(policy(), opens_after(2));
+    let tool = h.register_claiming("broken", Behaviour::FailTimes(u32::MAX));
     let error = h.run("broken").unwrap_err();
     assert_eq!(error.code(), ErrorCode::CircuitOpen);
     assert_eq!(tool.calls.get(), 2);
@@ -843,18 +757,8 @@ fn a_circuit_that_opens_during_retries_stops_them() {
 
 #[test]
 fn timeouts_count_against_the_circuit() {
-    let mut h = harness_with(
-        policy(),
-        BreakerConfig {
-            failure_threshold: 2,
-            ..BreakerConfig::default()
-        },
-    );
-    let tool = h.register(
-        TestTool::named("slow")
-            .claims("slow")
-            .behaves(Behaviour::Hang),
-    );
+    let mut h = harness_with(policy(), opens_after(2));
+    let tool = h.register_claiming("slow", Behaviour::Hang);
     assert_eq!(h.run("slow").unwrap_err().code(), ErrorCode::Timeout);
     assert_eq!(h.run("slow").unwrap_err().code(), ErrorCode::Timeout);
     assert_eq!(h.breaker("slow"), BreakerState::Open);
@@ -865,11 +769,7 @@ fn timeouts_count_against_the_circuit() {
 #[test]
 fn the_tools_component_becomes_unhealthy_after_failures() {
     let mut h = harness();
-    h.register(
-        TestTool::named("broken")
-            .claims("broken")
-            .behaves(Behaviour::FailTimes(u32::MAX)),
-    );
+    h.register_claiming("broken", Behaviour::FailTimes(u32::MAX));
     h.register(TestTool::named("fine").claims("fine"));
     h.run("fine").unwrap();
     assert_eq!(h.health(), HealthStatus::Healthy);

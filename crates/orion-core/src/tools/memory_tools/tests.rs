@@ -7,7 +7,7 @@ use futures_executor::block_on;
 use super::*;
 use crate::circuit_breaker::{BreakerConfig, CircuitBreaker};
 use crate::clock::ManualClock;
-use crate::embedding::{normalize, Embedder, EmbeddingModelInfo};
+use crate::embedding::Embedder;
 use crate::error::ErrorCode;
 use crate::guard::LocalGuard;
 use crate::health::{HealthConfig, WorkerHealthMonitor};
@@ -16,62 +16,19 @@ use crate::memory::{MemoryConfig, MemoryKind};
 use crate::profile::Profile;
 use crate::store::MemStore;
 use crate::tasks::{SchemaCompiler, Sleep};
+use crate::testing::{tool_context, WordsEmbedder};
 use crate::tools::{Choice, ToolExecutionManager, ToolPolicy};
 
-const DIMS: usize = 64;
-
-/// Bag of words (lowercased, punctuation dropped) hashed into 64 dimensions, L2-normalised.
-struct WordsEmbedder {
-    info: EmbeddingModelInfo,
-}
-
-impl WordsEmbedder {
-    fn new() -> Self {
-        Self {
-            info: EmbeddingModelInfo {
-                id: "words".into(),
-                version: "words/v1".into(),
-                dims: DIMS,
-            },
-        }
-    }
-}
-
-impl Embedder for WordsEmbedder {
-    fn info(&self) -> &EmbeddingModelInfo {
-        &self.info
-    }
-
-    fn embed<'a>(&'a self, texts: &'a [&'a str]) -> LocalBoxFuture<'a, Result<Vec<Vec<f32>>>> {
-        Box::pin(async move {
-            Ok(texts
-                .iter()
-                .map(|text| {
-                    let mut v = vec![0.0f32; DIMS];
-                    for word in text.split(|c: char| !c.is_alphanumeric()) {
-                        if word.is_empty() {
-                            continue;
-                        }
-                        let h = word.to_lowercase().bytes().fold(0x811c_9dc5u32, |h, b| {
-                            (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
-                        });
-                        v[(h % (DIMS as u32 - 1)) as usize] += 1.0;
-                    }
-                    v[DIMS - 1] += 0.01;
-                    normalize(&mut v);
-                    v
-                })
-                .collect())
-        })
-    }
+/// The words embedder of these tests: 64 dimensions.
+fn words() -> WordsEmbedder {
+    WordsEmbedder::new("words/v1", 64)
 }
 
 fn context(memories: Option<Rc<Memories>>) -> ToolContext {
     ToolContext {
-        now_ms: 1_000_000,
-        time_zone: Tz::UTC,
         memories,
-        embedder: Rc::new(WordsEmbedder::new()),
+        embedder: Rc::new(words()),
+        ..tool_context(1_000_000, Tz::UTC)
     }
 }
 
@@ -83,7 +40,7 @@ fn context_with_memories() -> (ToolContext, Rc<Memories>) {
             Rc::new(MemStore::new()),
             clock.shared(),
             MemoryConfig::for_profile(Profile::Full),
-            WordsEmbedder::new().info().clone(),
+            words().info().clone(),
             7,
             &|_| {},
         ))
@@ -335,7 +292,7 @@ fn through_the_manager_remember_then_search() {
         )),
     };
     let (context, memories) = context_with_memories();
-    let embedder = WordsEmbedder::new();
+    let embedder = words();
     let choose = |query: &str| {
         let vector = block_on(embedder.embed(&[query])).unwrap().remove(0);
         block_on(manager.choose(query, &vector, &embedder))

@@ -1,40 +1,12 @@
-use std::rc::Rc;
-
 use futures_executor::block_on;
 use serde_json::json;
 
 use super::*;
-use crate::embedding::{Embedder, EmbeddingModelInfo};
 use crate::error::ErrorCode;
-
-/// The converter never embeds; the context just needs an embedder.
-struct NoEmbedder(EmbeddingModelInfo);
-
-impl Embedder for NoEmbedder {
-    fn info(&self) -> &EmbeddingModelInfo {
-        &self.0
-    }
-
-    fn embed<'a>(&'a self, texts: &'a [&'a str]) -> LocalBoxFuture<'a, Result<Vec<Vec<f32>>>> {
-        Box::pin(async move { Ok(texts.iter().map(|_| vec![1.0]).collect()) })
-    }
-}
-
-fn context() -> ToolContext {
-    ToolContext {
-        now_ms: 0,
-        time_zone: chrono_tz::UTC,
-        memories: None,
-        embedder: Rc::new(NoEmbedder(EmbeddingModelInfo {
-            id: "none".into(),
-            version: "none".into(),
-            dims: 1,
-        })),
-    }
-}
+use crate::testing::{assert_spec_complete, tool_context, CHAT_QUERIES};
 
 fn run(arguments: Value) -> Result<ToolOutput> {
-    block_on(UnitConverter::new().run(&arguments, &context()))
+    block_on(UnitConverter::new().run(&arguments, &tool_context(0, chrono_tz::UTC)))
 }
 
 /// `value.result` of converting `value` from one unit to another.
@@ -50,13 +22,7 @@ fn result(value: &str, from: &str, to: &str) -> String {
 
 #[test]
 fn spec_is_complete() {
-    let tool = UnitConverter::default();
-    let spec = tool.spec();
-    assert_eq!(spec.name, "convert_units");
-    assert!((6..=10).contains(&spec.examples.len()));
-    for example in &spec.examples {
-        assert!(tool.intent(example).is_some(), "{example}");
-    }
+    assert_spec_complete(&UnitConverter::default(), "convert_units");
 }
 
 #[test]
@@ -93,15 +59,6 @@ fn intent_reads_explicit_conversions() {
 #[test]
 fn intent_ignores_everything_else() {
     let negatives = [
-        "What is the capital of France?",
-        "Tell me a story about 3 dragons",
-        "Who wrote Hamlet?",
-        "I have 2 cats",
-        "What is love?",
-        "Remember that my meeting is at 3pm",
-        "What time do I usually wake up?",
-        "version 2.0 release notes",
-        "Explain quantum computing in 5 sentences",
         "What is 12 * 7?",
         "what time is it in Tokyo",
         "how many days until 2026-12-25",
@@ -111,7 +68,7 @@ fn intent_ignores_everything_else() {
         "convert 5 kg to km",
         "convert 5 apples to oranges",
     ];
-    for query in negatives {
+    for query in CHAT_QUERIES.iter().copied().chain(negatives) {
         assert_eq!(UnitConverter::new().intent(query), None, "{query}");
     }
 }
