@@ -38,6 +38,17 @@ try {
     return await text('#ping-result');
   });
   await step('profile', async () => await text('#profile'));
+  await step('ask the chat a tool question', async () => {
+    const question = 'What is 12 * 7?';
+    await page.locator('#chat-ask:not([disabled])').waitFor();
+    await page.fill('#chat-input', question);
+    await page.click('#chat-ask');
+    const turn = page.locator('#chat-log > li:not([data-outcome="pending"])').first();
+    await turn.waitFor({ timeout: 20_000 });
+    const answer = await turn.locator('.answer').innerText();
+    if (await turn.getAttribute('data-outcome') !== 'answered') throw new Error(`the chat did not answer: ${answer}`);
+    return `"${question}" → "${answer}"; ${await turn.locator('.summary').innerText()}`;
+  });
   await step('compare two sentences', async () => {
     await page.click('#compare');
     await page.locator('#similarity', { hasText: 'cosine' }).waitFor();

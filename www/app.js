@@ -1,5 +1,5 @@
-// The demo's first screen: worker status, similarity, the local model, memory, background tasks,
-// the health table and a log of events.
+// The demo's first screen: a chat with the orchestrator, worker status, similarity, the local
+// model, memory, background tasks, the health table and a log of events.
 import { Orion } from '/pkg/index.js';
 
 const $ = (id) => document.getElementById(id);
@@ -7,6 +7,9 @@ const MAX_LOG = 200;
 // The local LLM: fetched (and cached) on the first generation, not at start.
 const LLM_URL = '/models/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf';
 const LLM_FILE = LLM_URL.slice(LLM_URL.lastIndexOf('/') + 1);
+// `?profile=full|lite|micro` overrides the device's choice, e.g. to see the debate on a small device.
+const PROFILES = ['full', 'lite', 'micro'];
+const REQUESTED_PROFILE = new URLSearchParams(location.search).get('profile');
 
 function log(text, kind = 'info') {
   const item = document.createElement('li');
@@ -86,7 +89,7 @@ async function registerServiceWorker() {
 }
 
 // Events too frequent to read the health again after each (a token, a chunk of a download...).
-const QUIET_EVENTS = ['model_progress', 'memory_progress', 'memory_index', 'task_run', 'task_abort', 'llm_token', 'llm_host_call', 'llm_host_abort'];
+const QUIET_EVENTS = ['model_progress', 'memory_progress', 'memory_index', 'task_run', 'task_abort', 'llm_token', 'llm_host_call', 'llm_host_abort', 'ask_status', 'ask_token'];
 
 async function main() {
   let orion;
@@ -94,6 +97,7 @@ async function main() {
     // debug: the demo shows crash recovery, so it allows the debug `crash` request.
     orion = await Orion.create({
       debug: true,
+      ...(PROFILES.includes(REQUESTED_PROFILE) ? { profile: REQUESTED_PROFILE } : {}),
       models: { embedding: '/models/all-MiniLM-L6-v2/', llm: LLM_URL },
       onProgress: (e) => {
         if (e.kind === 'memory_index') {
@@ -187,12 +191,192 @@ async function main() {
     }
   });
 
+  setupChat(orion);
   setupLlm(orion);
   setupMemory(orion);
   setupTasks(orion);
 
   await refreshHealth(orion);
   setInterval(() => refreshHealth(orion), 5000);
+}
+
+// The chat: one question at a time through `orion.ask`, with its stages, its streamed text (the
+// debate's agents each in their own block) and, once answered, how the answer was reached.
+const STAGES = {
+  tool_search: 'looking for a tool…',
+  memory_search: 'searching memories…',
+  llm_reasoning: 'the local model is answering…',
+  multi_agent_parallel: 'debate: the logical and creative agents are answering…',
+  multi_agent_critical: 'debate: the critical agent is reviewing…',
+  multi_agent_synthesis: 'debate: the synthesizer is writing the answer…',
+};
+const AGENTS = { logical: 'Logical', creative: 'Creative', critical: 'Critical', synthesizer: 'Synthesizer' };
+
+/** Set while a chat question is in flight: shows the local model's loading in its status line. */
+let showChatLoading = null;
+
+function setChatStatus(stage, text) {
+  $('chat-status').dataset.stage = stage;
+  $('chat-status').textContent = text;
+}
+
+function element(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+/** A turn of the chat: the question, then places for its stages, streamed text and answer. */
+function chatTurn(query) {
+  const turn = element('li', 'turn');
+  turn.dataset.outcome = 'pending';
+  // Screen readers read the turn once it is complete rather than token by token.
+  turn.setAttribute('aria-busy', 'true');
+  const question = element('p', 'question');
+  question.append(element('strong', null, 'You: '), query);
+  const stages = element('ol', 'stages');
+  stages.setAttribute('aria-label', 'Stages');
+  const stream = element('p', 'stream');
+  stream.hidden = true;
+  const debate = element('div', 'debate');
+  debate.hidden = true;
+  debate.setAttribute('role', 'group');
+  debate.setAttribute('aria-label', 'Debate');
+  const agents = {};
+  for (const [agent, label] of Object.entries(AGENTS)) {
+    const block = element('section', 'agent');
+    block.dataset.agent = agent;
+    block.setAttribute('aria-label', `${label} agent`);
+    agents[agent] = element('p', 'agent-text');
+    block.append(element('strong', 'agent-name', label), agents[agent]);
+    debate.append(block);
+  }
+  const answer = element('p', 'answer');
+  answer.hidden = true;
+  turn.append(question, stages, stream, debate, answer);
+  return { turn, stages, stream, debate, agents, answer };
+}
+
+/** One fact of an answer's details; `key` names it for tests (`data-detail`). */
+function detail(list, key, term, value) {
+  list.append(element('dt', null, term));
+  const dd = element('dd');
+  dd.dataset.detail = key;
+  if (Array.isArray(value)) {
+    if (value.length) {
+      const items = element('ul');
+      items.append(...value.map((text) => element('li', null, text)));
+      dd.append(items);
+    } else {
+      dd.textContent = 'none';
+    }
+  } else {
+    dd.textContent = value;
+  }
+  list.append(dd);
+}
+
+/** The resolved answer: its text, a summary line and the details of how it was reached. */
+function showAnswer(parts, result) {
+  const { turn, answer } = parts;
+  const { provenance, debug } = result;
+  turn.dataset.route = debug.route;
+  answer.hidden = false;
+  answer.replaceChildren(element('strong', null, 'ORION: '), element('span', 'response', result.response));
+  const quality = element('span', 'quality', `quality ${debug.quality.score.toFixed(2)}${debug.quality.low ? ' (low)' : ''}`);
+  quality.dataset.low = String(debug.quality.low);
+  const summary = element('p', 'summary');
+  summary.append(
+    `confidence ${result.confidence.toFixed(2)} · route ${debug.route}${provenance.toolUsed ? ` · tool ${provenance.toolUsed}` : ''} · `,
+    quality,
+    ` · ${Math.round(debug.inferenceTimeMs)} ms`,
+  );
+  const details = element('details');
+  const list = element('dl', 'facts');
+  details.append(element('summary', null, 'How this was answered'), list);
+  detail(list, 'memory-hits', 'Memory hits', provenance.memoryHits.map((hit) => `${hit.similarity.toFixed(3)} · ${hit.text}`));
+  detail(list, 'agents', 'Agents', provenance.fromAgents.join(', ') || 'none');
+  detail(list, 'degraded', 'Degraded', provenance.degraded);
+  detail(list, 'notes', 'Notes', debug.notes);
+  detail(list, 'signals', 'Quality signals', debug.quality.signals.map((s) => `${s.name} ${s.value.toFixed(2)} (weight ${s.weight.toFixed(2)})`));
+  detail(list, 'steps', 'Steps', result.reasoningSteps.map((s) => `${s.stage}: ${s.detail} (${Math.round(s.durationMs)} ms${s.ok ? '' : ', failed'})`));
+  detail(list, 'trace', 'Profile · trace', `${debug.profile} · ${debug.traceId}`);
+  turn.append(summary, details);
+}
+
+function setupChat(orion) {
+  const chatLog = $('chat-log');
+  const input = $('chat-input');
+  const ask = $('chat-ask');
+  const stop = $('chat-stop');
+  // One conversation per page load: its questions share history in the worker.
+  const conversationId = crypto.randomUUID();
+  chatLog.dataset.conversationId = conversationId;
+  let controller = null;
+  const scroll = () => { chatLog.scrollTop = chatLog.scrollHeight; };
+
+  $('chat-form').addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const query = input.value.trim();
+    if (!query || controller) return;
+    input.value = '';
+    controller = new AbortController();
+    ask.disabled = true;
+    stop.disabled = false;
+    const parts = chatTurn(query);
+    chatLog.append(parts.turn);
+    scroll();
+    showChatLoading = (text) => setChatStatus('loading_model', text);
+    setChatStatus('starting', 'asking…');
+    try {
+      const result = await orion.ask(query, {
+        conversationId,
+        signal: controller.signal,
+        onStatus: ({ stage }) => {
+          const step = element('li', null, stage);
+          step.dataset.stage = stage;
+          parts.stages.append(step);
+          if (stage.startsWith('multi_agent')) parts.debate.hidden = false;
+          setChatStatus(stage, STAGES[stage] ?? stage);
+        },
+        onToken: (text, agent) => {
+          const target = parts.agents[agent] ?? parts.stream;
+          if (target === parts.stream) parts.stream.hidden = false;
+          else parts.debate.hidden = false;
+          target.textContent += text;
+          scroll();
+        },
+      });
+      showAnswer(parts, result);
+      parts.turn.dataset.outcome = 'answered';
+      setChatStatus('done', `answered by ${result.debug.route} in ${Math.round(result.debug.inferenceTimeMs)} ms`);
+      log(`chat: answered by ${result.debug.route} (confidence ${result.confidence.toFixed(2)})`);
+    } catch (error) {
+      const cancelled = error.code === 'ERR_CANCELLED';
+      parts.turn.dataset.outcome = cancelled ? 'cancelled' : 'error';
+      parts.answer.hidden = false;
+      parts.answer.dataset.errorCode = error.code;
+      parts.answer.textContent = cancelled ? `stopped (${error.code})` : `failed: ${error.code}: ${error.message}`;
+      setChatStatus(cancelled ? 'cancelled' : 'error', cancelled ? `stopped (${error.code})` : `failed: ${error.code}`);
+      log(`chat: ${cancelled ? 'stopped' : 'failed'}: ${error.code}: ${error.message}`, cancelled ? 'info' : 'error');
+    } finally {
+      parts.turn.setAttribute('aria-busy', 'false');
+      showChatLoading = null;
+      controller = null;
+      ask.disabled = false;
+      stop.disabled = true;
+      // Disabling the focused Ask or Stop button dropped the focus: back to the question box.
+      if (document.activeElement === document.body) input.focus();
+      scroll();
+    }
+  });
+  stop.addEventListener('click', () => {
+    if (!controller) return;
+    stop.disabled = true;
+    controller.abort();
+  });
+  ask.disabled = false;
 }
 
 // The local model panel: one single-turn generation at a time, streamed into the output, with a
@@ -207,14 +391,18 @@ function setLlmStatus(phase, text) {
 /** The LLM file's download (or read from Cache Storage), shown in the panel's status line. */
 function showLlmProgress(e) {
   const done = e.total !== null && e.loaded === e.total;
+  let text;
   if (done) {
-    setLlmStatus('loading', `${e.file}: ${(e.loaded / MB).toFixed(1)} MB ${e.cached ? 'read from the cache' : 'downloaded'}; loading the model…`);
+    text = `${e.file}: ${(e.loaded / MB).toFixed(1)} MB ${e.cached ? 'read from the cache' : 'downloaded'}; loading the model…`;
     log(`local model ${e.cached ? 'read from the cache' : 'downloaded'}: ${e.file}, ${(e.loaded / MB).toFixed(1)} MB`);
-    return;
+  } else {
+    const percent = e.total ? ` ${Math.round((100 * e.loaded) / e.total)}%` : '';
+    const size = e.total ? ` of ${(e.total / MB).toFixed(1)} MB` : '';
+    text = `${e.cached ? 'reading' : 'downloading'} ${e.file}:${percent} (${(e.loaded / MB).toFixed(1)} MB${size})${e.cached ? ' from the cache' : ''}`;
   }
-  const percent = e.total ? ` ${Math.round((100 * e.loaded) / e.total)}%` : '';
-  const size = e.total ? ` of ${(e.total / MB).toFixed(1)} MB` : '';
-  setLlmStatus('loading', `${e.cached ? 'reading' : 'downloading'} ${e.file}:${percent} (${(e.loaded / MB).toFixed(1)} MB${size})${e.cached ? ' from the cache' : ''}`);
+  setLlmStatus('loading', text);
+  // A chat question that needs the model waits for this load: its status line says so.
+  showChatLoading?.(text);
 }
 
 /** Tokens per second, or '—' when the time is too short to say. */

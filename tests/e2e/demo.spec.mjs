@@ -6,11 +6,13 @@ test('the demo starts the worker and shows its status, versions and health', asy
   await expect(page.locator('#worker-version')).toContainText('protocol v1');
   await expect(page.locator('#worker-version')).toContainText('client 0.1.0');
   const rows = page.locator('#health tbody tr');
-  await expect(rows).toHaveCount(6);
+  await expect(rows).toHaveCount(8);
   await expect(page.locator('tr[data-component="embedder"] td').nth(1)).toHaveText('healthy');
   await expect(page.locator('tr[data-component="tasks"] td').nth(1)).toHaveText('healthy');
   await expect(page.locator('tr[data-component="protocol"] td').nth(1)).toHaveText('healthy');
   await expect(page.locator('tr[data-component="runtime"] td').nth(1)).toHaveText('healthy');
+  await expect(page.locator('tr[data-component="orchestrator"] td').nth(1)).toHaveText('healthy');
+  await expect(page.locator('tr[data-component="tools"] td').nth(1)).toHaveText('healthy');
   await page.click('#ping');
   await expect(page.locator('#ping-result')).toContainText('pong in');
   await expect(page.locator('#log')).toContainText('pong: {"from":"demo"}');

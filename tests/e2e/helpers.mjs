@@ -1,10 +1,10 @@
 // Shared by the end-to-end specs.
 import { expect } from '@playwright/test';
 
-/** Opens the demo page and waits until its orchestrator is ready; fails on any page error. */
-export async function openDemo(page) {
+/** Opens the demo page (at `path`) and waits until its orchestrator is ready; fails on any page error. */
+export async function openDemo(page, path = '/') {
   const problems = watchProblems(page);
-  await page.goto('/');
+  await page.goto(path);
   // Each test has a fresh browser context, so the first start downloads and loads the 90 MB model:
   // on a busy 2-core machine that can take well over the default wait.
   await expect(page.locator('#worker-status')).toHaveAttribute('data-state', 'ready', { timeout: 90_000 });

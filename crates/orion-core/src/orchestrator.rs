@@ -811,7 +811,6 @@ impl Orchestrator {
         let guard = resources.guard.as_ref();
         let permit = guard.admit(crate::runtime::LLM_INFERENCE_BREAKER)?;
         guard.started(GENERATOR);
-        let started = self.clock.now_ms();
         let watcher = DebateWatch {
             observer,
             clock: &self.clock,
@@ -838,18 +837,14 @@ impl Orchestrator {
         if let Some(Error::Cancelled(reason)) = failure {
             return Err(Error::Cancelled(reason));
         }
-        let mut stage_started = started;
-        for (state, at) in watcher.stages.into_inner() {
-            if let Some(stage) = debate_stage(state) {
-                trace.step(
-                    stage,
-                    format!("debate: {}", state.as_str()),
-                    stage_started,
-                    at,
-                    true,
-                );
+        let stages = watcher.stages.into_inner();
+        let now = self.clock.now_ms();
+        for (i, (state, at)) in stages.iter().enumerate() {
+            if let Some(stage) = debate_stage(*state) {
+                // A stage lasts until the next one begins (the last one, until now).
+                let end = stages.get(i + 1).map_or(now, |(_, next)| *next);
+                trace.step(stage, format!("debate: {}", state.as_str()), *at, end, true);
             }
-            stage_started = at;
         }
         for response in &outcome.responses {
             if let Some(error) = &response.error {

@@ -20,10 +20,15 @@ use crate::testing::{AnswersInOrder, WordsEmbedder};
 use crate::tools::ToolPolicy;
 
 /// Answers each agent with a canned text; records every request.
+/// A clock and each agent's time to answer, in ms.
+type Timing = (ManualClock, fn(&str) -> u64);
+
 #[derive(Default)]
 struct Scripted {
     requests: RefCell<Vec<GenerateRequest>>,
     fail: bool,
+    /// Moves this clock on by each agent's time as it answers.
+    timing: RefCell<Option<Timing>>,
 }
 
 impl Scripted {
@@ -38,6 +43,9 @@ impl Scripted {
             return Err(Error::Generation("the model broke".into()));
         }
         let agent = request.agent.clone().unwrap_or_default();
+        if let Some((clock, ms)) = &*self.timing.borrow() {
+            clock.advance(ms(&agent));
+        }
         let text = format!("The {agent} answer: Paris is the capital of France.");
         let mut finish = FinishReason::EndOfTurn;
         let mut written = String::new();
@@ -321,6 +329,35 @@ fn full_runs_the_debate_in_order_and_streams_each_agent() {
         .any(|s| s.name == "agreement"));
     // The exchange is remembered.
     assert!(f.kinds().contains(&"conversation".to_owned()));
+}
+
+#[test]
+fn each_debate_step_lasts_from_its_stage_to_the_next() {
+    let f = fixture();
+    f.generator
+        .timing
+        .replace(Some((f.clock.clone(), |agent| match agent {
+            "logical" => 100,
+            "creative" => 200,
+            "critical" => 400,
+            _ => 800,
+        })));
+    let (answer, _) = f.ask("What is the capital of France?", Profile::Full);
+    let durations: Vec<(String, f64)> = answer
+        .unwrap()
+        .reasoning_steps
+        .into_iter()
+        .filter(|s| s.stage.starts_with("multi_agent"))
+        .map(|s| (s.stage, s.duration_ms))
+        .collect();
+    assert_eq!(
+        durations,
+        [
+            ("multi_agent_parallel".to_owned(), 300.0),
+            ("multi_agent_critical".to_owned(), 400.0),
+            ("multi_agent_synthesis".to_owned(), 800.0),
+        ]
+    );
 }
 
 #[test]
