@@ -55,8 +55,8 @@ use serde::{Deserialize, Serialize};
 use crate::clock::{Clock, SharedClock};
 use crate::error::{Error, Result};
 use crate::generation::{
-    FinishReason, GenerateRequest, Generated, GenerationSink, Generator, Turn, MAX_NEW_TOKENS,
-    MAX_PROMPT_BYTES,
+    FinishReason, GenerateRequest, Generated, GenerationSink, Generator, Turn, LOCAL_KIND,
+    MAX_NEW_TOKENS, MAX_PROMPT_BYTES,
 };
 
 /// Debates started in this worker, for their review conversations' ids.
@@ -337,6 +337,8 @@ pub struct MultiAgentCoordinator {
     /// Tells this debate's review conversation from every other's (see
     /// [`REVIEW_CONVERSATION_PREFIX`]).
     debate: u64,
+    /// The synthesizer continues the critic's conversation (a local generator, which caches it).
+    review_in_conversation: bool,
     /// The memories that go into prompts: non-empty, at most `max_memories_in_prompt`.
     memories: Vec<String>,
     responses: Vec<AgentResponse>,
@@ -354,6 +356,7 @@ impl MultiAgentCoordinator {
             state: DebateState::Idle,
             query: String::new(),
             debate: 0,
+            review_in_conversation: false,
             memories: Vec::new(),
             responses: Vec::new(),
             stage_started_ms: 0,
@@ -437,6 +440,7 @@ impl MultiAgentCoordinator {
         self.responses.clear();
         self.stage_started_ms = 0;
         self.failure = None;
+        self.review_in_conversation = false;
     }
 
     /// Ends an active debate as cancelled by the user: [`DebateState::Failed`] with
@@ -553,6 +557,7 @@ impl MultiAgentCoordinator {
     ) -> Result<DebateOutcome> {
         const PARALLEL: [AgentRole; 2] = [AgentRole::Logical, AgentRole::Creative];
         let requests = self.launch_debate(query, memories)?;
+        self.review_in_conversation = generator.info().kind == LOCAL_KIND;
         observer.stage(self.state);
         let mut step = NextStep::Wait;
         if !observer.cancelled() {
@@ -662,12 +667,13 @@ impl MultiAgentCoordinator {
         self.review_request(AgentRole::Critical, prompt)
     }
 
-    /// The synthesizer answers in the critic's conversation when there is a critique (its
-    /// prompt then extends the critic's, see [`REVIEW_CONVERSATION_PREFIX`]); otherwise from the
-    /// question and the answers alone.
+    /// The synthesizer answers in the critic's conversation when there is a critique and the
+    /// generator is local (its prompt then extends the critic's, see
+    /// [`REVIEW_CONVERSATION_PREFIX`]); otherwise from one self-contained prompt: the question,
+    /// the answers and the critique if any (a page's LLM function may well read `prompt` alone).
     fn synthesis_request(&self) -> GenerateRequest {
         match self.answer(AgentRole::Critical) {
-            Some(critique) => {
+            Some(critique) if self.review_in_conversation => {
                 let mut request = self.critic_request();
                 request.history = vec![
                     Turn {
@@ -682,9 +688,14 @@ impl MultiAgentCoordinator {
                 request.prompt = SYNTHESIS_INSTRUCTION.to_owned();
                 self.with_role(request, AgentRole::Synthesizer)
             }
-            None => {
-                let (mut prompt, _) = self.answers_prompt(0);
-                prompt.push_str("\n\nWrite the final answer to the question.");
+            critique => {
+                let (mut prompt, share) = self.answers_prompt(usize::from(critique.is_some()));
+                if let Some(critique) = critique {
+                    prompt.push_str("\n\nReview: ");
+                    prompt.push_str(&clip(&critique.text, share));
+                }
+                prompt.push_str("\n\n");
+                prompt.push_str(SYNTHESIS_INSTRUCTION);
                 self.review_request(AgentRole::Synthesizer, prompt)
             }
         }
@@ -694,7 +705,9 @@ impl MultiAgentCoordinator {
     /// debate's conversation id.
     fn review_request(&self, role: AgentRole, prompt: String) -> GenerateRequest {
         GenerateRequest {
-            conversation_id: Some(format!("{REVIEW_CONVERSATION_PREFIX}{}", self.debate)),
+            conversation_id: self
+                .review_in_conversation
+                .then(|| format!("{REVIEW_CONVERSATION_PREFIX}{}", self.debate)),
             ..self.request(role, prompt, true)
         }
     }

@@ -224,11 +224,16 @@ impl GenerationSink for Silent {
     }
 }
 
+/// [`GeneratorInfo::kind`] of a generator that runs in this worker (the local model).
+pub const LOCAL_KIND: &str = "local";
+/// [`GeneratorInfo::kind`] of the page's LLM function.
+pub const HOST_KIND: &str = "host";
+
 /// What a generator is, for health and debug data.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct GeneratorInfo {
-    /// `local` or `host`.
+    /// [`LOCAL_KIND`] or [`HOST_KIND`].
     pub kind: String,
     /// The model, e.g. `SmolLM2-135M-Instruct.Q4_1` (or what the host says).
     pub model: String,

@@ -27,7 +27,7 @@ use crate::clock::SharedClock;
 use crate::embedding::LocalBoxFuture;
 use crate::error::{Error, Result};
 use crate::generation::{
-    FinishReason, GenerateRequest, Generated, GenerationSink, Generator, GeneratorInfo,
+    FinishReason, GenerateRequest, Generated, GenerationSink, Generator, GeneratorInfo, HOST_KIND,
 };
 use crate::jobs::Backoff;
 use crate::protocol::Event;
@@ -353,7 +353,7 @@ impl HostLlm {
 impl Generator for HostLlm {
     fn info(&self) -> GeneratorInfo {
         GeneratorInfo {
-            kind: "host".into(),
+            kind: HOST_KIND.into(),
             model: "host".into(),
         }
     }

@@ -43,6 +43,10 @@ const ROLE_PREFIXES: &[&str] = &[
     "critical:",
 ];
 
+/// How much better an agent's answer must score than the synthesis to replace it: the synthesis
+/// wins near-ties, since it was written to weigh the others.
+pub const SYNTHESIS_MARGIN: f32 = 0.1;
+
 /// What the orchestrator knows about the request when it formats the answer.
 #[derive(Debug, Clone)]
 pub struct FormatContext {
@@ -199,7 +203,8 @@ impl ResponseFormatter {
     }
 
     /// A debate's answer: the synthesis when it has text, otherwise the agent answer of highest
-    /// quality (with a note). `fromAgents` lists the agents whose text went into the answer
+    /// quality (with a note). The synthesis is also replaced by the best agent answer when that
+    /// scores more than [`SYNTHESIS_MARGIN`] higher (with a note). `fromAgents` lists the agents whose text went into the answer
     /// (every contributing agent and `synthesizer`, or the one agent used). Confidence is the
     /// quality score, with `agreement` measured over the agents' embeddings. When no agent
     /// produced text, this is [`Self::format_fallback_response`] with `generator` degraded.
@@ -233,39 +238,67 @@ impl ResponseFormatter {
         let synthesis = debate
             .synthesis
             .map(|s| (s, self.clean_cut(&s.text)))
-            .filter(|(_, (text, _))| !text.is_empty());
-        let (response, quality, from_agents) = if let Some((synthesis, (response, cut))) = synthesis
-        {
-            self.note_cut(cut, &mut ctx.notes);
-            let quality = measure(&response, synthesis.vector.as_deref());
-            let mut from: Vec<String> = contributors.iter().map(|(a, _)| a.agent.clone()).collect();
-            from.push(synthesis.agent.clone());
-            (response, quality, from)
-        } else {
-            let best = contributors
-                .iter()
-                .map(|(a, cleaned)| (a, cleaned, measure(&cleaned.0, a.vector.as_deref())))
-                .reduce(|best, next| {
-                    if next.2.score > best.2.score {
-                        next
-                    } else {
-                        best
-                    }
+            .filter(|(_, (text, _))| !text.is_empty())
+            .map(|(s, cleaned)| {
+                let quality = measure(&cleaned.0, s.vector.as_deref());
+                (s, cleaned, quality)
+            });
+        let best = contributors
+            .iter()
+            .map(|(a, cleaned)| {
+                (
+                    *a,
+                    cleaned.clone(),
+                    measure(&cleaned.0, a.vector.as_deref()),
+                )
+            })
+            .reduce(|best, next| {
+                if next.2.score > best.2.score {
+                    next
+                } else {
+                    best
+                }
+            });
+        // The synthesis answers unless it is missing, or an agent's own answer scores clearly
+        // better: a small model's synthesizer sometimes drifts off the question.
+        let use_agent = match (&synthesis, &best) {
+            (None, _) => true,
+            (Some((_, _, quality)), Some((_, _, agent))) => {
+                agent.score > quality.score + SYNTHESIS_MARGIN
+            }
+            (Some(_), None) => false,
+        };
+        let (response, quality, from_agents) = match (synthesis, best) {
+            (Some((synthesis, (response, cut), quality)), _) if !use_agent => {
+                self.note_cut(cut, &mut ctx.notes);
+                let mut from: Vec<String> =
+                    contributors.iter().map(|(a, _)| a.agent.clone()).collect();
+                from.push(synthesis.agent.clone());
+                (response, quality, from)
+            }
+            (synthesis, Some((agent, (response, cut), quality))) => {
+                ctx.notes.push(match synthesis {
+                    None => format!(
+                        "the synthesis was missing or empty; answered with the {} agent's answer",
+                        agent.agent
+                    ),
+                    Some((_, _, rejected)) => format!(
+                        "the synthesis scored {:.2}, below the {} agent's {:.2}; answered with the \
+                         agent's answer",
+                        rejected.score, agent.agent, quality.score
+                    ),
                 });
-            let Some((agent, (response, cut), quality)) = best else {
+                self.note_cut(cut, &mut ctx.notes);
+                (response, quality, vec![agent.agent.clone()])
+            }
+            (_, None) => {
                 ctx.notes
                     .push("no agent of the debate produced an answer".to_owned());
                 if !ctx.degraded.iter().any(|d| d == "generator") {
                     ctx.degraded.push("generator".to_owned());
                 }
                 return self.format_fallback_response(ctx, debate.query);
-            };
-            ctx.notes.push(format!(
-                "the synthesis was missing or empty; answered with the {} agent's answer",
-                agent.agent
-            ));
-            self.note_cut(*cut, &mut ctx.notes);
-            (response.clone(), quality, vec![agent.agent.clone()])
+            }
         };
         let provenance = Provenance {
             from_agents,

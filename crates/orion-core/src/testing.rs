@@ -116,7 +116,7 @@ pub(crate) fn tool_context(now_ms: u64, time_zone: Tz) -> ToolContext {
 /// What a scripted test generator reports about itself.
 pub(crate) fn scripted_info() -> GeneratorInfo {
     GeneratorInfo {
-        kind: "local".into(),
+        kind: crate::generation::LOCAL_KIND.into(),
         model: "scripted".into(),
     }
 }

@@ -461,7 +461,7 @@ fn partial_suffix(text: &str, stop: &str) -> usize {
 impl Generator for LocalGenerator {
     fn info(&self) -> GeneratorInfo {
         GeneratorInfo {
-            kind: "local".into(),
+            kind: orion_core::generation::LOCAL_KIND.into(),
             model: self.model.name.clone(),
         }
     }

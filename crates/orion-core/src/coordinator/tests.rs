@@ -46,6 +46,8 @@ enum Call {
 /// one token per request per step, and the clock moves [`MS_PER_TOKEN`] per step, like the local
 /// model's batched decoding.
 struct Scripted {
+    /// What [`Generator::info`] says it is (local unless a test says host).
+    kind: &'static str,
     clock: ManualClock,
     scripts: HashMap<AgentRole, Script>,
     requests: RefCell<Vec<GenerateRequest>>,
@@ -70,6 +72,7 @@ impl Scripted {
             (AgentRole::Synthesizer, Script::Answer(SYNTHESIS)),
         ];
         Self {
+            kind: crate::generation::LOCAL_KIND,
             clock: clock.clone(),
             scripts: scripts.into_iter().collect(),
             requests: RefCell::default(),
@@ -196,7 +199,10 @@ fn generated(text: &str, tokens: u32, finish: FinishReason) -> Generated {
 
 impl Generator for Scripted {
     fn info(&self) -> GeneratorInfo {
-        scripted_info()
+        GeneratorInfo {
+            kind: self.kind.into(),
+            ..scripted_info()
+        }
     }
 
     fn generate<'a>(
@@ -380,6 +386,28 @@ fn the_happy_path_runs_the_agents_in_order_with_their_temperatures() {
             .duration_ms,
         40
     );
+}
+
+#[test]
+fn a_host_generator_gets_a_self_contained_synthesis_prompt() {
+    let clock = ManualClock::new(0);
+    let mut generator = Scripted::new(&clock);
+    generator.kind = crate::generation::HOST_KIND;
+    let (_, outcome) = debate(&clock, &generator, &[], &Watcher::default());
+    assert_eq!(outcome.state, DebateState::Done);
+    // A page's function may read `prompt` alone: no history, no shared conversation.
+    for request in generator.requests.borrow().iter() {
+        assert_eq!(request.conversation_id, None);
+        assert!(request.history.is_empty());
+    }
+    let synthesis = generator.request(AgentRole::Synthesizer).prompt;
+    assert!(
+        synthesis.starts_with("Question: What is 12 * 7?"),
+        "{synthesis}"
+    );
+    assert!(synthesis.contains(&text(LOGICAL)) && synthesis.contains(&text(CREATIVE)));
+    assert!(synthesis.contains("Review: Both are right."), "{synthesis}");
+    assert!(synthesis.ends_with(SYNTHESIS_INSTRUCTION), "{synthesis}");
 }
 
 #[test]

@@ -255,6 +255,50 @@ fn debate_without_synthesis_falls_back_to_the_best_agent_answer() {
 }
 
 #[test]
+fn a_drifting_synthesis_gives_way_to_a_clearly_better_agent_answer() {
+    // The synthesis drifted: off the question, far from both agents, and looping.
+    let agents = [
+        agent(
+            "logical",
+            "The capital of France is Paris.",
+            Some(vec![1.0, 0.0]),
+        ),
+        agent(
+            "creative",
+            "Paris, on the Seine, is France's capital.",
+            Some(vec![0.9, 0.1]),
+        ),
+    ];
+    let drifted = agent(
+        "synthesizer",
+        "Dear friend, I hope this letter finds you. I hope this letter finds you well.",
+        Some(vec![0.0, 1.0]),
+    );
+    let r = ResponseFormatter::default()
+        .format_multi_agent_response(ctx(), debate(&agents, Some(&drifted)));
+    assert_eq!(r.response, "The capital of France is Paris.");
+    assert_eq!(r.provenance.from_agents, ["logical"]);
+    assert!(
+        r.debug
+            .notes
+            .iter()
+            .any(|n| n.contains("the synthesis scored")),
+        "{:?}",
+        r.debug.notes
+    );
+    // A synthesis as good as the agents keeps its place.
+    let fine = agent(
+        "synthesizer",
+        "Paris is the capital of France.",
+        Some(vec![1.0, 0.0]),
+    );
+    let r = ResponseFormatter::default()
+        .format_multi_agent_response(ctx(), debate(&agents, Some(&fine)));
+    assert_eq!(r.response, "Paris is the capital of France.");
+    assert!(r.provenance.from_agents.contains(&"synthesizer".to_owned()));
+}
+
+#[test]
 fn debate_with_no_answer_at_all_is_a_fallback_with_the_generator_degraded() {
     let agents = [agent("logical", "", None)];
     let mut context = ctx();
