@@ -5,6 +5,9 @@
 //!
 //! The harnesses and their npm packages are in `tests/bench/`, installed only here
 //! ([`setup::bench_packages`]).
+//!
+//! `cargo xtask eval` ([`eval`]) lives here too: it writes its own section of the same document
+//! the same way, from a native run rather than a browser.
 
 use std::io::Write;
 use std::path::Path;
@@ -15,11 +18,13 @@ use serde_json::Value;
 
 use crate::{build, models, output_of, serve, setup};
 
+pub mod eval;
 mod llm;
 
 /// The note at the top of a new `docs/BENCHMARKS.md`.
-const NOTE: &str = "<!-- Written by hand, except each part between a `begin: cargo xtask bench NAME` \
-comment and its `end:` comment, which that benchmark rewrites; it keeps everything else as it is. -->";
+const NOTE: &str = "<!-- Written by hand, except each part between a `begin: cargo xtask COMMAND` \
+comment and its `end:` comment, which that command (a benchmark or the evaluation) rewrites; it \
+keeps everything else as it is. -->";
 
 /// Runs the benchmark named by `args`.
 pub fn run(root: &Path, args: &[String]) -> Result<()> {
@@ -68,27 +73,33 @@ fn run_harness(root: &Path, script: &str, what: &str) -> Result<Value> {
     Ok(figures)
 }
 
-/// Replaces the section `name` of `docs/BENCHMARKS.md` with `section` and prints it.
+/// Replaces the section of benchmark `name` of `docs/BENCHMARKS.md` with `section` and prints it.
 fn write_section(root: &Path, name: &str, section: &str) -> Result<()> {
+    write_command_section(root, &format!("bench {name}"), section)
+}
+
+/// Replaces the section that `cargo xtask COMMAND` writes in `docs/BENCHMARKS.md` with `section`
+/// and prints it.
+fn write_command_section(root: &Path, command: &str, section: &str) -> Result<()> {
     let path = root.join("docs/BENCHMARKS.md");
     let old = match std::fs::read_to_string(&path) {
         Ok(old) => Some(old),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
         Err(error) => return Err(error).context("reading docs/BENCHMARKS.md"),
     };
-    let doc = splice(old.as_deref(), name, section);
+    let doc = splice(old.as_deref(), command, section);
     std::fs::create_dir_all(root.join("docs")).context("creating docs/")?;
     std::fs::write(&path, doc).context("writing docs/BENCHMARKS.md")?;
     println!("{section}");
-    println!("written to docs/BENCHMARKS.md (section `{name}`)");
+    println!("written to docs/BENCHMARKS.md (section `cargo xtask {command}`)");
     Ok(())
 }
 
-/// `doc` with the part between the markers of section `name` replaced by `section` (appended when
-/// the markers are not there); everything else stays as it is.
-fn splice(doc: Option<&str>, name: &str, section: &str) -> String {
-    let begin = format!("<!-- begin: cargo xtask bench {name} -->");
-    let end = format!("<!-- end: cargo xtask bench {name} -->");
+/// `doc` with the part between the markers of `cargo xtask COMMAND`'s section replaced by
+/// `section` (appended when the markers are not there); everything else stays as it is.
+fn splice(doc: Option<&str>, command: &str, section: &str) -> String {
+    let begin = format!("<!-- begin: cargo xtask {command} -->");
+    let end = format!("<!-- end: cargo xtask {command} -->");
     let block = format!("{begin}\n{}\n{end}", section.trim_end());
     let Some(doc) = doc else {
         return format!("# Benchmarks\n\n{NOTE}\n\n{block}\n");
@@ -914,14 +925,14 @@ mod tests {
     }
     #[test]
     fn each_benchmark_rewrites_only_its_section() {
-        let first = splice(None, "embed", "## Embeddings\n\nA\n");
+        let first = splice(None, "bench embed", "## Embeddings\n\nA\n");
         assert!(first.starts_with("# Benchmarks\n\n<!--"));
         let hand = format!("{first}\n### Analysis by hand\n");
-        let both = splice(Some(&hand), "memory", "## Memory\n\nM1\n");
+        let both = splice(Some(&hand), "bench memory", "## Memory\n\nM1\n");
         assert!(both.contains("### Analysis by hand\n\n<!-- begin: cargo xtask bench memory -->\n## Memory\n\nM1\n<!-- end: cargo xtask bench memory -->\n"));
-        let again = splice(Some(&both), "embed", "## Embeddings\n\nB\n");
+        let again = splice(Some(&both), "bench embed", "## Embeddings\n\nB\n");
         assert_eq!(again, both.replace("\nA\n", "\nB\n"));
-        let memory = splice(Some(&again), "memory", "## Memory\n\nM2\n");
+        let memory = splice(Some(&again), "bench memory", "## Memory\n\nM2\n");
         assert_eq!(memory, again.replace("M1", "M2"));
         assert_eq!(memory.matches("<!-- begin: cargo xtask bench").count(), 2);
     }

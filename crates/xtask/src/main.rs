@@ -12,6 +12,10 @@
 //!   on IndexedDB) against p-queue and Dexie, and schedule firing latency; `bench llm`: the local
 //!   LLM (Q4_1 as stored and Q8_0) against wllama (llama.cpp in wasm). Each writes its section
 //!   of `docs/BENCHMARKS.md`; their npm packages (`tests/bench/`) are installed only then.
+//! - `eval [--profile micro|lite|full]... [--no-llm]`: answer quality on the evaluation set of
+//!   `tests/eval/` (tool routing, exact tool answers, memory recall@5, relevance of the local
+//!   LLM's general answers), natively in release through `crates/orion-eval`, on every profile
+//!   unless some are named; writes its section of `docs/BENCHMARKS.md`.
 
 mod bench;
 mod build;
@@ -54,8 +58,9 @@ fn run() -> Result<()> {
         "demo" => demo(&root, rest),
         "test" => test::all(&root),
         "bench" => bench::run(&root, rest),
+        "eval" => bench::eval::run(&root, rest),
         "help" | "--help" | "-h" => {
-            println!("usage: cargo xtask <setup | build [--dev|--release] | demo [--headless] [--port N] | test | bench <embed|memory|tasks|llm>>");
+            println!("usage: cargo xtask <setup | build [--dev|--release] | demo [--headless] [--port N] | test | bench <embed|memory|tasks|llm> | eval [--profile micro|lite|full]... [--no-llm]>");
             Ok(())
         }
         other => bail!("unknown command `{other}`; try `cargo xtask help`"),
