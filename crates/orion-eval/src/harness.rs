@@ -152,6 +152,7 @@ impl Harness {
                     HealthConfig::default(),
                 )),
             }),
+            degraded: Vec::new(),
         };
         let started = Instant::now();
         let answer = block_on(self.orchestrator.ask(&request, &resources, &Quiet));
