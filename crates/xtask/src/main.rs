@@ -10,8 +10,10 @@
 //! - `bench embed`: the embedders in headless Chromium; `bench memory`: the memory store (addMany,
 //!   search, cold start) against idb-keyval and Dexie; `bench tasks`: the job queue (in memory and
 //!   on IndexedDB) against p-queue and Dexie, and schedule firing latency; `bench llm`: the local
-//!   LLM (Q4_1 as stored and Q8_0) against wllama (llama.cpp in wasm). Each writes its section
-//!   of `docs/BENCHMARKS.md`; their npm packages (`tests/bench/`) are installed only then.
+//!   LLM (Q4_1 as stored and Q8_0) against wllama (llama.cpp in wasm); `bench ask`: the latency of
+//!   `orion.ask` (tool and memory answers on micro and lite, the debate on full with the local
+//!   LLM). Each writes its section of `docs/BENCHMARKS.md`; their npm packages (`tests/bench/`)
+//!   are installed only then.
 
 mod bench;
 mod build;
@@ -55,7 +57,7 @@ fn run() -> Result<()> {
         "test" => test::all(&root),
         "bench" => bench::run(&root, rest),
         "help" | "--help" | "-h" => {
-            println!("usage: cargo xtask <setup | build [--dev|--release] | demo [--headless] [--port N] | test | bench <embed|memory|tasks|llm>>");
+            println!("usage: cargo xtask <setup | build [--dev|--release] | demo [--headless] [--port N] | test | bench <embed|memory|tasks|llm|ask>>");
             Ok(())
         }
         other => bail!("unknown command `{other}`; try `cargo xtask help`"),
