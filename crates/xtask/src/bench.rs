@@ -1,7 +1,9 @@
 //! `cargo xtask bench embed` measures ORION's embedders and transformers.js side by side, `cargo
 //! xtask bench memory` ORION's memory store against idb-keyval and Dexie, `cargo xtask bench tasks`
 //! ORION's job queue against p-queue and Dexie (and its schedules' firing latency), `cargo xtask
-//! bench llm` ORION's local LLM against wllama ([`llm`]), each in one headless Chromium run. Each writes its own section of `docs/BENCHMARKS.md` and keeps the rest.
+//! bench llm` ORION's local LLM against wllama ([`llm`]), `cargo xtask bench ask` the latency of
+//! `orion.ask` ([`ask`]), each in one headless Chromium run. Each writes its own section of
+//! `docs/BENCHMARKS.md` and keeps the rest.
 //!
 //! The harnesses and their npm packages are in `tests/bench/`, installed only here
 //! ([`setup::bench_packages`]).
@@ -18,6 +20,7 @@ use serde_json::Value;
 
 use crate::{build, models, output_of, serve, setup};
 
+mod ask;
 pub mod eval;
 mod llm;
 
@@ -33,11 +36,12 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         Some("memory") => memory(root),
         Some("tasks") => tasks(root),
         Some("llm") => llm::run(root),
+        Some("ask") => ask::run(root),
         Some(other) => {
-            bail!("unknown benchmark `{other}` (try `embed`, `memory`, `tasks` or `llm`)")
+            bail!("unknown benchmark `{other}` (try `embed`, `memory`, `tasks`, `llm` or `ask`)")
         }
         None => bail!(
-            "which benchmark? `cargo xtask bench embed`, `cargo xtask bench memory`, `cargo xtask bench tasks` or `cargo xtask bench llm`"
+            "which benchmark? `cargo xtask bench embed`, `cargo xtask bench memory`, `cargo xtask bench tasks`, `cargo xtask bench llm` or `cargo xtask bench ask`"
         ),
     }
 }

@@ -10,8 +10,10 @@
 //! - `bench embed`: the embedders in headless Chromium; `bench memory`: the memory store (addMany,
 //!   search, cold start) against idb-keyval and Dexie; `bench tasks`: the job queue (in memory and
 //!   on IndexedDB) against p-queue and Dexie, and schedule firing latency; `bench llm`: the local
-//!   LLM (Q4_1 as stored and Q8_0) against wllama (llama.cpp in wasm). Each writes its section
-//!   of `docs/BENCHMARKS.md`; their npm packages (`tests/bench/`) are installed only then.
+//!   LLM (Q4_1 as stored and Q8_0) against wllama (llama.cpp in wasm); `bench ask`: the latency of
+//!   `orion.ask` (tool and memory answers on micro and lite, the debate on full with the local
+//!   LLM). Each writes its section of `docs/BENCHMARKS.md`; their npm packages (`tests/bench/`)
+//!   are installed only then.
 //! - `eval [--profile micro|lite|full]... [--no-llm]`: answer quality on the evaluation set of
 //!   `tests/eval/` (tool routing, exact tool answers, memory recall@5, relevance of the local
 //!   LLM's general answers), natively in release through `crates/orion-eval`, on every profile
@@ -60,7 +62,7 @@ fn run() -> Result<()> {
         "bench" => bench::run(&root, rest),
         "eval" => bench::eval::run(&root, rest),
         "help" | "--help" | "-h" => {
-            println!("usage: cargo xtask <setup | build [--dev|--release] | demo [--headless] [--port N] | test | bench <embed|memory|tasks|llm> | eval [--profile micro|lite|full]... [--no-llm]>");
+            println!("usage: cargo xtask <setup | build [--dev|--release] | demo [--headless] [--port N] | test | bench <embed|memory|tasks|llm|ask> | eval [--profile micro|lite|full]... [--no-llm]>");
             Ok(())
         }
         other => bail!("unknown command `{other}`; try `cargo xtask help`"),
