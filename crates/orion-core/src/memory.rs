@@ -563,6 +563,42 @@ impl Memories {
         min_similarity: f64,
         kind: Option<&str>,
     ) -> Result<Vec<SearchHit>> {
+        let kind = self.check_search(query, k, min_similarity, kind)?;
+        let vector = self.embed_one(embedder, query).await?;
+        self.search_vector(&vector, k, min_similarity, kind).await
+    }
+
+    /// [`Memories::search`] with `query` already embedded by `embedder` as `vector`, for callers
+    /// that embedded it for something else first (the `ask` pipeline).
+    pub async fn search_embedded(
+        &self,
+        embedder: &dyn Embedder,
+        query: &str,
+        vector: &[f32],
+        k: u64,
+        min_similarity: f64,
+        kind: Option<&str>,
+    ) -> Result<Vec<SearchHit>> {
+        let kind = self.check_search(query, k, min_similarity, kind)?;
+        self.check_embedder(embedder)?;
+        if vector.len() != self.model.dims {
+            return Err(Error::Internal(format!(
+                "a query vector of {} dimensions for an index of {}",
+                vector.len(),
+                self.model.dims
+            )));
+        }
+        self.search_vector(vector, k, min_similarity, kind).await
+    }
+
+    /// Checks a search's arguments; the kind, parsed.
+    fn check_search(
+        &self,
+        query: &str,
+        k: u64,
+        min_similarity: f64,
+        kind: Option<&str>,
+    ) -> Result<Option<MemoryKind>> {
         if query.trim().is_empty() {
             return Err(Error::invalid_input("query", "is empty"));
         }
@@ -579,14 +615,23 @@ impl Memories {
                 format!("must be from -1 to 1, got {min_similarity}"),
             ));
         }
-        let kind = kind.map(|k| MemoryKind::parse(k, "kind")).transpose()?;
-        let vector = self.embed_one(embedder, query).await?;
+        kind.map(|k| MemoryKind::parse(k, "kind")).transpose()
+    }
+
+    /// The search itself, over a checked query vector.
+    async fn search_vector(
+        &self,
+        vector: &[f32],
+        k: u64,
+        min_similarity: f64,
+        kind: Option<MemoryKind>,
+    ) -> Result<Vec<SearchHit>> {
         let hits = {
             let state = self.state.borrow();
             let now = self.clock.now_ms();
             state
                 .vectors
-                .search(&vector, k as usize, min_similarity as f32, |id| {
+                .search(vector, k as usize, min_similarity as f32, |id| {
                     state.entries.get(id).is_some_and(|entry| {
                         kind.is_none_or(|kind| entry.kind == kind)
                             && !self.expired_at(entry.kind, entry.created_at, now)

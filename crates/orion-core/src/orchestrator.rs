@@ -485,8 +485,8 @@ impl Orchestrator {
 
         // Memories.
         let memory_vectors = match &query_vector {
-            Some(_) => {
-                self.search_memories(query, resources, observer, &mut trace)
+            Some(vector) => {
+                self.search_memories(query, vector, resources, observer, &mut trace)
                     .await
             }
             None => Vec::new(),
@@ -620,6 +620,7 @@ impl Orchestrator {
     async fn search_memories(
         &self,
         query: &str,
+        query_vector: &[f32],
         resources: &Resources,
         observer: &dyn AskObserver,
         trace: &mut Trace,
@@ -638,10 +639,12 @@ impl Orchestrator {
             Err(error) => Err(error),
             Ok(permit) => {
                 guard.started(STORE);
+                // The query was embedded for tool choice already.
                 let hits = memories
-                    .search(
+                    .search_embedded(
                         resources.embedder.as_ref(),
                         query,
+                        query_vector,
                         self.settings.memory_k,
                         self.settings.memory_min_similarity,
                         None,

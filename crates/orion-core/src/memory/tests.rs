@@ -1056,3 +1056,34 @@ fn every_failed_restore_leaves_the_store_and_the_index_as_they_were() {
     assert_eq!(report.restored, 2);
     assert_eq!(memories.stats().count, 4);
 }
+
+#[test]
+fn a_search_with_the_query_already_embedded_finds_the_same_hits() {
+    let f = fixture();
+    f.add("the cat sleeps on the sofa", "fact");
+    f.add("stock prices rose today", "fact");
+    let query = "where does the cat sleep";
+    let by_text = block_on(f.memories.search(&f.embedder, query, 5, 0.0, None)).unwrap();
+    let vector = block_on(f.embedder.embed(&[query])).unwrap().remove(0);
+    let by_vector = block_on(
+        f.memories
+            .search_embedded(&f.embedder, query, &vector, 5, 0.0, None),
+    )
+    .unwrap();
+    let ids = |hits: &[SearchHit]| hits.iter().map(|h| h.id.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&by_vector), ids(&by_text));
+    assert_eq!(
+        by_vector.first().map(|h| h.text.as_str()),
+        Some("the cat sleeps on the sofa")
+    );
+    let short = block_on(
+        f.memories
+            .search_embedded(&f.embedder, query, &[1.0], 5, 0.0, None),
+    );
+    assert_eq!(short.unwrap_err().code(), ErrorCode::Internal);
+    let bad_k = block_on(
+        f.memories
+            .search_embedded(&f.embedder, query, &vector, 0, 0.0, None),
+    );
+    assert_eq!(bad_k.unwrap_err().code(), ErrorCode::InvalidInput);
+}
