@@ -12,7 +12,7 @@ test('an app that installed the npm tarball creates ORION, pings, reads health a
   expect(result.pong).toEqual({ hello: 'from the fixture', n: [1, 2, 3] });
   expect(result.version).toMatchObject({ protocol: 1, client: '0.1.0', core: '0.1.0', web: '0.1.0' });
   
-  expect(result.health.components.map((c) => c.name)).toEqual(['embedder', 'generator', 'protocol', 'runtime', 'store', 'tasks']);
+  expect(result.health.components.map((c) => c.name)).toEqual(['embedder', 'generator', 'orchestrator', 'protocol', 'runtime', 'store', 'tasks', 'tools']);
   // No model URL given: the hashing embedder, with its own version.
   expect(result.embedding.length).toBe(384);
   expect(result.profile.active).toBe('micro');

@@ -39,7 +39,7 @@ test('init, ping, version and health round-trip with their ids', async ({ page }
   });
   await expectServing(page, 2);
   const health = await exchange(page, { v: 1, id: 3, type: 'health' });
-  expect(health.result.components.map((c) => c.name)).toEqual(['embedder', 'generator', 'protocol', 'runtime', 'store', 'tasks']);
+  expect(health.result.components.map((c) => c.name)).toEqual(['embedder', 'generator', 'orchestrator', 'protocol', 'runtime', 'store', 'tasks', 'tools']);
 });
 
 test('every kind of malformed message gets an error answer and the worker keeps serving', async ({ page }) => {

@@ -343,7 +343,14 @@ fn tokenize(text: &str) -> std::result::Result<Vec<Token>, String> {
                 .iter()
                 .find(|c| !c.is_whitespace())
                 .is_some_and(|c| c.is_ascii_digit() || *c == '(' || *c == '.');
-            if word == "x" && previous_is_number && next_starts_operand {
+            // `2/3 of 90`: a fraction of something is a product.
+            let after_fraction = matches!(
+                tokens.as_slice(),
+                [.., Token::Number(_), Token::Symbol('/'), Token::Number(_)]
+            );
+            if (word == "x" && previous_is_number || word == "of" && after_fraction)
+                && next_starts_operand
+            {
                 tokens.push(Token::Symbol('*'));
             } else if FUNCTIONS.contains(&word.as_str())
                 || (word == "of" && tokens.last() == Some(&Token::Symbol('%')))

@@ -89,6 +89,27 @@ const MONTHS: [&str; 12] = [
     "december",
 ];
 
+/// Holidays on a fixed month and day, by the names people use (apostrophes dropped, as
+/// [`DateSpec::parse`] compares without them). Movable feasts (Easter, Thanksgiving) are left out
+/// rather than guessed.
+const HOLIDAYS: &[(&str, u32, u32)] = &[
+    ("christmas", 12, 25),
+    ("christmas day", 12, 25),
+    ("christmas eve", 12, 24),
+    ("new year", 1, 1),
+    ("new years", 1, 1),
+    ("new years day", 1, 1),
+    ("new years eve", 12, 31),
+    ("halloween", 10, 31),
+    ("valentines day", 2, 14),
+    ("valentines", 2, 14),
+    ("st patricks day", 3, 17),
+    ("saint patricks day", 3, 17),
+    ("independence day", 7, 4),
+    ("the fourth of july", 7, 4),
+    ("fourth of july", 7, 4),
+];
+
 /// Answers date and time questions exactly, from the runtime's clock.
 #[derive(Debug, Clone)]
 pub struct DateTime {
@@ -260,6 +281,11 @@ fn weekday_intent(text: &str) -> Option<Value> {
         .strip_suffix(" be")
         .or_else(|| rest.strip_suffix(" fall on"))
         .unwrap_or(rest);
+    // `what day of the week is it [today]` asks about today.
+    let rest = match rest.strip_prefix("it") {
+        Some("" | " today" | " now") => "today",
+        _ => rest,
+    };
     let date = DateSpec::parse(rest)?;
     Some(json!({ "operation": "weekday", "date": date.argument() }))
 }
@@ -287,7 +313,13 @@ fn days_between_intent(text: &str) -> Option<Value> {
         let to = DateSpec::parse(to)?;
         return Some(json!({ "operation": "days_between", "to": to.argument() }));
     }
-    if let Some(since) = ["since ", "has it been since ", "have passed since "]
+    // `… ago was 2026-01-01` counts like `since`: a positive number of days up to today.
+    if let Some(since) = [
+        "since ",
+        "has it been since ",
+        "have passed since ",
+        "ago was ",
+    ]
         .iter()
         .find_map(|p| rest.strip_prefix(p))
     {
@@ -336,6 +368,7 @@ fn add_intent(text: &str) -> Option<Value> {
     let rest = [
         "what date is ",
         "what day is ",
+        "what is the date ",
         "what is ",
         "what date was ",
         "what day was ",
@@ -407,7 +440,8 @@ enum DateSpec {
 
 impl DateSpec {
     /// Reads `2026-12-25`, `December 25, 2026`, `25th of December 2026`, `December 25`, `today`,
-    /// `tomorrow` or `yesterday`; `None` for anything else (numeric `12/25/2026` is ambiguous).
+    /// `tomorrow`, `yesterday` or a fixed-date holiday (`Christmas`, [`HOLIDAYS`]); `None` for
+    /// anything else (numeric `12/25/2026` is ambiguous).
     fn parse(text: &str) -> Option<Self> {
         let text = text.trim().to_lowercase();
         match text.as_str() {
@@ -415,6 +449,10 @@ impl DateSpec {
             "tomorrow" => return Some(DateSpec::Relative(1)),
             "yesterday" => return Some(DateSpec::Relative(-1)),
             _ => {}
+        }
+        let unquoted = text.replace('\'', "").replace('.', "");
+        if let Some((_, month, day)) = HOLIDAYS.iter().find(|(name, ..)| *name == unquoted) {
+            return Some(DateSpec::MonthDay(*month, *day));
         }
         if let Some(date) = parse_iso(&text) {
             return Some(DateSpec::Absolute(date));

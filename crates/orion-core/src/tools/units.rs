@@ -487,10 +487,19 @@ fn read_quantity(text: &str) -> Option<(String, &'static Unit)> {
     Some((number, find_unit(unit)?))
 }
 
-/// The unit called `name` (any case, `°` and spaces tolerated).
+/// The unit whose symbol is exactly `name` (`B`, which lower-cased would be ambiguous with
+/// bits), else the unit called `name` (any case, `°` and spaces tolerated). A `US` qualifier is
+/// accepted (`US gallons`): the volumes are the US customary ones.
 fn find_unit(name: &str) -> Option<&'static Unit> {
+    if let Some(unit) = UNITS.iter().find(|unit| unit.symbol == name.trim()) {
+        return Some(unit);
+    }
     let name = name.trim().to_lowercase();
-    let name = name.replace("° ", "°");
+    let name = ["us ", "u.s. "]
+        .iter()
+        .find_map(|q| name.strip_prefix(q))
+        .unwrap_or(&name)
+        .replace("° ", "°");
     UNITS
         .iter()
         .find(|unit| unit.names.contains(&name.as_str()))

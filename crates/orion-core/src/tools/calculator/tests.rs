@@ -58,6 +58,7 @@ fn intent_reads_explicit_calculations() {
         ("what is 2 to the power of 10", "2^10"),
         ("10 mod 3", "10 mod 3"),
         ("5!", "5!"),
+        ("What is 2/3 of 90?", "2/3 * 90"),
         ("what is -5 + 2?", "-5 + 2"),
         ("log10(1000)", "log10(1000)"),
         ("what is 20 percent of 50", "20% of 50"),
@@ -81,6 +82,8 @@ fn intent_ignores_questions_that_are_not_arithmetic() {
         "what is 42?",
         "roll d6",
         "a = 3",
+        "5 of 10",
+        "2/3 of the cake",
         "",
         "   ",
         "hello",
@@ -103,6 +106,8 @@ fn results_are_exact() {
     assert_eq!(result("sqrt(144)"), "12");
     assert_eq!(result("10 mod 3"), "1");
     assert_eq!(result("5!"), "120");
+    assert_eq!(result("2/3 of 90"), "60");
+    assert_eq!(result("3/4 of 10"), "7.5");
     assert_eq!(result("-5 + 2"), "-3");
     assert_eq!(result("1,000 + 2"), "1002");
     assert_eq!(result("what is 6 times 7?"), "42");

@@ -127,6 +127,34 @@ fn intent_reads_explicit_date_questions() {
             "a week from now",
             json!({"operation": "add", "date": "today", "amount": 1, "unit": "weeks"}),
         ),
+        (
+            "What is the date 10 days from today?",
+            json!({"operation": "add", "date": "today", "amount": 10, "unit": "days"}),
+        ),
+        (
+            "What day of the week is it today?",
+            json!({"operation": "weekday", "date": "today"}),
+        ),
+        (
+            "what day of the week is it",
+            json!({"operation": "weekday", "date": "today"}),
+        ),
+        (
+            "How many days until Christmas?",
+            json!({"operation": "days_between", "to": "december 25"}),
+        ),
+        (
+            "how many days left until New Year’s Eve",
+            json!({"operation": "days_between", "to": "december 31"}),
+        ),
+        (
+            "what day of the week is halloween",
+            json!({"operation": "weekday", "date": "october 31"}),
+        ),
+        (
+            "How many days ago was 2026-01-01?",
+            json!({"operation": "days_between", "from": "2026-01-01", "to": "today"}),
+        ),
     ];
     for (query, expected) in cases {
         assert_eq!(intent(query), Some(expected), "{query}");
@@ -151,6 +179,9 @@ fn intent_ignores_everything_else() {
         "what day is the party",
         "what is today's weather",
         "what is the time difference between Tokyo and London",
+        "how many days until easter",
+        "what day of the week is it in my calendar",
+        "how many days ago was my haircut",
     ];
     for query in CHAT_QUERIES.iter().copied().chain(negatives) {
         assert_eq!(intent(query), None, "{query}");
@@ -218,6 +249,15 @@ fn weekdays() {
     assert_eq!(
         value(json!({"operation": "weekday", "date": "tomorrow"}))["weekday"],
         json!("Tuesday")
+    );
+    assert_eq!(
+        value(json!({"operation": "weekday", "date": "today"}))["weekday"],
+        json!("Monday")
+    );
+    // A holiday already past this year is next year's.
+    assert_eq!(
+        value(json!({"operation": "weekday", "date": "halloween"}))["date"],
+        json!("2027-10-31")
     );
 }
 

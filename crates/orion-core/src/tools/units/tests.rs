@@ -46,6 +46,10 @@ fn intent_reads_explicit_conversions() {
         ("10 stone in kg", ("10", "st", "kg")),
         ("how many bytes are in 1 KiB", ("1", "KiB", "B")),
         ("1 gallon to liters", ("1", "gal", "l")),
+        ("How many bytes are in 1 gigabyte?", ("1", "GB", "B")),
+        ("Convert 2 liters to US gallons", ("2", "l", "gal")),
+        ("how many liters are in 5 u.s. gallons", ("5", "gal", "l")),
+        ("4 US quarts in liters", ("4", "qt", "l")),
     ];
     for (query, (value, from, to)) in cases {
         assert_eq!(
@@ -83,6 +87,15 @@ fn arguments_accept_incompatible_units_for_run_to_refuse() {
 
 #[test]
 fn conversions_are_exact() {
+    // Every unit converts by its own symbol, as `intent` passes them.
+    for unit in UNITS {
+        assert!(
+            !result("1", unit.symbol, unit.symbol).starts_with("error"),
+            "{}",
+            unit.symbol
+        );
+    }
+    assert_eq!(result("1", "GB", "B"), "1000000000");
     assert_eq!(result("1", "mile", "km"), "1.609344");
     assert_eq!(result("1", "in", "cm"), "2.54");
     assert_eq!(result("2", "pounds", "ounces"), "32");
