@@ -320,8 +320,8 @@ fn days_between_intent(text: &str) -> Option<Value> {
         "have passed since ",
         "ago was ",
     ]
-        .iter()
-        .find_map(|p| rest.strip_prefix(p))
+    .iter()
+    .find_map(|p| rest.strip_prefix(p))
     {
         let from = DateSpec::parse(since)?;
         return Some(
@@ -369,6 +369,8 @@ fn add_intent(text: &str) -> Option<Value> {
         "what date is ",
         "what day is ",
         "what is the date ",
+        "what will the date be ",
+        "what will be the date ",
         "what is ",
         "what date was ",
         "what day was ",

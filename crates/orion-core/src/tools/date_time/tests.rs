@@ -132,6 +132,10 @@ fn intent_reads_explicit_date_questions() {
             json!({"operation": "add", "date": "today", "amount": 10, "unit": "days"}),
         ),
         (
+            "What will the date be 2 weeks from today?",
+            json!({"operation": "add", "date": "today", "amount": 2, "unit": "weeks"}),
+        ),
+        (
             "What day of the week is it today?",
             json!({"operation": "weekday", "date": "today"}),
         ),
