@@ -356,6 +356,29 @@ export interface OrionOptions {
   tools?: HostToolDefinition[];
   /** How `ask` answers; the worker checks the ranges (ERR_INVALID_INPUT on `ask.<field>`). */
   ask?: AskSettings;
+  /**
+   * When automatic backups are taken and how many are kept; the worker checks the ranges
+   * (ERR_INVALID_INPUT on `backups.<field>`).
+   */
+  backups?: BackupSettings;
+}
+
+/** `Orion.create({ backups })`: every field optional. */
+export interface BackupSettings {
+  /**
+   * Take automatic backups (default true). `false` removes their schedule; automatic backups
+   * already taken stay until deleted.
+   */
+  automatic?: boolean;
+  /** Ms from the database's first start to the first automatic backup, 0 to 7 days (default 300 000: 5 minutes). */
+  firstAfterMs?: number;
+  /**
+   * Ms between automatic backups, 1 minute to 30 days (default 3 600 000: hourly). A changed
+   * interval takes effect from the last automatic backup.
+   */
+  everyMs?: number;
+  /** Automatic backups kept, the newest, 1 to 100 (default 5). Manual ones are kept until deleted. */
+  keepAuto?: number;
 }
 
 /** `Orion.create({ llmOptions })`. */
@@ -883,7 +906,10 @@ export interface ScheduleRecord {
 /** A stored backup. */
 export interface BackupInfo {
   id: string;
-  /** Automatic (the newest 5 kept; first 5 min after the database's first start, then hourly) or manual (kept until deleted). */
+  /**
+   * Automatic (by default the newest 5 kept, first 5 min after the database's first start, then
+   * hourly: see `BackupSettings`) or manual (kept until deleted).
+   */
   kind: 'auto' | 'manual';
   label: string | null;
   createdAt: number;
@@ -897,12 +923,29 @@ export interface BackupInfo {
   parts: number;
 }
 
+/** `orion.backups.stats()`. */
+export interface BackupStats {
+  /** Backups stored, automatic and manual. */
+  count: number;
+  auto: number;
+  manual: number;
+  /** Their files' bytes, together. */
+  bytes: number;
+  /** When the newest and the oldest were taken (ms), `null` when there is none. */
+  newestAt: number | null;
+  oldestAt: number | null;
+  /** Automatic backups kept (`Orion.create({ backups: { keepAuto } })`). */
+  keepAuto: number;
+}
+
 /** Backups of the memories, kept in IndexedDB. */
 export interface OrionBackups {
   /** Takes a backup of every memory as they are at one moment. */
   create(options?: { label?: string }): Promise<BackupInfo>;
   /** Every stored backup, newest first. */
   list(): Promise<BackupInfo[]>;
+  /** Counts and sizes of the stored backups. */
+  stats(): Promise<BackupStats>;
   /** Checks a stored backup as an import would. */
   verify(id: string): Promise<{ valid: boolean; issues: string[] }>;
   /** The backup's file: JSON that dexie-export-import's `importDB` accepts, with ORION's header. */

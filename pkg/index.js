@@ -199,6 +199,7 @@ export class Orion {
     this.backups = Object.freeze({
       create: async (options = {}) => this.#call({ type: 'backups_create', ...pickOptions('backups.create', options, ['label']) }),
       list: async () => this.#call({ type: 'backups_list' }),
+      stats: async () => this.#call({ type: 'backups_stats' }),
       verify: async (id) => this.#call({ type: 'backups_verify', backupId: id }),
       export: async (id) => this.#call({ type: 'backups_export', backupId: id }),
       delete: async (id) => this.#call({ type: 'backups_delete', backupId: id }),
@@ -401,10 +402,11 @@ export class Orion {
   }
 
   #initRequest() {
-    const { debug = false, breaker, health, profile, models, database, memory, tasks, llm, llmOptions, tools, ask } = this.#options;
+    const { debug = false, breaker, health, profile, models, database, memory, tasks, llm, llmOptions, tools, ask, backups } = this.#options;
     const request = { type: 'init', debug: Boolean(debug) };
     if (tasks !== undefined) request.tasks = tasks;
     if (ask !== undefined) request.ask = ask;
+    if (backups !== undefined) request.backups = backups;
     if (database !== undefined) request.database = database;
     if (memory !== undefined) request.memory = memory;
     if (breaker) request.breaker = breaker;

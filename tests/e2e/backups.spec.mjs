@@ -64,6 +64,38 @@ test('a manual backup is listed, verified, exported and downloaded as a file', a
   expect(problems).toEqual([]);
 });
 
+test('backup settings from Orion.create: the first automatic backup fires when due, stats count it, bad settings refuse create', async ({ page }, testInfo) => {
+  const problems = watchProblems(page);
+  await page.goto('/fixture/blank.html');
+  const database = `backup-settings-${testInfo.workerIndex}-${Date.now()}`;
+  const outcome = await page.evaluate(async ({ database }) => {
+    const { Orion } = await import('/pkg/index.js');
+    const orion = await Orion.create({ profile: 'micro', database, backups: { firstAfterMs: 0, everyMs: 120_000, keepAuto: 2 } });
+    globalThis.orion = orion;
+    await orion.memory.add('Alice prefers green tea');
+    let stats = await orion.backups.stats();
+    for (let waited = 0; stats.auto === 0 && waited < 20_000; waited += 100) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      stats = await orion.backups.stats();
+    }
+    const list = await orion.backups.list();
+    const schedules = await orion.tasks.schedules.list();
+    const refused = await Orion.create({ profile: 'micro', database: `${database}-bad`, backups: { everyMs: 5 } })
+      .then(() => null, (error) => ({ code: error.code, message: error.message }));
+    return { stats, list, schedules, refused };
+  }, { database });
+
+  expect(outcome.stats).toMatchObject({ count: 1, auto: 1, manual: 0, keepAuto: 2 });
+  expect(outcome.stats.bytes).toBe(outcome.list[0].bytes);
+  expect(outcome.stats.newestAt).toBe(outcome.list[0].createdAt);
+  expect(outcome.list[0].kind).toBe('auto');
+  const auto = outcome.schedules.find((s) => s.id === 'orion.backups.auto');
+  expect(auto).toMatchObject({ spec: { every: 120_000 }, count: 1 });
+  expect(outcome.refused.code).toBe('ERR_INVALID_INPUT');
+  expect(outcome.refused.message).toContain('backups.everyMs');
+  expect(problems).toEqual([]);
+});
+
 test('restore brings deleted memories back, an export imports identically elsewhere, a corrupted file changes nothing', async ({ page }, testInfo) => {
   const problems = watchProblems(page);
   await page.goto('/fixture/blank.html');

@@ -34,7 +34,7 @@
 
 use std::rc::Rc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::backup_file::{
@@ -44,7 +44,7 @@ use crate::clock::SharedClock;
 use crate::embedding::EmbeddingModelInfo;
 use crate::error::{Error, Result};
 use crate::ids::IdClock;
-use crate::input::check_id;
+use crate::input::{check_id, in_range};
 use crate::memory::{Memories, RestoreOptions, RestoreReport};
 use crate::store::{Row, Scan, Store, Table, WriteOp};
 
@@ -73,6 +73,91 @@ impl Default for BackupConfig {
             limits: BackupLimits::default(),
         }
     }
+}
+
+/// When the first automatic backup is due, after the database's first start, by default.
+pub const FIRST_AUTO_BACKUP_MS: u64 = 5 * 60 * 1000;
+
+/// How often automatic backups are taken, by default.
+pub const AUTO_BACKUP_EVERY_MS: u64 = 60 * 60 * 1000;
+
+/// `init.backups`: the page's changes to when automatic backups are taken and how many are kept
+/// (every field optional).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BackupSettings {
+    /// Take automatic backups (default true). `false` removes the schedule; the automatic
+    /// backups already taken stay until deleted.
+    #[serde(default)]
+    pub automatic: Option<bool>,
+    /// Ms from the database's first start to the first automatic backup, 0 to 7 days
+    /// (default 5 minutes).
+    #[serde(default)]
+    pub first_after_ms: Option<u64>,
+    /// Ms between automatic backups, 1 minute to 30 days (default 1 hour).
+    #[serde(default)]
+    pub every_ms: Option<u64>,
+    /// Automatic backups kept, the newest, 1 to 100 (default 5).
+    #[serde(default)]
+    pub keep_auto: Option<usize>,
+}
+
+/// When automatic backups are taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AutoBackups {
+    /// Ms from the database's first start to the first one.
+    pub first_after_ms: u64,
+    /// Ms between two.
+    pub every_ms: u64,
+}
+
+impl Default for AutoBackups {
+    fn default() -> Self {
+        Self {
+            first_after_ms: FIRST_AUTO_BACKUP_MS,
+            every_ms: AUTO_BACKUP_EVERY_MS,
+        }
+    }
+}
+
+impl BackupSettings {
+    /// The configuration and the automatic schedule (`None` when turned off) these settings
+    /// give; a value out of range is `ERR_INVALID_INPUT` on `backups.<field>`.
+    pub fn resolve(&self) -> Result<(BackupConfig, Option<AutoBackups>)> {
+        const DAY_MS: u64 = 24 * 60 * 60 * 1000;
+        let mut config = BackupConfig::default();
+        let mut auto = AutoBackups::default();
+        if let Some(keep) = in_range("backups.keepAuto", self.keep_auto, 1, 100)? {
+            config.keep_auto = keep;
+        }
+        if let Some(ms) = in_range("backups.firstAfterMs", self.first_after_ms, 0, 7 * DAY_MS)? {
+            auto.first_after_ms = ms;
+        }
+        if let Some(ms) = in_range("backups.everyMs", self.every_ms, 60_000, 30 * DAY_MS)? {
+            auto.every_ms = ms;
+        }
+        Ok((config, self.automatic.unwrap_or(true).then_some(auto)))
+    }
+}
+
+/// What `orion.backups.stats()` reports of the stored backups.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupStats {
+    /// Backups stored.
+    pub count: usize,
+    /// Of which automatic.
+    pub auto: usize,
+    /// Of which manual.
+    pub manual: usize,
+    /// Their documents' bytes, together.
+    pub bytes: u64,
+    /// When the newest was taken (ms), if any.
+    pub newest_at: Option<u64>,
+    /// When the oldest was taken (ms), if any.
+    pub oldest_at: Option<u64>,
+    /// Automatic backups kept.
+    pub keep_auto: usize,
 }
 
 /// A stored backup, as `orion.backups.list()` reports it.
@@ -295,6 +380,24 @@ impl BackupManager {
             }
         }
         Ok(infos)
+    }
+
+    /// Counts and sizes of the stored backups.
+    pub async fn stats(&self) -> Result<BackupStats> {
+        let all = self.list().await?;
+        let auto = all
+            .iter()
+            .filter(|info| info.kind == BackupKind::Auto)
+            .count();
+        Ok(BackupStats {
+            count: all.len(),
+            auto,
+            manual: all.len() - auto,
+            bytes: all.iter().map(|info| info.bytes).sum(),
+            newest_at: all.iter().map(|info| info.created_at).max(),
+            oldest_at: all.iter().map(|info| info.created_at).min(),
+            keep_auto: self.config.keep_auto,
+        })
     }
 
     /// The backup with this id, if there is one.

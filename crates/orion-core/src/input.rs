@@ -30,6 +30,23 @@ pub(crate) fn check_id(field: &str, id: &str) -> Result<()> {
     Ok(())
 }
 
+/// `value` when it is absent or within `low..=high`; else `ERR_INVALID_INPUT` on `field`,
+/// saying the range.
+pub(crate) fn in_range<T: PartialOrd + std::fmt::Display + Copy>(
+    field: &str,
+    value: Option<T>,
+    low: T,
+    high: T,
+) -> Result<Option<T>> {
+    match value {
+        Some(v) if !(low <= v && v <= high) => Err(Error::invalid_input(
+            field,
+            format!("is {v}; it must be {low} to {high}"),
+        )),
+        other => Ok(other),
+    }
+}
+
 /// `ids` checked as ids (`ERR_INVALID_INPUT` on `ids[i]`), sorted, each once: what a refresh
 /// re-reads.
 pub(crate) fn unique_ids(ids: &[String]) -> Result<Vec<String>> {

@@ -40,6 +40,7 @@ use crate::embedding::{Embedder, LocalBoxFuture};
 use crate::error::{Error, Result};
 use crate::generation::{FinishReason, GenerateRequest, GenerationSink, Generator};
 use crate::guard::Guard;
+use crate::input::in_range;
 use crate::memory::{Memories, NewMemory};
 use crate::profile::Profile;
 use crate::response_formatter::{
@@ -221,37 +222,33 @@ pub struct AskSettings {
 impl AskSettings {
     /// `base` with these changes; a value out of range is `ERR_INVALID_INPUT` on `ask.<field>`.
     pub fn apply(&self, mut base: OrchestratorSettings) -> Result<OrchestratorSettings> {
-        fn range<T: PartialOrd + std::fmt::Display + Copy>(
-            field: &str,
-            value: Option<T>,
-            low: T,
-            high: T,
-        ) -> Result<Option<T>> {
-            match value {
-                Some(v) if !(low <= v && v <= high) => Err(Error::invalid_input(
-                    format!("ask.{field}"),
-                    format!("is {v}; it must be {low} to {high}"),
-                )),
-                other => Ok(other),
-            }
-        }
         let max_new = crate::generation::MAX_NEW_TOKENS;
-        if let Some(k) = range("memoryK", self.memory_k, 1, 20)? {
+        if let Some(k) = in_range("ask.memoryK", self.memory_k, 1, 20)? {
             base.memory_k = k;
         }
-        if let Some(min) = range("memoryMinSimilarity", self.memory_min_similarity, -1.0, 1.0)? {
+        if let Some(min) = in_range(
+            "ask.memoryMinSimilarity",
+            self.memory_min_similarity,
+            -1.0,
+            1.0,
+        )? {
             base.memory_min_similarity = min;
         }
-        if let Some(words) = range("liteDebateMinWords", self.lite_debate_min_words, 1, 1000)? {
+        if let Some(words) = in_range(
+            "ask.liteDebateMinWords",
+            self.lite_debate_min_words,
+            1,
+            1000,
+        )? {
             base.lite_debate_min_words = words;
         }
-        if let Some(tokens) = range("maxTokens", self.max_tokens, 1, max_new)? {
+        if let Some(tokens) = in_range("ask.maxTokens", self.max_tokens, 1, max_new)? {
             base.single_max_tokens = tokens;
         }
-        if let Some(tokens) = range("agentMaxTokens", self.agent_max_tokens, 1, max_new)? {
+        if let Some(tokens) = in_range("ask.agentMaxTokens", self.agent_max_tokens, 1, max_new)? {
             base.debate.max_tokens = tokens;
         }
-        if let Some(ms) = range("agentTimeoutMs", self.agent_timeout_ms, 1, 10 * 60_000)? {
+        if let Some(ms) = in_range("ask.agentTimeoutMs", self.agent_timeout_ms, 1, 10 * 60_000)? {
             base.debate.agent_timeout_ms = ms;
         }
         if let Some(remember) = self.remember_exchanges {

@@ -62,9 +62,13 @@ pub enum Request {
         /// The page's tools (their functions stay in the page; `tool_host_call` runs them).
         #[serde(default)]
         tools: Vec<crate::tools::HostToolSpec>,
-        /// How `ask` answers (budgets, thresholds) over the defaults.
+        /// How `ask` answers (budgets, thresholds) over the defaults (boxed, like `llm`).
         #[serde(default)]
-        ask: crate::orchestrator::AskSettings,
+        ask: Box<crate::orchestrator::AskSettings>,
+        /// When automatic backups are taken and how many are kept, over the defaults (boxed, like
+        /// `llm`).
+        #[serde(default)]
+        backups: Box<crate::backup::BackupSettings>,
     },
     /// Round-trips `payload` (any JSON value).
     Ping {
@@ -279,6 +283,8 @@ pub enum Request {
     },
     /// Every stored backup, newest first.
     BackupsList {},
+    /// Counts and sizes of the stored backups.
+    BackupsStats {},
     /// Checks a stored backup as an import would.
     BackupsVerify {
         /// The backup's id.
@@ -442,6 +448,7 @@ impl Request {
             Request::TasksConfigureAlerts { .. } => "tasks_configure_alerts",
             Request::BackupsCreate { .. } => "backups_create",
             Request::BackupsList {} => "backups_list",
+            Request::BackupsStats {} => "backups_stats",
             Request::BackupsVerify { .. } => "backups_verify",
             Request::BackupsExport { .. } => "backups_export",
             Request::BackupsDelete { .. } => "backups_delete",

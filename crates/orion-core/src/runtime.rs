@@ -197,6 +197,8 @@ pub struct WorkerRuntime {
     llm_source: Option<LlmSource>,
     /// `init.llm`.
     llm_settings: LlmSettings,
+    /// `init.backups`, checked at init.
+    backup_settings: crate::backup::BackupSettings,
     /// Answers `ask`, once initialised.
     orchestrator: Option<Rc<Orchestrator>>,
     /// Calls of the page's tools waiting for their answers.
@@ -241,6 +243,7 @@ impl WorkerRuntime {
             background: Vec::new(),
             llm_source: None,
             llm_settings: LlmSettings::default(),
+            backup_settings: crate::backup::BackupSettings::default(),
             orchestrator: None,
             tool_calls,
         }
@@ -303,13 +306,15 @@ impl WorkerRuntime {
                 llm,
                 tools,
                 ask,
+                backups,
             } if !initialized => {
                 // Bad settings refuse the init (so `Orion.create` rejects) before anything starts.
                 match MemoryConfig::for_profile(Profile::Full)
                     .with(memory)
                     .and_then(|_| tasks.validate())
                     .and_then(|()| llm.validate())
-                    .and_then(|()| self.start_orchestrator(tools, ask))
+                    .and_then(|()| backups.resolve().map(|_| ()))
+                    .and_then(|()| self.start_orchestrator(tools, *ask))
                 {
                     Err(error) => Err(error),
                     Ok(_) => {
@@ -321,6 +326,7 @@ impl WorkerRuntime {
                         self.memory_settings = memory;
                         self.task_settings = tasks;
                         self.llm_settings = *llm;
+                        self.backup_settings = *backups;
                         self.init(debug, breaker, health, profile, *models);
                         let version = ResponseBody::Version(self.version());
                         return Reply::Spawn(self.answer_after_load(id, version));
@@ -379,6 +385,7 @@ impl WorkerRuntime {
             | Request::TasksConfigureAlerts { .. } => return self.tasks(id, request),
             Request::BackupsCreate { .. }
             | Request::BackupsList {}
+            | Request::BackupsStats {}
             | Request::BackupsVerify { .. }
             | Request::BackupsExport { .. }
             | Request::BackupsDelete { .. }

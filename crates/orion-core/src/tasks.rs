@@ -544,17 +544,19 @@ impl Tasks {
         Ok(record)
     }
 
-    /// Creates scheduler `id` unless it exists (a worker's built-in schedules: a reload must not
-    /// move their next run). `template` names a queue with a Rust handler.
-    pub async fn ensure_schedule(
+    /// Scheduler `id`, if there is one.
+    pub async fn get_schedule(&self, id: &str) -> Result<Option<SchedulerRecord>> {
+        self.scheduler.get_scheduler(id).await
+    }
+
+    /// Creates or replaces one of the worker's built-in schedulers: typed, and naming a queue with
+    /// a Rust handler, so the page's task registry is not consulted.
+    pub async fn upsert_builtin_schedule(
         &self,
         id: &str,
         spec: ScheduleSpec,
         template: JobTemplate,
     ) -> Result<SchedulerRecord> {
-        if let Some(existing) = self.scheduler.get_scheduler(id).await? {
-            return Ok(existing);
-        }
         let record = self.scheduler.upsert_scheduler(id, spec, template).await?;
         self.changed_here(TaskChanges {
             schedules: true,

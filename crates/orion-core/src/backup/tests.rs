@@ -410,3 +410,80 @@ fn a_bad_file_or_a_failed_write_leaves_the_database_byte_for_byte_unchanged() {
     let report = block_on(target.import(&text, CLEAR, &memories, &|_| {})).unwrap();
     assert_eq!(report.restored, 20);
 }
+
+#[test]
+fn settings_resolve_to_a_config_and_a_schedule_and_refuse_out_of_range_values() {
+    let (config, auto) = BackupSettings::default().resolve().unwrap();
+    assert_eq!(config, BackupConfig::default());
+    assert_eq!(auto, Some(AutoBackups::default()));
+    let settings = BackupSettings {
+        automatic: None,
+        first_after_ms: Some(0),
+        every_ms: Some(60_000),
+        keep_auto: Some(100),
+    };
+    let (config, auto) = settings.resolve().unwrap();
+    assert_eq!(config.keep_auto, 100);
+    assert_eq!(
+        auto,
+        Some(AutoBackups {
+            first_after_ms: 0,
+            every_ms: 60_000
+        })
+    );
+    let off = BackupSettings {
+        automatic: Some(false),
+        ..BackupSettings::default()
+    };
+    assert_eq!(off.resolve().unwrap().1, None);
+    let too_often = BackupSettings {
+        every_ms: Some(59_999),
+        ..BackupSettings::default()
+    };
+    assert!(matches!(
+        too_often.resolve(),
+        Err(Error::InvalidInput { field, .. }) if field == "backups.everyMs"
+    ));
+}
+
+#[test]
+fn stats_count_sizes_and_dates_and_a_smaller_retention_keeps_fewer() {
+    let clock = ManualClock::new(1_000);
+    let store = Rc::new(MemStore::new());
+    let rows: Vec<WriteOp> = (0..3)
+        .map(|n| WriteOp::Put(Table::Memories, memory(n)))
+        .collect();
+    block_on(store.write(rows)).unwrap();
+    let config = BackupConfig {
+        keep_auto: 2,
+        ..BackupConfig::default()
+    };
+    let manager = BackupManager::new(store, clock.shared(), config, 7);
+    let manual = block_on(manager.create(BackupKind::Manual, None, &model())).unwrap();
+    let mut autos = Vec::new();
+    for _ in 0..4 {
+        clock.advance(1_000);
+        autos.push(block_on(manager.create(BackupKind::Auto, None, &model())).unwrap());
+    }
+    let stats = block_on(manager.stats()).unwrap();
+    // The two newest automatic backups are the ones kept.
+    let kept: Vec<String> = block_on(manager.list())
+        .unwrap()
+        .into_iter()
+        .filter(|info| info.kind == BackupKind::Auto)
+        .map(|info| info.id)
+        .collect();
+    assert_eq!(kept, [autos[3].id.clone(), autos[2].id.clone()]);
+    assert_eq!(
+        stats,
+        BackupStats {
+            count: 3,
+            auto: 2,
+            manual: 1,
+            bytes: manual.bytes + autos[3].bytes + autos[2].bytes,
+            newest_at: Some(5_000),
+            oldest_at: Some(1_000),
+            keep_auto: 2,
+        }
+    );
+}

@@ -57,6 +57,7 @@ fn decodes_every_request_type() {
                 llm: Box::default(),
                 tools: Vec::new(),
                 ask: Default::default(),
+                backups: Default::default(),
             },
         ),
         (

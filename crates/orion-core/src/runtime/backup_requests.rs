@@ -1,11 +1,12 @@
 //! The `backups_*` requests and the automatic backups.
 //!
 //! The backup manager opens after the store, the embedder and the task engines. It registers the
-//! Rust job handler [`BACKUP_JOB`] and, unless it exists, the schedule [`AUTO_BACKUP_SCHEDULE`]:
-//! first [`FIRST_AUTO_BACKUP_MS`] after the database's first start, then every
-//! [`AUTO_BACKUP_EVERY_MS`]. Being a schedule on the job engine, it fires in the leader tab only,
-//! once across tabs, and catches up once after a sleep. Every backup request is accounted against
-//! the `store` health component.
+//! Rust job handler [`BACKUP_JOB`] and the schedule [`AUTO_BACKUP_SCHEDULE`]: by default first
+//! [`FIRST_AUTO_BACKUP_MS`] after the database's first start, then every [`AUTO_BACKUP_EVERY_MS`]
+//! (`init.backups`, [`crate::backup::BackupSettings`], changes both, the number kept, or turns
+//! them off). Being a schedule on the job engine, it fires in the leader tab only, once across
+//! tabs, and catches up once after a sleep. Every backup request is accounted against the `store`
+//! health component.
 //!
 //! `backups_restore` and `backups_import` also wait for the memory index: the backup manager
 //! validates the document, the memory layer writes it in one transaction
@@ -23,7 +24,9 @@ use super::{
     finish, json_body as json, Event, Reply, Request, RequestId, ResponseBody, WorkerRuntime,
     STORE_COMPONENT,
 };
-use crate::backup::{BackupConfig, BackupManager};
+use crate::backup::{AutoBackups, BackupManager};
+#[cfg(doc)]
+use crate::backup::{AUTO_BACKUP_EVERY_MS, FIRST_AUTO_BACKUP_MS};
 use crate::backup_file::BackupKind;
 use crate::embedding::LocalBoxFuture;
 use crate::error::{Error, Result};
@@ -38,12 +41,6 @@ pub const BACKUP_JOB: &str = "orion.backup";
 /// The schedule of automatic backups.
 pub const AUTO_BACKUP_SCHEDULE: &str = "orion.backups.auto";
 
-/// When the first automatic backup is due, after the database's first start.
-pub const FIRST_AUTO_BACKUP_MS: u64 = 5 * 60 * 1000;
-
-/// How often automatic backups are taken.
-pub const AUTO_BACKUP_EVERY_MS: u64 = 60 * 60 * 1000;
-
 /// The backup manager, once open.
 pub(super) type BackupsFuture =
     futures_util::future::Shared<LocalBoxFuture<'static, Result<Rc<BackupManager>>>>;
@@ -57,8 +54,10 @@ impl WorkerRuntime {
         let clock = self.clock.clone();
         let seed = self.platform.seed.rotate_left(48) ^ 0x6261_636b;
         let shared = Rc::clone(&self.shared);
+        let settings = self.backup_settings;
         let future: LocalBoxFuture<'static, Result<Rc<BackupManager>>> = Box::pin(async move {
             let result = async {
+                let (config, auto) = settings.resolve()?;
                 let (Some(store), Some(tasks), Some(embedder)) = (store, tasks, embedder) else {
                     return Err(Error::Internal(
                         "no store, tasks or embedder after init".into(),
@@ -68,12 +67,7 @@ impl WorkerRuntime {
                 let tasks = tasks.await?;
                 let model = embedder.await.info().clone();
                 let now = clock.now_ms();
-                let manager = Rc::new(BackupManager::new(
-                    store,
-                    clock,
-                    BackupConfig::default(),
-                    seed,
-                ));
+                let manager = Rc::new(BackupManager::new(store, clock, config, seed));
                 let handler = Rc::clone(&manager);
                 tasks.queue().register(BACKUP_JOB, 1, move |_context| {
                     let manager = Rc::clone(&handler);
@@ -90,23 +84,7 @@ impl WorkerRuntime {
                         }
                     })
                 })?;
-                let spec = ScheduleSpec {
-                    start_date: Some(now.saturating_add(FIRST_AUTO_BACKUP_MS)),
-                    catch_up: CatchUp::Once,
-                    ..ScheduleSpec::every(AUTO_BACKUP_EVERY_MS)
-                };
-                let template = JobTemplate {
-                    options: JobOptions {
-                        priority: Priority::new(20)?,
-                        attempts: 3,
-                        remove_on_complete: RemovePolicy::KeepLast(10),
-                        ..JobOptions::default()
-                    },
-                    ..JobTemplate::new(BACKUP_JOB, Value::Null)
-                };
-                tasks
-                    .ensure_schedule(AUTO_BACKUP_SCHEDULE, spec, template)
-                    .await?;
+                schedule_auto_backups(&tasks, auto, now).await?;
                 tasks.wake();
                 Ok(manager)
             }
@@ -199,6 +177,52 @@ impl WorkerRuntime {
     }
 }
 
+/// Sets up the schedule of automatic backups, or removes it when `auto` is `None`. An existing
+/// schedule at the same interval is kept as it is (its next due time survives reloads); a
+/// changed interval takes effect from the last backup, or from now plus the first delay when none
+/// was taken yet.
+async fn schedule_auto_backups(
+    tasks: &crate::tasks::Tasks,
+    auto: Option<AutoBackups>,
+    now: u64,
+) -> Result<()> {
+    let existing = tasks.get_schedule(AUTO_BACKUP_SCHEDULE).await?;
+    let Some(auto) = auto else {
+        if existing.is_some() {
+            tasks.remove_schedule(AUTO_BACKUP_SCHEDULE).await?;
+        }
+        return Ok(());
+    };
+    if existing
+        .as_ref()
+        .is_some_and(|record| record.spec.every == Some(auto.every_ms))
+    {
+        return Ok(());
+    }
+    let start = match existing.and_then(|record| record.last_run_at) {
+        Some(last) => last.saturating_add(auto.every_ms).max(now),
+        None => now.saturating_add(auto.first_after_ms),
+    };
+    let spec = ScheduleSpec {
+        start_date: Some(start),
+        catch_up: CatchUp::Once,
+        ..ScheduleSpec::every(auto.every_ms)
+    };
+    let template = JobTemplate {
+        options: JobOptions {
+            priority: Priority::new(20)?,
+            attempts: 3,
+            remove_on_complete: RemovePolicy::KeepLast(10),
+            ..JobOptions::default()
+        },
+        ..JobTemplate::new(BACKUP_JOB, Value::Null)
+    };
+    tasks
+        .upsert_builtin_schedule(AUTO_BACKUP_SCHEDULE, spec, template)
+        .await?;
+    Ok(())
+}
+
 async fn answer(
     manager: &BackupManager,
     model: &crate::embedding::EmbeddingModelInfo,
@@ -209,6 +233,7 @@ async fn answer(
             json(&manager.create(BackupKind::Manual, label, model).await?)
         }
         Request::BackupsList {} => json(&manager.list().await?),
+        Request::BackupsStats {} => json(&manager.stats().await?),
         Request::BackupsVerify { backup_id } => json(&manager.verify(&backup_id).await?),
         Request::BackupsExport { backup_id } => json(&manager.export(&backup_id).await?),
         Request::BackupsDelete { backup_id } => json(&manager.delete(&backup_id).await?),

@@ -938,6 +938,89 @@ fn backups_are_taken_listed_verified_exported_and_scheduled_hourly() {
     assert_eq!(bad[0]["error"]["code"], "ERR_INVALID_INPUT");
 }
 
+/// The automatic backup schedule, if there is one.
+fn auto_backup_schedule(rt: &mut WorkerRuntime) -> Option<Value> {
+    let schedules = send(
+        rt,
+        json!({"v": 1, "id": 90, "type": "tasks_list_schedules"}),
+    );
+    schedules[0]["result"]
+        .as_array()?
+        .iter()
+        .find(|s| s["id"] == "orion.backups.auto")
+        .cloned()
+}
+
+#[test]
+fn backup_settings_change_the_schedule_and_retention_and_stats_count_the_backups() {
+    let (_, mut rt) = runtime();
+    let answer = init_with(
+        &mut rt,
+        json!({"backups": {"firstAfterMs": 60_000, "everyMs": 120_000, "keepAuto": 2}}),
+    );
+    assert_eq!(answer[0]["type"], "response", "{answer:?}");
+    let auto = auto_backup_schedule(&mut rt).expect("the automatic backup schedule");
+    assert_eq!(auto["nextRunAt"], 500 + 60_000);
+    assert_eq!(auto["spec"]["every"], 120_000);
+
+    let stats = send(&mut rt, json!({"v": 1, "id": 1, "type": "backups_stats"}));
+    assert_eq!(
+        stats[0]["result"],
+        json!({"count": 0, "auto": 0, "manual": 0, "bytes": 0,
+               "newestAt": null, "oldestAt": null, "keepAuto": 2})
+    );
+    send(
+        &mut rt,
+        json!({"v": 1, "id": 2, "type": "memory_add", "text": "Alice likes tea"}),
+    );
+    let created = send(&mut rt, json!({"v": 1, "id": 3, "type": "backups_create"}));
+    let bytes = created[0]["result"]["bytes"].as_u64().unwrap();
+    assert!(bytes > 0);
+    let stats = send(&mut rt, json!({"v": 1, "id": 4, "type": "backups_stats"}));
+    assert_eq!(stats[0]["result"]["count"], 1);
+    assert_eq!(stats[0]["result"]["manual"], 1);
+    assert_eq!(stats[0]["result"]["bytes"], bytes);
+    assert_eq!(stats[0]["result"]["newestAt"], 500);
+
+    // Turned off: no schedule at all.
+    let (_, mut off) = runtime();
+    let answer = init_with(&mut off, json!({"backups": {"automatic": false}}));
+    assert_eq!(answer[0]["type"], "response", "{answer:?}");
+    assert_eq!(auto_backup_schedule(&mut off), None);
+}
+
+#[test]
+fn backup_settings_out_of_range_refuse_the_init() {
+    for (settings, field) in [
+        (json!({"everyMs": 1_000}), "backups.everyMs"),
+        (json!({"keepAuto": 0}), "backups.keepAuto"),
+        (
+            json!({"firstAfterMs": 8 * 86_400_000_u64}),
+            "backups.firstAfterMs",
+        ),
+    ] {
+        let (_, mut rt) = runtime();
+        let answer = init_with(&mut rt, json!({ "backups": settings }));
+        assert_eq!(
+            answer[0]["error"]["code"], "ERR_INVALID_INPUT",
+            "{answer:?}"
+        );
+        assert!(
+            answer[0]["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(field),
+            "{answer:?}"
+        );
+    }
+    let (_, mut rt) = runtime();
+    let answer = init_with(&mut rt, json!({"backups": {"hourly": true}}));
+    assert_eq!(
+        answer[0]["error"]["code"], "ERR_INVALID_MESSAGE",
+        "{answer:?}"
+    );
+}
+
 #[test]
 fn backups_restore_and_import_through_the_protocol() {
     let mut h = memory_harness(Rc::new(MemStore::new()));

@@ -452,7 +452,7 @@ impl DateSpec {
             "yesterday" => return Some(DateSpec::Relative(-1)),
             _ => {}
         }
-        let unquoted = text.replace('\'', "").replace('.', "");
+        let unquoted = text.replace(['\'', '.'], "");
         if let Some((_, month, day)) = HOLIDAYS.iter().find(|(name, ..)| *name == unquoted) {
             return Some(DateSpec::MonthDay(*month, *day));
         }
