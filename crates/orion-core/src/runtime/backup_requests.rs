@@ -200,11 +200,15 @@ async fn schedule_auto_backups(
         return Ok(());
     }
     let start = match existing.and_then(|record| record.last_run_at) {
-        Some(last) => last.saturating_add(auto.every_ms).max(now),
+        Some(last) => last.saturating_add(auto.every_ms),
         None => now.saturating_add(auto.first_after_ms),
     };
+    // A start already reached fires at once: the scheduler's next occurrence after a past
+    // start date would be a whole interval away.
+    let due_now = start <= now;
     let spec = ScheduleSpec {
-        start_date: Some(start),
+        start_date: (!due_now).then_some(start),
+        immediately: due_now,
         catch_up: CatchUp::Once,
         ..ScheduleSpec::every(auto.every_ms)
     };

@@ -982,6 +982,14 @@ fn backup_settings_change_the_schedule_and_retention_and_stats_count_the_backups
     assert_eq!(stats[0]["result"]["bytes"], bytes);
     assert_eq!(stats[0]["result"]["newestAt"], 500);
 
+    // No delay: the first backup is due at once, not an interval later.
+    let (_, mut now) = runtime();
+    let answer = init_with(&mut now, json!({"backups": {"firstAfterMs": 0}}));
+    assert_eq!(answer[0]["type"], "response", "{answer:?}");
+    let auto = auto_backup_schedule(&mut now).expect("the automatic backup schedule");
+    assert_eq!(auto["count"], 1, "{auto}");
+    assert_eq!(auto["lastRunAt"], 500, "{auto}");
+
     // Turned off: no schedule at all.
     let (_, mut off) = runtime();
     let answer = init_with(&mut off, json!({"backups": {"automatic": false}}));
