@@ -2,7 +2,8 @@
 //!
 //! The backup manager opens after the store, the embedder and the task engines. It registers the
 //! Rust job handler [`BACKUP_JOB`] and the schedule [`AUTO_BACKUP_SCHEDULE`]: by default first
-//! [`FIRST_AUTO_BACKUP_MS`] after the database's first start, then every [`AUTO_BACKUP_EVERY_MS`]
+//! [`crate::backup::FIRST_AUTO_BACKUP_MS`] after the database's first start, then every
+//! [`crate::backup::AUTO_BACKUP_EVERY_MS`]
 //! (`init.backups`, [`crate::backup::BackupSettings`], changes both, the number kept, or turns
 //! them off). Being a schedule on the job engine, it fires in the leader tab only, once across
 //! tabs, and catches up once after a sleep. Every backup request is accounted against the `store`
@@ -25,8 +26,6 @@ use super::{
     STORE_COMPONENT,
 };
 use crate::backup::{AutoBackups, BackupManager};
-#[cfg(doc)]
-use crate::backup::{AUTO_BACKUP_EVERY_MS, FIRST_AUTO_BACKUP_MS};
 use crate::backup_file::BackupKind;
 use crate::embedding::LocalBoxFuture;
 use crate::error::{Error, Result};

@@ -328,6 +328,21 @@ pub(super) fn init_with(rt: &mut WorkerRuntime, init: Value) -> Vec<Value> {
     send(rt, message)
 }
 
+/// Asserts that `answer` is an `ERR_INVALID_INPUT` error whose message names `field`.
+pub(super) fn assert_invalid_input(answer: &[Value], field: &str) {
+    assert_eq!(
+        answer[0]["error"]["code"], "ERR_INVALID_INPUT",
+        "{answer:?}"
+    );
+    assert!(
+        answer[0]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(field),
+        "{answer:?}"
+    );
+}
+
 #[test]
 fn embed_uses_the_loaded_model_and_reports_it() {
     let clock = ManualClock::new(0);
@@ -1009,17 +1024,7 @@ fn backup_settings_out_of_range_refuse_the_init() {
     ] {
         let (_, mut rt) = runtime();
         let answer = init_with(&mut rt, json!({ "backups": settings }));
-        assert_eq!(
-            answer[0]["error"]["code"], "ERR_INVALID_INPUT",
-            "{answer:?}"
-        );
-        assert!(
-            answer[0]["error"]["message"]
-                .as_str()
-                .unwrap()
-                .contains(field),
-            "{answer:?}"
-        );
+        assert_invalid_input(&answer, field);
     }
     let (_, mut rt) = runtime();
     let answer = init_with(&mut rt, json!({"backups": {"hourly": true}}));

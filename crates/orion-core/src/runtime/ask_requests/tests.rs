@@ -5,7 +5,7 @@ use std::rc::Rc;
 
 use serde_json::{json, Value};
 
-use super::super::tests::{fake_platform, init_with, send};
+use super::super::tests::{assert_invalid_input, fake_platform, init_with, send};
 use super::*;
 use crate::clock::ManualClock;
 
@@ -192,17 +192,7 @@ fn a_bad_page_tool_refuses_the_init() {
     let mut tool = weather_tool();
     tool["parameters"] = json!({"type": "nonsense"});
     let answer = init_with(&mut rt, json!({"tools": [weather_tool(), tool]}));
-    assert_eq!(
-        answer[0]["error"]["code"], "ERR_INVALID_INPUT",
-        "{answer:?}"
-    );
-    assert!(
-        answer[0]["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("tools[1].parameters"),
-        "{answer:?}"
-    );
+    assert_invalid_input(&answer, "tools[1].parameters");
     let answer = init_with(&mut rt, json!({"tools": [weather_tool(), weather_tool()]}));
     assert!(
         answer[0]["error"]["message"]
@@ -227,17 +217,7 @@ fn ask_settings_are_checked_at_init() {
         (json!({"agentMaxTokens": 5000}), "ask.agentMaxTokens"),
     ] {
         let answer = init_with(&mut rt, json!({"ask": settings}));
-        assert_eq!(
-            answer[0]["error"]["code"], "ERR_INVALID_INPUT",
-            "{answer:?}"
-        );
-        assert!(
-            answer[0]["error"]["message"]
-                .as_str()
-                .unwrap()
-                .contains(field),
-            "{answer:?}"
-        );
+        assert_invalid_input(&answer, field);
     }
     let answer = init_with(&mut rt, json!({"ask": {"unknown": 1}}));
     assert_eq!(
