@@ -108,7 +108,8 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
-    fn of(record: &JobRecord) -> Self {
+    /// The entry of `record`.
+    pub fn of(record: &JobRecord) -> Self {
         let debounce = match (&record.options.debounce, record.debounce_until) {
             // A paused job keeps its debounce id: a newer job with it replaces the paused one.
             (Some(d), Some(until)) if record.state.is_pending() => Some((d.id.clone(), until)),
@@ -167,7 +168,7 @@ impl Index {
     }
 
     /// Records (or replaces) the entry of job `id`.
-    fn put(&mut self, id: String, entry: Entry) {
+    pub fn put(&mut self, id: String, entry: Entry) {
         self.remove(&id);
         self.max_seq = self.max_seq.max(entry.seq);
         match entry.state {
@@ -246,16 +247,17 @@ impl Index {
         }
     }
 
-    /// The ids of finished jobs of `queue` in `state` beyond the newest `keep`.
-    pub fn beyond_newest(&self, queue: &str, state: JobState, keep: u64) -> Vec<String> {
-        let Some(set) = self.finished.get(&(queue.to_owned(), state)) else {
-            return Vec::new();
-        };
-        let keep = usize::try_from(keep).unwrap_or(usize::MAX);
-        let excess = set.len().saturating_sub(keep);
-        set.iter()
-            .take(excess)
-            .map(|(_, _, id)| id.clone())
-            .collect()
+    /// The ids of the finished jobs of `queue` in `state`, oldest first.
+    pub fn finished_oldest_first(
+        &self,
+        queue: &str,
+        state: JobState,
+    ) -> impl ExactSizeIterator<Item = &String> {
+        static NONE: BTreeSet<FinishedKey> = BTreeSet::new();
+        self.finished
+            .get(&(queue.to_owned(), state))
+            .unwrap_or(&NONE)
+            .iter()
+            .map(|(_, _, id)| id)
     }
 }

@@ -7,11 +7,12 @@ use std::pin::Pin;
 use std::rc::{Rc, Weak};
 use std::task::{Context, Poll};
 
+use futures_util::future::{FutureExt, Shared};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::context::{CancelReason, CancelSignal, Handler, JobContext, JobError, ProgressSink};
-use super::index::{Index, Journal, Reading};
+use super::index::{Entry, Index, Journal, Reading};
 use super::options::{JobOptions, RemovePolicy};
 use super::record::{JobFailure, JobRecord, JobState};
 use crate::clock::SharedClock;
@@ -227,6 +228,8 @@ struct Inner {
     state: RefCell<State>,
     /// Told of every job this instance writes finished, or failed and due for a retry.
     observer: RefCell<Option<JobObserver>>,
+    /// The batches runs' outcomes are written in (see [`finish`]).
+    ending: RefCell<EndingBatches>,
 }
 
 impl Inner {
@@ -252,8 +255,16 @@ fn journal(state: &mut State) -> &mut Journal {
 
 /// A change to the index, applied once the write that makes it has committed.
 enum Change {
-    Upsert(Box<JobRecord>),
+    /// The job's entry, as of its record (not the record: the index needs only the entry).
+    Upsert(String, Box<Entry>),
     Remove(String),
+}
+
+impl Change {
+    /// Indexes `record` as it is.
+    fn upsert(record: &JobRecord) -> Self {
+        Change::Upsert(record.id.clone(), Box::new(Entry::of(record)))
+    }
 }
 
 /// How an attempt ended.
@@ -308,6 +319,7 @@ impl JobQueue {
                     ids: IdClock::default(),
                 }),
                 observer: RefCell::new(None),
+                ending: RefCell::new(EndingBatches::default()),
             }),
         })
     }
@@ -936,8 +948,7 @@ impl JobQueue {
         } else {
             inner.store.get(Table::Jobs, ids.clone()).await?
         };
-        let mut ops = Vec::new();
-        let mut changes = Vec::new();
+        let mut settling = Settling::default();
         let mut observed = Vec::new();
         let renewed: Vec<JobRecord>;
         {
@@ -949,7 +960,7 @@ impl JobQueue {
                     JobState::Active
                 };
                 let Some(row) = row else {
-                    changes.push(Change::Remove(id.clone()));
+                    settling.changes.push(Change::Remove(id.clone()));
                     continue;
                 };
                 let mut record = JobRecord::from_row(&row)?;
@@ -958,7 +969,7 @@ impl JobQueue {
                         && record.lease_until.is_some_and(|until| until > now))
                 {
                     // Changed by another instance since the index saw it.
-                    changes.push(Change::Upsert(Box::new(record)));
+                    settling.changes.push(Change::upsert(&record));
                     continue;
                 }
                 if expected == JobState::Delayed {
@@ -967,8 +978,7 @@ impl JobQueue {
                     // Ready since it was due, however late this tick came.
                     record.ready_at = Some(record.next_run_at.map_or(now, |due| due.min(now)));
                     record.next_run_at = None;
-                    ops.push(WriteOp::Put(Table::Jobs, record.to_row()?));
-                    changes.push(Change::Upsert(Box::new(record)));
+                    settling.put(&record)?;
                 } else {
                     record.attempts_made = record.attempts_made.saturating_add(1);
                     record.stalled_count = record.stalled_count.saturating_add(1);
@@ -984,8 +994,8 @@ impl JobQueue {
                         });
                         record.state = JobState::Failed;
                         record.finished_at = Some(now);
-                        observed.push(record.clone());
-                        settle(&state, record, &mut ops, &mut changes)?;
+                        settling.settle(&state, &record)?;
+                        observed.push(record);
                     } else {
                         record.error = Some(JobFailure {
                             message: "the job's lease expired: its worker stopped while running it"
@@ -995,9 +1005,8 @@ impl JobQueue {
                         record.state = JobState::Waiting;
                         record.seq = state.take_seq();
                         record.ready_at = Some(now);
-                        observed.push(record.clone());
-                        ops.push(WriteOp::Put(Table::Jobs, record.to_row()?));
-                        changes.push(Change::Upsert(Box::new(record)));
+                        settling.put(&record)?;
+                        observed.push(record);
                     }
                 }
             }
@@ -1020,15 +1029,17 @@ impl JobQueue {
                 })
                 .collect();
             for record in &renewed {
-                ops.push(WriteOp::Put(Table::Jobs, record.to_row()?));
+                settling
+                    .ops
+                    .push(WriteOp::Put(Table::Jobs, record.to_row()?));
             }
         }
-        if !ops.is_empty() {
-            inner.store.write(ops).await?;
+        if !settling.ops.is_empty() {
+            inner.store.write(settling.ops).await?;
         }
         {
             let mut state = inner.state.borrow_mut();
-            apply(&mut state.index, changes);
+            apply(&mut state.index, settling.changes);
             for record in renewed {
                 if let Some(flight) = state.in_flight.get_mut(&record.id) {
                     if let Some(current) = &mut flight.record {
@@ -1133,7 +1144,7 @@ impl JobQueue {
                 };
                 let mut record = JobRecord::from_row(&row)?;
                 if record.state != JobState::Waiting {
-                    changes.push(Change::Upsert(Box::new(record)));
+                    changes.push(Change::upsert(&record));
                     continue;
                 }
                 state.runs += 1;
@@ -1144,7 +1155,7 @@ impl JobQueue {
                 record.next_run_at = None;
                 record.debounce_until = None;
                 ops.push(WriteOp::Put(Table::Jobs, record.to_row()?));
-                changes.push(Change::Upsert(Box::new(record.clone())));
+                changes.push(Change::upsert(&record));
                 records.push(record);
             }
         }
@@ -1398,7 +1409,7 @@ fn startable(state: &State) -> Vec<(String, String)> {
 fn apply(index: &mut Index, changes: Vec<Change>) {
     for change in changes {
         match change {
-            Change::Upsert(record) => index.upsert(&record),
+            Change::Upsert(id, entry) => index.put(id, *entry),
             Change::Remove(id) => index.remove(&id),
         }
     }
@@ -1412,43 +1423,73 @@ fn clear_schedule(record: &mut JobRecord) {
     record.debounce_until = None;
 }
 
-/// Writes a finished job per its `removeOn*` policy: kept, deleted, or kept with the older
-/// finished jobs of its queue beyond the count deleted.
-fn settle(
-    state: &State,
-    record: JobRecord,
-    ops: &mut Vec<WriteOp>,
-    changes: &mut Vec<Change>,
-) -> Result<()> {
-    let policy = match record.state {
-        JobState::Completed => record.options.remove_on_complete,
-        JobState::Failed => record.options.remove_on_fail,
-        _ => RemovePolicy::Keep,
-    };
-    match policy {
-        RemovePolicy::Keep => {
-            ops.push(WriteOp::Put(Table::Jobs, record.to_row()?));
-            changes.push(Change::Upsert(Box::new(record)));
-        }
-        RemovePolicy::Remove | RemovePolicy::KeepLast(0) => {
-            ops.push(WriteOp::Delete(Table::Jobs, record.id.clone()));
-            changes.push(Change::Remove(record.id));
-        }
-        RemovePolicy::KeepLast(keep) => {
-            for old in state
-                .index
-                .beyond_newest(&record.name, record.state, keep - 1)
-            {
-                if old != record.id {
-                    ops.push(WriteOp::Delete(Table::Jobs, old.clone()));
-                    changes.push(Change::Remove(old));
-                }
-            }
-            ops.push(WriteOp::Put(Table::Jobs, record.to_row()?));
-            changes.push(Change::Upsert(Box::new(record)));
-        }
+/// The writes of jobs being written finished together (the runs that ended in one turn, or the
+/// leases that expired in one tick), and the index changes they make once committed.
+#[derive(Default)]
+struct Settling {
+    ops: Vec<WriteOp>,
+    changes: Vec<Change>,
+    /// Per `(queue, state)`: the finished jobs this batch keeps, oldest first, and how many of
+    /// the index's oldest it deletes, so that a `removeOn*` count also covers the batch's own jobs
+    /// (the index learns of them only once the write has committed).
+    finished: HashMap<(String, JobState), (Vec<String>, usize)>,
+}
+
+impl Settling {
+    /// Writes `record` as it is and indexes it once committed.
+    fn put(&mut self, record: &JobRecord) -> Result<()> {
+        self.ops.push(WriteOp::Put(Table::Jobs, record.to_row()?));
+        self.changes.push(Change::upsert(record));
+        Ok(())
     }
-    Ok(())
+
+    /// Deletes job `id`.
+    fn delete(&mut self, id: String) {
+        self.ops.push(WriteOp::Delete(Table::Jobs, id.clone()));
+        self.changes.push(Change::Remove(id));
+    }
+
+    /// Writes a finished job per its `removeOn*` policy: kept, deleted, or kept with the older
+    /// finished jobs of its queue beyond the count deleted.
+    fn settle(&mut self, state: &State, record: &JobRecord) -> Result<()> {
+        let policy = match record.state {
+            JobState::Completed => record.options.remove_on_complete,
+            JobState::Failed => record.options.remove_on_fail,
+            _ => RemovePolicy::Keep,
+        };
+        let keep = match policy {
+            RemovePolicy::Keep => return self.put(record),
+            RemovePolicy::Remove | RemovePolicy::KeepLast(0) => {
+                self.delete(record.id.clone());
+                return Ok(());
+            }
+            RemovePolicy::KeepLast(keep) => usize::try_from(keep).unwrap_or(usize::MAX),
+        };
+        let key = (record.name.clone(), record.state);
+        let indexed = state.index.finished_oldest_first(&key.0, key.1);
+        let (mut kept, mut dropped) = self.finished.remove(&key).unwrap_or_default();
+        // The index's finished jobs not yet deleted, the batch's, and this one.
+        let total = indexed.len().saturating_sub(dropped) + kept.len() + 1;
+        let mut excess = total.saturating_sub(keep);
+        let doomed: Vec<String> = indexed
+            .skip(dropped)
+            .filter(|id| **id != record.id)
+            .take(excess)
+            .cloned()
+            .collect();
+        excess -= doomed.len();
+        dropped += doomed.len();
+        for id in doomed {
+            self.delete(id);
+        }
+        let excess = excess.min(kept.len());
+        for id in kept.drain(..excess) {
+            self.delete(id);
+        }
+        kept.push(record.id.clone());
+        self.finished.insert(key, (kept, dropped));
+        self.put(record)
+    }
 }
 
 /// The run of one attempt of `record`.
@@ -1546,99 +1587,237 @@ async fn report_progress(inner: Weak<Inner>, id: String, progress: Value) -> Res
         .await
 }
 
-/// Stores how an attempt ended, unless the job was taken over or deleted meanwhile.
+/// How one attempt ended, waiting for the write of its batch.
+struct Ending {
+    id: String,
+    /// The job as this run holds it (with its latest progress).
+    record: JobRecord,
+    outcome: Outcome,
+    /// The reason its signal fired, if it did.
+    signalled: Option<CancelReason>,
+}
+
+/// What a batch of endings resolves to: each ending's result by job id.
+type Endings = Rc<HashMap<String, Result<Option<JobState>>>>;
+
+/// The write of a batch of endings, awaited by each of its runs.
+type BatchWrite = Shared<LocalBoxFuture<'static, Endings>>;
+
+/// The batches of endings: the one runs ending now join, and the latest one closed.
+#[derive(Default)]
+struct EndingBatches {
+    /// Open: its write waits for the previous batch's.
+    open: Option<(Rc<RefCell<Vec<Ending>>>, BatchWrite)>,
+    /// The latest batch's write (the one the next batch waits for).
+    latest: Option<BatchWrite>,
+}
+
+/// Stores how an attempt ended, unless the job was taken over or deleted meanwhile. Endings are
+/// written in batches, one after the other (group commit): the runs that end while a batch is
+/// being written make up the next, which is read and written in one transaction each. A write
+/// per job kept IndexedDB below a thousand jobs a second (two transactions each).
 async fn finish(
     inner: &Rc<Inner>,
     id: &str,
     outcome: Outcome,
     signalled: Option<CancelReason>,
 ) -> Result<Option<JobState>> {
-    let row = inner
-        .store
-        .get(Table::Jobs, vec![id.to_owned()])
-        .await?
-        .pop()
-        .flatten();
-    let now = inner.clock.now_ms();
-    let mut ops = Vec::new();
-    let mut changes = Vec::new();
-    let written = {
-        let mut state = inner.state.borrow_mut();
-        let Some(mut record) = state.in_flight.get(id).and_then(|f| f.record.clone()) else {
-            return Err(Error::Internal(format!(
-                "job `{id}` finished but was not running"
-            )));
-        };
-        let stored = row.map(|row| JobRecord::from_row(&row)).transpose()?;
-        match stored {
-            Some(stored) if stored.state == JobState::Active && stored.run_id == record.run_id => {}
-            Some(stored) => {
-                state.index.upsert(&stored);
-                return Ok(None);
-            }
-            None => {
-                state.index.remove(id);
-                return Ok(None);
-            }
-        }
-        record.attempts_made = record.attempts_made.saturating_add(1);
-        record.lease_until = None;
-        record.run_id = None;
-        let failure = match outcome {
-            Outcome::Returned(Ok(value)) => {
-                record.state = JobState::Completed;
-                record.result = Some(value);
-                record.error = None;
-                None
-            }
-            Outcome::Returned(Err(error)) => Some(match signalled {
-                Some(reason) => signal_failure(&record, reason),
-                None => JobFailure {
-                    message: error.message,
-                    retryable: error.retryable,
-                },
-            }),
-            Outcome::Signalled(reason) => Some(signal_failure(&record, reason)),
-        };
-        if let Some(failure) = failure {
-            let retry = failure.retryable && record.attempts_made < record.options.attempts;
-            let cancelled = signalled == Some(CancelReason::Cancelled);
-            record.error = Some(failure);
-            if cancelled {
-                record.state = JobState::Cancelled;
-            } else if retry {
-                let wait = record.options.backoff.map_or(0, |backoff| {
-                    backoff.delay_ms(record.attempts_made, &mut state.rng)
-                });
-                if wait > 0 {
-                    record.state = JobState::Delayed;
-                    record.next_run_at = Some(now.saturating_add(wait));
-                } else {
-                    record.state = JobState::Waiting;
-                    record.seq = state.take_seq();
-                    record.ready_at = Some(now);
-                }
-            } else {
-                record.state = JobState::Failed;
-            }
-        }
-        if record.state.is_finished() {
-            record.finished_at = Some(now);
-        }
-        let written = record.clone();
-        settle(&state, record, &mut ops, &mut changes)?;
-        // From here on no tick may renew the lease: a renewal written from the stale `active`
-        // copy while the outcome's write is in flight would commit after it (IndexedDB commits
-        // in creation order) and put the finished job back to `active`.
-        if let Some(flight) = state.in_flight.get_mut(id) {
-            flight.record = None;
-        }
-        written
+    // Taken from the run: from here on no tick may renew its lease. A renewal written from the
+    // stale `active` copy while the outcome's write is in flight would commit after it (IndexedDB
+    // commits in creation order) and put the finished job back to `active`.
+    let record = inner
+        .state
+        .borrow_mut()
+        .in_flight
+        .get_mut(id)
+        .and_then(|flight| flight.record.take());
+    let Some(record) = record else {
+        return Err(Error::Internal(format!(
+            "job `{id}` finished but was not running"
+        )));
     };
-    inner.store.write(ops).await?;
-    apply(&mut inner.state.borrow_mut().index, changes);
-    inner.observe(std::slice::from_ref(&written));
-    Ok(Some(written.state))
+    let write = {
+        let mut batches = inner.ending.borrow_mut();
+        let batches = &mut *batches;
+        let (endings, write) = batches.open.get_or_insert_with(|| {
+            let endings = Rc::new(RefCell::new(Vec::new()));
+            let write = batch_write(
+                Rc::downgrade(inner),
+                Rc::clone(&endings),
+                batches.latest.take(),
+            );
+            batches.latest = Some(write.clone());
+            (endings, write)
+        });
+        endings.borrow_mut().push(Ending {
+            id: id.to_owned(),
+            record,
+            outcome,
+            signalled,
+        });
+        write.clone()
+    };
+    // Any of the batch's runs drives its write: it goes on if some of them are dropped (and the
+    // next batch holds it too).
+    let endings = write.await;
+    // Missing only when the queue was dropped before the batch was written.
+    endings.get(id).cloned().unwrap_or(Err(Error::Closed))
+}
+
+/// The write of the batch `endings`: once `previous` is written, closes the batch (later endings
+/// make a new one) and stores its outcomes.
+fn batch_write(
+    inner: Weak<Inner>,
+    endings: Rc<RefCell<Vec<Ending>>>,
+    previous: Option<BatchWrite>,
+) -> BatchWrite {
+    let write = async move {
+        if let Some(previous) = previous {
+            previous.await;
+        }
+        let Some(inner) = inner.upgrade() else {
+            return Rc::new(HashMap::new());
+        };
+        {
+            let mut batches = inner.ending.borrow_mut();
+            if batches
+                .open
+                .as_ref()
+                .is_some_and(|(open, _)| Rc::ptr_eq(open, &endings))
+            {
+                batches.open = None;
+            }
+        }
+        let endings = std::mem::take(&mut *endings.borrow_mut());
+        Rc::new(write_endings(&inner, endings).await)
+    };
+    let write: LocalBoxFuture<'static, Endings> = Box::pin(write);
+    write.shared()
+}
+
+/// Stores the outcomes of `endings`: reads their rows (one transaction), decides each job's next
+/// state, writes them (one transaction), then indexes and reports them.
+async fn write_endings(
+    inner: &Rc<Inner>,
+    endings: Vec<Ending>,
+) -> HashMap<String, Result<Option<JobState>>> {
+    let ids: Vec<String> = endings.iter().map(|ending| ending.id.clone()).collect();
+    let rows = match inner.store.get(Table::Jobs, ids).await {
+        Ok(rows) => rows,
+        Err(error) => {
+            return endings
+                .into_iter()
+                .map(|ending| (ending.id, Err(error.clone())))
+                .collect();
+        }
+    };
+    let now = inner.clock.now_ms();
+    let mut results = HashMap::with_capacity(endings.len());
+    let mut settling = Settling::default();
+    let mut written = Vec::new();
+    {
+        let mut state = inner.state.borrow_mut();
+        for (ending, row) in endings.into_iter().zip(rows) {
+            let id = ending.id.clone();
+            match decide_ending(&mut state, ending, row, now) {
+                Ok(Some(record)) => match settling.settle(&state, &record) {
+                    Ok(()) => written.push(record),
+                    Err(error) => {
+                        results.insert(id, Err(error));
+                    }
+                },
+                other => {
+                    results.insert(id, other.map(|_| None));
+                }
+            }
+        }
+    }
+    if !settling.ops.is_empty() {
+        if let Err(error) = inner.store.write(settling.ops).await {
+            for record in written {
+                results.insert(record.id, Err(error.clone()));
+            }
+            return results;
+        }
+    }
+    apply(&mut inner.state.borrow_mut().index, settling.changes);
+    inner.observe(&written);
+    for record in written {
+        results.insert(record.id, Ok(Some(record.state)));
+    }
+    results
+}
+
+/// The record to write for `ending`, given the job's row as stored: `None` (and the index
+/// brought up to date with the row) if the job was taken over or deleted meanwhile.
+fn decide_ending(
+    state: &mut State,
+    ending: Ending,
+    row: Option<Row>,
+    now: u64,
+) -> Result<Option<JobRecord>> {
+    let Ending {
+        id,
+        mut record,
+        outcome,
+        signalled,
+    } = ending;
+    let Some(row) = row else {
+        state.index.remove(&id);
+        return Ok(None);
+    };
+    // Still this run's: compared on the two fields rather than parsing the whole row.
+    let field = |name: &str| row.fields.get(name).and_then(Value::as_str);
+    if field("state") != Some(JobState::Active.name()) || field("runId") != record.run_id.as_deref()
+    {
+        state.index.upsert(&JobRecord::from_row(&row)?);
+        return Ok(None);
+    }
+    record.attempts_made = record.attempts_made.saturating_add(1);
+    record.lease_until = None;
+    record.run_id = None;
+    let failure = match outcome {
+        Outcome::Returned(Ok(value)) => {
+            record.state = JobState::Completed;
+            record.result = Some(value);
+            record.error = None;
+            None
+        }
+        Outcome::Returned(Err(error)) => Some(match signalled {
+            Some(reason) => signal_failure(&record, reason),
+            None => JobFailure {
+                message: error.message,
+                retryable: error.retryable,
+            },
+        }),
+        Outcome::Signalled(reason) => Some(signal_failure(&record, reason)),
+    };
+    if let Some(failure) = failure {
+        let retry = failure.retryable && record.attempts_made < record.options.attempts;
+        let cancelled = signalled == Some(CancelReason::Cancelled);
+        record.error = Some(failure);
+        if cancelled {
+            record.state = JobState::Cancelled;
+        } else if retry {
+            let wait = record.options.backoff.map_or(0, |backoff| {
+                backoff.delay_ms(record.attempts_made, &mut state.rng)
+            });
+            if wait > 0 {
+                record.state = JobState::Delayed;
+                record.next_run_at = Some(now.saturating_add(wait));
+            } else {
+                record.state = JobState::Waiting;
+                record.seq = state.take_seq();
+                record.ready_at = Some(now);
+            }
+        } else {
+            record.state = JobState::Failed;
+        }
+    }
+    if record.state.is_finished() {
+        record.finished_at = Some(now);
+    }
+    Ok(Some(record))
 }
 
 fn signal_failure(record: &JobRecord, reason: CancelReason) -> JobFailure {

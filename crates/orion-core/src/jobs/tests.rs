@@ -2,6 +2,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::future::poll_fn;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::Poll;
 
 use proptest::prelude::*;
@@ -11,7 +12,7 @@ use super::*;
 use crate::clock::{Clock, ManualClock};
 use crate::embedding::LocalBoxFuture;
 use crate::error::{Error, Result};
-use crate::store::conformance::block_on;
+use crate::store::conformance::{block_on, WakeFlag};
 use crate::store::{MemStore, Scan, Snapshot, Store, Table, WriteOp};
 
 /// What the test handlers did.
@@ -195,19 +196,26 @@ impl Fixture {
         }
     }
 
-    /// Polls every run once, removing the finished ones.
+    /// Polls the runs, removing the finished ones, until a pass wakes none of them (they all
+    /// wait on something outside: a release, the clock).
     fn poll_runs(&mut self) -> Vec<(String, Result<Option<JobState>>)> {
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let woken = Arc::new(WakeFlag::default());
+        let waker = std::task::Waker::from(Arc::clone(&woken));
+        let mut cx = std::task::Context::from_waker(&waker);
         let mut finished = Vec::new();
-        let mut pending = Vec::new();
-        for mut run in self.runs.drain(..) {
-            match std::pin::Pin::new(&mut run).poll(&mut cx) {
-                Poll::Ready(result) => finished.push((run.id.clone(), result)),
-                Poll::Pending => pending.push(run),
+        loop {
+            let mut pending = Vec::new();
+            for mut run in self.runs.drain(..) {
+                match std::pin::Pin::new(&mut run).poll(&mut cx) {
+                    Poll::Ready(result) => finished.push((run.id.clone(), result)),
+                    Poll::Pending => pending.push(run),
+                }
+            }
+            self.runs = pending;
+            if !woken.take() {
+                return finished;
             }
         }
-        self.runs = pending;
-        finished
     }
 
     /// The ids in the order their handlers were called.
@@ -882,9 +890,7 @@ fn a_crash_between_handler_finished_and_state_saved_runs_the_job_again() {
         .borrow_mut()
         .insert(job.id.clone(), Ok(json!("sent")));
     store.fail.set(true);
-    let Poll::Ready(result) = std::pin::Pin::new(&mut run).poll(&mut cx) else {
-        panic!("the run should end");
-    };
+    let result = block_on(&mut run);
     assert!(matches!(result, Err(Error::Store(_))), "{result:?}");
     store.fail.set(false);
     let stuck = block_on(queue.get(&job.id)).unwrap().unwrap();
@@ -2005,4 +2011,145 @@ fn a_failed_bulk_write_indexes_nothing_and_frees_its_job_ids() {
     assert_eq!(records[0].id, "a");
     f.step();
     assert_eq!(f.queue.counts().all.completed, 3);
+}
+
+/// A [`MemStore`] whose writes wait while `held` is set (the test polls again after clearing it):
+/// a transaction in flight.
+struct HeldStore {
+    inner: Rc<MemStore>,
+    held: Cell<bool>,
+}
+
+impl Store for HeldStore {
+    fn get(&self, table: Table, ids: Vec<String>) -> LocalBoxFuture<'_, Result<Vec<Option<Row>>>> {
+        self.inner.get(table, ids)
+    }
+    fn scan(&self, table: Table, scan: Scan) -> LocalBoxFuture<'_, Result<Vec<Row>>> {
+        self.inner.scan(table, scan)
+    }
+    fn count(&self, table: Table) -> LocalBoxFuture<'_, Result<u64>> {
+        self.inner.count(table)
+    }
+    fn write(&self, ops: Vec<WriteOp>) -> LocalBoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            poll_fn(|_| match self.held.get() {
+                true => Poll::Pending,
+                false => Poll::Ready(()),
+            })
+            .await;
+            self.inner.write(ops).await
+        })
+    }
+    fn patch(
+        &self,
+        table: Table,
+        patches: Vec<(String, serde_json::Map<String, Value>)>,
+    ) -> LocalBoxFuture<'_, Result<()>> {
+        self.inner.patch(table, patches)
+    }
+    fn snapshot(&self, tables: Vec<Table>) -> LocalBoxFuture<'_, Result<Snapshot>> {
+        self.inner.snapshot(tables)
+    }
+}
+
+/// `f` with its queue on a [`HeldStore`] over its store, running queue `b` 10 at a time.
+fn with_held_writes(f: &mut Fixture) -> Rc<HeldStore> {
+    let held = Rc::new(HeldStore {
+        inner: f.store.clone(),
+        held: Cell::new(false),
+    });
+    f.queue = open(held.clone(), &f.clock, 3);
+    f.register("b", 10);
+    held
+}
+
+#[test]
+fn runs_ending_while_outcomes_are_written_store_theirs_in_one_transaction() {
+    let mut f = Fixture::new();
+    let held = with_held_writes(&mut f);
+    let old: Vec<String> = (0..2)
+        .map(|i| f.add("b", json!({ "i": i }), json!({"removeOnComplete": 3})).id)
+        .collect();
+    f.step();
+    f.clock.advance(10);
+    let batch: Vec<String> = (0..6)
+        .map(|i| f.add("b", json!({ "i": i }), json!({"removeOnComplete": 3})).id)
+        .collect();
+    let started = block_on(f.queue.tick()).unwrap();
+    assert_eq!(started.len(), 6);
+    f.runs.extend(started);
+    // The first outcome's write is in flight while the other five runs end.
+    held.held.set(true);
+    assert!(f.poll_runs().is_empty());
+    let writes = f.store.committed_writes();
+    held.held.set(false);
+    let finished = f.poll_runs();
+    assert_eq!(finished.len(), 6);
+    assert!(finished
+        .iter()
+        .all(|(_, result)| result == &Ok(Some(JobState::Completed))));
+    assert_eq!(
+        f.store.committed_writes(),
+        writes + 2,
+        "the first outcome, then the other five in one transaction"
+    );
+    // `removeOnComplete: 3` counts the batch's own jobs: of the 8 completed, the newest 3 stay.
+    let completed = block_on(f.queue.list(JobFilter {
+        state: Some(JobState::Completed),
+        ..JobFilter::default()
+    }))
+    .unwrap();
+    let ids: Vec<String> = completed.items.iter().map(|j| j.id.clone()).collect();
+    assert_eq!(ids, batch[3..].to_vec());
+    assert_eq!(block_on(f.store.count(Table::Jobs)).unwrap(), 3);
+    assert!(old.iter().all(|id| block_on(f.queue.get(id)).unwrap().is_none()));
+    assert_eq!(f.queue.counts().all.completed, 3);
+}
+
+#[test]
+fn a_batch_skips_the_jobs_taken_from_it_and_outlives_a_dropped_run() {
+    let mut f = Fixture::new();
+    let held = with_held_writes(&mut f);
+    let jobs: Vec<String> = (0..4)
+        .map(|i| f.add("b", json!({ "mode": "hold", "i": i }), json!({})).id)
+        .collect();
+    f.step();
+    assert_eq!(f.queue.counts().all.active, 4);
+    // Another tab cancels the third job; this one has not seen it yet.
+    let other = open(f.store.clone(), &f.clock, 7);
+    assert_eq!(
+        block_on(other.cancel(&jobs[2])).unwrap(),
+        CancelOutcome::Cancelled
+    );
+    // The first job's outcome is being written while the three others end.
+    f.release(&jobs[0], Ok(json!("done")));
+    held.held.set(true);
+    assert!(f.poll_runs().is_empty());
+    for id in &jobs[1..] {
+        f.release(id, Ok(json!("done")));
+    }
+    assert!(f.poll_runs().is_empty());
+    // The second run, in the next batch, is dropped before that batch is written: the others
+    // write its outcome anyway.
+    let second = f.runs.iter().position(|run| run.id == jobs[1]).unwrap();
+    drop(f.runs.remove(second));
+    held.held.set(false);
+    let mut finished = f.poll_runs();
+    finished.sort_by_key(|(id, _)| jobs.iter().position(|job| job == id));
+    assert_eq!(
+        finished,
+        vec![
+            (jobs[0].clone(), Ok(Some(JobState::Completed))),
+            (jobs[2].clone(), Ok(None)),
+            (jobs[3].clone(), Ok(Some(JobState::Completed)))
+        ]
+    );
+    assert_eq!(f.job(&jobs[1]).state, JobState::Completed);
+    assert_eq!(f.job(&jobs[2]).state, JobState::Cancelled, "not overwritten");
+    assert_eq!(f.job(&jobs[3]).state, JobState::Completed);
+    let counts = f.queue.counts().all;
+    assert_eq!(
+        (counts.completed, counts.cancelled, counts.active),
+        (3, 1, 0)
+    );
 }

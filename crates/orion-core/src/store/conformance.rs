@@ -7,6 +7,9 @@
 //! by bytes, which agree on ASCII.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Wake, Waker};
 
 use serde_json::json;
 
@@ -61,17 +64,40 @@ pub async fn run(factory: &StoreFactory<'_>) -> Vec<String> {
     failures
 }
 
-/// Drives a future whose work never waits on anything outside it (every `MemStore` future).
+/// A waker that notes it was woken: polling loops poll again while it was.
+#[derive(Debug, Default)]
+pub struct WakeFlag(AtomicBool);
+
+impl WakeFlag {
+    /// Whether it was woken since the last call.
+    pub fn take(&self) -> bool {
+        self.0.swap(false, Ordering::SeqCst)
+    }
+}
+
+impl Wake for WakeFlag {
+    fn wake(self: Arc<Self>) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Drives a future whose work never waits on anything outside it (every `MemStore` future):
+/// polls it again while it wakes itself (a yield).
 ///
 /// # Panics
-/// If the future is still pending after being polled: it waits on something this loop cannot
+/// If the future is pending without having woken itself: it waits on something this loop cannot
 /// drive.
 pub fn block_on<F: Future>(future: F) -> F::Output {
     let mut future = std::pin::pin!(future);
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    match future.as_mut().poll(&mut cx) {
-        std::task::Poll::Ready(output) => output,
-        std::task::Poll::Pending => panic!("block_on: the future is waiting on outside work"),
+    let flag = Arc::new(WakeFlag::default());
+    let waker = Waker::from(Arc::clone(&flag));
+    let mut cx = std::task::Context::from_waker(&waker);
+    loop {
+        match future.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(output) => return output,
+            std::task::Poll::Pending if flag.take() => {}
+            std::task::Poll::Pending => panic!("block_on: the future is waiting on outside work"),
+        }
     }
 }
 
