@@ -204,6 +204,39 @@ impl Scan {
 /// Whole tables read together: each table with its rows in id order.
 pub type Snapshot = Vec<(Table, Vec<Row>)>;
 
+/// A change [`Store::write_guarded`] makes to one row only if the row is still as expected: a
+/// compare-and-set, so that a row another tab changed meanwhile is not overwritten.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Guarded {
+    /// The row's id.
+    pub id: String,
+    /// The fields the stored row must hold, with exactly these values (`null` also matches a
+    /// missing field).
+    pub expect: Map<String, Value>,
+    /// Fields to merge into the row (`Some`), or delete it (`None`).
+    pub merge: Option<Map<String, Value>>,
+}
+
+impl Guarded {
+    /// Whether `row` is as expected.
+    pub fn matches(&self, row: &Row) -> bool {
+        self.expect
+            .iter()
+            .all(|(name, value)| row.fields.get(name).unwrap_or(&Value::Null) == value)
+    }
+}
+
+/// What [`Store::write_guarded`] did to one row.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Guard {
+    /// Changed as asked; with the row as merged when it was asked for (`read_back`).
+    Applied(Option<Row>),
+    /// Left alone: the row as stored did not match.
+    Refused(Row),
+    /// Left alone: there is no such row.
+    Missing,
+}
+
 /// Tables of rows, one transaction per call. Futures are `?Send`: the worker has one thread.
 pub trait Store {
     /// The rows with these ids, in the same order (`None` where there is none), read in one
@@ -231,6 +264,51 @@ pub trait Store {
 
     /// Every row of `tables`, read in one transaction (a consistent snapshot), in table order.
     fn snapshot(&self, tables: Vec<Table>) -> LocalBoxFuture<'_, Result<Snapshot>>;
+
+    /// Applies each of `changes` to its row of `table` if the row matches (see [`Guarded`]),
+    /// then `then`, all in one transaction (on `Err`, nothing is written); answers what became of
+    /// each change, in order, with the merged rows when `read_back` is set.
+    ///
+    /// This default reads, then writes: two transactions, right for a store nothing else writes
+    /// in between (`MemStore`, whose calls complete at once). A store shared with other tabs
+    /// checks and writes in the same transaction (`IdbStore` does).
+    fn write_guarded(
+        &self,
+        table: Table,
+        changes: Vec<Guarded>,
+        then: Vec<WriteOp>,
+        read_back: bool,
+    ) -> LocalBoxFuture<'_, Result<Vec<Guard>>> {
+        Box::pin(async move {
+            let ids = changes.iter().map(|change| change.id.clone()).collect();
+            let rows = self.get(table, ids).await?;
+            let mut ops = Vec::with_capacity(changes.len() + then.len());
+            let mut outcomes = Vec::with_capacity(changes.len());
+            for (change, row) in changes.into_iter().zip(rows) {
+                outcomes.push(match row {
+                    None => Guard::Missing,
+                    Some(row) if !change.matches(&row) => Guard::Refused(row),
+                    Some(mut row) => match change.merge {
+                        Some(fields) => {
+                            row.fields.extend(fields);
+                            let back = read_back.then(|| row.clone());
+                            ops.push(WriteOp::Put(table, row));
+                            Guard::Applied(back)
+                        }
+                        None => {
+                            ops.push(WriteOp::Delete(table, row.id));
+                            Guard::Applied(None)
+                        }
+                    },
+                });
+            }
+            ops.extend(then);
+            if !ops.is_empty() {
+                self.write(ops).await?;
+            }
+            Ok(outcomes)
+        })
+    }
 }
 
 impl Row {

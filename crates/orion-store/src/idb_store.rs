@@ -2,9 +2,11 @@
 
 use idb::{Database, TransactionMode};
 use orion_core::embedding::LocalBoxFuture;
-use orion_core::store::{check_scan, Row, Scan, Snapshot, Store, Table, WriteOp};
+use orion_core::store::{check_scan, Guard, Guarded, Row, Scan, Snapshot, Store, Table, WriteOp};
 use orion_core::Error;
 use serde_json::{Map, Value};
+use std::cell::RefCell;
+use std::rc::Rc;
 use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 use web_sys::{IdbKeyRange, IdbObjectStore, IdbTransaction};
@@ -151,16 +153,7 @@ impl IdbStore {
         }
         // Converted before the transaction starts, so a row JS cannot hold fails the batch
         // before anything is written.
-        let ops = ops
-            .into_iter()
-            .map(|op| {
-                Ok(match op {
-                    WriteOp::Put(table, row) => (table, Change::Put(row::to_js(&row)?)),
-                    WriteOp::Delete(table, id) => (table, Change::Delete(JsValue::from_str(&id))),
-                    WriteOp::Clear(table) => (table, Change::Clear),
-                })
-            })
-            .collect::<Result<Vec<_>, Error>>()?;
+        let ops = convert(ops)?;
         let transaction = self.transaction(
             ops.iter().map(|(table, _)| *table),
             TransactionMode::ReadWrite,
@@ -237,6 +230,117 @@ impl IdbStore {
         result
     }
 
+    async fn write_guarded_rows(
+        &self,
+        table: Table,
+        changes: Vec<Guarded>,
+        then: Vec<WriteOp>,
+        read_back: bool,
+    ) -> Result<Vec<Guard>, Error> {
+        if changes.is_empty() && then.is_empty() {
+            return Ok(Vec::new());
+        }
+        let context = format!("writing `{}`", table.name());
+        // Converted first, so a value JS cannot hold fails before anything is written.
+        let then = convert(then)?;
+        let changes = changes
+            .into_iter()
+            .map(|change| {
+                let merge = change
+                    .merge
+                    .map(|fields| {
+                        row::to_js(&Row {
+                            id: change.id.clone(),
+                            fields,
+                            vectors: Default::default(),
+                        })
+                    })
+                    .transpose()?;
+                Ok((change.id, change.expect, merge))
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        let tables = std::iter::once(table).chain(then.iter().map(|(table, _)| *table));
+        let transaction = self.transaction(tables, TransactionMode::ReadWrite)?;
+        let outcome = Outcome::new(&transaction);
+        if changes.is_empty() {
+            if let Err(error) = place(&transaction, &then) {
+                let _ = transaction.abort();
+                let _ = outcome.committed(&transaction).await;
+                return Err(error);
+            }
+            outcome.committed(&transaction).await?;
+            return Ok(Vec::new());
+        }
+        let store = object_store(&transaction, table)?;
+        let outcomes: Rc<RefCell<Vec<Option<Guard>>>> =
+            Rc::new(RefCell::new(vec![None; changes.len()]));
+        let failure: Rc<RefCell<Option<Error>>> = Rc::new(RefCell::new(None));
+        let mut then = Some(then);
+        let last = changes.len() - 1;
+        // Each row is read, checked and changed from its request's success event, where the
+        // transaction is still active: no other transaction can change it in between. `then` is
+        // placed from the last one's, after every change. The callbacks live until the
+        // transaction has finished.
+        let mut callbacks = Vec::with_capacity(changes.len());
+        for (i, (id, expect, merge)) in changes.into_iter().enumerate() {
+            let request = store
+                .get(&JsValue::from_str(&id))
+                .map_err(|error| dom::thrown(&context, &error))?;
+            let on_success = {
+                let request = request.clone();
+                let store = store.clone();
+                let transaction = transaction.clone();
+                let outcomes = Rc::clone(&outcomes);
+                let failure = Rc::clone(&failure);
+                let context = context.clone();
+                let mut merge = merge;
+                let mut then = if i == last { then.take() } else { None };
+                Closure::<dyn FnMut()>::new(move || {
+                    let decided = guard_one(
+                        &store,
+                        &request,
+                        table,
+                        &id,
+                        &expect,
+                        merge.take(),
+                        read_back,
+                        &context,
+                    )
+                    .and_then(|guard| match then.take() {
+                        Some(then) => place(&transaction, &then).map(|()| guard),
+                        None => Ok(guard),
+                    });
+                    match decided {
+                        Ok(guard) => {
+                            if let Some(slot) = outcomes.borrow_mut().get_mut(i) {
+                                *slot = Some(guard);
+                            }
+                        }
+                        Err(error) => {
+                            failure.borrow_mut().get_or_insert(error);
+                            let _ = transaction.abort();
+                        }
+                    }
+                })
+            };
+            request.set_onsuccess(Some(on_success.as_ref().unchecked_ref()));
+            callbacks.push(on_success);
+        }
+        let committed = outcome.committed(&transaction).await;
+        drop(callbacks);
+        if let Some(error) = failure.borrow_mut().take() {
+            return Err(error);
+        }
+        committed?;
+        let outcomes = std::mem::take(&mut *outcomes.borrow_mut());
+        outcomes
+            .into_iter()
+            .map(|guard| {
+                guard.ok_or_else(|| Error::Store(format!("{context}: a row was never read")))
+            })
+            .collect()
+    }
+
     async fn snapshot_tables(&self, tables: Vec<Table>) -> Result<Snapshot, Error> {
         if tables.is_empty() {
             return Ok(Vec::new());
@@ -275,6 +379,69 @@ enum Change {
     Put(JsValue),
     Delete(JsValue),
     Clear,
+}
+
+/// Write operations as requests to place: a row JS cannot hold fails here, before a transaction.
+fn convert(ops: Vec<WriteOp>) -> Result<Vec<(Table, Change)>, Error> {
+    ops.into_iter()
+        .map(|op| {
+            Ok(match op {
+                WriteOp::Put(table, row) => (table, Change::Put(row::to_js(&row)?)),
+                WriteOp::Delete(table, id) => (table, Change::Delete(JsValue::from_str(&id))),
+                WriteOp::Clear(table) => (table, Change::Clear),
+            })
+        })
+        .collect()
+}
+
+/// Checks the row a guarded change's `get` read and, if it matches, changes it (see
+/// [`Store::write_guarded`]).
+#[allow(clippy::too_many_arguments)]
+fn guard_one(
+    store: &IdbObjectStore,
+    request: &web_sys::IdbRequest,
+    table: Table,
+    id: &str,
+    expect: &Map<String, Value>,
+    merge: Option<JsValue>,
+    read_back: bool,
+    context: &str,
+) -> Result<Guard, Error> {
+    let record = request
+        .result()
+        .map_err(|error| dom::thrown(context, &error))?;
+    if record.is_undefined() {
+        return Ok(Guard::Missing);
+    }
+    if !expect
+        .iter()
+        .all(|(name, value)| row::field_equals(&record, name, value))
+    {
+        return row::from_js(table.name(), &record).map(Guard::Refused);
+    }
+    match merge {
+        Some(fields) => {
+            let merged: js_sys::Object = js_sys::Object::assign(
+                record.unchecked_ref::<js_sys::Object>(),
+                fields.unchecked_ref::<js_sys::Object>(),
+            );
+            store
+                .put(&merged)
+                .map_err(|error| dom::thrown(context, &error))?;
+            let back = if read_back {
+                Some(row::from_js(table.name(), &merged)?)
+            } else {
+                None
+            };
+            Ok(Guard::Applied(back))
+        }
+        None => {
+            store
+                .delete(&JsValue::from_str(id))
+                .map_err(|error| dom::thrown(context, &error))?;
+            Ok(Guard::Applied(None))
+        }
+    }
 }
 
 /// Places every request of a write batch, in order.
@@ -358,5 +525,16 @@ impl Store for IdbStore {
         tables: Vec<Table>,
     ) -> LocalBoxFuture<'_, orion_core::error::Result<Snapshot>> {
         Box::pin(self.snapshot_tables(tables))
+    }
+
+    /// Checks and changes each row in one transaction (not the trait's read, then write).
+    fn write_guarded(
+        &self,
+        table: Table,
+        changes: Vec<Guarded>,
+        then: Vec<WriteOp>,
+        read_back: bool,
+    ) -> LocalBoxFuture<'_, orion_core::error::Result<Vec<Guard>>> {
+        Box::pin(self.write_guarded_rows(table, changes, then, read_back))
     }
 }

@@ -115,6 +115,19 @@ pub(crate) fn from_js_fields(
     Ok(row)
 }
 
+/// Whether the record's property `name` holds exactly `expected` as JSON (`null` also matches an
+/// absent property; a value that is not JSON matches nothing).
+pub(crate) fn field_equals(record: &JsValue, name: &str, expected: &Value) -> bool {
+    let Ok(value) = Reflect::get(record, &JsValue::from_str(name)) else {
+        return false;
+    };
+    if value.is_undefined() {
+        return expected.is_null();
+    }
+    let object_prototype = Object::get_prototype_of(&Object::new());
+    to_json(&value, &object_prototype, 0).is_ok_and(|json| json == *expected)
+}
+
 /// `value` if it is a plain object (prototype `Object.prototype` or `null`), not an array, a
 /// `Date`, a typed array or any other object with a class.
 fn plain_object<'a>(value: &'a JsValue, object_prototype: &Object) -> Option<&'a Object> {

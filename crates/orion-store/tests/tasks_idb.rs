@@ -934,6 +934,16 @@ impl Store for Counting {
     ) -> LocalBoxFuture<'_, orion_core::error::Result<orion_core::store::Snapshot>> {
         self.inner.snapshot(tables)
     }
+    fn write_guarded(
+        &self,
+        table: orion_core::Table,
+        changes: Vec<orion_core::Guarded>,
+        then: Vec<orion_core::WriteOp>,
+        read_back: bool,
+    ) -> LocalBoxFuture<'_, orion_core::error::Result<Vec<orion_core::Guard>>> {
+        self.writes.set(self.writes.get() + 1);
+        self.inner.write_guarded(table, changes, then, read_back)
+    }
 }
 
 /// A tick that renews leases while a run's outcome write is in flight must not write the job

@@ -17,7 +17,7 @@ use futures_channel::mpsc;
 use futures_util::StreamExt;
 use orion_core::embedding::LocalBoxFuture;
 use orion_core::jobs::{JobOptions, JobQueue, JobRecord, JobState, QueueConfig};
-use orion_core::store::{Row, Scan, Snapshot, Store, Table, WriteOp};
+use orion_core::store::{Guard, Guarded, Row, Scan, Snapshot, Store, Table, WriteOp};
 use orion_core::{MemStore, StoreOpener};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
@@ -157,6 +157,26 @@ impl Store for Counted {
         tables: Vec<Table>,
     ) -> LocalBoxFuture<'_, orion_core::error::Result<Snapshot>> {
         self.counted(self.inner.snapshot(tables), |c| c.other += 1)
+    }
+
+    /// Counted as a write (one read-write transaction), its rows as both read and written.
+    fn write_guarded(
+        &self,
+        table: Table,
+        changes: Vec<Guarded>,
+        then: Vec<WriteOp>,
+        read_back: bool,
+    ) -> LocalBoxFuture<'_, orion_core::error::Result<Vec<Guard>>> {
+        let rows = u32::try_from(changes.len()).unwrap_or(u32::MAX);
+        let ops = u32::try_from(changes.len() + then.len()).unwrap_or(u32::MAX);
+        self.counted(
+            self.inner.write_guarded(table, changes, then, read_back),
+            |c| {
+                c.writes += 1;
+                c.write_ops += ops;
+                c.get_rows += rows;
+            },
+        )
     }
 }
 

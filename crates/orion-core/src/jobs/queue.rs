@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 
 use futures_util::future::{FutureExt, Shared};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use super::context::{CancelReason, CancelSignal, Handler, JobContext, JobError, ProgressSink};
 use super::index::{Entry, Index, Journal, Reading};
@@ -20,7 +20,7 @@ use crate::embedding::LocalBoxFuture;
 use crate::error::{Error, Result};
 use crate::ids::IdClock;
 use crate::input::{self, check_id};
-use crate::store::{Row, Scan, Store, Table, WriteOp};
+use crate::store::{Guard, Guarded, Row, Scan, Store, Table, WriteOp};
 
 /// The largest job `data`, serialised as JSON: 1 MiB.
 pub const MAX_DATA_BYTES: usize = 1 << 20;
@@ -994,7 +994,7 @@ impl JobQueue {
                         });
                         record.state = JobState::Failed;
                         record.finished_at = Some(now);
-                        settling.settle(&state, &record)?;
+                        settling.settle(&state, &record, None)?;
                         observed.push(record);
                     } else {
                         record.error = Some(JobFailure {
@@ -1124,43 +1124,63 @@ impl JobQueue {
         Ok(runs)
     }
 
-    /// Reads the picked jobs and writes those still waiting as `active` under a lease.
+    /// Writes the picked jobs `active` under a lease, each only if its row is still the waiting
+    /// job the index knows (same `seq`: not cancelled, paused, started or deleted by another
+    /// instance meanwhile), in one transaction that reads them back.
     async fn write_starts(
         &self,
         ids: &[String],
         now: u64,
     ) -> Result<(Vec<JobRecord>, Vec<Change>)> {
         let inner = &self.inner;
-        let rows = inner.store.get(Table::Jobs, ids.to_vec()).await?;
+        let lease_until = now.saturating_add(inner.config.lease_ms);
+        let guarded: Vec<Guarded> = {
+            let mut state = inner.state.borrow_mut();
+            ids.iter()
+                .map(|id| {
+                    let seq = state.index.entries.get(id).map(|entry| entry.seq);
+                    state.runs += 1;
+                    let run_id = format!("{}:{}", inner.owner, state.runs);
+                    let mut expect = Map::new();
+                    expect.insert("state".into(), json!(JobState::Waiting.name()));
+                    expect.insert("seq".into(), json!(seq));
+                    let mut merge = Map::new();
+                    merge.insert("state".into(), json!(JobState::Active.name()));
+                    merge.insert("processedAt".into(), json!(now));
+                    merge.insert("leaseUntil".into(), json!(lease_until));
+                    merge.insert("runId".into(), json!(run_id));
+                    merge.insert("nextRunAt".into(), Value::Null);
+                    merge.insert("debounceUntil".into(), Value::Null);
+                    Guarded {
+                        id: id.clone(),
+                        expect,
+                        merge: Some(merge),
+                    }
+                })
+                .collect()
+        };
+        let outcomes = inner
+            .store
+            .write_guarded(Table::Jobs, guarded, Vec::new(), true)
+            .await?;
         let mut records = Vec::new();
         let mut changes = Vec::new();
-        let mut ops = Vec::new();
-        {
-            let mut state = inner.state.borrow_mut();
-            for (id, row) in ids.iter().zip(rows) {
-                let Some(row) = row else {
-                    changes.push(Change::Remove(id.clone()));
-                    continue;
-                };
-                let mut record = JobRecord::from_row(&row)?;
-                if record.state != JobState::Waiting {
-                    changes.push(Change::upsert(&record));
-                    continue;
-                }
-                state.runs += 1;
-                record.state = JobState::Active;
-                record.processed_at = Some(now);
-                record.lease_until = Some(now.saturating_add(inner.config.lease_ms));
-                record.run_id = Some(format!("{}:{}", inner.owner, state.runs));
-                record.next_run_at = None;
-                record.debounce_until = None;
-                ops.push(WriteOp::Put(Table::Jobs, record.to_row()?));
-                changes.push(Change::upsert(&record));
-                records.push(record);
+        for (id, guard) in ids.iter().zip(outcomes) {
+            match guard {
+                Guard::Applied(Some(row)) => match JobRecord::from_row(&row) {
+                    Ok(record) => {
+                        changes.push(Change::upsert(&record));
+                        records.push(record);
+                    }
+                    // Unreadable: left out of the index, as `open` leaves such rows out.
+                    Err(_) => changes.push(Change::Remove(id.clone())),
+                },
+                Guard::Refused(row) => match JobRecord::from_row(&row) {
+                    Ok(stored) => changes.push(Change::upsert(&stored)),
+                    Err(_) => changes.push(Change::Remove(id.clone())),
+                },
+                Guard::Applied(None) | Guard::Missing => changes.push(Change::Remove(id.clone())),
             }
-        }
-        if !ops.is_empty() {
-            inner.store.write(ops).await?;
         }
         Ok((records, changes))
     }
@@ -1427,8 +1447,12 @@ fn clear_schedule(record: &mut JobRecord) {
 /// leases that expired in one tick), and the index changes they make once committed.
 #[derive(Default)]
 struct Settling {
+    /// Writes made whatever the guarded ones find.
     ops: Vec<WriteOp>,
     changes: Vec<Change>,
+    /// The finished jobs' own writes when they are guarded (see [`Settling::settle`]), and the
+    /// index change each makes if it is applied.
+    guarded: Vec<(Guarded, Change)>,
     /// Per `(queue, state)`: the finished jobs this batch keeps, oldest first, and how many of
     /// the index's oldest it deletes, so that a `removeOn*` count also covers the batch's own jobs
     /// (the index learns of them only once the write has committed).
@@ -1449,19 +1473,53 @@ impl Settling {
         self.changes.push(Change::Remove(id));
     }
 
+    /// Writes `record` (`keep`) or deletes it, only if its row matches `expect` when given.
+    fn own(
+        &mut self,
+        record: &JobRecord,
+        keep: bool,
+        expect: Option<Map<String, Value>>,
+    ) -> Result<()> {
+        let Some(expect) = expect else {
+            return match keep {
+                true => self.put(record),
+                false => {
+                    self.delete(record.id.clone());
+                    Ok(())
+                }
+            };
+        };
+        let (merge, change) = match keep {
+            true => (Some(record.to_row()?.fields), Change::upsert(record)),
+            false => (None, Change::Remove(record.id.clone())),
+        };
+        let guarded = Guarded {
+            id: record.id.clone(),
+            expect,
+            merge,
+        };
+        self.guarded.push((guarded, change));
+        Ok(())
+    }
+
     /// Writes a finished job per its `removeOn*` policy: kept, deleted, or kept with the older
-    /// finished jobs of its queue beyond the count deleted.
-    fn settle(&mut self, state: &State, record: &JobRecord) -> Result<()> {
+    /// finished jobs of its queue beyond the count deleted. With `expect`, the job's own write is
+    /// made only if its row still matches (the older jobs' deletes are made anyway).
+    fn settle(
+        &mut self,
+        state: &State,
+        record: &JobRecord,
+        expect: Option<Map<String, Value>>,
+    ) -> Result<()> {
         let policy = match record.state {
             JobState::Completed => record.options.remove_on_complete,
             JobState::Failed => record.options.remove_on_fail,
             _ => RemovePolicy::Keep,
         };
         let keep = match policy {
-            RemovePolicy::Keep => return self.put(record),
+            RemovePolicy::Keep => return self.own(record, true, expect),
             RemovePolicy::Remove | RemovePolicy::KeepLast(0) => {
-                self.delete(record.id.clone());
-                return Ok(());
+                return self.own(record, false, expect)
             }
             RemovePolicy::KeepLast(keep) => usize::try_from(keep).unwrap_or(usize::MAX),
         };
@@ -1482,13 +1540,14 @@ impl Settling {
         for id in doomed {
             self.delete(id);
         }
+        // Written earlier in this batch: deleted after that write, in the same transaction.
         let excess = excess.min(kept.len());
         for id in kept.drain(..excess) {
             self.delete(id);
         }
         kept.push(record.id.clone());
         self.finished.insert(key, (kept, dropped));
-        self.put(record)
+        self.own(record, true, expect)
     }
 }
 
@@ -1695,84 +1754,94 @@ fn batch_write(
     write.shared()
 }
 
-/// Stores the outcomes of `endings`: reads their rows (one transaction), decides each job's next
-/// state, writes them (one transaction), then indexes and reports them.
+/// Stores the outcomes of `endings` in one transaction, each only if its job is still `active`
+/// under the run's lease (another instance may have cancelled, deleted or taken it back: then
+/// nothing is written over it), then indexes and reports them.
 async fn write_endings(
     inner: &Rc<Inner>,
     endings: Vec<Ending>,
 ) -> HashMap<String, Result<Option<JobState>>> {
-    let ids: Vec<String> = endings.iter().map(|ending| ending.id.clone()).collect();
-    let rows = match inner.store.get(Table::Jobs, ids).await {
-        Ok(rows) => rows,
-        Err(error) => {
-            return endings
-                .into_iter()
-                .map(|ending| (ending.id, Err(error.clone())))
-                .collect();
-        }
-    };
     let now = inner.clock.now_ms();
     let mut results = HashMap::with_capacity(endings.len());
     let mut settling = Settling::default();
-    let mut written = Vec::new();
+    // The record each guarded write writes, in the same order.
+    let mut records = Vec::with_capacity(endings.len());
     {
         let mut state = inner.state.borrow_mut();
-        for (ending, row) in endings.into_iter().zip(rows) {
+        for ending in endings {
+            let expect = lease_expected(&ending.record);
             let id = ending.id.clone();
-            match decide_ending(&mut state, ending, row, now) {
-                Ok(Some(record)) => match settling.settle(&state, &record) {
-                    Ok(()) => written.push(record),
-                    Err(error) => {
-                        results.insert(id, Err(error));
-                    }
-                },
-                other => {
-                    results.insert(id, other.map(|_| None));
+            let record = decide_ending(&mut state, ending, now);
+            match settling.settle(&state, &record, Some(expect)) {
+                Ok(()) => records.push(record),
+                Err(error) => {
+                    results.insert(id, Err(error));
                 }
             }
         }
     }
-    if !settling.ops.is_empty() {
-        if let Err(error) = inner.store.write(settling.ops).await {
-            for record in written {
+    let (guarded, changes): (Vec<Guarded>, Vec<Change>) = settling.guarded.into_iter().unzip();
+    let outcomes = match inner
+        .store
+        .write_guarded(Table::Jobs, guarded, settling.ops, false)
+        .await
+    {
+        Ok(outcomes) => outcomes,
+        Err(error) => {
+            for record in records {
                 results.insert(record.id, Err(error.clone()));
             }
             return results;
         }
+    };
+    let mut written = Vec::with_capacity(records.len());
+    {
+        let mut state = inner.state.borrow_mut();
+        let index = &mut state.index;
+        for ((record, change), guard) in records.into_iter().zip(changes).zip(outcomes) {
+            match guard {
+                Guard::Applied(_) => {
+                    apply(index, vec![change]);
+                    results.insert(record.id.clone(), Ok(Some(record.state)));
+                    written.push(record);
+                }
+                // Taken over, cancelled or deleted by another instance: indexed as it is now.
+                Guard::Refused(row) => {
+                    match JobRecord::from_row(&row) {
+                        Ok(stored) => index.upsert(&stored),
+                        Err(_) => index.remove(&record.id),
+                    }
+                    results.insert(record.id, Ok(None));
+                }
+                Guard::Missing => {
+                    index.remove(&record.id);
+                    results.insert(record.id, Ok(None));
+                }
+            }
+        }
+        // In the order of the write: the unguarded deletes came after the guarded writes.
+        apply(index, settling.changes);
     }
-    apply(&mut inner.state.borrow_mut().index, settling.changes);
     inner.observe(&written);
-    for record in written {
-        results.insert(record.id, Ok(Some(record.state)));
-    }
     results
 }
 
-/// The record to write for `ending`, given the job's row as stored: `None` (and the index
-/// brought up to date with the row) if the job was taken over or deleted meanwhile.
-fn decide_ending(
-    state: &mut State,
-    ending: Ending,
-    row: Option<Row>,
-    now: u64,
-) -> Result<Option<JobRecord>> {
+/// What the row of a job running under `record`'s lease holds: the guard of its outcome's write.
+fn lease_expected(record: &JobRecord) -> Map<String, Value> {
+    let mut expect = Map::new();
+    expect.insert("state".into(), json!(JobState::Active.name()));
+    expect.insert("runId".into(), json!(record.run_id));
+    expect
+}
+
+/// The record `ending`'s job is left as: finished, or waiting or delayed for a retry.
+fn decide_ending(state: &mut State, ending: Ending, now: u64) -> JobRecord {
     let Ending {
-        id,
+        id: _,
         mut record,
         outcome,
         signalled,
     } = ending;
-    let Some(row) = row else {
-        state.index.remove(&id);
-        return Ok(None);
-    };
-    // Still this run's: compared on the two fields rather than parsing the whole row.
-    let field = |name: &str| row.fields.get(name).and_then(Value::as_str);
-    if field("state") != Some(JobState::Active.name()) || field("runId") != record.run_id.as_deref()
-    {
-        state.index.upsert(&JobRecord::from_row(&row)?);
-        return Ok(None);
-    }
     record.attempts_made = record.attempts_made.saturating_add(1);
     record.lease_until = None;
     record.run_id = None;
@@ -1817,7 +1886,7 @@ fn decide_ending(
     if record.state.is_finished() {
         record.finished_at = Some(now);
     }
-    Ok(Some(record))
+    record
 }
 
 fn signal_failure(record: &JobRecord, reason: CancelReason) -> JobFailure {

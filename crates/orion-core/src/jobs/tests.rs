@@ -2068,12 +2068,18 @@ fn runs_ending_while_outcomes_are_written_store_theirs_in_one_transaction() {
     let mut f = Fixture::new();
     let held = with_held_writes(&mut f);
     let old: Vec<String> = (0..2)
-        .map(|i| f.add("b", json!({ "i": i }), json!({"removeOnComplete": 3})).id)
+        .map(|i| {
+            f.add("b", json!({ "i": i }), json!({"removeOnComplete": 3}))
+                .id
+        })
         .collect();
     f.step();
     f.clock.advance(10);
     let batch: Vec<String> = (0..6)
-        .map(|i| f.add("b", json!({ "i": i }), json!({"removeOnComplete": 3})).id)
+        .map(|i| {
+            f.add("b", json!({ "i": i }), json!({"removeOnComplete": 3}))
+                .id
+        })
         .collect();
     let started = block_on(f.queue.tick()).unwrap();
     assert_eq!(started.len(), 6);
@@ -2102,7 +2108,9 @@ fn runs_ending_while_outcomes_are_written_store_theirs_in_one_transaction() {
     let ids: Vec<String> = completed.items.iter().map(|j| j.id.clone()).collect();
     assert_eq!(ids, batch[3..].to_vec());
     assert_eq!(block_on(f.store.count(Table::Jobs)).unwrap(), 3);
-    assert!(old.iter().all(|id| block_on(f.queue.get(id)).unwrap().is_none()));
+    assert!(old
+        .iter()
+        .all(|id| block_on(f.queue.get(id)).unwrap().is_none()));
     assert_eq!(f.queue.counts().all.completed, 3);
 }
 
@@ -2145,7 +2153,11 @@ fn a_batch_skips_the_jobs_taken_from_it_and_outlives_a_dropped_run() {
         ]
     );
     assert_eq!(f.job(&jobs[1]).state, JobState::Completed);
-    assert_eq!(f.job(&jobs[2]).state, JobState::Cancelled, "not overwritten");
+    assert_eq!(
+        f.job(&jobs[2]).state,
+        JobState::Cancelled,
+        "not overwritten"
+    );
     assert_eq!(f.job(&jobs[3]).state, JobState::Completed);
     let counts = f.queue.counts().all;
     assert_eq!(

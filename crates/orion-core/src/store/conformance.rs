@@ -13,7 +13,7 @@ use std::task::{Wake, Waker};
 
 use serde_json::json;
 
-use super::{Row, Scan, Store, Table, WriteOp};
+use super::{Guard, Guarded, Row, Scan, Store, Table, WriteOp};
 use crate::embedding::LocalBoxFuture;
 use crate::error::Result;
 
@@ -23,7 +23,7 @@ pub type StoreFactory<'a> = dyn Fn() -> LocalBoxFuture<'static, Result<Box<dyn S
 type Check = for<'a> fn(&'a dyn Store) -> LocalBoxFuture<'a, Result<(), String>>;
 
 /// Every check, by name.
-pub const CHECKS: [(&str, Check); 13] = [
+pub const CHECKS: [(&str, Check); 14] = [
     ("rows round-trip exactly", |s| Box::pin(round_trip(s))),
     ("get returns rows in the order asked", |s| {
         Box::pin(get_keeps_order(s))
@@ -46,6 +46,9 @@ pub const CHECKS: [(&str, Check); 13] = [
     }),
     ("patch merges into existing rows only", |s| {
         Box::pin(patch(s))
+    }),
+    ("a guarded write changes only the rows as expected", |s| {
+        Box::pin(guarded(s))
     }),
 ];
 
@@ -471,4 +474,89 @@ async fn patch(store: &dyn Store) -> Result<(), String> {
     let gone = get_one(store, Table::Memories, "gone").await?;
     ensure(gone.is_none(), || "a patch created a row".into())?;
     store.patch(Table::Jobs, Vec::new()).await.map_err(text)
+}
+
+async fn guarded(store: &dyn Store) -> Result<(), String> {
+    let job = |id: &str, state: &str| {
+        Row::new(id)
+            .with("state", state)
+            .with("seq", 1)
+            .with("data", json!({"n": 1}))
+    };
+    put(
+        store,
+        Table::Jobs,
+        vec![
+            job("a", "waiting"),
+            job("b", "waiting"),
+            job("c", "active"),
+            job("d", "waiting"),
+            job("e", "completed"),
+        ],
+    )
+    .await?;
+    let map = |value: serde_json::Value| match value {
+        serde_json::Value::Object(map) => map,
+        _ => serde_json::Map::new(),
+    };
+    let expect = map(json!({"state": "waiting", "seq": 1, "runId": null}));
+    let start = |id: &str| Guarded {
+        id: id.into(),
+        expect: expect.clone(),
+        merge: Some(map(json!({"state": "active", "runId": "r1"}))),
+    };
+    let changes = vec![
+        start("a"),
+        start("c"),
+        start("gone"),
+        Guarded {
+            id: "d".into(),
+            expect: expect.clone(),
+            merge: None,
+        },
+    ];
+    let then = vec![WriteOp::Delete(Table::Jobs, "e".into())];
+    let outcomes = store
+        .write_guarded(Table::Jobs, changes, then, true)
+        .await
+        .map_err(text)?;
+    let started = job("a", "active").with("runId", "r1");
+    let expected = vec![
+        Guard::Applied(Some(started.clone())),
+        Guard::Refused(job("c", "active")),
+        Guard::Missing,
+        Guard::Applied(None),
+    ];
+    ensure(outcomes == expected, || {
+        format!("{outcomes:?} != {expected:?}")
+    })?;
+    let rows = store
+        .get(
+            Table::Jobs,
+            ["a", "b", "c", "d", "e", "gone"].map(String::from).to_vec(),
+        )
+        .await
+        .map_err(text)?;
+    let expected = vec![
+        Some(started),
+        Some(job("b", "waiting")),
+        Some(job("c", "active")),
+        None,
+        None,
+        None,
+    ];
+    ensure(rows == expected, || format!("{rows:?} != {expected:?}"))?;
+    // Without `read_back`, nothing is read back; no change at all is fine.
+    let outcomes = store
+        .write_guarded(Table::Jobs, vec![start("b")], Vec::new(), false)
+        .await
+        .map_err(text)?;
+    ensure(outcomes == vec![Guard::Applied(None)], || {
+        format!("{outcomes:?}")
+    })?;
+    let none = store
+        .write_guarded(Table::Jobs, Vec::new(), Vec::new(), true)
+        .await
+        .map_err(text)?;
+    ensure(none.is_empty(), || format!("{none:?}"))
 }
