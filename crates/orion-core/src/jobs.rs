@@ -29,7 +29,14 @@
 //! # Delivery: at least once, under a lease
 //!
 //! Starting a job writes it `active` with `leaseUntil = now + lease` in one transaction *before*
-//! its handler runs; the outcome is written in one transaction after. While the handler runs,
+//! its handler runs; the outcome is written in one transaction after. Both are compare-and-set
+//! writes ([`crate::store::Store::write_guarded`]): a start only if the row is still the waiting
+//! job the queue picked (same `seq`), an outcome only if the row is still `active` under the
+//! run's lease (`runId`), each checked and written in the same transaction, so a job another
+//! instance cancelled, paused, deleted or took back meanwhile is left as that instance wrote it.
+//! The jobs picked in one tick start in one transaction, and the outcomes of the runs that end
+//! while one batch of outcomes is being written are written together in the next (group commit).
+//! While the handler runs,
 //! ticks renew the lease. If the worker dies (a crash, a closed tab) the job stays `active`
 //! until its lease expires; the next tick of any queue instance on the store then takes it back:
 //! the lost run counts as an attempt and the job waits again (after `maxStalled` such losses it
@@ -39,8 +46,9 @@
 //! instance tracks its in-flight jobs); across instances the lease guards it, and a run whose
 //! lease was taken over does not write its outcome.
 //!
-//! The store has no compare-and-set, so two instances racing on one row (two tabs both running
-//! queues) can still both act; ORION runs queues in one tab at a time (the Web Lock holder).
+//! Other writes (enqueue, cancel, pause, retry, lease renewals, promoting delayed jobs, taking back
+//! expired leases) read, then write; ORION runs queues in one tab at a time (the Web Lock holder),
+//! and the other tabs' writes reach it through refresh.
 //!
 //! # Several instances: refresh and reload
 //!

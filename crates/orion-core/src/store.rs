@@ -4,7 +4,9 @@
 //! IndexedDB shapes this API. Its transactions end as soon as the code awaits anything but the
 //! database, so a transaction cannot span arbitrary async work; instead every call here is one
 //! transaction: [`Store::write`] applies a whole batch atomically (all of it or, on any error,
-//! none of it), [`Store::snapshot`] reads whole tables consistently. Rows are JSON objects with a
+//! none of it), [`Store::snapshot`] reads whole tables consistently, [`Store::write_guarded`]
+//! changes rows only if they still hold what the caller last saw (compare-and-set, checked and
+//! written in one transaction). Rows are JSON objects with a
 //! string `id` plus f32 vectors, which IndexedDB stores as `Float32Array`s (never as arrays of
 //! numbers). Implementations: [`MemStore`] here (native code and tests) and `IdbStore` in
 //! `orion-store` (IndexedDB through rexie); both pass [`conformance`].

@@ -1473,7 +1473,8 @@ impl Settling {
         self.changes.push(Change::Remove(id));
     }
 
-    /// Writes `record` (`keep`) or deletes it, only if its row matches `expect` when given.
+    /// Writes `record` (`keep`) or deletes it; with `expect`, only if its row matches, and only
+    /// the fields an attempt's end changes (the row is the one the attempt ran under).
     fn own(
         &mut self,
         record: &JobRecord,
@@ -1490,7 +1491,7 @@ impl Settling {
             };
         };
         let (merge, change) = match keep {
-            true => (Some(record.to_row()?.fields), Change::upsert(record)),
+            true => (Some(record.outcome_fields()?), Change::upsert(record)),
             false => (None, Change::Remove(record.id.clone())),
         };
         let guarded = Guarded {

@@ -2,7 +2,7 @@
 //! [`JobState`]s.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::options::JobOptions;
 use crate::error::{Error, Result};
@@ -170,6 +170,32 @@ impl JobRecord {
             )),
             Err(e) => Err(Error::Internal(format!("job `{}`: {e}", self.id))),
         }
+    }
+
+    /// The fields the end of an attempt may change, as stored: merged into the row the attempt
+    /// ran under, they make this record's row (without writing `data` and `options` again).
+    pub(crate) fn outcome_fields(&self) -> Result<Map<String, Value>> {
+        let fields = [
+            ("state", serde_json::to_value(self.state)),
+            ("attemptsMade", serde_json::to_value(self.attempts_made)),
+            ("seq", serde_json::to_value(self.seq)),
+            ("progress", serde_json::to_value(&self.progress)),
+            ("result", serde_json::to_value(&self.result)),
+            ("error", serde_json::to_value(&self.error)),
+            ("readyAt", serde_json::to_value(self.ready_at)),
+            ("finishedAt", serde_json::to_value(self.finished_at)),
+            ("nextRunAt", serde_json::to_value(self.next_run_at)),
+            ("leaseUntil", serde_json::to_value(self.lease_until)),
+            ("runId", serde_json::to_value(&self.run_id)),
+        ];
+        fields
+            .into_iter()
+            .map(|(name, value)| {
+                value
+                    .map(|value| (name.to_owned(), value))
+                    .map_err(|e| Error::Internal(format!("job `{}`: {e}", self.id)))
+            })
+            .collect()
     }
 
     /// The record a row holds; an unreadable row is an `ERR_STORE` naming it.

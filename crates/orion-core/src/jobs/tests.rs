@@ -2165,3 +2165,48 @@ fn a_batch_skips_the_jobs_taken_from_it_and_outlives_a_dropped_run() {
         (3, 1, 0)
     );
 }
+
+#[test]
+fn an_outcome_merged_into_the_started_row_is_the_finished_row() {
+    let mut f = Fixture::new();
+    let job = f.add("q", json!({"mode": "hold"}), json!({"attempts": 3}));
+    f.step();
+    let started = f.job(&job.id);
+    assert_eq!(started.state, JobState::Active);
+    let mut finished = started.clone();
+    finished.state = JobState::Waiting;
+    finished.attempts_made = 1;
+    finished.seq += 7;
+    finished.progress = json!({"step": 2});
+    finished.result = Some(json!("partial"));
+    finished.error = Some(JobFailure {
+        message: "boom".into(),
+        retryable: true,
+    });
+    finished.ready_at = Some(5);
+    finished.finished_at = Some(6);
+    finished.next_run_at = Some(7);
+    finished.lease_until = None;
+    finished.run_id = None;
+    let outcome = finished.outcome_fields().unwrap();
+    let mut merged = started.to_row().unwrap();
+    merged.fields.extend(outcome.clone());
+    assert_eq!(merged, finished.to_row().unwrap());
+    // Every field is either written by an outcome or one an attempt's end never changes: a new
+    // field must be put on one side or the other.
+    let unchanged = [
+        "name",
+        "data",
+        "options",
+        "createdAt",
+        "processedAt",
+        "stalledCount",
+        "debounceUntil",
+    ];
+    for name in finished.to_row().unwrap().fields.keys() {
+        assert!(
+            outcome.contains_key(name) != unchanged.contains(&name.as_str()),
+            "field `{name}`"
+        );
+    }
+}

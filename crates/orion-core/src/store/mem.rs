@@ -4,7 +4,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 
-use super::{check_scan, Row, Scan, Snapshot, Store, Table, WriteOp};
+use super::{check_scan, Guard, Guarded, Row, Scan, Snapshot, Store, Table, WriteOp};
 use crate::embedding::LocalBoxFuture;
 use crate::error::{Error, Result};
 
@@ -37,36 +37,91 @@ impl MemStore {
 
     fn apply(&self, ops: Vec<WriteOp>) -> Result<()> {
         let mut tables = self.tables.borrow_mut();
+        self.check_quota(&tables, &ops)?;
+        apply_ops(&mut tables, ops);
+        self.writes.set(self.writes.get() + 1);
+        Ok(())
+    }
+
+    /// [`Error::Quota`] if `ops` would leave more rows than the quota allows.
+    fn check_quota(&self, tables: &Tables, ops: &[WriteOp]) -> Result<()> {
         if let Some(max) = self.max_rows.get() {
-            let after = rows_after(&tables, &ops);
+            let after = rows_after(tables, ops);
             if after > max {
                 return Err(Error::Quota(format!(
                     "the write would hold {after} rows; the quota allows {max}"
                 )));
             }
         }
-        for op in ops {
-            match op {
-                WriteOp::Put(table, row) => {
-                    tables.entry(table).or_default().insert(row.id.clone(), row);
+        Ok(())
+    }
+
+    /// [`Store::write_guarded`] in place: rows are checked and merged where they are, copied
+    /// only to answer them.
+    fn apply_guarded(
+        &self,
+        table: Table,
+        changes: Vec<Guarded>,
+        then: Vec<WriteOp>,
+        read_back: bool,
+    ) -> Result<Vec<Guard>> {
+        if changes.is_empty() && then.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tables = self.tables.borrow_mut();
+        // Merges and deletes never add rows: only `then` can go over the quota.
+        self.check_quota(&tables, &then)?;
+        let rows = tables.entry(table).or_default();
+        let outcomes = changes
+            .into_iter()
+            .map(|change| {
+                let Some(row) = rows.get_mut(&change.id) else {
+                    return Guard::Missing;
+                };
+                if !change.matches(row) {
+                    return Guard::Refused(row.clone());
                 }
-                WriteOp::Delete(table, id) => {
-                    if let Some(rows) = tables.get_mut(&table) {
-                        rows.remove(&id);
+                match change.merge {
+                    Some(fields) => {
+                        row.fields.extend(fields);
+                        Guard::Applied(read_back.then(|| row.clone()))
+                    }
+                    None => {
+                        rows.remove(&change.id);
+                        Guard::Applied(None)
                     }
                 }
-                WriteOp::Clear(table) => {
-                    tables.remove(&table);
+            })
+            .collect();
+        apply_ops(&mut tables, then);
+        self.writes.set(self.writes.get() + 1);
+        Ok(outcomes)
+    }
+}
+
+type Tables = HashMap<Table, BTreeMap<String, Row>>;
+
+/// Applies `ops` in order (checked against the quota already).
+fn apply_ops(tables: &mut Tables, ops: Vec<WriteOp>) {
+    for op in ops {
+        match op {
+            WriteOp::Put(table, row) => {
+                tables.entry(table).or_default().insert(row.id.clone(), row);
+            }
+            WriteOp::Delete(table, id) => {
+                if let Some(rows) = tables.get_mut(&table) {
+                    rows.remove(&id);
                 }
             }
+            WriteOp::Clear(table) => {
+                tables.remove(&table);
+            }
         }
-        self.writes.set(self.writes.get() + 1);
-        Ok(())
     }
 }
 
 /// How many rows there would be after `ops`, without applying them.
-fn rows_after(tables: &HashMap<Table, BTreeMap<String, Row>>, ops: &[WriteOp]) -> usize {
+fn rows_after(tables: &Tables, ops: &[WriteOp]) -> usize {
     let mut counts: HashMap<Table, usize> = Table::ALL
         .iter()
         .map(|table| (*table, tables.get(table).map_or(0, BTreeMap::len)))
@@ -151,6 +206,18 @@ impl Store for MemStore {
 
     fn write(&self, ops: Vec<WriteOp>) -> LocalBoxFuture<'_, Result<()>> {
         Box::pin(std::future::ready(self.apply(ops)))
+    }
+
+    fn write_guarded(
+        &self,
+        table: Table,
+        changes: Vec<Guarded>,
+        then: Vec<WriteOp>,
+        read_back: bool,
+    ) -> LocalBoxFuture<'_, Result<Vec<Guard>>> {
+        Box::pin(std::future::ready(
+            self.apply_guarded(table, changes, then, read_back),
+        ))
     }
 
     fn patch(
