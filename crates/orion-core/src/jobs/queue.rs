@@ -1028,24 +1028,52 @@ impl JobQueue {
                     ..record.clone()
                 })
                 .collect();
-            for record in &renewed {
-                settling
-                    .ops
-                    .push(WriteOp::Put(Table::Jobs, record.to_row()?));
-            }
         }
-        if !settling.ops.is_empty() {
-            inner.store.write(settling.ops).await?;
-        }
+        // Each renewal only if the row is still this run's: one another instance cancelled,
+        // deleted or took back stays as it wrote it.
+        let renewals: Vec<Guarded> = renewed
+            .iter()
+            .map(|record| {
+                let mut merge = Map::new();
+                merge.insert("leaseUntil".into(), json!(record.lease_until));
+                Guarded {
+                    id: record.id.clone(),
+                    expect: lease_expected(record),
+                    merge: Some(merge),
+                }
+            })
+            .collect();
+        let outcomes = inner
+            .store
+            .write_guarded(Table::Jobs, renewals, settling.ops, false)
+            .await?;
         {
             let mut state = inner.state.borrow_mut();
             apply(&mut state.index, settling.changes);
-            for record in renewed {
-                if let Some(flight) = state.in_flight.get_mut(&record.id) {
-                    if let Some(current) = &mut flight.record {
-                        current.lease_until = record.lease_until;
-                        state.index.upsert(&record);
+            for (record, guard) in renewed.into_iter().zip(outcomes) {
+                let stored = match guard {
+                    Guard::Applied(_) => {
+                        if let Some(flight) = state.in_flight.get_mut(&record.id) {
+                            if let Some(current) = &mut flight.record {
+                                current.lease_until = record.lease_until;
+                                state.index.upsert(&record);
+                            }
+                        }
+                        continue;
                     }
+                    Guard::Refused(row) => read_row(Some(row)),
+                    Guard::Missing => Stored::Gone,
+                };
+                match stored {
+                    Stored::Record(ref row) if row.state != JobState::Cancelled => {
+                        // Taken back by another instance: this run's outcome will not be
+                        // written; its lease is no longer renewed.
+                        if let Some(flight) = state.in_flight.get_mut(&record.id) {
+                            flight.revoked = true;
+                        }
+                        state.index.upsert(row);
+                    }
+                    stored => revoke(&mut state, &record.id, &stored),
                 }
             }
         }
@@ -1117,9 +1145,9 @@ impl JobQueue {
                 continue;
             };
             flight.deadline = record.options.timeout.map(|t| now.saturating_add(t));
-            flight.record = Some(record.clone());
             let signal = flight.signal.clone();
-            runs.push(run(Rc::clone(inner), record, signal, handler));
+            runs.push(run(Rc::clone(inner), &record, signal, handler));
+            flight.record = Some(record);
         }
         Ok(runs)
     }
@@ -1368,9 +1396,14 @@ fn revoke_if_cancelled(state: &mut State, id: &str, stored: &Stored, mark: u64) 
         Stored::Gone => !state.index.journal.touched_since(id, mark),
         Stored::Unreadable => false,
     };
-    if !revoked {
-        return;
+    if revoked {
+        revoke(state, id, stored);
     }
+}
+
+/// Signals the run here of job `id` as cancelled (its row, `stored`, was cancelled or deleted by
+/// another instance), stops renewing its lease and indexes the job as stored.
+fn revoke(state: &mut State, id: &str, stored: &Stored) {
     let Some(flight) = state.in_flight.get_mut(id) else {
         return;
     };
@@ -1553,7 +1586,7 @@ impl Settling {
 }
 
 /// The run of one attempt of `record`.
-fn run(inner: Rc<Inner>, record: JobRecord, signal: CancelSignal, handler: Handler) -> JobRun {
+fn run(inner: Rc<Inner>, record: &JobRecord, signal: CancelSignal, handler: Handler) -> JobRun {
     let id = record.id.clone();
     let weak = Rc::downgrade(&inner);
     let progress_id = id.clone();

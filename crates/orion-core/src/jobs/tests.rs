@@ -2210,3 +2210,30 @@ fn an_outcome_merged_into_the_started_row_is_the_finished_row() {
         );
     }
 }
+
+#[test]
+fn a_lease_renewal_finds_a_job_cancelled_elsewhere_and_signals_its_handler() {
+    let mut f = Fixture::new();
+    let job = f.add("q", json!({"mode": "watch"}), json!({"attempts": 3}));
+    f.step();
+    assert_eq!(f.job(&job.id).state, JobState::Active);
+    // Another tab cancels it; no refresh tells this one.
+    let other = open(f.store.clone(), &f.clock, 7);
+    assert_eq!(
+        block_on(other.cancel(&job.id)).unwrap(),
+        CancelOutcome::Cancelled
+    );
+    // Half a lease later the renewal is refused, and the run is told.
+    f.clock.advance(5_000);
+    let finished = f.step();
+    assert_eq!(finished, vec![(job.id.clone(), Ok(None))]);
+    assert_eq!(
+        *f.world.observed.borrow(),
+        vec![(job.id.clone(), CancelReason::Cancelled)]
+    );
+    let stored = f.job(&job.id);
+    assert_eq!(stored.state, JobState::Cancelled, "not written back active");
+    assert_eq!(stored.lease_until, None);
+    assert_eq!(f.queue.counts().all.cancelled, 1);
+    assert_eq!(f.queue.counts().all.active, 0);
+}
