@@ -393,26 +393,30 @@ async fn a_job_whose_worker_died_is_retried_after_its_lease() {
     assert!(world.violations.borrow().is_empty());
 }
 
-/// The handler finished (its side effect applied) but the run was dropped before its outcome was
-/// stored: the job stays active in the database, is taken back at the lease's expiry by the same
-/// instance, runs exactly once more with the same idempotency key (so the side effect is not
-/// applied again) and is completed; nothing runs after that.
+/// The handler finished (its side effect applied) but its outcome was never stored (the worker
+/// died as the transaction was to commit, here a write the store refuses): the job stays active in
+/// the database, is taken back at the lease's expiry by the same instance, runs exactly once more
+/// with the same idempotency key (so the side effect is not applied again) and is completed;
+/// nothing runs after that.
 #[wasm_bindgen_test]
 async fn a_crash_between_handler_finished_and_state_saved_completes_the_job_once_more() {
     let world = Rc::new(Jobs::default());
     let clock = ManualClock::new(T0);
-    let store = fresh("jobs-crash").await.unwrap();
-    let queue = open_queue(Rc::new(store), &clock, 1, &world, 1).await;
+    let store = Rc::new(Counting {
+        inner: fresh("jobs-crash").await.unwrap(),
+        writes: std::cell::Cell::new(0),
+        kill: std::cell::Cell::new(false),
+    });
+    let queue = open_queue(store.clone(), &clock, 1, &world, 1).await;
     let id = enqueue(&queue, "effect", json!({})).await.id;
     let mut runs = queue.tick().await.unwrap();
-    // Stop polling in the round where the handler returned: the run is then awaiting its first
-    // IndexedDB request towards the outcome's write, which never gets made.
-    let finished = drive(&mut runs, || world.call_count() == 1).await;
+    store.kill.set(true);
+    let finished = drive_all(&mut runs).await;
     assert!(
-        finished.is_empty(),
-        "the outcome cannot be stored synchronously"
+        matches!(finished.as_slice(), [Err(orion_core::Error::Store(_))]),
+        "{finished:?}"
     );
-    drop(runs);
+    store.kill.set(false);
     assert_eq!(*world.effects.borrow(), vec![id.clone()]);
     let stuck = job(&queue, &id).await;
     assert_eq!(stuck.state, JobState::Active, "the outcome was never saved");
@@ -887,10 +891,12 @@ async fn a_crash_during_compensation_resumes_without_rerunning_finished_compensa
 // A renewal must not put a finished job back to `active` (found here: MemStore cannot show it).
 
 /// IdbStore, counting the writes placed through it (IdbStore places a write's requests when the
-/// write is first polled, so IndexedDB commits writes in the order they were counted).
+/// write is first polled, so IndexedDB commits writes in the order they were counted), and
+/// refusing guarded writes (a job's start or outcome) while `kill` is set.
 struct Counting {
     inner: IdbStore,
     writes: std::cell::Cell<usize>,
+    kill: std::cell::Cell<bool>,
 }
 
 impl Store for Counting {
@@ -941,6 +947,11 @@ impl Store for Counting {
         then: Vec<orion_core::WriteOp>,
         read_back: bool,
     ) -> LocalBoxFuture<'_, orion_core::error::Result<Vec<orion_core::Guard>>> {
+        if self.kill.get() {
+            return Box::pin(std::future::ready(Err(orion_core::Error::Store(
+                "killed".into(),
+            ))));
+        }
         self.writes.set(self.writes.get() + 1);
         self.inner.write_guarded(table, changes, then, read_back)
     }
@@ -958,6 +969,7 @@ async fn a_lease_renewal_racing_an_outcome_write_does_not_revert_the_job() {
     let store = Rc::new(Counting {
         inner,
         writes: std::cell::Cell::new(0),
+        kill: std::cell::Cell::new(false),
     });
     let queue = open_queue(store.clone(), &clock, 1, &world, 1).await;
     let id = enqueue(&queue, "effect", json!({})).await.id;
