@@ -172,62 +172,23 @@ impl IdbStore {
         outcome.committed(&transaction).await
     }
 
+    /// A patch is a guarded write that expects nothing: a missing row is skipped, never created.
     async fn patch_rows(
         &self,
         table: Table,
         patches: Vec<(String, Map<String, Value>)>,
     ) -> Result<(), Error> {
-        if patches.is_empty() {
-            return Ok(());
-        }
-        let context = format!("patching `{}`", table.name());
-        // Converted first, so a value JS cannot hold fails before anything is written.
-        let patches = patches
+        let changes = patches
             .into_iter()
-            .map(|(id, fields)| {
-                let object = row::to_js(&Row {
-                    id: id.clone(),
-                    fields,
-                    vectors: Default::default(),
-                })?;
-                Ok((id, object))
+            .map(|(id, fields)| Guarded {
+                id,
+                expect: Map::new(),
+                merge: Some(fields),
             })
-            .collect::<Result<Vec<_>, Error>>()?;
-        let transaction = self.transaction([table], TransactionMode::ReadWrite)?;
-        let outcome = Outcome::new(&transaction);
-        let store = object_store(&transaction, table)?;
-        // Each row is read and, if it is there, written back merged from its request's success
-        // event: the transaction is still active there, and a row deleted meanwhile (by another
-        // tab) is not brought back. The callbacks live until the transaction has finished.
-        let mut callbacks = Vec::with_capacity(patches.len());
-        for (id, fields) in patches {
-            let request = store
-                .get(&JsValue::from_str(&id))
-                .map_err(|error| dom::thrown(&context, &error))?;
-            let on_success = {
-                let request = request.clone();
-                let store = store.clone();
-                let transaction = transaction.clone();
-                Closure::<dyn FnMut()>::new(move || {
-                    let Ok(record) = request.result() else { return };
-                    if !record.is_object() {
-                        return;
-                    }
-                    let merged: js_sys::Object = js_sys::Object::assign(
-                        record.unchecked_ref::<js_sys::Object>(),
-                        fields.unchecked_ref::<js_sys::Object>(),
-                    );
-                    if store.put(&merged).is_err() {
-                        let _ = transaction.abort();
-                    }
-                })
-            };
-            request.set_onsuccess(Some(on_success.as_ref().unchecked_ref()));
-            callbacks.push(on_success);
-        }
-        let result = outcome.committed(&transaction).await;
-        drop(callbacks);
-        result
+            .collect();
+        self.write_guarded_rows(table, changes, Vec::new(), false)
+            .await
+            .map(drop)
     }
 
     async fn write_guarded_rows(

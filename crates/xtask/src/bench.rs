@@ -834,13 +834,16 @@ Dexie writes the rows ORION stores for the same jobs (one per job, built before 
 | ORION run (concurrency 1000) | jobs | enqueue | tick → complete | enqueue → complete | Dexie `bulkPut`, same rows and batches | ORION enqueue ÷ Dexie |\n\
 | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n\
 {persisted}\n\
-The IndexedDB floor under the end-to-end figure, with raw IndexedDB (no library, same worker, \
-same rows already stored): writing each job's outcome as ORION's queue does, a read transaction \
-of its row then a read-write transaction putting it back completed, 1000 jobs at a time: \
+For scale, raw IndexedDB (no library, same worker, same rows already stored) writing each \
+job's outcome the way ORION's queue did before its compare-and-set writes, a read transaction of \
+its row then a read-write transaction putting it back completed, 1000 jobs at a time: \
 **{idb_per_job} jobs/s**; with one read and one write transaction per 100 jobs instead: \
-**{idb_grouped} jobs/s**.\n\n\
+**{idb_grouped} jobs/s**. ORION now starts the jobs of a tick, and writes the outcomes of a \
+batch, each in one read-write transaction that checks and changes every row \
+(`Store::write_guarded`).\n\n\
 ### Store calls per job (first run), and the share of the drain spent in `tick()`\n\n\
-Each call (a read or a write) is one transaction in IndexedDB.\n\n\
+Each call is one transaction in IndexedDB: a read, or a write (a guarded write counts as a write; \
+the rows it checks count as rows read).\n\n\
 | run | enqueue writes | drain reads | drain rows read | drain writes | drain rows written | ticks | drain time in `tick()` |\n\
 | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n\
 {calls}\n\

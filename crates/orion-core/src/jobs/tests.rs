@@ -827,9 +827,12 @@ fn a_job_that_keeps_losing_its_worker_fails() {
 }
 
 /// A store whose writes fail while `fail` is set (a worker killed before its write committed).
+/// A [`MemStore`] whose writes fail while `fail` is set, and wait while `held` is set (the test
+/// polls again after clearing it: a transaction in flight).
 struct FlakyStore {
-    inner: MemStore,
+    inner: Rc<MemStore>,
     fail: Cell<bool>,
+    held: Cell<bool>,
 }
 
 impl Store for FlakyStore {
@@ -846,7 +849,14 @@ impl Store for FlakyStore {
         if self.fail.get() {
             return Box::pin(std::future::ready(Err(Error::Store("killed".into()))));
         }
-        self.inner.write(ops)
+        Box::pin(async move {
+            poll_fn(|_| match self.held.get() {
+                true => Poll::Pending,
+                false => Poll::Ready(()),
+            })
+            .await;
+            self.inner.write(ops).await
+        })
     }
     fn patch(
         &self,
@@ -869,8 +879,9 @@ use crate::store::Row;
 fn a_crash_between_handler_finished_and_state_saved_runs_the_job_again() {
     let clock = ManualClock::new(5_000);
     let store = Rc::new(FlakyStore {
-        inner: MemStore::new(),
+        inner: Rc::new(MemStore::new()),
         fail: Cell::new(false),
+        held: Cell::new(false),
     });
     let world = Rc::new(World {
         clock: clock.clone(),
@@ -2013,49 +2024,11 @@ fn a_failed_bulk_write_indexes_nothing_and_frees_its_job_ids() {
     assert_eq!(f.queue.counts().all.completed, 3);
 }
 
-/// A [`MemStore`] whose writes wait while `held` is set (the test polls again after clearing it):
-/// a transaction in flight.
-struct HeldStore {
-    inner: Rc<MemStore>,
-    held: Cell<bool>,
-}
-
-impl Store for HeldStore {
-    fn get(&self, table: Table, ids: Vec<String>) -> LocalBoxFuture<'_, Result<Vec<Option<Row>>>> {
-        self.inner.get(table, ids)
-    }
-    fn scan(&self, table: Table, scan: Scan) -> LocalBoxFuture<'_, Result<Vec<Row>>> {
-        self.inner.scan(table, scan)
-    }
-    fn count(&self, table: Table) -> LocalBoxFuture<'_, Result<u64>> {
-        self.inner.count(table)
-    }
-    fn write(&self, ops: Vec<WriteOp>) -> LocalBoxFuture<'_, Result<()>> {
-        Box::pin(async move {
-            poll_fn(|_| match self.held.get() {
-                true => Poll::Pending,
-                false => Poll::Ready(()),
-            })
-            .await;
-            self.inner.write(ops).await
-        })
-    }
-    fn patch(
-        &self,
-        table: Table,
-        patches: Vec<(String, serde_json::Map<String, Value>)>,
-    ) -> LocalBoxFuture<'_, Result<()>> {
-        self.inner.patch(table, patches)
-    }
-    fn snapshot(&self, tables: Vec<Table>) -> LocalBoxFuture<'_, Result<Snapshot>> {
-        self.inner.snapshot(tables)
-    }
-}
-
-/// `f` with its queue on a [`HeldStore`] over its store, running queue `b` 10 at a time.
-fn with_held_writes(f: &mut Fixture) -> Rc<HeldStore> {
-    let held = Rc::new(HeldStore {
+/// `f` with its queue on a [`FlakyStore`] over its store, running queue `b` 10 at a time.
+fn with_held_writes(f: &mut Fixture) -> Rc<FlakyStore> {
+    let held = Rc::new(FlakyStore {
         inner: f.store.clone(),
+        fail: Cell::new(false),
         held: Cell::new(false),
     });
     f.queue = open(held.clone(), &f.clock, 3);
