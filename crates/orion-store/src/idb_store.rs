@@ -217,7 +217,11 @@ impl IdbStore {
                         })
                     })
                     .transpose()?;
-                Ok((change.id, change.expect, merge))
+                Ok(GuardedJs {
+                    id: change.id,
+                    expect: change.expect,
+                    merge,
+                })
             })
             .collect::<Result<Vec<_>, Error>>()?;
         let tables = std::iter::once(table).chain(then.iter().map(|(table, _)| *table));
@@ -243,9 +247,9 @@ impl IdbStore {
         // placed from the last one's, after every change. The callbacks live until the
         // transaction has finished.
         let mut callbacks = Vec::with_capacity(changes.len());
-        for (i, (id, expect, merge)) in changes.into_iter().enumerate() {
+        for (i, mut change) in changes.into_iter().enumerate() {
             let request = store
-                .get(&JsValue::from_str(&id))
+                .get(&JsValue::from_str(&change.id))
                 .map_err(|error| dom::thrown(&context, &error))?;
             let on_success = {
                 let request = request.clone();
@@ -254,23 +258,14 @@ impl IdbStore {
                 let outcomes = Rc::clone(&outcomes);
                 let failure = Rc::clone(&failure);
                 let context = context.clone();
-                let mut merge = merge;
                 let mut then = if i == last { then.take() } else { None };
                 Closure::<dyn FnMut()>::new(move || {
-                    let decided = guard_one(
-                        &store,
-                        &request,
-                        table,
-                        &id,
-                        &expect,
-                        merge.take(),
-                        read_back,
-                        &context,
-                    )
-                    .and_then(|guard| match then.take() {
-                        Some(then) => place(&transaction, &then).map(|()| guard),
-                        None => Ok(guard),
-                    });
+                    let decided =
+                        guard_one(&store, &request, table, &mut change, read_back, &context)
+                            .and_then(|guard| match then.take() {
+                                Some(then) => place(&transaction, &then).map(|()| guard),
+                                None => Ok(guard),
+                            });
                     match decided {
                         Ok(guard) => {
                             if let Some(slot) = outcomes.borrow_mut().get_mut(i) {
@@ -355,16 +350,21 @@ fn convert(ops: Vec<WriteOp>) -> Result<Vec<(Table, Change)>, Error> {
         .collect()
 }
 
+/// A [`Guarded`] change ready for IndexedDB: the fields to merge as a JS object.
+struct GuardedJs {
+    id: String,
+    expect: Map<String, Value>,
+    /// `None`: delete the row.
+    merge: Option<JsValue>,
+}
+
 /// Checks the row a guarded change's `get` read and, if it matches, changes it (see
 /// [`Store::write_guarded`]).
-#[allow(clippy::too_many_arguments)]
 fn guard_one(
     store: &IdbObjectStore,
     request: &web_sys::IdbRequest,
     table: Table,
-    id: &str,
-    expect: &Map<String, Value>,
-    merge: Option<JsValue>,
+    change: &mut GuardedJs,
     read_back: bool,
     context: &str,
 ) -> Result<Guard, Error> {
@@ -374,13 +374,14 @@ fn guard_one(
     if record.is_undefined() {
         return Ok(Guard::Missing);
     }
-    if !expect
+    if !change
+        .expect
         .iter()
         .all(|(name, value)| row::field_equals(&record, name, value))
     {
         return row::from_js(table.name(), &record).map(Guard::Refused);
     }
-    match merge {
+    match change.merge.take() {
         Some(fields) => {
             let merged: js_sys::Object = js_sys::Object::assign(
                 record.unchecked_ref::<js_sys::Object>(),
@@ -398,7 +399,7 @@ fn guard_one(
         }
         None => {
             store
-                .delete(&JsValue::from_str(id))
+                .delete(&JsValue::from_str(&change.id))
                 .map_err(|error| dom::thrown(context, &error))?;
             Ok(Guard::Applied(None))
         }
