@@ -61,7 +61,7 @@ pub(crate) fn unique_ids(ids: &[String]) -> Result<Vec<String>> {
 
 /// `value` serialised is at most `max` bytes, or `ERR_INVALID_INPUT` on `field`.
 pub(crate) fn check_json_size(field: &str, value: &Value, max: usize) -> Result<()> {
-    let size = serde_json::to_vec(value).map_or(usize::MAX, |bytes| bytes.len());
+    let size = json_size(value, usize::MAX).unwrap_or(usize::MAX);
     if size > max {
         return Err(Error::invalid_input(
             field,
@@ -69,6 +69,34 @@ pub(crate) fn check_json_size(field: &str, value: &Value, max: usize) -> Result<
         ));
     }
     Ok(())
+}
+
+/// How many bytes `value` serialises to, if at most `limit` (serialising stops past it): counted,
+/// with no buffer.
+pub(crate) fn json_size(value: &Value, limit: usize) -> Option<usize> {
+    let mut counter = ByteCounter { count: 0, limit };
+    serde_json::to_writer(&mut counter, value).ok()?;
+    Some(counter.count)
+}
+
+/// Counts what is written to it, refusing past `limit` (std has no counting writer).
+struct ByteCounter {
+    count: usize,
+    limit: usize,
+}
+
+impl std::io::Write for ByteCounter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.count = self.count.saturating_add(bytes.len());
+        if self.count > self.limit {
+            return Err(std::io::ErrorKind::FileTooLarge.into());
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The object `value` read as a `T`; a problem is `ERR_INVALID_INPUT` on the field under

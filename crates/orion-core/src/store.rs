@@ -217,6 +217,8 @@ pub struct Guarded {
     pub expect: Map<String, Value>,
     /// Fields to merge into the row (`Some`), or delete it (`None`).
     pub merge: Option<Map<String, Value>>,
+    /// Answer the row as merged ([`Guard::Applied`]).
+    pub read_back: bool,
 }
 
 impl Guarded {
@@ -231,7 +233,7 @@ impl Guarded {
 /// What [`Store::write_guarded`] did to one row.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Guard {
-    /// Changed as asked; with the row as merged when it was asked for (`read_back`).
+    /// Changed as asked; with the row as merged when it was asked for ([`Guarded::read_back`]).
     Applied(Option<Row>),
     /// Left alone: the row as stored did not match.
     Refused(Row),
@@ -269,7 +271,7 @@ pub trait Store {
 
     /// Applies each of `changes` to its row of `table` if the row matches (see [`Guarded`]),
     /// then `then`, all in one transaction (on `Err`, nothing is written); answers what became of
-    /// each change, in order, with the merged rows when `read_back` is set.
+    /// each change, in order.
     ///
     /// This default reads, then writes: two transactions, right for a store nothing else writes
     /// in between (`MemStore`, whose calls complete at once). A store shared with other tabs
@@ -279,7 +281,6 @@ pub trait Store {
         table: Table,
         changes: Vec<Guarded>,
         then: Vec<WriteOp>,
-        read_back: bool,
     ) -> LocalBoxFuture<'_, Result<Vec<Guard>>> {
         Box::pin(async move {
             let ids = changes.iter().map(|change| change.id.clone()).collect();
@@ -293,7 +294,7 @@ pub trait Store {
                     Some(mut row) => match change.merge {
                         Some(fields) => {
                             row.fields.extend(fields);
-                            let back = read_back.then(|| row.clone());
+                            let back = change.read_back.then(|| row.clone());
                             ops.push(WriteOp::Put(table, row));
                             Guard::Applied(back)
                         }

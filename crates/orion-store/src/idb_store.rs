@@ -184,9 +184,10 @@ impl IdbStore {
                 id,
                 expect: Map::new(),
                 merge: Some(fields),
+                read_back: false,
             })
             .collect();
-        self.write_guarded_rows(table, changes, Vec::new(), false)
+        self.write_guarded_rows(table, changes, Vec::new())
             .await
             .map(drop)
     }
@@ -196,7 +197,6 @@ impl IdbStore {
         table: Table,
         changes: Vec<Guarded>,
         then: Vec<WriteOp>,
-        read_back: bool,
     ) -> Result<Vec<Guard>, Error> {
         if changes.is_empty() && then.is_empty() {
             return Ok(Vec::new());
@@ -221,6 +221,7 @@ impl IdbStore {
                     id: change.id,
                     expect: change.expect,
                     merge,
+                    read_back: change.read_back,
                 })
             })
             .collect::<Result<Vec<_>, Error>>()?;
@@ -260,12 +261,11 @@ impl IdbStore {
                 let context = context.clone();
                 let mut then = if i == last { then.take() } else { None };
                 Closure::<dyn FnMut()>::new(move || {
-                    let decided =
-                        guard_one(&store, &request, table, &mut change, read_back, &context)
-                            .and_then(|guard| match then.take() {
-                                Some(then) => place(&transaction, &then).map(|()| guard),
-                                None => Ok(guard),
-                            });
+                    let decided = guard_one(&store, &request, table, &mut change, &context)
+                        .and_then(|guard| match then.take() {
+                            Some(then) => place(&transaction, &then).map(|()| guard),
+                            None => Ok(guard),
+                        });
                     match decided {
                         Ok(guard) => {
                             if let Some(slot) = outcomes.borrow_mut().get_mut(i) {
@@ -356,6 +356,7 @@ struct GuardedJs {
     expect: Map<String, Value>,
     /// `None`: delete the row.
     merge: Option<JsValue>,
+    read_back: bool,
 }
 
 /// Checks the row a guarded change's `get` read and, if it matches, changes it (see
@@ -365,7 +366,6 @@ fn guard_one(
     request: &web_sys::IdbRequest,
     table: Table,
     change: &mut GuardedJs,
-    read_back: bool,
     context: &str,
 ) -> Result<Guard, Error> {
     let record = request
@@ -390,7 +390,7 @@ fn guard_one(
             store
                 .put(&merged)
                 .map_err(|error| dom::thrown(context, &error))?;
-            let back = if read_back {
+            let back = if change.read_back {
                 Some(row::from_js(table.name(), &merged)?)
             } else {
                 None
@@ -495,8 +495,7 @@ impl Store for IdbStore {
         table: Table,
         changes: Vec<Guarded>,
         then: Vec<WriteOp>,
-        read_back: bool,
     ) -> LocalBoxFuture<'_, orion_core::error::Result<Vec<Guard>>> {
-        Box::pin(self.write_guarded_rows(table, changes, then, read_back))
+        Box::pin(self.write_guarded_rows(table, changes, then))
     }
 }

@@ -945,7 +945,6 @@ impl Store for Counting {
         table: orion_core::Table,
         changes: Vec<orion_core::Guarded>,
         then: Vec<orion_core::WriteOp>,
-        read_back: bool,
     ) -> LocalBoxFuture<'_, orion_core::error::Result<Vec<orion_core::Guard>>> {
         if self.kill.get() {
             return Box::pin(std::future::ready(Err(orion_core::Error::Store(
@@ -953,7 +952,7 @@ impl Store for Counting {
             ))));
         }
         self.writes.set(self.writes.get() + 1);
-        self.inner.write_guarded(table, changes, then, read_back)
+        self.inner.write_guarded(table, changes, then)
     }
 }
 

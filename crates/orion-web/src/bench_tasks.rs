@@ -165,18 +165,14 @@ impl Store for Counted {
         table: Table,
         changes: Vec<Guarded>,
         then: Vec<WriteOp>,
-        read_back: bool,
     ) -> LocalBoxFuture<'_, orion_core::error::Result<Vec<Guard>>> {
         let rows = u32::try_from(changes.len()).unwrap_or(u32::MAX);
         let ops = u32::try_from(changes.len() + then.len()).unwrap_or(u32::MAX);
-        self.counted(
-            self.inner.write_guarded(table, changes, then, read_back),
-            |c| {
-                c.writes += 1;
-                c.write_ops += ops;
-                c.get_rows += rows;
-            },
-        )
+        self.counted(self.inner.write_guarded(table, changes, then), |c| {
+            c.writes += 1;
+            c.write_ops += ops;
+            c.get_rows += rows;
+        })
     }
 }
 

@@ -26,6 +26,12 @@ use crate::store::{Guard, Guarded, Row, Scan, Store, Table, WriteOp};
 pub const MAX_DATA_BYTES: usize = 1 << 20;
 /// The most jobs a queue may run at once.
 pub const MAX_CONCURRENCY: usize = 1000;
+/// How many records of jobs it enqueued an instance keeps until they start, so that a start need
+/// not read them back (it still checks each row in its write).
+const KEPT_RECORDS: usize = 2_000;
+/// The largest `data` (serialised) of a kept record: bounds the memory they take.
+const KEPT_DATA_BYTES: usize = 4_096;
+
 /// The `meta` row holding the paused queues (`{queues: [name, ...]}`).
 pub const PAUSED_META_ID: &str = "jobs.paused";
 
@@ -202,6 +208,10 @@ struct State {
     /// Jobs being enqueued (written, not yet committed): a second enqueue of the same `jobId`
     /// returns this one.
     enqueuing: HashMap<String, JobRecord>,
+    /// Waiting jobs this instance enqueued, as written (see [`KEPT_RECORDS`]); dropped when this
+    /// instance changes or re-reads them. `(state, seq)` names the version a start checks for:
+    /// a job's `data` and `options` never change.
+    kept: HashMap<String, JobRecord>,
     rng: fastrand::Rng,
     next_seq: u64,
     runs: u64,
@@ -313,6 +323,7 @@ impl JobQueue {
                     paused,
                     in_flight: HashMap::new(),
                     enqueuing: HashMap::new(),
+                    kept: HashMap::new(),
                     rng,
                     next_seq,
                     runs: 0,
@@ -360,6 +371,7 @@ impl JobQueue {
         }
         let mut state = inner.state.borrow_mut();
         for (id, row) in unique.iter().zip(rows) {
+            state.kept.remove(id);
             let stored = read_row(row);
             if state.in_flight.contains_key(id) {
                 revoke_if_cancelled(&mut state, id, &stored, reading.mark);
@@ -428,6 +440,7 @@ impl JobQueue {
         state.next_seq = state.next_seq.max(index.max_seq);
         state.index = index;
         state.paused = paused;
+        state.kept.clear();
         Ok(())
     }
 
@@ -504,7 +517,9 @@ impl JobQueue {
             .store
             .write(vec![WriteOp::Put(Table::Jobs, record.to_row()?)])
             .await?;
-        self.inner.state.borrow_mut().index.upsert(record);
+        let mut state = self.inner.state.borrow_mut();
+        state.index.upsert(record);
+        state.kept.remove(&record.id);
         Ok(())
     }
 
@@ -619,9 +634,16 @@ impl JobQueue {
         written?;
         for old in &replaced {
             state.index.remove(old);
+            state.kept.remove(old);
         }
-        for record in &records {
-            state.index.upsert(record);
+        for record in records {
+            state.index.upsert(&record);
+            if record.state == JobState::Waiting
+                && state.kept.len() < KEPT_RECORDS
+                && input::json_size(&record.data, KEPT_DATA_BYTES).is_some()
+            {
+                state.kept.insert(record.id.clone(), record);
+            }
         }
         Ok(out)
     }
@@ -1040,12 +1062,13 @@ impl JobQueue {
                     id: record.id.clone(),
                     expect: lease_expected(record),
                     merge: Some(merge),
+                    read_back: false,
                 }
             })
             .collect();
         let outcomes = inner
             .store
-            .write_guarded(Table::Jobs, renewals, settling.ops, false)
+            .write_guarded(Table::Jobs, renewals, settling.ops)
             .await?;
         {
             let mut state = inner.state.borrow_mut();
@@ -1154,7 +1177,8 @@ impl JobQueue {
 
     /// Writes the picked jobs `active` under a lease, each only if its row is still the waiting
     /// job the index knows (same `seq`: not cancelled, paused, started or deleted by another
-    /// instance meanwhile), in one transaction that reads them back.
+    /// instance meanwhile), in one transaction; the rows of jobs whose record it does not keep
+    /// are read back in it.
     async fn write_starts(
         &self,
         ids: &[String],
@@ -1162,11 +1186,16 @@ impl JobQueue {
     ) -> Result<(Vec<JobRecord>, Vec<Change>)> {
         let inner = &self.inner;
         let lease_until = now.saturating_add(inner.config.lease_ms);
+        let mut kept = Vec::with_capacity(ids.len());
         let guarded: Vec<Guarded> = {
             let mut state = inner.state.borrow_mut();
             ids.iter()
                 .map(|id| {
                     let seq = state.index.entries.get(id).map(|entry| entry.seq);
+                    let record = state
+                        .kept
+                        .remove(id)
+                        .filter(|record| Some(record.seq) == seq);
                     state.runs += 1;
                     let run_id = format!("{}:{}", inner.owner, state.runs);
                     let mut expect = Map::new();
@@ -1179,35 +1208,55 @@ impl JobQueue {
                     merge.insert("runId".into(), json!(run_id));
                     merge.insert("nextRunAt".into(), Value::Null);
                     merge.insert("debounceUntil".into(), Value::Null);
+                    let read_back = record.is_none();
+                    // The same change, made to the kept record.
+                    kept.push(record.map(|record| JobRecord {
+                        state: JobState::Active,
+                        processed_at: Some(now),
+                        lease_until: Some(lease_until),
+                        run_id: Some(run_id),
+                        next_run_at: None,
+                        debounce_until: None,
+                        ..record
+                    }));
                     Guarded {
                         id: id.clone(),
                         expect,
                         merge: Some(merge),
+                        read_back,
                     }
                 })
                 .collect()
         };
         let outcomes = inner
             .store
-            .write_guarded(Table::Jobs, guarded, Vec::new(), true)
+            .write_guarded(Table::Jobs, guarded, Vec::new())
             .await?;
         let mut records = Vec::new();
         let mut changes = Vec::new();
-        for (id, guard) in ids.iter().zip(outcomes) {
-            match guard {
-                Guard::Applied(Some(row)) => match JobRecord::from_row(&row) {
-                    Ok(record) => {
-                        changes.push(Change::upsert(&record));
-                        records.push(record);
+        for ((id, guard), kept) in ids.iter().zip(outcomes).zip(kept) {
+            let started = match (guard, kept) {
+                (Guard::Applied(_), Some(record)) => Ok(record),
+                (Guard::Applied(Some(row)), None) => JobRecord::from_row(&row),
+                (Guard::Refused(row), _) => {
+                    match JobRecord::from_row(&row) {
+                        Ok(stored) => changes.push(Change::upsert(&stored)),
+                        Err(_) => changes.push(Change::Remove(id.clone())),
                     }
-                    // Unreadable: left out of the index, as `open` leaves such rows out.
-                    Err(_) => changes.push(Change::Remove(id.clone())),
-                },
-                Guard::Refused(row) => match JobRecord::from_row(&row) {
-                    Ok(stored) => changes.push(Change::upsert(&stored)),
-                    Err(_) => changes.push(Change::Remove(id.clone())),
-                },
-                Guard::Applied(None) | Guard::Missing => changes.push(Change::Remove(id.clone())),
+                    continue;
+                }
+                (Guard::Applied(None) | Guard::Missing, _) => {
+                    changes.push(Change::Remove(id.clone()));
+                    continue;
+                }
+            };
+            match started {
+                Ok(record) => {
+                    changes.push(Change::upsert(&record));
+                    records.push(record);
+                }
+                // Unreadable: left out of the index, as `open` leaves such rows out.
+                Err(_) => changes.push(Change::Remove(id.clone())),
             }
         }
         Ok((records, changes))
@@ -1531,6 +1580,7 @@ impl Settling {
             id: record.id.clone(),
             expect,
             merge,
+            read_back: false,
         };
         self.guarded.push((guarded, change));
         Ok(())
@@ -1817,7 +1867,7 @@ async fn write_endings(
     let (guarded, changes): (Vec<Guarded>, Vec<Change>) = settling.guarded.into_iter().unzip();
     let outcomes = match inner
         .store
-        .write_guarded(Table::Jobs, guarded, settling.ops, false)
+        .write_guarded(Table::Jobs, guarded, settling.ops)
         .await
     {
         Ok(outcomes) => outcomes,

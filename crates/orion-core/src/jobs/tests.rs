@@ -2210,3 +2210,30 @@ fn a_lease_renewal_finds_a_job_cancelled_elsewhere_and_signals_its_handler() {
     assert_eq!(f.queue.counts().all.cancelled, 1);
     assert_eq!(f.queue.counts().all.active, 0);
 }
+
+#[test]
+fn a_job_starts_alike_from_its_kept_record_or_its_row_read_back() {
+    let mut f = Fixture::new();
+    f.register("b", 10);
+    // Small data: kept since its enqueue. Over 4 KiB: read back at its start.
+    let small = f.add("b", json!({"n": 1}), json!({}));
+    let big = f.add("b", json!({"text": "x".repeat(5000)}), json!({}));
+    let writes = f.store.committed_writes();
+    let finished = f.step();
+    assert_eq!(finished.len(), 2);
+    assert_eq!(
+        f.store.committed_writes(),
+        writes + 3,
+        "both started in one write, then each outcome (nothing else in flight to join)"
+    );
+    for job in [&small, &big] {
+        let done = f.job(&job.id);
+        assert_eq!(done.state, JobState::Completed);
+        assert_eq!(done.attempts_made, 1);
+        assert_eq!(done.result, Some(json!({"echo": job.data})));
+        assert_eq!(done.data, job.data);
+        assert_eq!(done.created_at, job.created_at);
+        assert_eq!(done.processed_at, Some(f.now()));
+        assert_eq!((done.lease_until, done.run_id.clone()), (None, None));
+    }
+}

@@ -500,24 +500,26 @@ async fn guarded(store: &dyn Store) -> Result<(), String> {
         _ => serde_json::Map::new(),
     };
     let expect = map(json!({"state": "waiting", "seq": 1, "runId": null}));
-    let start = |id: &str| Guarded {
+    let start = |id: &str, read_back: bool| Guarded {
         id: id.into(),
         expect: expect.clone(),
         merge: Some(map(json!({"state": "active", "runId": "r1"}))),
+        read_back,
     };
     let changes = vec![
-        start("a"),
-        start("c"),
-        start("gone"),
+        start("a", true),
+        start("c", true),
+        start("gone", true),
         Guarded {
             id: "d".into(),
             expect: expect.clone(),
             merge: None,
+            read_back: true,
         },
     ];
     let then = vec![WriteOp::Delete(Table::Jobs, "e".into())];
     let outcomes = store
-        .write_guarded(Table::Jobs, changes, then, true)
+        .write_guarded(Table::Jobs, changes, then)
         .await
         .map_err(text)?;
     let started = job("a", "active").with("runId", "r1");
@@ -548,14 +550,14 @@ async fn guarded(store: &dyn Store) -> Result<(), String> {
     ensure(rows == expected, || format!("{rows:?} != {expected:?}"))?;
     // Without `read_back`, nothing is read back; no change at all is fine.
     let outcomes = store
-        .write_guarded(Table::Jobs, vec![start("b")], Vec::new(), false)
+        .write_guarded(Table::Jobs, vec![start("b", false)], Vec::new())
         .await
         .map_err(text)?;
     ensure(outcomes == vec![Guard::Applied(None)], || {
         format!("{outcomes:?}")
     })?;
     let none = store
-        .write_guarded(Table::Jobs, Vec::new(), Vec::new(), true)
+        .write_guarded(Table::Jobs, Vec::new(), Vec::new())
         .await
         .map_err(text)?;
     ensure(none.is_empty(), || format!("{none:?}"))

@@ -63,7 +63,6 @@ impl MemStore {
         table: Table,
         changes: Vec<Guarded>,
         then: Vec<WriteOp>,
-        read_back: bool,
     ) -> Result<Vec<Guard>> {
         if changes.is_empty() && then.is_empty() {
             return Ok(Vec::new());
@@ -84,7 +83,7 @@ impl MemStore {
                 match change.merge {
                     Some(fields) => {
                         row.fields.extend(fields);
-                        Guard::Applied(read_back.then(|| row.clone()))
+                        Guard::Applied(change.read_back.then(|| row.clone()))
                     }
                     None => {
                         rows.remove(&change.id);
@@ -213,11 +212,8 @@ impl Store for MemStore {
         table: Table,
         changes: Vec<Guarded>,
         then: Vec<WriteOp>,
-        read_back: bool,
     ) -> LocalBoxFuture<'_, Result<Vec<Guard>>> {
-        Box::pin(std::future::ready(
-            self.apply_guarded(table, changes, then, read_back),
-        ))
+        Box::pin(std::future::ready(self.apply_guarded(table, changes, then)))
     }
 
     fn patch(
