@@ -59,38 +59,26 @@ pub(crate) fn unique_ids(ids: &[String]) -> Result<Vec<String>> {
     Ok(unique)
 }
 
-/// `value` serialised is at most `max` bytes, or `ERR_INVALID_INPUT` on `field`.
-pub(crate) fn check_json_size(field: &str, value: &Value, max: usize) -> Result<()> {
-    let size = json_size(value, usize::MAX).unwrap_or(usize::MAX);
+/// `value` serialised is at most `max` bytes (answers how many), or `ERR_INVALID_INPUT` on
+/// `field`.
+pub(crate) fn check_json_size(field: &str, value: &Value, max: usize) -> Result<usize> {
+    let mut counter = ByteCounter(0);
+    let size = serde_json::to_writer(&mut counter, value).map_or(usize::MAX, |()| counter.0);
     if size > max {
         return Err(Error::invalid_input(
             field,
             format!("is {size} bytes of JSON; at most {max}"),
         ));
     }
-    Ok(())
+    Ok(size)
 }
 
-/// How many bytes `value` serialises to, if at most `limit` (serialising stops past it): counted,
-/// with no buffer.
-pub(crate) fn json_size(value: &Value, limit: usize) -> Option<usize> {
-    let mut counter = ByteCounter { count: 0, limit };
-    serde_json::to_writer(&mut counter, value).ok()?;
-    Some(counter.count)
-}
-
-/// Counts what is written to it, refusing past `limit` (std has no counting writer).
-struct ByteCounter {
-    count: usize,
-    limit: usize,
-}
+/// Counts what is written to it: a size without the text (std has no counting writer).
+struct ByteCounter(usize);
 
 impl std::io::Write for ByteCounter {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.count = self.count.saturating_add(bytes.len());
-        if self.count > self.limit {
-            return Err(std::io::ErrorKind::FileTooLarge.into());
-        }
+        self.0 = self.0.saturating_add(bytes.len());
         Ok(bytes.len())
     }
 

@@ -198,8 +198,8 @@ impl IdbStore {
         changes: Vec<Guarded>,
         then: Vec<WriteOp>,
     ) -> Result<Vec<Guard>, Error> {
-        if changes.is_empty() && then.is_empty() {
-            return Ok(Vec::new());
+        if changes.is_empty() {
+            return self.write_ops(then).await.map(|()| Vec::new());
         }
         let context = format!("writing `{}`", table.name());
         // Converted first, so a value JS cannot hold fails before anything is written.
@@ -228,15 +228,6 @@ impl IdbStore {
         let tables = std::iter::once(table).chain(then.iter().map(|(table, _)| *table));
         let transaction = self.transaction(tables, TransactionMode::ReadWrite)?;
         let outcome = Outcome::new(&transaction);
-        if changes.is_empty() {
-            if let Err(error) = place(&transaction, &then) {
-                let _ = transaction.abort();
-                let _ = outcome.committed(&transaction).await;
-                return Err(error);
-            }
-            outcome.committed(&transaction).await?;
-            return Ok(Vec::new());
-        }
         let store = object_store(&transaction, table)?;
         let outcomes: Rc<RefCell<Vec<Option<Guard>>>> =
             Rc::new(RefCell::new(vec![None; changes.len()]));

@@ -275,6 +275,21 @@ impl Change {
     fn upsert(record: &JobRecord) -> Self {
         Change::Upsert(record.id.clone(), Box::new(Entry::of(record)))
     }
+
+    /// Indexes job `id` as its row `row` holds it (leaves it out if unreadable, as `open` does).
+    fn stored(id: &str, row: &Row) -> Self {
+        match JobRecord::from_row(row) {
+            Ok(record) => Change::upsert(&record),
+            Err(_) => Change::Remove(id.to_owned()),
+        }
+    }
+
+    fn apply(self, index: &mut Index) {
+        match self {
+            Change::Upsert(id, entry) => index.put(id, *entry),
+            Change::Remove(id) => index.remove(&id),
+        }
+    }
 }
 
 /// How an attempt ended.
@@ -598,20 +613,24 @@ impl JobQueue {
         jobs: Vec<(String, Value, JobOptions)>,
         field: impl Fn(usize) -> String,
     ) -> Result<Vec<JobRecord>> {
-        for (i, (name, data, options)) in jobs.iter().enumerate() {
-            self.check_job(name, data, options)
-                .map_err(|error| under(&field(i), error))?;
-        }
+        let sizes = jobs
+            .iter()
+            .enumerate()
+            .map(|(i, (name, data, options))| {
+                self.check_job(name, data, options)
+                    .map_err(|error| under(&field(i), error))
+            })
+            .collect::<Result<Vec<usize>>>()?;
         if jobs.is_empty() {
             return Ok(Vec::new());
         }
         let known = self.known_jobs(&jobs).await?;
         let inner = &self.inner;
         let now = inner.clock.now_ms();
-        let (out, records, ops, replaced) = {
+        let (out, records, sizes, ops, replaced) = {
             let mut state = inner.state.borrow_mut();
             let state = &mut *state;
-            let plan = plan(state, jobs, &known, now);
+            let plan = plan(state, jobs, &sizes, &known, now);
             // The replaced jobs first: a later job of the batch may take one's `jobId`.
             let mut ops = Vec::with_capacity(plan.written.len() + plan.replaced.len());
             for old in &plan.replaced {
@@ -624,7 +643,7 @@ impl JobQueue {
             for record in plan.written.iter().filter(|r| r.options.job_id.is_some()) {
                 state.enqueuing.insert(record.id.clone(), record.clone());
             }
-            (plan.out, plan.written, ops, plan.replaced)
+            (plan.out, plan.written, plan.sizes, ops, plan.replaced)
         };
         let written = inner.store.write(ops).await;
         let mut state = inner.state.borrow_mut();
@@ -636,11 +655,11 @@ impl JobQueue {
             state.index.remove(old);
             state.kept.remove(old);
         }
-        for record in records {
+        for (record, size) in records.into_iter().zip(sizes) {
             state.index.upsert(&record);
             if record.state == JobState::Waiting
                 && state.kept.len() < KEPT_RECORDS
-                && input::json_size(&record.data, KEPT_DATA_BYTES).is_some()
+                && size <= KEPT_DATA_BYTES
             {
                 state.kept.insert(record.id.clone(), record);
             }
@@ -649,8 +668,8 @@ impl JobQueue {
     }
 
     /// One job as [`JobQueue::enqueue`] checks it: its fields named at the top (`name`, `data`,
-    /// `options.delay`, ...).
-    fn check_job(&self, name: &str, data: &Value, options: &JobOptions) -> Result<()> {
+    /// `options.delay`, ...). Answers the size of its `data`, serialised.
+    fn check_job(&self, name: &str, data: &Value, options: &JobOptions) -> Result<usize> {
         if !self.is_registered(name) {
             check_id("name", name)?;
             return Err(Error::invalid_input(
@@ -658,8 +677,9 @@ impl JobQueue {
                 format!("no handler is registered for `{name}`"),
             ));
         }
-        check_json_size("data", data)?;
-        options.validate()
+        let size = input::check_json_size("data", data, MAX_DATA_BYTES)?;
+        options.validate()?;
+        Ok(size)
     }
 
     /// The jobs already there under the `jobId`s of `jobs`: being enqueued by this instance, or
@@ -1236,13 +1256,17 @@ impl JobQueue {
         let mut changes = Vec::new();
         for ((id, guard), kept) in ids.iter().zip(outcomes).zip(kept) {
             let started = match (guard, kept) {
-                (Guard::Applied(_), Some(record)) => Ok(record),
-                (Guard::Applied(Some(row)), None) => JobRecord::from_row(&row),
-                (Guard::Refused(row), _) => {
-                    match JobRecord::from_row(&row) {
-                        Ok(stored) => changes.push(Change::upsert(&stored)),
-                        Err(_) => changes.push(Change::Remove(id.clone())),
+                (Guard::Applied(_), Some(record)) => record,
+                (Guard::Applied(Some(row)), None) => match JobRecord::from_row(&row) {
+                    Ok(record) => record,
+                    // Unreadable: left out of the index, as `open` leaves such rows out.
+                    Err(_) => {
+                        changes.push(Change::Remove(id.clone()));
+                        continue;
                     }
+                },
+                (Guard::Refused(row), _) => {
+                    changes.push(Change::stored(id, &row));
                     continue;
                 }
                 (Guard::Applied(None) | Guard::Missing, _) => {
@@ -1250,14 +1274,8 @@ impl JobQueue {
                     continue;
                 }
             };
-            match started {
-                Ok(record) => {
-                    changes.push(Change::upsert(&record));
-                    records.push(record);
-                }
-                // Unreadable: left out of the index, as `open` leaves such rows out.
-                Err(_) => changes.push(Change::Remove(id.clone())),
-            }
+            changes.push(Change::upsert(&started));
+            records.push(started);
         }
         Ok((records, changes))
     }
@@ -1269,30 +1287,33 @@ struct Plan {
     out: Vec<JobRecord>,
     /// The new jobs to store, in order.
     written: Vec<JobRecord>,
+    /// The size of each written job's `data`, serialised.
+    sizes: Vec<usize>,
     /// The stored pending jobs the batch's debounce ids replace (deleted in the same transaction).
     replaced: Vec<String>,
 }
 
-/// The records of `jobs` (validated) at `now`, as enqueueing them one after the other would make
-/// them (see [`JobQueue::enqueue_bulk`]); `known` holds the jobs already there under their
-/// `jobId`s.
+/// The records of `jobs` (validated, their `data` of `sizes`) at `now`, as enqueueing them one
+/// after the other would make them (see [`JobQueue::enqueue_bulk`]); `known` holds the jobs
+/// already there under their `jobId`s.
 fn plan(
     state: &mut State,
     jobs: Vec<(String, Value, JobOptions)>,
+    sizes: &[usize],
     known: &HashMap<String, JobRecord>,
     now: u64,
 ) -> Plan {
     let mut out = Vec::with_capacity(jobs.len());
     // `None` for a job a later one of the batch replaced.
-    let mut written: Vec<Option<JobRecord>> = Vec::with_capacity(jobs.len());
+    let mut written: Vec<Option<(JobRecord, usize)>> = Vec::with_capacity(jobs.len());
     // The batch's new jobs by `jobId` and by debounce id: positions in `written`.
     let mut by_id: HashMap<String, usize> = HashMap::new();
     let mut by_debounce: HashMap<String, usize> = HashMap::new();
     let mut replaced: Vec<String> = Vec::new();
-    for (name, data, options) in jobs {
+    for ((name, data, options), &size) in jobs.into_iter().zip(sizes) {
         if let Some(job_id) = &options.job_id {
             let earlier = match by_id.get(job_id) {
-                Some(&at) => written[at].clone(),
+                Some(&at) => written[at].as_ref().map(|(record, _)| record.clone()),
                 // Unless an earlier job of the batch replaced it.
                 None => known
                     .get(job_id)
@@ -1308,7 +1329,7 @@ fn plan(
             match by_debounce.remove(&debounce.id) {
                 // An earlier job of the batch: pending, and as old as this one (a ttl is ≥ 1 ms).
                 Some(at) => {
-                    if let Some(old) = written[at].take() {
+                    if let Some((old, _)) = written[at].take() {
                         by_id.remove(&old.id);
                     }
                 }
@@ -1327,11 +1348,13 @@ fn plan(
             by_debounce.insert(debounce.id.clone(), written.len());
         }
         out.push(record.clone());
-        written.push(Some(record));
+        written.push(Some((record, size)));
     }
+    let (written, sizes) = written.into_iter().flatten().unzip();
     Plan {
         out,
-        written: written.into_iter().flatten().collect(),
+        written,
+        sizes,
         replaced,
     }
 }
@@ -1510,10 +1533,7 @@ fn startable(state: &State) -> Vec<(String, String)> {
 
 fn apply(index: &mut Index, changes: Vec<Change>) {
     for change in changes {
-        match change {
-            Change::Upsert(id, entry) => index.put(id, *entry),
-            Change::Remove(id) => index.remove(&id),
-        }
+        change.apply(index);
     }
 }
 
@@ -1697,7 +1717,7 @@ impl Drop for InFlightGuard {
 
 /// `value` serialised is at most [`MAX_DATA_BYTES`], or `ERR_INVALID_INPUT` on `field`.
 pub(super) fn check_json_size(field: &str, value: &Value) -> Result<()> {
-    input::check_json_size(field, value, MAX_DATA_BYTES)
+    input::check_json_size(field, value, MAX_DATA_BYTES).map(drop)
 }
 
 async fn report_progress(inner: Weak<Inner>, id: String, progress: Value) -> Result<()> {
@@ -1732,7 +1752,6 @@ async fn report_progress(inner: Weak<Inner>, id: String, progress: Value) -> Res
 
 /// How one attempt ended, waiting for the write of its batch.
 struct Ending {
-    id: String,
     /// The job as this run holds it (with its latest progress).
     record: JobRecord,
     outcome: Outcome,
@@ -1757,8 +1776,8 @@ struct EndingBatches {
 
 /// Stores how an attempt ended, unless the job was taken over or deleted meanwhile. Endings are
 /// written in batches, one after the other (group commit): the runs that end while a batch is
-/// being written make up the next, which is read and written in one transaction each. A write
-/// per job kept IndexedDB below a thousand jobs a second (two transactions each).
+/// being written make up the next, checked and written in one transaction. A read and a write
+/// transaction per job kept IndexedDB below a thousand jobs a second.
 async fn finish(
     inner: &Rc<Inner>,
     id: &str,
@@ -1793,7 +1812,6 @@ async fn finish(
             (endings, write)
         });
         endings.borrow_mut().push(Ending {
-            id: id.to_owned(),
             record,
             outcome,
             signalled,
@@ -1854,12 +1872,11 @@ async fn write_endings(
         let mut state = inner.state.borrow_mut();
         for ending in endings {
             let expect = lease_expected(&ending.record);
-            let id = ending.id.clone();
             let record = decide_ending(&mut state, ending, now);
             match settling.settle(&state, &record, Some(expect)) {
                 Ok(()) => records.push(record),
                 Err(error) => {
-                    results.insert(id, Err(error));
+                    results.insert(record.id, Err(error));
                 }
             }
         }
@@ -1885,16 +1902,13 @@ async fn write_endings(
         for ((record, change), guard) in records.into_iter().zip(changes).zip(outcomes) {
             match guard {
                 Guard::Applied(_) => {
-                    apply(index, vec![change]);
+                    change.apply(index);
                     results.insert(record.id.clone(), Ok(Some(record.state)));
                     written.push(record);
                 }
                 // Taken over, cancelled or deleted by another instance: indexed as it is now.
                 Guard::Refused(row) => {
-                    match JobRecord::from_row(&row) {
-                        Ok(stored) => index.upsert(&stored),
-                        Err(_) => index.remove(&record.id),
-                    }
+                    Change::stored(&record.id, &row).apply(index);
                     results.insert(record.id, Ok(None));
                 }
                 Guard::Missing => {
@@ -1921,7 +1935,6 @@ fn lease_expected(record: &JobRecord) -> Map<String, Value> {
 /// The record `ending`'s job is left as: finished, or waiting or delayed for a retry.
 fn decide_ending(state: &mut State, ending: Ending, now: u64) -> JobRecord {
     let Ending {
-        id: _,
         mut record,
         outcome,
         signalled,

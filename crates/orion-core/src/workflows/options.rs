@@ -143,5 +143,5 @@ pub(crate) fn check_timeout(field: &str, value: Option<u64>, max: u64) -> Result
 
 /// `value` serialised is at most [`MAX_INPUT_BYTES`], or `ERR_INVALID_INPUT` on `field`.
 pub(crate) fn check_json_size(field: &str, value: &Value) -> Result<()> {
-    input::check_json_size(field, value, MAX_INPUT_BYTES)
+    input::check_json_size(field, value, MAX_INPUT_BYTES).map(drop)
 }
