@@ -78,6 +78,7 @@
 mod backoff;
 mod context;
 pub(crate) mod index;
+mod kept;
 mod options;
 mod queue;
 mod record;

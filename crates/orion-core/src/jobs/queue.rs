@@ -13,6 +13,7 @@ use serde_json::{json, Map, Value};
 
 use super::context::{CancelReason, CancelSignal, Handler, JobContext, JobError, ProgressSink};
 use super::index::{Entry, Index, Journal, Reading};
+use super::kept::KeptRecords;
 use super::options::{JobOptions, RemovePolicy};
 use super::record::{JobFailure, JobRecord, JobState};
 use crate::clock::SharedClock;
@@ -26,11 +27,6 @@ use crate::store::{Guard, Guarded, Row, Scan, Store, Table, WriteOp};
 pub const MAX_DATA_BYTES: usize = 1 << 20;
 /// The most jobs a queue may run at once.
 pub const MAX_CONCURRENCY: usize = 1000;
-/// How many records of jobs it enqueued an instance keeps until they start, so that a start need
-/// not read them back (it still checks each row in its write).
-const KEPT_RECORDS: usize = 2_000;
-/// The largest `data` (serialised) of a kept record: bounds the memory they take.
-const KEPT_DATA_BYTES: usize = 4_096;
 
 /// The `meta` row holding the paused queues (`{queues: [name, ...]}`).
 pub const PAUSED_META_ID: &str = "jobs.paused";
@@ -208,10 +204,10 @@ struct State {
     /// Jobs being enqueued (written, not yet committed): a second enqueue of the same `jobId`
     /// returns this one.
     enqueuing: HashMap<String, JobRecord>,
-    /// Waiting jobs this instance enqueued, as written (see [`KEPT_RECORDS`]); dropped when this
+    /// Waiting jobs this instance enqueued, as written (see [`KeptRecords`]); dropped when this
     /// instance changes or re-reads them. `(state, seq)` names the version a start checks for:
     /// a job's `data` and `options` never change.
-    kept: HashMap<String, JobRecord>,
+    kept: KeptRecords,
     rng: fastrand::Rng,
     next_seq: u64,
     runs: u64,
@@ -338,7 +334,7 @@ impl JobQueue {
                     paused,
                     in_flight: HashMap::new(),
                     enqueuing: HashMap::new(),
-                    kept: HashMap::new(),
+                    kept: KeptRecords::default(),
                     rng,
                     next_seq,
                     runs: 0,
@@ -657,11 +653,8 @@ impl JobQueue {
         }
         for (record, size) in records.into_iter().zip(sizes) {
             state.index.upsert(&record);
-            if record.state == JobState::Waiting
-                && state.kept.len() < KEPT_RECORDS
-                && size <= KEPT_DATA_BYTES
-            {
-                state.kept.insert(record.id.clone(), record);
+            if record.state == JobState::Waiting {
+                state.kept.keep(record, size);
             }
         }
         Ok(out)
