@@ -3,7 +3,10 @@
 // docs/BENCHMARKS.md); progress goes to stderr.
 //
 // In a dedicated worker of the benchmark's own (tasks-worker.mjs, which loads pkg/wasm as ORION's
-// worker does), each figure the median of RUNS runs after a warm-up:
+// worker does), each figure the median of RUNS runs after a warm-up run: of the same size in memory
+// (V8 compiles wasm with its baseline compiler first and optimises hot functions in the background:
+// a small warm-up left the first measured runs partly unoptimised, and their figures 30-50 % low),
+// smaller for IndexedDB:
 // 1. In-memory dispatch: ORION's JobQueue on a MemStore, a Rust no-op handler, N jobs through
 //    enqueue_bulk → tick → run → complete; the same with enqueue one by one, and at concurrency 1.
 //    p-queue with the same number of no-op tasks at the same concurrencies, in the same worker.
@@ -27,7 +30,7 @@ if (!base) {
 }
 
 const PAGE = '/fixture/blank.html';
-const RUNS = 3;
+const RUNS = 5;
 const MEMORY_JOBS = 20_000;
 const MEMORY_SERIAL_JOBS = 5_000; // at concurrency 1
 const IDB_JOBS = 10_000;
@@ -140,7 +143,7 @@ try {
   out.memory.bulk = await orionRepeat(
     'memory bulk',
     { jobs: MEMORY_JOBS, store: 'memory', batch: BATCH, concurrency: CONCURRENCY },
-    { jobs: 2000, store: 'memory', batch: BATCH, concurrency: CONCURRENCY },
+    { jobs: MEMORY_JOBS, store: 'memory', batch: BATCH, concurrency: CONCURRENCY },
   );
   const template = out.memory.bulk.sampleRecord;
   delete out.memory.bulk.sampleRecord;
@@ -148,27 +151,27 @@ try {
   out.memory.single = await orionRepeat(
     'memory one by one',
     { jobs: MEMORY_JOBS, store: 'memory', batch: 1, concurrency: CONCURRENCY },
-    { jobs: 2000, store: 'memory', batch: 1, concurrency: CONCURRENCY },
+    { jobs: MEMORY_JOBS, store: 'memory', batch: 1, concurrency: CONCURRENCY },
   );
   delete out.memory.single.sampleRecord;
   out.memory.serial = await orionRepeat(
     'memory concurrency 1',
     { jobs: MEMORY_SERIAL_JOBS, store: 'memory', batch: BATCH, concurrency: 1 },
-    { jobs: 1000, store: 'memory', batch: BATCH, concurrency: 1 },
+    { jobs: MEMORY_SERIAL_JOBS, store: 'memory', batch: BATCH, concurrency: 1 },
   );
   delete out.memory.serial.sampleRecord;
   out.peers.pqueue = await repeat(
     'p-queue',
     'pqueue',
     { jobs: MEMORY_JOBS, concurrency: CONCURRENCY },
-    { jobs: 2000, concurrency: CONCURRENCY },
+    { jobs: MEMORY_JOBS, concurrency: CONCURRENCY },
     ['addMs', 'totalMs'],
   );
   out.peers.pqueueSerial = await repeat(
     'p-queue concurrency 1',
     'pqueue',
     { jobs: MEMORY_SERIAL_JOBS, concurrency: 1 },
-    { jobs: 1000, concurrency: 1 },
+    { jobs: MEMORY_SERIAL_JOBS, concurrency: 1 },
     ['addMs', 'totalMs'],
   );
 

@@ -819,7 +819,8 @@ and calls `benchTaskDispatch` (`crates/orion-web/src/bench_tasks.rs`), which ope
 a `MemStore` or on IndexedDB (`orion_store::IdbStore`, a fresh database per run), registers a \
 no-op Rust handler on one queue, enqueues the jobs (data `{{\"i\": n}}`, default options), then \
 drives them to the end as the worker's task loop does (tick, spawn the started runs, tick again \
-when runs have ended). Each figure is the median of {runs:.0} runs after a smaller warm-up run; \
+when runs have ended). Each figure is the median of {runs:.0} runs after a warm-up run (of the same size in memory, \
+so that V8 has optimised the hot wasm functions; smaller on IndexedDB); \
 times are `performance.now()` in the worker. p-queue (`add` of no-op tasks, then `onIdle()`) and \
 Dexie (`bulkPut` into a fresh database with the indexes of ORION's `jobs` store: key `id`, \
 `[state+id]`, `[name+id]`) run in the same worker, from the served `tests/bench/node_modules/`. \
