@@ -55,7 +55,7 @@ pub use protocol::{Envelope, Event, Outgoing, Request, PROTOCOL_VERSION};
 pub use runtime::{
     EmbedderLoader, GeneratorLoader, Heartbeat, Platform, Reply, StoreOpener, WorkerRuntime,
 };
-pub use store::{Guard, Guarded, MemStore, Row, Scan, Store, Table, WriteOp};
+pub use store::{Fields, Guard, Guarded, MemStore, Row, Scan, Store, Table, WriteOp};
 
 /// The version of this crate, reported by `orion.version()`.
 pub const CORE_VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -11,6 +11,7 @@
 //! numbers). Implementations: [`MemStore`] here (native code and tests) and `IdbStore` in
 //! `orion-store` (IndexedDB through rexie); both pass [`conformance`].
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
@@ -206,6 +207,10 @@ impl Scan {
 /// Whole tables read together: each table with its rows in id order.
 pub type Snapshot = Vec<(Table, Vec<Row>)>;
 
+/// Field values by name, as [`Guarded`] checks and merges them. The names are mostly the caller's
+/// constants: a guarded write of a thousand rows then allocates no names.
+pub type Fields = Vec<(Cow<'static, str>, Value)>;
+
 /// A change [`Store::write_guarded`] makes to one row only if the row is still as expected: a
 /// compare-and-set, so that a row another tab changed meanwhile is not overwritten.
 #[derive(Debug, Clone, PartialEq)]
@@ -214,9 +219,9 @@ pub struct Guarded {
     pub id: String,
     /// The fields the stored row must hold, with exactly these values (`null` also matches a
     /// missing field).
-    pub expect: Map<String, Value>,
+    pub expect: Fields,
     /// Fields to merge into the row (`Some`), or delete it (`None`).
-    pub merge: Option<Map<String, Value>>,
+    pub merge: Option<Fields>,
     /// Answer the row as merged ([`Guard::Applied`]).
     pub read_back: bool,
 }
@@ -226,7 +231,7 @@ impl Guarded {
     pub fn matches(&self, row: &Row) -> bool {
         self.expect
             .iter()
-            .all(|(name, value)| row.fields.get(name).unwrap_or(&Value::Null) == value)
+            .all(|(name, value)| row.fields.get(name.as_ref()).unwrap_or(&Value::Null) == value)
     }
 }
 
@@ -293,7 +298,7 @@ pub trait Store {
                     Some(row) if !change.matches(&row) => Guard::Refused(row),
                     Some(mut row) => match change.merge {
                         Some(fields) => {
-                            row.fields.extend(fields);
+                            row.merge(fields);
                             let back = change.read_back.then(|| row.clone());
                             ops.push(WriteOp::Put(table, row));
                             Guard::Applied(back)
@@ -315,6 +320,18 @@ pub trait Store {
 }
 
 impl Row {
+    /// Sets `fields`, replacing the values of those it has (without allocating their names again).
+    pub fn merge(&mut self, fields: Fields) {
+        for (name, value) in fields {
+            match self.fields.get_mut(name.as_ref()) {
+                Some(slot) => *slot = value,
+                None => {
+                    self.fields.insert(name.into_owned(), value);
+                }
+            }
+        }
+    }
+
     /// Keeps only `fields` (JSON or vector); the id stays.
     pub fn project(mut self, fields: &[&str]) -> Self {
         self.fields

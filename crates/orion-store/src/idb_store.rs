@@ -2,7 +2,9 @@
 
 use idb::{Database, TransactionMode};
 use orion_core::embedding::LocalBoxFuture;
-use orion_core::store::{check_scan, Guard, Guarded, Row, Scan, Snapshot, Store, Table, WriteOp};
+use orion_core::store::{
+    check_scan, Fields, Guard, Guarded, Row, Scan, Snapshot, Store, Table, WriteOp,
+};
 use orion_core::Error;
 use serde_json::{Map, Value};
 use std::cell::RefCell;
@@ -182,8 +184,13 @@ impl IdbStore {
             .into_iter()
             .map(|(id, fields)| Guarded {
                 id,
-                expect: Map::new(),
-                merge: Some(fields),
+                expect: Vec::new(),
+                merge: Some(
+                    fields
+                        .into_iter()
+                        .map(|(name, value)| (name.into(), value))
+                        .collect(),
+                ),
                 read_back: false,
             })
             .collect();
@@ -209,13 +216,7 @@ impl IdbStore {
             .map(|change| {
                 let merge = change
                     .merge
-                    .map(|fields| {
-                        row::to_js(&Row {
-                            id: change.id.clone(),
-                            fields,
-                            vectors: Default::default(),
-                        })
-                    })
+                    .map(|fields| row::fields_to_js(&change.id, &fields))
                     .transpose()?;
                 Ok(GuardedJs {
                     id: change.id,
@@ -344,7 +345,7 @@ fn convert(ops: Vec<WriteOp>) -> Result<Vec<(Table, Change)>, Error> {
 /// A [`Guarded`] change ready for IndexedDB: the fields to merge as a JS object.
 struct GuardedJs {
     id: String,
-    expect: Map<String, Value>,
+    expect: Fields,
     /// `None`: delete the row.
     merge: Option<JsValue>,
     read_back: bool,

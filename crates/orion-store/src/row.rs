@@ -6,7 +6,7 @@
 //! the row instead. So records are walked here, strictly.
 
 use js_sys::{Array, Float32Array, Object, Reflect};
-use orion_core::{Error, Row};
+use orion_core::{Error, Fields, Row};
 use serde::Serialize;
 use serde_json::{Map, Number, Value};
 use wasm_bindgen::{JsCast, JsValue};
@@ -23,20 +23,13 @@ const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_991.0;
 /// integers beyond 2^53 and a vector named like a field.
 pub(crate) fn to_js(row: &Row) -> Result<JsValue, Error> {
     let object = Object::new();
-    let serializer = serde_wasm_bindgen::Serializer::json_compatible();
-    for (name, value) in &row.fields {
-        // `Row::id` is the key; an `id` field is ignored, as the contract says.
-        if name == "id" {
-            continue;
-        }
-        let value = value.serialize(&serializer).map_err(|error| {
-            Error::Store(format!(
-                "row `{}`: field `{name}` cannot be stored: {error}",
-                row.id
-            ))
-        })?;
-        set(&object, name, &value, &row.id)?;
-    }
+    set_fields(
+        &object,
+        &row.id,
+        row.fields
+            .iter()
+            .map(|(name, value)| (name.as_str(), value)),
+    )?;
     for (name, vector) in &row.vectors {
         if name == "id" || row.fields.contains_key(name) {
             return Err(Error::Internal(format!(
@@ -53,6 +46,40 @@ pub(crate) fn to_js(row: &Row) -> Result<JsValue, Error> {
     }
     set(&object, "id", &JsValue::from_str(&row.id), &row.id)?;
     Ok(object.into())
+}
+
+/// The fields a guarded write merges into row `id`, as a JS object (without the id), failing as
+/// [`to_js`] does.
+pub(crate) fn fields_to_js(id: &str, fields: &Fields) -> Result<JsValue, Error> {
+    let object = Object::new();
+    set_fields(
+        &object,
+        id,
+        fields.iter().map(|(name, value)| (name.as_ref(), value)),
+    )?;
+    Ok(object.into())
+}
+
+/// Sets JSON `fields` of row `id` on `object`, skipping an `id` field (`Row::id` is the key; an
+/// `id` field is ignored, as the contract says).
+fn set_fields<'a>(
+    object: &Object,
+    id: &str,
+    fields: impl Iterator<Item = (&'a str, &'a Value)>,
+) -> Result<(), Error> {
+    let serializer = serde_wasm_bindgen::Serializer::json_compatible();
+    for (name, value) in fields {
+        if name == "id" {
+            continue;
+        }
+        let value = value.serialize(&serializer).map_err(|error| {
+            Error::Store(format!(
+                "row `{id}`: field `{name}` cannot be stored: {error}"
+            ))
+        })?;
+        set(object, name, &value, id)?;
+    }
+    Ok(())
 }
 
 fn set(object: &Object, name: &str, value: &JsValue, id: &str) -> Result<(), Error> {

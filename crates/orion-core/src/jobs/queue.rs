@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 
 use futures_util::future::{FutureExt, Shared};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use super::context::{CancelReason, CancelSignal, Handler, JobContext, JobError, ProgressSink};
 use super::index::{Entry, Index, Journal, Reading};
@@ -21,7 +21,7 @@ use crate::embedding::LocalBoxFuture;
 use crate::error::{Error, Result};
 use crate::ids::IdClock;
 use crate::input::{self, check_id};
-use crate::store::{Guard, Guarded, Row, Scan, Store, Table, WriteOp};
+use crate::store::{Fields, Guard, Guarded, Row, Scan, Store, Table, WriteOp};
 
 /// The largest job `data`, serialised as JSON: 1 MiB.
 pub const MAX_DATA_BYTES: usize = 1 << 20;
@@ -1068,15 +1068,11 @@ impl JobQueue {
         // deleted or took back stays as it wrote it.
         let renewals: Vec<Guarded> = renewed
             .iter()
-            .map(|record| {
-                let mut merge = Map::new();
-                merge.insert("leaseUntil".into(), json!(record.lease_until));
-                Guarded {
-                    id: record.id.clone(),
-                    expect: lease_expected(record),
-                    merge: Some(merge),
-                    read_back: false,
-                }
+            .map(|record| Guarded {
+                id: record.id.clone(),
+                expect: lease_expected(record),
+                merge: Some(vec![("leaseUntil".into(), json!(record.lease_until))]),
+                read_back: false,
             })
             .collect();
         let outcomes = inner
@@ -1211,16 +1207,18 @@ impl JobQueue {
                         .filter(|record| Some(record.seq) == seq);
                     state.runs += 1;
                     let run_id = format!("{}:{}", inner.owner, state.runs);
-                    let mut expect = Map::new();
-                    expect.insert("state".into(), json!(JobState::Waiting.name()));
-                    expect.insert("seq".into(), json!(seq));
-                    let mut merge = Map::new();
-                    merge.insert("state".into(), json!(JobState::Active.name()));
-                    merge.insert("processedAt".into(), json!(now));
-                    merge.insert("leaseUntil".into(), json!(lease_until));
-                    merge.insert("runId".into(), json!(run_id));
-                    merge.insert("nextRunAt".into(), Value::Null);
-                    merge.insert("debounceUntil".into(), Value::Null);
+                    let expect = vec![
+                        ("state".into(), json!(JobState::Waiting.name())),
+                        ("seq".into(), json!(seq)),
+                    ];
+                    let merge = vec![
+                        ("state".into(), json!(JobState::Active.name())),
+                        ("processedAt".into(), json!(now)),
+                        ("leaseUntil".into(), json!(lease_until)),
+                        ("runId".into(), json!(run_id)),
+                        ("nextRunAt".into(), Value::Null),
+                        ("debounceUntil".into(), Value::Null),
+                    ];
                     let read_back = record.is_none();
                     // The same change, made to the kept record.
                     kept.push(record.map(|record| JobRecord {
@@ -1570,12 +1568,7 @@ impl Settling {
 
     /// Writes `record` (`keep`) or deletes it; with `expect`, only if its row matches, and only
     /// the fields an attempt's end changes (the row is the one the attempt ran under).
-    fn own(
-        &mut self,
-        record: &JobRecord,
-        keep: bool,
-        expect: Option<Map<String, Value>>,
-    ) -> Result<()> {
+    fn own(&mut self, record: &JobRecord, keep: bool, expect: Option<Fields>) -> Result<()> {
         let Some(expect) = expect else {
             return match keep {
                 true => self.put(record),
@@ -1602,12 +1595,7 @@ impl Settling {
     /// Writes a finished job per its `removeOn*` policy: kept, deleted, or kept with the older
     /// finished jobs of its queue beyond the count deleted. With `expect`, the job's own write is
     /// made only if its row still matches (the older jobs' deletes are made anyway).
-    fn settle(
-        &mut self,
-        state: &State,
-        record: &JobRecord,
-        expect: Option<Map<String, Value>>,
-    ) -> Result<()> {
+    fn settle(&mut self, state: &State, record: &JobRecord, expect: Option<Fields>) -> Result<()> {
         let policy = match record.state {
             JobState::Completed => record.options.remove_on_complete,
             JobState::Failed => record.options.remove_on_fail,
@@ -1918,11 +1906,11 @@ async fn write_endings(
 }
 
 /// What the row of a job running under `record`'s lease holds: the guard of its outcome's write.
-fn lease_expected(record: &JobRecord) -> Map<String, Value> {
-    let mut expect = Map::new();
-    expect.insert("state".into(), json!(JobState::Active.name()));
-    expect.insert("runId".into(), json!(record.run_id));
-    expect
+fn lease_expected(record: &JobRecord) -> Fields {
+    vec![
+        ("state".into(), json!(JobState::Active.name())),
+        ("runId".into(), json!(record.run_id)),
+    ]
 }
 
 /// The record `ending`'s job is left as: finished, or waiting or delayed for a retry.

@@ -2,11 +2,11 @@
 //! [`JobState`]s.
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::options::JobOptions;
 use crate::error::{Error, Result};
-use crate::store::Row;
+use crate::store::{Fields, Row};
 
 /// Where a job is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -174,7 +174,7 @@ impl JobRecord {
 
     /// The fields the end of an attempt may change, as stored: merged into the row the attempt
     /// ran under, they make this record's row (without writing `data` and `options` again).
-    pub(crate) fn outcome_fields(&self) -> Result<Map<String, Value>> {
+    pub(crate) fn outcome_fields(&self) -> Result<Fields> {
         let fields = [
             ("state", serde_json::to_value(self.state)),
             ("attemptsMade", serde_json::to_value(self.attempts_made)),
@@ -192,7 +192,7 @@ impl JobRecord {
             .into_iter()
             .map(|(name, value)| {
                 value
-                    .map(|value| (name.to_owned(), value))
+                    .map(|value| (name.into(), value))
                     .map_err(|e| Error::Internal(format!("job `{}`: {e}", self.id)))
             })
             .collect()

@@ -13,7 +13,7 @@ use std::task::{Wake, Waker};
 
 use serde_json::json;
 
-use super::{Guard, Guarded, Row, Scan, Store, Table, WriteOp};
+use super::{Fields, Guard, Guarded, Row, Scan, Store, Table, WriteOp};
 use crate::embedding::LocalBoxFuture;
 use crate::error::Result;
 
@@ -495,15 +495,19 @@ async fn guarded(store: &dyn Store) -> Result<(), String> {
         ],
     )
     .await?;
-    let map = |value: serde_json::Value| match value {
-        serde_json::Value::Object(map) => map,
-        _ => serde_json::Map::new(),
-    };
-    let expect = map(json!({"state": "waiting", "seq": 1, "runId": null}));
+    let expect: Fields = vec![
+        ("state".into(), json!("waiting")),
+        ("seq".into(), json!(1)),
+        ("runId".into(), json!(null)),
+    ];
     let start = |id: &str, read_back: bool| Guarded {
         id: id.into(),
         expect: expect.clone(),
-        merge: Some(map(json!({"state": "active", "runId": "r1"}))),
+        // A name the caller built (an existing field) beside constant ones.
+        merge: Some(vec![
+            (String::from("state").into(), json!("active")),
+            ("runId".into(), json!("r1")),
+        ]),
         read_back,
     };
     let changes = vec![

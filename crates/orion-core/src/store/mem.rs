@@ -82,7 +82,7 @@ impl MemStore {
                 }
                 match change.merge {
                     Some(fields) => {
-                        row.fields.extend(fields);
+                        row.merge(fields);
                         Guard::Applied(change.read_back.then(|| row.clone()))
                     }
                     None => {
