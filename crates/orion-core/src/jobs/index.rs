@@ -9,7 +9,9 @@
 //! does not overwrite the newer local change.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+
+use foldhash::HashMap;
 
 use super::record::{JobRecord, JobState};
 
@@ -143,14 +145,32 @@ pub(crate) struct Index {
     pub delayed: BTreeSet<(u64, u64, String)>,
     /// Active jobs by `(leaseUntil, id)`.
     pub leases: BTreeSet<(u64, String)>,
-    /// Completed and failed jobs per `(queue, state)` by `(finishedAt, seq, id)`.
-    pub finished: HashMap<(String, JobState), BTreeSet<FinishedKey>>,
+    /// Completed and failed jobs per queue.
+    finished: HashMap<String, Finished>,
     /// Pending debounced jobs: debounce id → job id.
     pub debounce: HashMap<String, String>,
     /// The largest `seq` seen.
     pub max_seq: u64,
     /// The ids changed while a refresh or reload was reading the store.
     pub journal: Journal,
+}
+
+/// One queue's finished jobs by `(finishedAt, seq, id)`.
+#[derive(Debug, Default)]
+struct Finished {
+    completed: BTreeSet<FinishedKey>,
+    failed: BTreeSet<FinishedKey>,
+}
+
+impl Finished {
+    /// The set of jobs in `state` (`None` unless completed or failed).
+    fn of(&mut self, state: JobState) -> Option<&mut BTreeSet<FinishedKey>> {
+        match state {
+            JobState::Completed => Some(&mut self.completed),
+            JobState::Failed => Some(&mut self.failed),
+            _ => None,
+        }
+    }
 }
 
 impl Index {
@@ -173,11 +193,11 @@ impl Index {
         self.max_seq = self.max_seq.max(entry.seq);
         match entry.state {
             JobState::Waiting => {
-                self.ready.entry(entry.name.clone()).or_default().insert((
-                    entry.priority,
-                    entry.seq,
-                    id.clone(),
-                ));
+                let ready = match self.ready.get_mut(&entry.name) {
+                    Some(ready) => ready,
+                    None => self.ready.entry(entry.name.clone()).or_default(),
+                };
+                ready.insert((entry.priority, entry.seq, id.clone()));
             }
             JobState::Delayed => {
                 self.delayed
@@ -187,10 +207,13 @@ impl Index {
                 self.leases.insert((entry.lease_until, id.clone()));
             }
             JobState::Completed | JobState::Failed => {
-                self.finished
-                    .entry((entry.name.clone(), entry.state))
-                    .or_default()
-                    .insert((entry.finished_at, entry.seq, id.clone()));
+                let finished = match self.finished.get_mut(&entry.name) {
+                    Some(finished) => finished,
+                    None => self.finished.entry(entry.name.clone()).or_default(),
+                };
+                if let Some(set) = finished.of(entry.state) {
+                    set.insert((entry.finished_at, entry.seq, id.clone()));
+                }
             }
             JobState::Paused | JobState::Cancelled => {}
         }
@@ -203,37 +226,40 @@ impl Index {
     /// Forgets a job.
     pub fn remove(&mut self, id: &str) {
         self.journal.touch(id);
-        let Some(entry) = self.entries.remove(id) else {
+        let Some((id, entry)) = self.entries.remove_entry(id) else {
             return;
         };
-        let id = id.to_owned();
+        if let Some((key, _)) = &entry.debounce {
+            if self.debounce.get(key) == Some(&id) {
+                self.debounce.remove(key);
+            }
+        }
+        // The keys below are built from the entry's own id: forgetting a job allocates nothing.
         match entry.state {
             JobState::Waiting => {
                 if let Some(ready) = self.ready.get_mut(&entry.name) {
-                    ready.remove(&(entry.priority, entry.seq, id.clone()));
+                    ready.remove(&(entry.priority, entry.seq, id));
                     if ready.is_empty() {
                         self.ready.remove(&entry.name);
                     }
                 }
             }
             JobState::Delayed => {
-                self.delayed
-                    .remove(&(entry.next_run_at, entry.seq, id.clone()));
+                self.delayed.remove(&(entry.next_run_at, entry.seq, id));
             }
             JobState::Active => {
-                self.leases.remove(&(entry.lease_until, id.clone()));
+                self.leases.remove(&(entry.lease_until, id));
             }
             JobState::Completed | JobState::Failed => {
-                if let Some(set) = self.finished.get_mut(&(entry.name.clone(), entry.state)) {
-                    set.remove(&(entry.finished_at, entry.seq, id.clone()));
+                let set = self
+                    .finished
+                    .get_mut(&entry.name)
+                    .and_then(|finished| finished.of(entry.state));
+                if let Some(set) = set {
+                    set.remove(&(entry.finished_at, entry.seq, id));
                 }
             }
             JobState::Paused | JobState::Cancelled => {}
-        }
-        if let Some((key, _)) = &entry.debounce {
-            if self.debounce.get(key) == Some(&id) {
-                self.debounce.remove(key);
-            }
         }
     }
 
@@ -254,10 +280,11 @@ impl Index {
         state: JobState,
     ) -> impl ExactSizeIterator<Item = &String> {
         static NONE: BTreeSet<FinishedKey> = BTreeSet::new();
-        self.finished
-            .get(&(queue.to_owned(), state))
-            .unwrap_or(&NONE)
-            .iter()
-            .map(|(_, _, id)| id)
+        let set = match (self.finished.get(queue), state) {
+            (Some(finished), JobState::Completed) => &finished.completed,
+            (Some(finished), JobState::Failed) => &finished.failed,
+            _ => &NONE,
+        };
+        set.iter().map(|(_, _, id)| id)
     }
 }

@@ -3,7 +3,7 @@
 //! memory they take rather than by a count: a burst of small jobs is kept whole, a few large ones
 //! are not kept at all.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 use super::record::JobRecord;
 

@@ -1,7 +1,9 @@
 //! [`JobQueue`]: enqueue, control, status, and the poll-driven scheduler ([`JobQueue::tick`]).
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
+
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
@@ -1638,26 +1640,24 @@ impl Settling {
 
 /// The run of one attempt of `record`.
 fn run(inner: Rc<Inner>, record: &JobRecord, signal: CancelSignal, handler: Handler) -> JobRun {
-    let id = record.id.clone();
     let weak = Rc::downgrade(&inner);
-    let progress_id = id.clone();
+    let progress_id = record.id.clone();
     let progress: ProgressSink =
         Rc::new(move |value| Box::pin(report_progress(weak.clone(), progress_id.clone(), value)));
     let context = JobContext {
-        id: id.clone(),
+        id: record.id.clone(),
         name: record.name.clone(),
         data: record.data.clone(),
         attempt: record.next_attempt(),
-        idempotency_key: id.clone(),
+        idempotency_key: record.id.clone(),
         signal: signal.clone(),
         progress,
     };
-    let run_id = id.clone();
+    let guard = InFlightGuard {
+        inner,
+        id: record.id.clone(),
+    };
     let future = async move {
-        let guard = InFlightGuard {
-            inner: Rc::clone(&inner),
-            id: run_id.clone(),
-        };
         let outcome = match signal.reason() {
             // Cancelled between the start and the first poll: the handler never runs.
             Some(reason) => Outcome::Signalled(reason),
@@ -1672,12 +1672,12 @@ fn run(inner: Rc<Inner>, record: &JobRecord, signal: CancelSignal, handler: Hand
                 .await
             }
         };
-        let finished = finish(&inner, &run_id, outcome, signal.reason()).await;
+        let finished = finish(&guard.inner, &guard.id, outcome, signal.reason()).await;
         drop(guard);
         finished
     };
     JobRun {
-        id,
+        id: record.id.clone(),
         future: Box::pin(future),
     }
 }
