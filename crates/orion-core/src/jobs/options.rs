@@ -190,7 +190,8 @@ pub struct Debounce {
     pub ttl: u64,
 }
 
-/// How a job is run, as `enqueue` accepts it. Every field may be omitted on the wire.
+/// How a job is run, as `enqueue` accepts it. Every field may be omitted on the wire; the unset
+/// optional ones are left out when written (every stored job carries its options).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct JobOptions {
@@ -202,13 +203,17 @@ pub struct JobOptions {
     pub attempts: u32,
     /// The wait before each retry; none retries at once. On the wire a number (a fixed delay) or
     /// `{type: 'fixed' | 'exponential', delay, jitter?, cap?}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub backoff: Option<Backoff>,
     /// Ms an attempt may run before it fails (retryably) and its handler is signalled.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout: Option<u64>,
     /// The job's id: if a job with this id exists (in any state), it is returned and nothing is
     /// added. Default: a generated id.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub job_id: Option<String>,
     /// Replace a pending job of the same debounce id enqueued less than `ttl` ms ago.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub debounce: Option<Debounce>,
     /// What to do with the job once completed; default keep.
     pub remove_on_complete: RemovePolicy,

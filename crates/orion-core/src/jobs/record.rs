@@ -99,7 +99,9 @@ pub struct JobFailure {
     pub retryable: bool,
 }
 
-/// One job, as stored in the `jobs` table (fields camelCase; `state` and `name` are indexed).
+/// One job, as stored in the `jobs` table (fields camelCase; `state` and `name` are indexed). An
+/// unset optional field is left out of the row (a missing field reads as `None`, as `null`
+/// does): a new job's row is then about half the size, and half the work to build.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct JobRecord {
@@ -122,8 +124,10 @@ pub struct JobRecord {
     /// What the handler last reported: 0 to 100, or any JSON.
     pub progress: Value,
     /// What the handler returned, once completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<Value>,
     /// Why the last attempt failed, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<JobFailure>,
     /// When it was enqueued (ms on the queue's clock).
     pub created_at: u64,
@@ -133,23 +137,27 @@ pub struct JobRecord {
     /// finished, so that `processedAt - readyAt` is the wait in the queue of its latest attempt.
     /// `None` while a delay is pending, and in rows written before the field existed (fall back to
     /// `createdAt` then).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_at: Option<u64>,
     /// When its latest attempt started.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub processed_at: Option<u64>,
     /// When it finished (completed, failed for good or cancelled).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<u64>,
     /// When a delayed job becomes due; kept on a paused job that was delayed, so that resuming it
     /// before then delays it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_run_at: Option<u64>,
     /// Until when an active job's worker holds it; past this the job is taken back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_until: Option<u64>,
     /// The run holding the lease (queue instance and run number), so that a worker that lost its
     /// lease does not overwrite the job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_id: Option<String>,
     /// For a debounced pending job: until when a newer job with the same debounce id replaces it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub debounce_until: Option<u64>,
 }
 

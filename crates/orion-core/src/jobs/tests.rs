@@ -2164,9 +2164,25 @@ fn an_outcome_merged_into_the_started_row_is_the_finished_row() {
     let outcome = finished.outcome_fields().unwrap();
     let mut merged = started.to_row().unwrap();
     merged.merge(outcome.clone());
-    assert_eq!(merged, finished.to_row().unwrap());
+    // The outcome clears what the finished record lacks (`null`), where the record's own row
+    // leaves it out: the same record.
+    assert_eq!(JobRecord::from_row(&merged).unwrap(), finished);
+    let cleared = ["leaseUntil", "runId"];
+    for (name, value) in &merged.fields {
+        match finished.to_row().unwrap().fields.get(name) {
+            Some(own) => assert_eq!(own, value, "field `{name}`"),
+            None => assert!(
+                value.is_null() && cleared.contains(&name.as_str()),
+                "{name}"
+            ),
+        }
+    }
     // Every field is either written by an outcome or one an attempt's end never changes: a new
     // field must be put on one side or the other.
+    finished.processed_at = Some(4);
+    finished.lease_until = Some(8);
+    finished.run_id = Some("r".into());
+    finished.debounce_until = Some(9);
     let unchanged = [
         "name",
         "data",
