@@ -1208,7 +1208,11 @@ impl JobQueue {
                         .remove(id)
                         .filter(|record| Some(record.seq) == seq);
                     state.runs += 1;
-                    let run_id = format!("{}:{}", inner.owner, state.runs);
+                    // Not `format!`: this is on every start's path.
+                    let mut run_id = String::with_capacity(inner.owner.len() + 21);
+                    run_id.push_str(&inner.owner);
+                    run_id.push(':');
+                    run_id.push_str(itoa::Buffer::new().format(state.runs));
                     let expect = vec![
                         ("state".into(), json!(JobState::Waiting.name())),
                         ("seq".into(), json!(seq)),
