@@ -2,13 +2,12 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
-
-use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
 use std::task::{Context, Poll};
 
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use futures_util::future::{FutureExt, Shared};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
