@@ -1084,30 +1084,16 @@ impl JobQueue {
             let mut state = inner.state.borrow_mut();
             apply(&mut state.index, settling.changes);
             for (record, guard) in renewed.into_iter().zip(outcomes) {
-                let stored = match guard {
-                    Guard::Applied(_) => {
-                        if let Some(flight) = state.in_flight.get_mut(&record.id) {
-                            if let Some(current) = &mut flight.record {
-                                current.lease_until = record.lease_until;
-                                state.index.upsert(&record);
-                            }
+                if let Guard::Applied(_) = guard {
+                    if let Some(flight) = state.in_flight.get_mut(&record.id) {
+                        if let Some(current) = &mut flight.record {
+                            current.lease_until = record.lease_until;
+                            state.index.upsert(&record);
                         }
-                        continue;
                     }
-                    Guard::Refused(row) => read_row(Some(row)),
-                    Guard::Missing => Stored::Gone,
-                };
-                match stored {
-                    Stored::Record(ref row) if row.state != JobState::Cancelled => {
-                        // Taken back by another instance: this run's outcome will not be
-                        // written; its lease is no longer renewed.
-                        if let Some(flight) = state.in_flight.get_mut(&record.id) {
-                            flight.revoked = true;
-                        }
-                        state.index.upsert(row);
-                    }
-                    stored => revoke(&mut state, &record.id, &stored),
+                    continue;
                 }
+                lease_lost(&mut state, &record.id, guard);
             }
         }
         inner.observe(&observed);
@@ -1483,6 +1469,25 @@ fn revoke(state: &mut State, id: &str, stored: &Stored) {
     }
 }
 
+/// A write guarded by the lease of the run here of job `id` was refused (`guard`): another
+/// instance took the job back (the run's outcome will not be written, its lease is no longer
+/// renewed), or cancelled or deleted it (the run is also signalled).
+fn lease_lost(state: &mut State, id: &str, guard: Guard) {
+    let stored = match guard {
+        Guard::Refused(row) => read_row(Some(row)),
+        Guard::Applied(_) | Guard::Missing => Stored::Gone,
+    };
+    match stored {
+        Stored::Record(ref row) if row.state != JobState::Cancelled => {
+            if let Some(flight) = state.in_flight.get_mut(id) {
+                flight.revoked = true;
+            }
+            state.index.upsert(row);
+        }
+        stored => revoke(state, id, &stored),
+    }
+}
+
 fn no_such_job(id: &str) -> Error {
     Error::invalid_input("id", format!("there is no job `{id}`"))
 }
@@ -1717,7 +1722,7 @@ async fn report_progress(inner: Weak<Inner>, id: String, progress: Value) -> Res
     let Some(inner) = inner.upgrade() else {
         return Err(Error::Closed);
     };
-    let record = {
+    let expect = {
         let mut state = inner.state.borrow_mut();
         let Some(record) = state.in_flight.get_mut(&id).and_then(|f| f.record.as_mut()) else {
             return Err(Error::invalid_input(
@@ -1725,13 +1730,31 @@ async fn report_progress(inner: Weak<Inner>, id: String, progress: Value) -> Res
                 format!("job `{id}` is not running"),
             ));
         };
-        record.progress = progress;
-        record.clone()
+        record.progress = progress.clone();
+        lease_expected(record)
     };
-    inner
+    // Only while the row is still this run's: a job another instance cancelled, deleted or took
+    // back stays as it wrote it (a plain put of the record would write it back `active`).
+    let change = Guarded {
+        id: id.clone(),
+        expect,
+        merge: Some(vec![("progress".into(), progress)]),
+        read_back: false,
+    };
+    let guard = inner
         .store
-        .write(vec![WriteOp::Put(Table::Jobs, record.to_row()?)])
-        .await
+        .write_guarded(Table::Jobs, vec![change], Vec::new())
+        .await?
+        .into_iter()
+        .next()
+        .unwrap_or(Guard::Missing);
+    if let Guard::Applied(_) = guard {
+        return Ok(());
+    }
+    lease_lost(&mut inner.state.borrow_mut(), &id, guard);
+    Err(Error::Cancelled(format!(
+        "job `{id}` was cancelled, deleted or taken back by another tab: its progress was not stored"
+    )))
 }
 
 /// How one attempt ended, waiting for the write of its batch.

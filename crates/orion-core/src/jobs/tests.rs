@@ -73,6 +73,15 @@ impl World {
         Running(self.clone(), ctx.name.clone(), ctx.id.clone())
     }
 
+    /// Resolves with the result the test releases job `id` with.
+    async fn released(&self, id: &str) -> std::result::Result<Value, JobError> {
+        poll_fn(|_| match self.releases.borrow_mut().remove(id) {
+            Some(result) => Poll::Ready(result),
+            None => Poll::Pending,
+        })
+        .await
+    }
+
     fn handler(
         self: &Rc<Self>,
     ) -> impl Fn(JobContext) -> LocalBoxFuture<'static, std::result::Result<Value, JobError>> {
@@ -88,13 +97,17 @@ impl World {
                     "fatal" => Err(JobError::fatal("broken for good")),
                     "flaky" if world.flaky.get() => Err(JobError::fatal("flaky")),
                     "flaky" => Ok(json!("fixed")),
-                    "hold" => {
-                        let id = ctx.id.clone();
-                        poll_fn(|_| match world.releases.borrow_mut().remove(&id) {
-                            Some(result) => Poll::Ready(result),
-                            None => Poll::Pending,
-                        })
-                        .await
+                    "hold" => world.released(&ctx.id).await,
+                    // Held, then reports progress; records the signal if the report was refused.
+                    "late-progress" => {
+                        let _ = world.released(&ctx.id).await;
+                        let reported = ctx.report_progress(json!(75)).await;
+                        if let (Err(Error::Cancelled(_)), Some(reason)) =
+                            (&reported, ctx.cancel_reason())
+                        {
+                            world.observed.borrow_mut().push((ctx.id.clone(), reason));
+                        }
+                        reported.map(|()| json!("reported")).map_err(JobError::from)
                     }
                     "watch" => {
                         let reason = ctx.cancelled().await;
@@ -2198,6 +2211,35 @@ fn an_outcome_merged_into_the_started_row_is_the_finished_row() {
             "field `{name}`"
         );
     }
+}
+
+#[test]
+fn progress_reported_after_another_tab_cancelled_the_job_leaves_it_cancelled() {
+    let mut f = Fixture::new();
+    let job = f.add("q", json!({"mode": "late-progress"}), json!({}));
+    f.step();
+    assert_eq!(f.job(&job.id).state, JobState::Active);
+    let other = open(f.store.clone(), &f.clock, 7);
+    assert_eq!(
+        block_on(other.cancel(&job.id)).unwrap(),
+        CancelOutcome::Cancelled
+    );
+    f.release(&job.id, Ok(Value::Null));
+    let finished = f.step();
+    assert_eq!(
+        finished,
+        vec![(job.id.clone(), Ok(None))],
+        "outcome not written"
+    );
+    assert_eq!(
+        *f.world.observed.borrow(),
+        vec![(job.id.clone(), CancelReason::Cancelled)],
+        "the report was refused and the run signalled"
+    );
+    let stored = f.job(&job.id);
+    assert_eq!(stored.state, JobState::Cancelled, "not written back active");
+    assert_eq!(stored.progress, json!(0));
+    assert_eq!(f.queue.counts().all.cancelled, 1);
 }
 
 #[test]
