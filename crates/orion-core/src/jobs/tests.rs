@@ -251,6 +251,20 @@ impl Fixture {
             .collect()
     }
 
+    /// Starts a job of queue `q` here, then cancels it from another instance of the same store
+    /// (no refresh tells this one).
+    fn start_then_cancel_elsewhere(&mut self, data: Value, options: Value) -> JobRecord {
+        let job = self.add("q", data, options);
+        self.step();
+        assert_eq!(self.job(&job.id).state, JobState::Active);
+        let other = open(self.store.clone(), &self.clock, 7);
+        assert_eq!(
+            block_on(other.cancel(&job.id)).unwrap(),
+            CancelOutcome::Cancelled
+        );
+        job
+    }
+
     fn release(&self, id: &str, result: std::result::Result<Value, JobError>) {
         self.world
             .releases
@@ -2216,14 +2230,7 @@ fn an_outcome_merged_into_the_started_row_is_the_finished_row() {
 #[test]
 fn progress_reported_after_another_tab_cancelled_the_job_leaves_it_cancelled() {
     let mut f = Fixture::new();
-    let job = f.add("q", json!({"mode": "late-progress"}), json!({}));
-    f.step();
-    assert_eq!(f.job(&job.id).state, JobState::Active);
-    let other = open(f.store.clone(), &f.clock, 7);
-    assert_eq!(
-        block_on(other.cancel(&job.id)).unwrap(),
-        CancelOutcome::Cancelled
-    );
+    let job = f.start_then_cancel_elsewhere(json!({"mode": "late-progress"}), json!({}));
     f.release(&job.id, Ok(Value::Null));
     let finished = f.step();
     assert_eq!(
@@ -2245,15 +2252,7 @@ fn progress_reported_after_another_tab_cancelled_the_job_leaves_it_cancelled() {
 #[test]
 fn a_lease_renewal_finds_a_job_cancelled_elsewhere_and_signals_its_handler() {
     let mut f = Fixture::new();
-    let job = f.add("q", json!({"mode": "watch"}), json!({"attempts": 3}));
-    f.step();
-    assert_eq!(f.job(&job.id).state, JobState::Active);
-    // Another tab cancels it; no refresh tells this one.
-    let other = open(f.store.clone(), &f.clock, 7);
-    assert_eq!(
-        block_on(other.cancel(&job.id)).unwrap(),
-        CancelOutcome::Cancelled
-    );
+    let job = f.start_then_cancel_elsewhere(json!({"mode": "watch"}), json!({"attempts": 3}));
     // Half a lease later the renewal is refused, and the run is told.
     f.clock.advance(5_000);
     let finished = f.step();
