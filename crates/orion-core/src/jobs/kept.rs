@@ -33,9 +33,10 @@ impl KeptRecords {
         if self.bytes + size > KEPT_BYTES {
             return;
         }
-        self.remove(&record.id);
         self.bytes += size;
-        self.records.insert(record.id.clone(), (record, size));
+        if let Some((_, replaced)) = self.records.insert(record.id.clone(), (record, size)) {
+            self.bytes -= replaced;
+        }
     }
 
     /// Takes the record of job `id` out, if it is kept.

@@ -1084,16 +1084,18 @@ impl JobQueue {
             let mut state = inner.state.borrow_mut();
             apply(&mut state.index, settling.changes);
             for (record, guard) in renewed.into_iter().zip(outcomes) {
-                if let Guard::Applied(_) = guard {
-                    if let Some(flight) = state.in_flight.get_mut(&record.id) {
-                        if let Some(current) = &mut flight.record {
-                            current.lease_until = record.lease_until;
-                            state.index.upsert(&record);
+                match guard {
+                    Guard::Applied(_) => {
+                        if let Some(flight) = state.in_flight.get_mut(&record.id) {
+                            if let Some(current) = &mut flight.record {
+                                current.lease_until = record.lease_until;
+                                state.index.upsert(&record);
+                            }
                         }
                     }
-                    continue;
+                    Guard::Refused(row) => lease_lost(&mut state, &record.id, Some(row)),
+                    Guard::Missing => lease_lost(&mut state, &record.id, None),
                 }
-                lease_lost(&mut state, &record.id, guard);
             }
         }
         inner.observe(&observed);
@@ -1469,15 +1471,11 @@ fn revoke(state: &mut State, id: &str, stored: &Stored) {
     }
 }
 
-/// A write guarded by the lease of the run here of job `id` was refused (`guard`): another
-/// instance took the job back (the run's outcome will not be written, its lease is no longer
-/// renewed), or cancelled or deleted it (the run is also signalled).
-fn lease_lost(state: &mut State, id: &str, guard: Guard) {
-    let stored = match guard {
-        Guard::Refused(row) => read_row(Some(row)),
-        Guard::Applied(_) | Guard::Missing => Stored::Gone,
-    };
-    match stored {
+/// A write guarded by the lease of the run here of job `id` was refused: its row (`None`: gone)
+/// says another instance took the job back (the run's outcome will not be written, its lease is
+/// no longer renewed), or cancelled or deleted it (the run is also signalled).
+fn lease_lost(state: &mut State, id: &str, row: Option<Row>) {
+    match read_row(row) {
         Stored::Record(ref row) if row.state != JobState::Cancelled => {
             if let Some(flight) = state.in_flight.get_mut(id) {
                 flight.revoked = true;
@@ -1746,12 +1744,13 @@ async fn report_progress(inner: Weak<Inner>, id: String, progress: Value) -> Res
         .write_guarded(Table::Jobs, vec![change], Vec::new())
         .await?
         .into_iter()
-        .next()
-        .unwrap_or(Guard::Missing);
-    if let Guard::Applied(_) = guard {
-        return Ok(());
-    }
-    lease_lost(&mut inner.state.borrow_mut(), &id, guard);
+        .next();
+    let row = match guard {
+        Some(Guard::Applied(_)) => return Ok(()),
+        Some(Guard::Refused(row)) => Some(row),
+        Some(Guard::Missing) | None => None,
+    };
+    lease_lost(&mut inner.state.borrow_mut(), &id, row);
     Err(Error::Cancelled(format!(
         "job `{id}` was cancelled, deleted or taken back by another tab: its progress was not stored"
     )))
@@ -1931,7 +1930,8 @@ async fn write_endings(
     results
 }
 
-/// What the row of a job running under `record`'s lease holds: the guard of its outcome's write.
+/// What the row of a job running under `record`'s lease holds: the guard of the run's writes
+/// (lease renewals, progress, its outcome).
 fn lease_expected(record: &JobRecord) -> Fields {
     vec![
         ("state".into(), json!(JobState::Active.name())),

@@ -2195,8 +2195,9 @@ fn an_outcome_merged_into_the_started_row_is_the_finished_row() {
     // leaves it out: the same record.
     assert_eq!(JobRecord::from_row(&merged).unwrap(), finished);
     let cleared = ["leaseUntil", "runId"];
+    let own_row = finished.to_row().unwrap();
     for (name, value) in &merged.fields {
-        match finished.to_row().unwrap().fields.get(name) {
+        match own_row.fields.get(name) {
             Some(own) => assert_eq!(own, value, "field `{name}`"),
             None => assert!(
                 value.is_null() && cleared.contains(&name.as_str()),
