@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::clock::SharedClock;
-use crate::embedding::{Embedder, EmbeddingModelInfo};
+use crate::embedding::{Embedder, EmbeddingModelInfo, LocalBoxFuture};
 use crate::error::{Error, Result};
 use crate::ids::IdClock;
 use crate::profile::Profile;
@@ -278,7 +278,18 @@ pub struct Memories {
     /// Journal rows this instance wrote: their changes are in the index already, so a snapshot
     /// need not re-read them (only other workers' rows).
     own_journal: RefCell<HashSet<String>>,
+    /// The snapshot's exact vectors a start has not read yet ([`Memories::load_exact`]).
+    pending_vectors: RefCell<snapshot::PendingVectors>,
+    /// When the last request began (clock ms): a snapshot save waits for quiet.
+    last_request: Cell<u64>,
 }
+
+/// A snapshot save writes its next block once no request has begun for this long
+/// ([`Memories::save_snapshot`]).
+pub const SAVE_QUIET_MS: u64 = 300;
+
+/// ...but waits at most this long per block, so that steady traffic still lets it finish.
+pub const SAVE_MAX_WAIT_MS: u64 = 2_000;
 
 const EMBEDDING: &str = "embedding";
 
@@ -298,6 +309,9 @@ impl Memories {
     /// Loads the index from `store` in chunks (calling `progress(loaded)` after each), for vectors
     /// of `model`'s version, then deletes expired memories. `seed` makes ids unique across
     /// workers (the platform passes a random one).
+    ///
+    /// From a saved snapshot, this reads the vectors' 8-bit codes only: searches work at once,
+    /// and [`Memories::load_exact`], run next in the background, reads the exact vectors.
     pub async fn load(
         store: Rc<dyn Store>,
         clock: SharedClock,
@@ -322,12 +336,15 @@ impl Memories {
             journaled: Cell::new(None),
             saving: Cell::new(false),
             own_journal: RefCell::new(HashSet::new()),
+            pending_vectors: RefCell::new(Vec::new()),
+            last_request: Cell::new(0),
         };
         let loaded = snapshot::load(&memories, progress).await?;
         let journal = snapshot::read_journal(&memories, &HashSet::new()).await?;
-        if loaded && !journal.reset {
+        if let (Some(pending), false) = (loaded, journal.reset) {
             memories.journaled.set(Some(journal.changed.len()));
             memories.refresh(journal.changed).await?;
+            *memories.pending_vectors.borrow_mut() = pending;
         } else {
             // No snapshot, or one a restore made stale: every row is read, after the journal, so
             // the index holds every change the journal rows read name (a reset included).
@@ -349,17 +366,54 @@ impl Memories {
     /// more memories changed since than [`snapshot::JOURNAL_LIMIT`] or a quarter of the index
     /// (so that saves cost O(1) per change, amortised).
     pub fn wants_snapshot(&self) -> bool {
-        let limit = snapshot::JOURNAL_LIMIT.max(self.state.borrow().entries.len() / 4);
-        !self.saving.get() && self.journaled.get().is_none_or(|count| count > limit)
+        let state = self.state.borrow();
+        let limit = snapshot::JOURNAL_LIMIT.max(state.entries.len() / 4);
+        // Not before the start's exact vectors are in: the save would read them row by row.
+        !self.saving.get()
+            && state.vectors.is_exact()
+            && self.journaled.get().is_none_or(|count| count > limit)
+    }
+
+    /// Waits until no request has begun for [`SAVE_QUIET_MS`], [`SAVE_MAX_WAIT_MS`] at most.
+    async fn quiet(&self, sleep: &dyn Fn(u64) -> LocalBoxFuture<'static, ()>) {
+        let started = self.clock.now_ms();
+        loop {
+            let now = self.clock.now_ms();
+            let quiet_for = now.saturating_sub(self.last_request.get());
+            let waited = now.saturating_sub(started);
+            if quiet_for >= SAVE_QUIET_MS || waited >= SAVE_MAX_WAIT_MS {
+                return;
+            }
+            sleep((SAVE_QUIET_MS - quiet_for).min(SAVE_MAX_WAIT_MS - waited)).await;
+        }
+    }
+
+    /// Notes that a request begins (a snapshot save yields to it).
+    fn begin_request(&self) {
+        self.last_request.set(self.clock.now_ms());
+    }
+
+    /// Reads the exact vectors that [`Memories::load`] left for later, a few blocks per
+    /// transaction (requests are answered in between). Until it is done, a search reads the
+    /// vectors of the few memories it shortlisted from the table, so its results are exact
+    /// either way; this only makes searches faster. Does nothing the second time.
+    pub async fn load_exact(&self) -> Result<()> {
+        let pending = std::mem::take(&mut *self.pending_vectors.borrow_mut());
+        snapshot::load_exact(self, pending).await
     }
 
     /// Saves the index in packed blocks so that the next start loads fast (runs in the
-    /// background; one at a time).
-    pub async fn save_snapshot(&self) -> Result<()> {
+    /// background; one at a time). Writing a block holds the worker and the database for a few
+    /// milliseconds, so before each one the save yields to requests: it waits, with `sleep` (ms),
+    /// until none has begun for [`SAVE_QUIET_MS`], or [`SAVE_MAX_WAIT_MS`] at most.
+    pub async fn save_snapshot(
+        &self,
+        sleep: &dyn Fn(u64) -> LocalBoxFuture<'static, ()>,
+    ) -> Result<()> {
         if self.saving.replace(true) {
             return Ok(());
         }
-        let result = snapshot::write(self).await;
+        let result = snapshot::write(self, sleep).await;
         if result.is_ok() {
             self.journaled.set(Some(0));
         }
@@ -465,6 +519,7 @@ impl Memories {
 
     /// The memory with this id, unless there is none or it expired.
     pub async fn get(&self, id: &str) -> Result<Option<MemoryRecord>> {
+        self.begin_request();
         check_id(id)?;
         let row = self
             .store
@@ -478,6 +533,7 @@ impl Memories {
 
     /// Deletes the memory with this id; returns whether there was one.
     pub async fn delete(&self, id: &str) -> Result<bool> {
+        self.begin_request();
         check_id(id)?;
         let existed = self
             .store
@@ -500,6 +556,7 @@ impl Memories {
         limit: usize,
         after: Option<String>,
     ) -> Result<MemoryPage> {
+        self.begin_request();
         let kind = kind.map(|k| MemoryKind::parse(k, "kind")).transpose()?;
         if !(1..=1000).contains(&limit) {
             return Err(Error::invalid_input(
@@ -626,18 +683,36 @@ impl Memories {
         min_similarity: f64,
         kind: Option<MemoryKind>,
     ) -> Result<Vec<SearchHit>> {
-        let hits = {
+        self.begin_request();
+        let (shortlist, missing) = {
             let state = self.state.borrow();
             let now = self.clock.now_ms();
-            state
-                .vectors
-                .search(vector, k as usize, min_similarity as f32, |id| {
-                    state.entries.get(id).is_some_and(|entry| {
-                        kind.is_none_or(|kind| entry.kind == kind)
-                            && !self.expired_at(entry.kind, entry.created_at, now)
-                    })
-                })
+            let shortlist =
+                state
+                    .vectors
+                    .shortlist(vector, k as usize, min_similarity as f32, |id| {
+                        state.entries.get(id).is_some_and(|entry| {
+                            kind.is_none_or(|kind| entry.kind == kind)
+                                && !self.expired_at(entry.kind, entry.created_at, now)
+                        })
+                    });
+            let missing = state.vectors.missing(&shortlist);
+            (shortlist, missing)
         };
+        if !missing.is_empty() {
+            // Shortlisted memories held by their codes alone (a start is still reading the exact
+            // vectors): their vectors come from their rows.
+            let rows = self.store.get(Table::Memories, missing).await?;
+            let mut state = self.state.borrow_mut();
+            for row in rows.iter().flatten() {
+                if row.str_field("embeddingVersion").ok() == Some(self.model.version.as_str()) {
+                    if let Ok(embedding) = row.vector_field(EMBEDDING) {
+                        state.vectors.fill(&row.id, embedding);
+                    }
+                }
+            }
+        }
+        let hits = self.state.borrow().vectors.rank(vector, &shortlist);
         if hits.is_empty() {
             return Ok(Vec::new());
         }
@@ -698,6 +773,7 @@ impl Memories {
 
     /// Deletes every memory, or those of one kind; returns how many.
     pub async fn purge(&self, kind: Option<&str>) -> Result<usize> {
+        self.begin_request();
         let kind = kind.map(|k| MemoryKind::parse(k, "kind")).transpose()?;
         let Some(kind) = kind else {
             let count = self.store.count(Table::Memories).await? as usize;
@@ -860,6 +936,7 @@ impl Memories {
         embedder: &dyn Embedder,
         chunk: Vec<Validated>,
     ) -> Result<Vec<MemoryRecord>> {
+        self.begin_request();
         self.check_embedder(embedder)?;
         let texts: Vec<&str> = chunk.iter().map(|m| m.text.as_str()).collect();
         let vectors = embedder.embed(&texts).await?;

@@ -7,8 +7,8 @@
 //! none of it), [`Store::snapshot`] reads whole tables consistently, [`Store::write_guarded`]
 //! changes rows only if they still hold what the caller last saw (compare-and-set, checked and
 //! written in one transaction). Rows are JSON objects with a
-//! string `id` plus f32 vectors, which IndexedDB stores as `Float32Array`s (never as arrays of
-//! numbers). Implementations: [`MemStore`] here (native code and tests) and `IdbStore` in
+//! string `id` plus f32 vectors and byte strings, which IndexedDB stores as `Float32Array`s and
+//! `Uint8Array`s (never as arrays of numbers). Implementations: [`MemStore`] here (native code and tests) and `IdbStore` in
 //! `orion-store` (IndexedDB through rexie); both pass [`conformance`].
 
 use std::borrow::Cow;
@@ -84,6 +84,8 @@ pub struct Row {
     pub fields: Map<String, Value>,
     /// Vector fields, stored as `Float32Array`s. Their names must not clash with `fields`.
     pub vectors: BTreeMap<String, Vec<f32>>,
+    /// Byte fields, stored as `Uint8Array`s. Their names must not clash with the others.
+    pub bytes: BTreeMap<String, Vec<u8>>,
 }
 
 impl Row {
@@ -93,6 +95,7 @@ impl Row {
             id: id.into(),
             fields: Map::new(),
             vectors: BTreeMap::new(),
+            bytes: BTreeMap::new(),
         }
     }
 
@@ -105,6 +108,12 @@ impl Row {
     /// Sets a vector field.
     pub fn with_vector(mut self, field: &str, vector: Vec<f32>) -> Self {
         self.vectors.insert(field.to_owned(), vector);
+        self
+    }
+
+    /// Sets a byte field.
+    pub fn with_bytes(mut self, field: &str, bytes: Vec<u8>) -> Self {
+        self.bytes.insert(field.to_owned(), bytes);
         self
     }
 
@@ -130,6 +139,14 @@ impl Row {
             .get(field)
             .map(Vec::as_slice)
             .ok_or_else(|| self.malformed(field, "a Float32Array"))
+    }
+
+    /// A byte field, or a `Store` error naming the row and field.
+    pub fn bytes_field(&self, field: &str) -> Result<&[u8]> {
+        self.bytes
+            .get(field)
+            .map(Vec::as_slice)
+            .ok_or_else(|| self.malformed(field, "a Uint8Array"))
     }
 
     fn malformed(&self, field: &str, expected: &str) -> Error {
@@ -169,7 +186,7 @@ pub struct Scan {
     pub limit: usize,
     /// Only rows whose indexed field (one of [`Table::indexed_fields`]) equals this string.
     pub index: Option<(&'static str, String)>,
-    /// Read only these fields (JSON or vector) of each row; `None` reads them all. Loading an
+    /// Read only these fields (JSON, vector or bytes) of each row; `None` reads them all. Loading an
     /// index needs a few small fields of every row: skipping the rest saves most of the work.
     pub fields: Option<&'static [&'static str]>,
 }
@@ -332,12 +349,13 @@ impl Row {
         }
     }
 
-    /// Keeps only `fields` (JSON or vector); the id stays.
+    /// Keeps only `fields` (JSON, vector or bytes); the id stays.
     pub fn project(mut self, fields: &[&str]) -> Self {
         self.fields
             .retain(|name, _| fields.contains(&name.as_str()));
         self.vectors
             .retain(|name, _| fields.contains(&name.as_str()));
+        self.bytes.retain(|name, _| fields.contains(&name.as_str()));
         self
     }
 }

@@ -6,7 +6,11 @@
 //! LLVM turns into wasm `f32x4` (or AVX) instructions when SIMD is enabled, without unsafe
 //! intrinsics. At 100 000 vectors the f32 scan reads 154 MB per query and is bound by memory
 //! bandwidth, so a search first scans 8-bit copies of the vectors with a rigorous error bound and
-//! computes exact similarities only for the rows that can still be in the top k. An approximate
+//! computes exact similarities only for the rows that can still be in the top k. A row may be held
+//! by its codes alone for a while ([`VectorIndex::insert_codes`]: a start loads a saved index's
+//! codes, a quarter of its bytes, and the exact vectors later); a search then names the shortlisted
+//! rows whose exact vectors it needs ([`VectorIndex::missing`]) and the caller supplies them
+//! ([`VectorIndex::fill`]) before ranking. An approximate
 //! index (HNSW) is not used: results stay exact, and at the sizes the profiles allow (≤ 100 000
 //! vectors) the two-pass scan is measured in `docs/BENCHMARKS.md`.
 
@@ -35,6 +39,27 @@ pub struct VectorIndex<K> {
     /// Per row: the code scale (`x ≈ scale × code`) and the L1 norm of the codes, for the bound
     /// on the first pass's error.
     code_scales: Vec<(f32, f32)>,
+    /// Per row: whether `data` holds its exact vector (rows inserted by their codes alone do not,
+    /// until filled).
+    exact: Vec<bool>,
+    /// How many rows are not exact.
+    inexact: usize,
+}
+
+/// The first pass of a search ([`VectorIndex::shortlist`]): every key that may be among the `k`
+/// most similar; [`VectorIndex::rank`] computes their exact similarities.
+#[derive(Debug, Clone)]
+pub struct Shortlist<K> {
+    keys: Vec<K>,
+    k: usize,
+    min_similarity: f32,
+}
+
+impl<K> Shortlist<K> {
+    /// The keys shortlisted.
+    pub fn keys(&self) -> &[K] {
+        &self.keys
+    }
 }
 
 impl<K: Clone + Eq + std::hash::Hash + Ord> VectorIndex<K> {
@@ -47,7 +72,19 @@ impl<K: Clone + Eq + std::hash::Hash + Ord> VectorIndex<K> {
             slots: HashMap::new(),
             codes: Vec::new(),
             code_scales: Vec::new(),
+            exact: Vec::new(),
+            inexact: 0,
         }
+    }
+
+    /// Makes room for `additional` more vectors at once (a load knows how many are coming).
+    pub fn reserve(&mut self, additional: usize) {
+        self.data.reserve(additional * self.dims);
+        self.codes.reserve(additional * self.dims);
+        self.keys.reserve(additional);
+        self.slots.reserve(additional);
+        self.code_scales.reserve(additional);
+        self.exact.reserve(additional);
     }
 
     /// The vectors' dimension.
@@ -76,25 +113,88 @@ impl<K: Clone + Eq + std::hash::Hash + Ord> VectorIndex<K> {
         if vector.len() != self.dims {
             return false;
         }
-        let slot = match self.slots.get(&key) {
-            Some(&slot) => {
-                let start = slot * self.dims;
-                self.data[start..start + self.dims].copy_from_slice(vector);
-                slot
-            }
-            None => {
-                let slot = self.keys.len();
-                self.slots.insert(key.clone(), slot);
-                self.keys.push(key);
-                self.data.extend_from_slice(vector);
-                self.codes.resize((slot + 1) * self.dims, 0);
-                self.code_scales.push((0.0, 0.0));
-                slot
-            }
-        };
+        let slot = self.slot_for(key);
         let start = slot * self.dims;
+        self.data[start..start + self.dims].copy_from_slice(vector);
         self.code_scales[slot] = quantize_into(vector, &mut self.codes[start..start + self.dims]);
+        self.set_exact(slot, true);
         true
+    }
+
+    /// Inserts or replaces `key` by its 8-bit codes and their scale alone, as [`VectorIndex::codes`]
+    /// gave them: the first pass of a search reads it, and it ranks once its exact vector is
+    /// [filled](VectorIndex::fill). Returns `false` (and changes nothing) when the codes have the
+    /// wrong dimension or the scale is not a finite non-negative number.
+    pub fn insert_codes(&mut self, key: K, codes: &[i8], scale: f32) -> bool {
+        if codes.len() != self.dims || !scale.is_finite() || scale < 0.0 {
+            return false;
+        }
+        let slot = self.slot_for(key);
+        let start = slot * self.dims;
+        self.codes[start..start + self.dims].copy_from_slice(codes);
+        let l1 = codes.iter().map(|c| f32::from(c.unsigned_abs())).sum();
+        self.code_scales[slot] = (scale, l1);
+        self.set_exact(slot, false);
+        true
+    }
+
+    /// Gives `key` its exact vector if it is held by its codes alone (then as [`upsert`]: the
+    /// codes are computed again from it); returns whether it did.
+    ///
+    /// [`upsert`]: VectorIndex::upsert
+    pub fn fill(&mut self, key: &K, vector: &[f32]) -> bool {
+        match self.slots.get(key) {
+            Some(&slot) if !self.exact[slot] => self.upsert(key.clone(), vector),
+            _ => false,
+        }
+    }
+
+    /// `key`'s 8-bit codes and their scale (what [`VectorIndex::insert_codes`] takes back).
+    pub fn codes(&self, key: &K) -> Option<(&[i8], f32)> {
+        let slot = *self.slots.get(key)?;
+        let codes = self.codes.get(slot * self.dims..(slot + 1) * self.dims)?;
+        Some((codes, self.code_scales.get(slot)?.0))
+    }
+
+    /// Whether every vector is held exactly (none by its codes alone).
+    pub fn is_exact(&self) -> bool {
+        self.inexact == 0
+    }
+
+    /// The keys held by their codes alone.
+    pub fn inexact_keys(&self) -> Vec<K> {
+        self.keys
+            .iter()
+            .zip(&self.exact)
+            .filter(|(_, exact)| !**exact)
+            .map(|(key, _)| key.clone())
+            .collect()
+    }
+
+    /// `key`'s slot, a new one (zeroed, counted as exact) when it has none.
+    fn slot_for(&mut self, key: K) -> usize {
+        if let Some(&slot) = self.slots.get(&key) {
+            return slot;
+        }
+        let slot = self.keys.len();
+        self.slots.insert(key.clone(), slot);
+        self.keys.push(key);
+        self.data.resize((slot + 1) * self.dims, 0.0);
+        self.codes.resize((slot + 1) * self.dims, 0);
+        self.code_scales.push((0.0, 0.0));
+        self.exact.push(true);
+        slot
+    }
+
+    fn set_exact(&mut self, slot: usize, exact: bool) {
+        if self.exact[slot] != exact {
+            self.exact[slot] = exact;
+            if exact {
+                self.inexact -= 1;
+            } else {
+                self.inexact += 1;
+            }
+        }
     }
 
     /// Removes `key`'s vector; returns whether it was there.
@@ -103,12 +203,14 @@ impl<K: Clone + Eq + std::hash::Hash + Ord> VectorIndex<K> {
             return false;
         };
         let last = self.keys.len() - 1;
+        self.set_exact(slot, true);
         if slot != last {
             let (head, tail) = self.data.split_at_mut(last * self.dims);
             head[slot * self.dims..(slot + 1) * self.dims].copy_from_slice(&tail[..self.dims]);
             let (head, tail) = self.codes.split_at_mut(last * self.dims);
             head[slot * self.dims..(slot + 1) * self.dims].copy_from_slice(&tail[..self.dims]);
             self.code_scales.swap(slot, last);
+            self.exact.swap(slot, last);
             self.keys.swap(slot, last);
             self.slots.insert(self.keys[slot].clone(), slot);
         }
@@ -116,20 +218,17 @@ impl<K: Clone + Eq + std::hash::Hash + Ord> VectorIndex<K> {
         self.data.truncate(last * self.dims);
         self.codes.truncate(last * self.dims);
         self.code_scales.pop();
+        self.exact.pop();
         true
     }
 
-    /// `key`'s vector, if it has one.
+    /// `key`'s exact vector, if it has one (not while it is held by its codes alone).
     pub fn get(&self, key: &K) -> Option<&[f32]> {
         let slot = *self.slots.get(key)?;
+        if !self.exact[slot] {
+            return None;
+        }
         self.data.get(slot * self.dims..(slot + 1) * self.dims)
-    }
-
-    /// Every key with its vector, in storage order.
-    pub fn iter(&self) -> impl Iterator<Item = (&K, &[f32])> {
-        self.keys
-            .iter()
-            .zip(self.data.chunks_exact(self.dims.max(1)))
     }
 
     /// Removes every vector.
@@ -139,24 +238,44 @@ impl<K: Clone + Eq + std::hash::Hash + Ord> VectorIndex<K> {
         self.slots.clear();
         self.codes.clear();
         self.code_scales.clear();
+        self.exact.clear();
+        self.inexact = 0;
     }
 
     /// The `k` keys most similar to `query` among those `accept` lets through, at least
     /// `min_similarity`, best first (ties broken by key, so results are deterministic).
     ///
-    /// Exact, in two passes. The first reads the 8-bit codes: for each row an estimate of the
-    /// similarity and a bound on its error, from which it keeps as candidates exactly the rows
-    /// whose upper bound reaches the k-th best lower bound (any row of the true top k does). The
-    /// second computes the exact f32 similarity of the candidates only.
+    /// Exact, in two passes: [`VectorIndex::shortlist`] then [`VectorIndex::rank`]. Rows held by
+    /// their codes alone are left out: a caller that may hold such rows fills the shortlist's
+    /// [missing](VectorIndex::missing) vectors between the two.
     pub fn search(
         &self,
         query: &[f32],
         k: usize,
         min_similarity: f32,
-        mut accept: impl FnMut(&K) -> bool,
+        accept: impl FnMut(&K) -> bool,
     ) -> Vec<Hit<K>> {
+        let shortlist = self.shortlist(query, k, min_similarity, accept);
+        self.rank(query, &shortlist)
+    }
+
+    /// The first pass of a search: reads the 8-bit codes, and for each row an estimate of the
+    /// similarity and a bound on its error, from which it keeps exactly the accepted rows whose
+    /// upper bound reaches the k-th best lower bound (any row of the true top k does).
+    pub fn shortlist(
+        &self,
+        query: &[f32],
+        k: usize,
+        min_similarity: f32,
+        mut accept: impl FnMut(&K) -> bool,
+    ) -> Shortlist<K> {
+        let mut shortlist = Shortlist {
+            keys: Vec::new(),
+            k,
+            min_similarity,
+        };
         if query.len() != self.dims || k == 0 || self.dims == 0 {
-            return Vec::new();
+            return shortlist;
         }
         let (query_codes, (query_scale, query_l1)) = quantize(query);
         // |q·x − estimate| ≤ qs·xs/2 · (‖q codes‖₁ + ‖x codes‖₁) + dims·qs·xs/4, plus float
@@ -175,7 +294,7 @@ impl<K: Clone + Eq + std::hash::Hash + Ord> VectorIndex<K> {
             let estimate = dot_i8(codes, &query_codes) as f32 * scale * query_scale;
             let error =
                 query_scale * scale * (0.5 * (query_l1 + l1) + 0.25 * self.dims as f32) + slack;
-            estimates.push((estimate, error));
+            estimates.push(estimate + error);
             let lower = estimate - error;
             let full = lower_bounds.len() == k;
             let better = lower_bounds
@@ -192,28 +311,82 @@ impl<K: Clone + Eq + std::hash::Hash + Ord> VectorIndex<K> {
             Some(weakest) if lower_bounds.len() == k => weakest.0 .0.max(min_similarity),
             _ => min_similarity,
         };
+        let candidates: Vec<usize> = estimates
+            .iter()
+            .enumerate()
+            .filter(|(slot, upper)| **upper >= threshold && accept(&self.keys[*slot]))
+            .map(|(slot, _)| slot)
+            .collect();
+        shortlist.keys = self
+            .refine(query, k, min_similarity, candidates)
+            .into_iter()
+            .map(|slot| self.keys[slot].clone())
+            .collect();
+        shortlist
+    }
+
+    /// Narrows the first pass's candidates with a tighter bound, still from the codes: the query
+    /// in f32 against a row's codes leaves only the row's rounding, |q·x − xs·(q·x codes)| ≤
+    /// xs/2 · ‖q‖₁. Costs a few f32 products per candidate; the rows it drops need no exact vector
+    /// (which a start may still have to read from storage).
+    fn refine(
+        &self,
+        query: &[f32],
+        k: usize,
+        min_similarity: f32,
+        slots: Vec<usize>,
+    ) -> Vec<usize> {
+        if slots.len() <= k {
+            return slots;
+        }
+        let query_l1: f32 = query.iter().map(|x| x.abs()).sum();
+        let bounds: Vec<(f32, f32)> = slots
+            .iter()
+            .map(|&slot| {
+                let (scale, _) = self.code_scales[slot];
+                let start = slot * self.dims;
+                let estimate = scale * dot_codes(&self.codes[start..start + self.dims], query);
+                let error = scale * 0.5 * query_l1 + 1e-4;
+                (estimate - error, estimate + error)
+            })
+            .collect();
+        let mut lowers: Vec<f32> = bounds.iter().map(|b| b.0).collect();
+        // The k-th best lower bound: at least k rows reach it, so no row below it is in the top k.
+        let (_, kth, _) = lowers.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
+        let threshold = kth.max(min_similarity);
+        slots
+            .into_iter()
+            .zip(bounds)
+            .filter(|(_, (_, upper))| *upper >= threshold)
+            .map(|(slot, _)| slot)
+            .collect()
+    }
+
+    /// The shortlisted keys held by their codes alone: [`VectorIndex::rank`] leaves them out
+    /// unless they are [filled](VectorIndex::fill) first.
+    pub fn missing(&self, shortlist: &Shortlist<K>) -> Vec<K> {
+        shortlist
+            .keys
+            .iter()
+            .filter(|key| self.slots.get(key).is_some_and(|&slot| !self.exact[slot]))
+            .cloned()
+            .collect()
+    }
+
+    /// The second pass of a search: the exact similarities of the shortlisted keys the index
+    /// still holds exactly, the best `k` of those at least the minimum, best first.
+    pub fn rank(&self, query: &[f32], shortlist: &Shortlist<K>) -> Vec<Hit<K>> {
+        let k = shortlist.k;
         let mut best: BinaryHeap<Candidate<'_, K>> = BinaryHeap::with_capacity(k + 1);
-        for (slot, &(estimate, error)) in estimates.iter().enumerate() {
-            if estimate + error < threshold {
+        for key in &shortlist.keys {
+            let Some(vector) = self.get(key) else {
+                continue;
+            };
+            let similarity = dot(vector, query);
+            if similarity < shortlist.min_similarity || similarity.is_nan() {
                 continue;
             }
-            let key = &self.keys[slot];
-            let start = slot * self.dims;
-            let similarity = dot(&self.data[start..start + self.dims], query);
-            if similarity < min_similarity || similarity.is_nan() {
-                continue;
-            }
-            let candidate = Candidate { similarity, key };
-            if best.len() == k {
-                match best.peek() {
-                    Some(weakest) if candidate.cmp(weakest) == Ordering::Less => {}
-                    _ => continue,
-                }
-            }
-            if !accept(key) {
-                continue;
-            }
-            best.push(candidate);
+            best.push(Candidate { similarity, key });
             if best.len() > k {
                 best.pop();
             }
@@ -266,7 +439,9 @@ fn quantize_into(vector: &[f32], codes: &mut [i8]) -> (f32, f32) {
     let scale = max / 127.0;
     let mut l1 = 0.0;
     for (code, x) in codes.iter_mut().zip(vector) {
-        *code = (x / scale).round().clamp(-127.0, 127.0) as i8;
+        // Ties to even: one wasm instruction (`f32.nearest`), where `round` is a libm call; the
+        // error bound only needs the nearest code.
+        *code = (x / scale).round_ties_even().clamp(-127.0, 127.0) as i8;
         l1 += f32::from(code.unsigned_abs());
     }
     (scale, l1)
@@ -295,6 +470,30 @@ fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
         .map(|(x, y)| i32::from(*x) * i32::from(*y))
         .sum();
     sums.iter().sum::<i32>() + tail
+}
+
+/// The dot product of 8-bit codes with an f32 vector (vectorises like [`dot`]).
+fn dot_codes(codes: &[i8], vector: &[f32]) -> f32 {
+    const LANES: usize = 8;
+    let len = codes.len().min(vector.len());
+    let blocks = len / LANES * LANES;
+    let mut sums = [0.0f32; LANES];
+    for (x, y) in codes[..blocks]
+        .chunks_exact(LANES)
+        .zip(vector[..blocks].chunks_exact(LANES))
+    {
+        if let (Ok(x), Ok(y)) = (<&[i8; LANES]>::try_from(x), <&[f32; LANES]>::try_from(y)) {
+            for lane in 0..LANES {
+                sums[lane] += f32::from(x[lane]) * y[lane];
+            }
+        }
+    }
+    let tail: f32 = codes[blocks..len]
+        .iter()
+        .zip(&vector[blocks..len])
+        .map(|(x, y)| f32::from(*x) * y)
+        .sum();
+    sums.iter().sum::<f32>() + tail
 }
 
 /// Orders candidates so that the *weakest* is the greatest: higher similarity is "less", and on
@@ -439,6 +638,61 @@ mod tests {
         assert!(index.search(&query, 10, 1.01, |_| true).is_empty());
         assert!(index.search(&query, 0, -1.0, |_| true).is_empty());
         assert!(index.search(&[1.0], 3, -1.0, |_| true).is_empty());
+    }
+
+    #[test]
+    fn rows_held_by_their_codes_rank_once_filled() {
+        let dims = 32;
+        let mut exact = VectorIndex::new(dims);
+        for key in 0..200u32 {
+            exact.upsert(key, &unit(u64::from(key) + 5, dims));
+        }
+        let mut coded = VectorIndex::new(dims);
+        coded.reserve(200);
+        for key in 0..200u32 {
+            let (codes, scale) = exact.codes(&key).unwrap();
+            assert!(coded.insert_codes(key, codes, scale));
+        }
+        assert!(!coded.is_exact());
+        assert_eq!(coded.inexact_keys().len(), 200);
+        assert_eq!(coded.get(&3), None, "no exact vector yet");
+        let query = unit(999, dims);
+        let shortlist = coded.shortlist(&query, 5, -1.0, |_| true);
+        assert_eq!(
+            shortlist.keys(),
+            exact.shortlist(&query, 5, -1.0, |_| true).keys(),
+            "the codes alone give the same shortlist"
+        );
+        assert!(shortlist.keys().len() >= 5);
+        assert!(
+            coded.rank(&query, &shortlist).is_empty(),
+            "nothing exact to rank"
+        );
+        let missing = coded.missing(&shortlist);
+        assert_eq!(missing, shortlist.keys());
+        for key in &missing {
+            assert!(coded.fill(key, exact.get(key).unwrap()));
+            assert!(!coded.fill(key, exact.get(key).unwrap()), "filled once");
+        }
+        assert!(coded.missing(&shortlist).is_empty());
+        assert_eq!(
+            coded.rank(&query, &shortlist),
+            exact.search(&query, 5, -1.0, |_| true)
+        );
+        let unfilled = coded.inexact_keys();
+        assert_eq!(unfilled.len(), 200 - missing.len());
+        assert!(coded.remove(&unfilled[0]));
+        for key in &unfilled[1..] {
+            assert!(coded.fill(key, exact.get(key).unwrap()));
+        }
+        assert!(coded.is_exact());
+        let (codes, scale) = exact.codes(&7).unwrap();
+        assert!(
+            !coded.insert_codes(7, &codes[..3], scale),
+            "wrong dimension"
+        );
+        assert!(!coded.insert_codes(7, codes, f32::NAN), "bad scale");
+        assert!(coded.is_exact(), "a refused insert changes nothing");
     }
 
     proptest! {

@@ -7,8 +7,8 @@
 //! # Schema
 //!
 //! One database (ORION's is named `orion`), one object store per [`orion_core::Table`], each with
-//! key path `id`. A row is stored as a plain object `{id, ...fields, ...vectors}` in which every
-//! vector is a `Float32Array`.
+//! key path `id`. A row is stored as a plain object `{id, ...fields, ...vectors, ...bytes}` in
+//! which every vector is a `Float32Array` and every byte field a `Uint8Array`.
 //!
 //! Schema history ([`SCHEMA_VERSION`] is the current one):
 //!
@@ -43,7 +43,7 @@
 //! Every failure is an [`orion_core::Error`]: a `QuotaExceededError` (from a request or the
 //! aborted transaction) is `Quota`, anything else from IndexedDB is `Store` with the DOM error's
 //! name and message, and so is a stored record that is not a row (not a plain object, no string
-//! id, or a value that is neither JSON nor a `Float32Array`). Nothing here panics on what
+//! id, or a value that is neither JSON nor a `Float32Array` nor a `Uint8Array`). Nothing here panics on what
 //! IndexedDB returns: a panic would abort the worker.
 
 #[cfg(target_arch = "wasm32")]

@@ -5,7 +5,7 @@
 //! or a `Map` into `{}` and `NaN` into `null`; a value that is not JSON must be an error naming
 //! the row instead. So records are walked here, strictly.
 
-use js_sys::{Array, Float32Array, Object, Reflect};
+use js_sys::{Array, Float32Array, Object, Reflect, Uint8Array};
 use orion_core::{Error, Fields, Row};
 use serde::Serialize;
 use serde_json::{Map, Number, Value};
@@ -18,9 +18,9 @@ const MAX_DEPTH: usize = 64;
 /// 2^53 - 1: larger integers do not survive a JS number.
 const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_991.0;
 
-/// `row` as the object IndexedDB stores: `{id, ...fields, ...vectors}`, vectors as
-/// `Float32Array`s. Fails (before anything is written) on what a JS object cannot hold exactly:
-/// integers beyond 2^53 and a vector named like a field.
+/// `row` as the object IndexedDB stores: `{id, ...fields, ...vectors, ...bytes}`, vectors as
+/// `Float32Array`s and bytes as `Uint8Array`s. Fails (before anything is written) on what a JS
+/// object cannot hold exactly: integers beyond 2^53 and two fields of one name.
 pub(crate) fn to_js(row: &Row) -> Result<JsValue, Error> {
     let object = Object::new();
     set_fields(
@@ -30,12 +30,15 @@ pub(crate) fn to_js(row: &Row) -> Result<JsValue, Error> {
             .iter()
             .map(|(name, value)| (name.as_str(), value)),
     )?;
+    let clash = |name: &str| {
+        Error::Internal(format!(
+            "row `{}`: `{name}` names two fields (or a field and the id)",
+            row.id
+        ))
+    };
     for (name, vector) in &row.vectors {
         if name == "id" || row.fields.contains_key(name) {
-            return Err(Error::Internal(format!(
-                "row `{}`: `{name}` is both a field (or the id) and a vector",
-                row.id
-            )));
+            return Err(clash(name));
         }
         set(
             &object,
@@ -43,6 +46,12 @@ pub(crate) fn to_js(row: &Row) -> Result<JsValue, Error> {
             &Float32Array::from(vector.as_slice()),
             &row.id,
         )?;
+    }
+    for (name, bytes) in &row.bytes {
+        if name == "id" || row.fields.contains_key(name) || row.vectors.contains_key(name) {
+            return Err(clash(name));
+        }
+        set(&object, name, &Uint8Array::from(bytes.as_slice()), &row.id)?;
     }
     set(&object, "id", &JsValue::from_str(&row.id), &row.id)?;
     Ok(object.into())
@@ -88,7 +97,8 @@ fn set(object: &Object, name: &str, value: &JsValue, id: &str) -> Result<(), Err
         .map_err(|_| Error::Store(format!("row `{id}`: could not set `{name}`")))
 }
 
-/// A stored record as a [`Row`]: `Float32Array` properties become vectors, the rest must be JSON.
+/// A stored record as a [`Row`]: `Float32Array` properties become vectors, `Uint8Array` ones
+/// bytes, the rest must be JSON.
 /// `table` names where the record was found, for the error.
 pub(crate) fn from_js(table: &str, record: &JsValue) -> Result<Row, Error> {
     from_js_fields(table, record, None)
@@ -133,6 +143,8 @@ pub(crate) fn from_js_fields(
         }
         if let Some(vector) = value.dyn_ref::<Float32Array>() {
             row.vectors.insert(name, vector.to_vec());
+        } else if let Some(bytes) = value.dyn_ref::<Uint8Array>() {
+            row.bytes.insert(name, bytes.to_vec());
         } else {
             let json = to_json(&value, &object_prototype, 0)
                 .map_err(|problem| malformed(&name, problem))?;

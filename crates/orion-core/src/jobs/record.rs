@@ -172,6 +172,7 @@ impl JobRecord {
                     fields
                 },
                 vectors: Default::default(),
+                bytes: Default::default(),
             }),
             Ok(_) => Err(Error::Internal(
                 "a job did not serialise to an object".into(),

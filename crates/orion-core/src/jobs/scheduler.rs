@@ -331,6 +331,7 @@ impl SchedulerRecord {
                     id: meta_id(&self.id),
                     fields,
                     vectors: Default::default(),
+                    bytes: Default::default(),
                 })
             }
             Ok(_) => Err(Error::Internal(

@@ -1,11 +1,15 @@
 //! The memory index saved in packed blocks, so that a start reads a few dozen large records
-//! instead of one row per memory.
+//! instead of one row per memory, and only a quarter of the vectors' bytes before it can search.
 //!
 //! Layout, in the `meta` table, per embedder version `V`:
-//! - `memory-index/V`: the header `{generation, blocks: [ids], count}`;
-//! - `memory-index-block/V/<generation>/<n>`: up to [`BLOCK`] entries as parallel arrays (`ids`,
-//!   `kinds`, `createdAt`, `lastAccessed`, `searchable`) and one `vectors` `Float32Array` holding
-//!   the searchable entries' vectors back to back;
+//! - `memory-index/V`: the header `{format, generation, blocks: [ids], count}`;
+//! - `memory-index-block/V/<generation>/<n>`: up to [`BLOCK`] entries: `entries`, the JSON text of
+//!   their ids, kinds, `createdAt`, `lastAccessed` and `searchable` flags (one string: a JSON
+//!   array read element by element from IndexedDB costs a call into JS per element), and for the
+//!   searchable ones, back to back, their 8-bit codes (`codes`, a `Uint8Array`) and code scales
+//!   (`scales`, a `Float32Array`), which is what the first pass of a search reads;
+//! - `memory-index-block/V/<generation>/<n>/vectors`: the same block's exact vectors, one
+//!   `Float32Array`, four times the codes' size.
 //! - `memory-journal/<time><random>`: `{ids}` changed by one write. Every write to `memories` adds
 //!   its journal row in the same transaction, so a snapshot plus the journal always describes the
 //!   table: a start loads the blocks, then re-reads the journal's ids from `memories`. A write
@@ -16,26 +20,46 @@
 //!   even a snapshot header that lands after it (one that was being written while the restore
 //!   committed) is never trusted alone.
 //!
+//! A start reads the header and the blocks, and the index can search as soon as they are in: it
+//! holds those rows by their codes alone ([`VectorIndex::insert_codes`]). The exact vectors follow
+//! in the background ([`load_exact`]); meanwhile a search reads the few shortlisted rows it needs
+//! exactly from `memories` (see [`super::Memories::search`]), so results are exact throughout.
+//!
 //! A new snapshot is written in the background when none exists or the journal has grown: blocks
-//! first, each in its own transaction (bounded memory), then the header in one transaction with
-//! the deletion of the journal rows it covers and of every other snapshot (earlier generations,
-//! other embedder versions: they relied on the journal rows deleted there). A crash before that
-//! last transaction leaves the old snapshot in force; its unreferenced blocks are deleted by the
-//! next snapshot. There is at most one snapshot in force.
+//! first, each with its vectors in its own transaction (bounded memory), then the header in one
+//! transaction with the deletion of the journal rows it covers and of every other snapshot (earlier
+//! generations, other embedder versions: they relied on the journal rows deleted there). A crash
+//! before that last transaction leaves the old snapshot in force; its unreferenced blocks are
+//! deleted by the next snapshot. There is at most one snapshot in force. A header of an earlier
+//! [`FORMAT`] is not read: that start reads every row, and writes a snapshot of this format.
+//!
+//! [`VectorIndex::insert_codes`]: crate::vector_index::VectorIndex::insert_codes
 
 use std::collections::HashSet;
 
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::{Entry, Memories, MemoryKind};
+use crate::embedding::LocalBoxFuture;
 use crate::error::{Error, Result};
 use crate::store::{Row, Scan, Table, WriteOp};
 
-/// Entries per block: 500 vectors of 384 floats make a 0.8 MB record. Building and writing a
-/// block holds the worker, so a request that arrives during a save waits for one block: measured
-/// at 100 000 memories, searches during a save had a median of 45 ms with 2 000-entry blocks and
-/// 21 ms with 500 (14–16 ms with no save running), while a start reads about the same per byte.
+/// Entries per block: 500 vectors of 384 floats make a 0.8 MB record of vectors. Building and
+/// writing a block holds the worker, so a request that arrives during a save waits for one block:
+/// measured at 100 000 memories, searches during a save had a median of 45 ms with 2 000-entry
+/// blocks and 21 ms with 500 (14–16 ms with no save running), while a start reads about the same
+/// per byte.
 const BLOCK: usize = 500;
+
+/// The layout described above; headers of other formats are not read.
+const FORMAT: u64 = 2;
+
+/// Blocks of exact vectors read per transaction by [`load_exact`] (about 6 MB): requests are
+/// answered between reads.
+const EXACT_READ: usize = 1;
+
+const VECTORS_SUFFIX: &str = "/vectors";
 
 /// Journal ids past which a new snapshot is worth writing.
 pub(super) const JOURNAL_LIMIT: usize = 2_000;
@@ -122,8 +146,28 @@ pub(super) async fn read_journal(memories: &Memories, known: &HashSet<String>) -
     })
 }
 
-/// Loads the saved snapshot of this version into the index; `Ok(false)` when there is none.
-pub(super) async fn load(memories: &Memories, progress: &dyn Fn(usize)) -> Result<bool> {
+/// The per-entry fields of a block, as its `entries` JSON text.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BlockEntries {
+    ids: Vec<String>,
+    kinds: Vec<MemoryKind>,
+    created_at: Vec<u64>,
+    last_accessed: Vec<u64>,
+    searchable: Vec<bool>,
+}
+
+/// What a start still has to read after [`load`]: each block's vectors row, with the ids of the
+/// searchable entries its vectors belong to, in order.
+pub(super) type PendingVectors = Vec<(String, Vec<String>)>;
+
+/// Loads the saved snapshot of this version into the index, the searchable entries by their codes
+/// alone; `Ok(None)` when there is none (or none this code reads). The vectors still to read
+/// ([`load_exact`]) otherwise.
+pub(super) async fn load(
+    memories: &Memories,
+    progress: &dyn Fn(usize),
+) -> Result<Option<PendingVectors>> {
     let version = memories.model.version.clone();
     let Some(header) = memories
         .store
@@ -132,79 +176,128 @@ pub(super) async fn load(memories: &Memories, progress: &dyn Fn(usize)) -> Resul
         .pop()
         .flatten()
     else {
-        return Ok(false);
+        return Ok(None);
     };
+    if header.fields.get("format").and_then(Value::as_u64) != Some(FORMAT) {
+        return Ok(None);
+    }
     let blocks: Vec<String> = match header.fields.get("blocks") {
         Some(Value::Array(blocks)) => blocks
             .iter()
             .filter_map(|b| b.as_str().map(str::to_owned))
             .collect(),
-        _ => return Ok(false),
+        _ => return Ok(None),
     };
+    let count = header.u64_field("count").unwrap_or(0);
     let rows = memories.store.get(Table::Meta, blocks).await?;
     // A block missing or unreadable means the snapshot cannot be trusted: load from the rows.
     let Some(rows) = rows.into_iter().collect::<Option<Vec<Row>>>() else {
-        return Ok(false);
+        return Ok(None);
     };
+    {
+        // The count is a hint (from storage: capped by what the profile may hold).
+        let reserve = usize::try_from(count)
+            .unwrap_or(usize::MAX)
+            .min(memories.config.max_memories);
+        let mut state = memories.state.borrow_mut();
+        state.entries.reserve(reserve);
+        state.vectors.reserve(reserve);
+    }
+    let mut pending = Vec::with_capacity(rows.len());
     for row in &rows {
-        if unpack(memories, row).is_err() {
-            let mut state = memories.state.borrow_mut();
-            state.entries.clear();
-            state.vectors.clear();
-            return Ok(false);
+        match unpack(memories, row) {
+            Ok(searchable) => pending.push((format!("{}{VECTORS_SUFFIX}", row.id), searchable)),
+            Err(_) => {
+                let mut state = memories.state.borrow_mut();
+                state.entries.clear();
+                state.vectors.clear();
+                return Ok(None);
+            }
         }
         progress(memories.state.borrow().entries.len());
     }
-    Ok(true)
+    Ok(Some(pending))
 }
 
-fn unpack(memories: &Memories, row: &Row) -> Result<()> {
+/// Indexes one block's entries (the searchable ones by their codes); returns the searchable ids.
+fn unpack(memories: &Memories, row: &Row) -> Result<Vec<String>> {
     let bad = || Error::Store(format!("index block `{}` is malformed", row.id));
-    let array = |name: &str| match row.fields.get(name) {
-        Some(Value::Array(items)) => Ok(items),
-        _ => Err(bad()),
-    };
-    let ids = array("ids")?;
-    let kinds = array("kinds")?;
-    let created = array("createdAt")?;
-    let accessed = array("lastAccessed")?;
-    let searchable = array("searchable")?;
-    let vectors = row.vector_field("vectors")?;
+    let entries: BlockEntries =
+        serde_json::from_str(row.str_field("entries")?).map_err(|_| bad())?;
+    let codes = row.bytes_field("codes")?;
+    let scales = row.vector_field("scales")?;
     let dims = memories.model.dims;
-    let n = ids.len();
-    if [kinds.len(), created.len(), accessed.len(), searchable.len()] != [n; 4] {
-        return Err(bad());
-    }
-    let with_vectors = searchable
-        .iter()
-        .filter(|s| s.as_bool() == Some(true))
-        .count();
-    if vectors.len() != with_vectors * dims {
+    let n = entries.ids.len();
+    let lengths = [
+        entries.kinds.len(),
+        entries.created_at.len(),
+        entries.last_accessed.len(),
+        entries.searchable.len(),
+    ];
+    let with_vectors = entries.searchable.iter().filter(|s| **s).count();
+    if lengths != [n; 4] || scales.len() != with_vectors || codes.len() != with_vectors * dims {
         return Err(bad());
     }
     let mut state = memories.state.borrow_mut();
-    let mut next_vector = vectors.chunks_exact(dims.max(1));
-    for i in 0..n {
-        let id = ids[i].as_str().ok_or_else(bad)?.to_owned();
-        let kind =
-            MemoryKind::parse(kinds[i].as_str().ok_or_else(bad)?, "kind").map_err(|_| bad())?;
+    let mut next = codes.chunks_exact(dims.max(1)).zip(scales);
+    let mut row_codes: Vec<i8> = Vec::with_capacity(dims);
+    let mut searchable_ids = Vec::with_capacity(with_vectors);
+    for (i, id) in entries.ids.into_iter().enumerate() {
         let entry = Entry {
-            kind,
-            created_at: created[i].as_u64().ok_or_else(bad)?,
-            last_accessed: accessed[i].as_u64().ok_or_else(bad)?,
-            searchable: searchable[i].as_bool().ok_or_else(bad)?,
+            kind: entries.kinds[i],
+            created_at: entries.created_at[i],
+            last_accessed: entries.last_accessed[i],
+            searchable: entries.searchable[i],
         };
         if entry.searchable {
-            let vector = next_vector.next().ok_or_else(bad)?;
-            state.vectors.upsert(id.clone(), vector);
+            let (bytes, &scale) = next.next().ok_or_else(bad)?;
+            row_codes.clear();
+            // The codes are stored as the bytes of their two's complement.
+            row_codes.extend(bytes.iter().map(|&b| b as i8));
+            if !state.vectors.insert_codes(id.clone(), &row_codes, scale) {
+                return Err(bad());
+            }
+            searchable_ids.push(id.clone());
         }
         state.entries.insert(id, entry);
     }
-    Ok(())
+    Ok(searchable_ids)
+}
+
+/// Reads the exact vectors of the entries [`load`] indexed by their codes, a few blocks per
+/// transaction; entries still without one after that (a block gone because another worker saved
+/// a newer snapshot, or malformed) are re-read from `memories`.
+pub(super) async fn load_exact(memories: &Memories, pending: PendingVectors) -> Result<()> {
+    let dims = memories.model.dims;
+    for group in pending.chunks(EXACT_READ) {
+        let ids = group.iter().map(|(id, _)| id.clone()).collect();
+        let rows = memories.store.get(Table::Meta, ids).await?;
+        let mut state = memories.state.borrow_mut();
+        for ((_, keys), row) in group.iter().zip(rows) {
+            let Some(vectors) = row
+                .as_ref()
+                .and_then(|row| row.vector_field("vectors").ok())
+            else {
+                continue;
+            };
+            if vectors.len() != keys.len() * dims {
+                continue;
+            }
+            for (key, vector) in keys.iter().zip(vectors.chunks_exact(dims.max(1))) {
+                // Only entries still held by their codes: a change read since is newer.
+                state.vectors.fill(key, vector);
+            }
+        }
+    }
+    let rest = memories.state.borrow().vectors.inexact_keys();
+    memories.refresh(rest).await
 }
 
 /// Writes a snapshot of the index as it is now, covering the journal rows read first.
-pub(super) async fn write(memories: &Memories) -> Result<()> {
+pub(super) async fn write(
+    memories: &Memories,
+    sleep: &dyn Fn(u64) -> LocalBoxFuture<'static, ()>,
+) -> Result<()> {
     // This worker's own journal rows describe changes its index already holds: only other
     // workers' rows are re-read (a refresh of a whole `addMany` of 100 000 ids took seconds).
     let own = memories.own_journal.borrow().clone();
@@ -231,6 +324,10 @@ pub(super) async fn write(memories: &Memories) -> Result<()> {
     } else {
         memories.refresh(changed).await?;
     }
+    // Entries still held by their codes alone get their vectors first (a save normally waits
+    // until the start's [`load_exact`] is done: see `Memories::wants_snapshot`).
+    let inexact = memories.state.borrow().vectors.inexact_keys();
+    memories.refresh(inexact).await?;
     let version = memories.model.version.clone();
     let generation = format!("{:016x}", memories.state.borrow_mut().rng.u64(..));
     let prefix = format!("{}{generation}/", block_prefix(&version));
@@ -242,44 +339,56 @@ pub(super) async fn write(memories: &Memories) -> Result<()> {
     };
     let mut block_ids = Vec::new();
     for (n, chunk) in ids.chunks(BLOCK).enumerate() {
-        let row = {
+        memories.quiet(sleep).await;
+        let (block, vectors) = {
             let state = memories.state.borrow();
-            let mut kept = Vec::with_capacity(chunk.len());
-            let mut vectors = Vec::new();
+            let dims = memories.model.dims;
+            let mut entries = BlockEntries {
+                ids: Vec::with_capacity(chunk.len()),
+                kinds: Vec::with_capacity(chunk.len()),
+                created_at: Vec::with_capacity(chunk.len()),
+                last_accessed: Vec::with_capacity(chunk.len()),
+                searchable: Vec::with_capacity(chunk.len()),
+            };
+            let mut codes: Vec<u8> = Vec::with_capacity(chunk.len() * dims);
+            let mut scales = Vec::new();
+            let mut vectors = Vec::with_capacity(chunk.len() * dims);
             for id in chunk {
                 let Some(entry) = state.entries.get(id) else {
                     continue;
                 };
-                let vector = entry.searchable.then(|| state.vectors.get(id)).flatten();
-                if let Some(vector) = vector {
+                let indexed = entry
+                    .searchable
+                    .then(|| state.vectors.get(id).zip(state.vectors.codes(id)))
+                    .flatten();
+                if let Some((vector, (row_codes, scale))) = indexed {
                     vectors.extend_from_slice(vector);
+                    codes.extend(row_codes.iter().map(|&c| c as u8));
+                    scales.push(scale);
                 }
-                kept.push((id.clone(), *entry, vector.is_some()));
+                entries.ids.push(id.clone());
+                entries.kinds.push(entry.kind);
+                entries.created_at.push(entry.created_at);
+                entries.last_accessed.push(entry.last_accessed);
+                entries.searchable.push(indexed.is_some());
             }
-            Row::new(format!("{prefix}{n:05}"))
-                .with("ids", json!(kept.iter().map(|k| &k.0).collect::<Vec<_>>()))
-                .with(
-                    "kinds",
-                    json!(kept.iter().map(|k| k.1.kind.name()).collect::<Vec<_>>()),
-                )
-                .with(
-                    "createdAt",
-                    json!(kept.iter().map(|k| k.1.created_at).collect::<Vec<_>>()),
-                )
-                .with(
-                    "lastAccessed",
-                    json!(kept.iter().map(|k| k.1.last_accessed).collect::<Vec<_>>()),
-                )
-                .with(
-                    "searchable",
-                    json!(kept.iter().map(|k| k.2).collect::<Vec<_>>()),
-                )
-                .with_vector("vectors", vectors)
+            let entries = serde_json::to_string(&entries)
+                .map_err(|error| Error::Internal(format!("index block: {error}")))?;
+            let id = format!("{prefix}{n:05}");
+            let vectors = Row::new(format!("{id}{VECTORS_SUFFIX}")).with_vector("vectors", vectors);
+            let block = Row::new(id)
+                .with("entries", entries)
+                .with_bytes("codes", codes)
+                .with_vector("scales", scales);
+            (block, vectors)
         };
-        block_ids.push(row.id.clone());
+        block_ids.push(block.id.clone());
         memories
             .store
-            .write(vec![WriteOp::Put(Table::Meta, row)])
+            .write(vec![
+                WriteOp::Put(Table::Meta, block),
+                WriteOp::Put(Table::Meta, vectors),
+            ])
             .await?;
     }
     // Blocks of this version that the new header will not name: earlier generations.
@@ -299,6 +408,7 @@ pub(super) async fn write(memories: &Memories) -> Result<()> {
             .filter(|id| *id != header_id(&version)),
     );
     let header = Row::new(header_id(&version))
+        .with("format", FORMAT)
         .with("generation", generation)
         .with("blocks", json!(block_ids))
         .with("count", ids.len());

@@ -9,6 +9,16 @@ use crate::store::{MemStore, Scan};
 use crate::testing::WordsEmbedder;
 
 /// The words embedder of these tests: 256 dimensions.
+/// Saves `memories`' snapshot, its waits for quiet passing on `clock`.
+fn save(memories: &Memories, clock: &ManualClock) {
+    let clock = clock.clone();
+    let sleep = move |ms: u64| -> LocalBoxFuture<'static, ()> {
+        clock.advance(ms);
+        Box::pin(async {})
+    };
+    block_on(memories.save_snapshot(&sleep)).unwrap();
+}
+
 fn words(version: &str) -> WordsEmbedder {
     WordsEmbedder::new(version, 256)
 }
@@ -452,7 +462,7 @@ fn a_saved_snapshot_plus_the_journal_gives_the_same_index() {
         .map(|i| new(&format!("snapshot memory {i}"), "fact"))
         .collect();
     let added = block_on(f.memories.add_many(&f.embedder, items, &|_, _| {})).unwrap();
-    block_on(f.memories.save_snapshot()).unwrap();
+    save(&f.memories, &f.clock);
     assert!(!f.memories.wants_snapshot());
     let journal: Vec<String> = meta_ids(&f.store)
         .into_iter()
@@ -491,6 +501,172 @@ fn a_saved_snapshot_plus_the_journal_gives_the_same_index() {
     assert!(search("snapshot memory 5").contains(&added[5].id));
 }
 
+/// Every hit of `query` (id and similarity) among all memories.
+fn ranked(memories: &Memories, query: &str) -> Vec<(String, f32)> {
+    let embedder = words("words/v1");
+    block_on(memories.search(&embedder, query, 100, -1.0, None))
+        .unwrap()
+        .into_iter()
+        .map(|hit| (hit.id, hit.similarity))
+        .collect()
+}
+
+#[test]
+fn a_start_searches_by_the_codes_and_reads_the_exact_vectors_after() {
+    let f = fixture();
+    let items = (0..40)
+        .map(|i| {
+            new(
+                &format!("note {i} about topic {} and {}", i % 7, i % 5),
+                "fact",
+            )
+        })
+        .collect();
+    block_on(f.memories.add_many(&f.embedder, items, &|_, _| {})).unwrap();
+    save(&f.memories, &f.clock);
+    let inexact = |m: &Memories| m.state.borrow().vectors.inexact_keys().len();
+    let queries = ["topic 3 and 4", "note 12", "topic 6"];
+
+    let progress = RefCell::new(Vec::new());
+    let reloaded = reload(&f.store, &f.clock, &progress);
+    assert_eq!(inexact(&reloaded), 40, "held by their codes alone");
+    assert!(
+        !reloaded.wants_snapshot(),
+        "no save before the vectors are in"
+    );
+    let top3 = |m: &Memories, query: &str| {
+        let embedder = words("words/v1");
+        block_on(m.search(&embedder, query, 3, -1.0, None))
+            .unwrap()
+            .into_iter()
+            .map(|hit| (hit.id, hit.similarity))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(top3(&reloaded, queries[0]), top3(&f.memories, queries[0]));
+    let filled = 40 - inexact(&reloaded);
+    assert!(
+        (3..40).contains(&filled),
+        "the search read its shortlist's vectors only ({filled})"
+    );
+    for query in queries {
+        assert_eq!(
+            ranked(&reloaded, query),
+            ranked(&f.memories, query),
+            "{query}"
+        );
+    }
+    block_on(reloaded.load_exact()).unwrap();
+    assert_eq!(inexact(&reloaded), 0);
+    for query in queries {
+        assert_eq!(
+            ranked(&reloaded, query),
+            ranked(&f.memories, query),
+            "{query}"
+        );
+    }
+
+    // A vectors row gone (a newer snapshot replaced this one): those memories are read from
+    // their rows instead.
+    let vectors_row = meta_ids(&f.store)
+        .into_iter()
+        .find(|id| id.ends_with("/vectors"))
+        .unwrap();
+    block_on(
+        f.store
+            .write(vec![WriteOp::Delete(Table::Meta, vectors_row)]),
+    )
+    .unwrap();
+    let reloaded = reload(&f.store, &f.clock, &progress);
+    block_on(reloaded.load_exact()).unwrap();
+    assert_eq!(inexact(&reloaded), 0);
+    for query in queries {
+        assert_eq!(
+            ranked(&reloaded, query),
+            ranked(&f.memories, query),
+            "{query}"
+        );
+    }
+
+    // A header of an earlier format is not read: the rows are.
+    let header = block_on(
+        f.store
+            .get(Table::Meta, vec!["memory-index/words/v1".into()]),
+    )
+    .unwrap()
+    .pop()
+    .flatten()
+    .unwrap();
+    block_on(
+        f.store
+            .write(vec![WriteOp::Put(Table::Meta, header.with("format", 1))]),
+    )
+    .unwrap();
+    let progress = RefCell::new(Vec::new());
+    let reloaded = reload(&f.store, &f.clock, &progress);
+    assert_eq!(inexact(&reloaded), 0);
+    assert_eq!(
+        *progress.borrow(),
+        (1..=10).map(|n| n * 4).collect::<Vec<_>>()
+    );
+    assert!(
+        reloaded.wants_snapshot(),
+        "it saves one of this format next"
+    );
+}
+
+#[test]
+fn a_snapshot_save_yields_to_requests_between_blocks() {
+    let f = fixture_with(
+        Rc::new(MemStore::new()),
+        MemoryConfig {
+            max_memories: 2_000,
+            write_chunk: 1_000,
+            ..config()
+        },
+    );
+    let items = (0..1_200)
+        .map(|i| new(&format!("memory {i}"), "fact"))
+        .collect();
+    block_on(f.memories.add_many(&f.embedder, items, &|_, _| {})).unwrap();
+    let blocks = |f: &Fixture| {
+        meta_ids(&f.store)
+            .iter()
+            .filter(|id| id.starts_with("memory-index-block/") && !id.ends_with("/vectors"))
+            .count()
+    };
+    let slept = RefCell::new(Vec::new());
+
+    // A request has just begun: the first block waits until it is SAVE_QUIET_MS old.
+    f.clock.advance(SAVE_QUIET_MS - 100);
+    f.search("memory 7", 1, None);
+    let sleep = |ms: u64| -> LocalBoxFuture<'static, ()> {
+        slept.borrow_mut().push(ms);
+        f.clock.advance(ms);
+        Box::pin(async {})
+    };
+    block_on(f.memories.save_snapshot(&sleep)).unwrap();
+    assert_eq!(blocks(&f), 3);
+    assert_eq!(
+        *slept.borrow(),
+        [SAVE_QUIET_MS],
+        "then quiet: no more waits"
+    );
+
+    // Requests never stop: each block waits SAVE_MAX_WAIT_MS at most, then goes ahead.
+    slept.borrow_mut().clear();
+    let busy = |ms: u64| -> LocalBoxFuture<'static, ()> {
+        slept.borrow_mut().push(ms);
+        f.clock.advance(ms);
+        f.memories.begin_request();
+        Box::pin(async {})
+    };
+    f.memories.begin_request();
+    block_on(f.memories.save_snapshot(&busy)).unwrap();
+    assert_eq!(blocks(&f), 3, "the new snapshot replaced the old one");
+    let waited: u64 = slept.borrow().iter().sum();
+    assert_eq!(waited, 3 * SAVE_MAX_WAIT_MS);
+}
+
 #[test]
 fn a_snapshot_takes_in_other_workers_journaled_writes_it_was_not_told_of() {
     let f = fixture();
@@ -501,7 +677,7 @@ fn a_snapshot_takes_in_other_workers_journaled_writes_it_was_not_told_of() {
     let theirs = other.add("written by another tab unannounced", "conversation");
     assert_eq!(f.memories.stats().count, 1, "not told of the other write");
 
-    block_on(f.memories.save_snapshot()).unwrap();
+    save(&f.memories, &f.clock);
     assert_eq!(f.memories.stats().count, 2);
     let embedder = words("words/v1");
     let found = block_on(
@@ -523,7 +699,7 @@ fn a_broken_snapshot_falls_back_to_reading_every_row() {
     for i in 0..5 {
         f.add(&format!("note {i}"), "fact");
     }
-    block_on(f.memories.save_snapshot()).unwrap();
+    save(&f.memories, &f.clock);
     let block = meta_ids(&f.store)
         .into_iter()
         .find(|id| id.starts_with("memory-index-block/"))
@@ -543,7 +719,7 @@ fn a_broken_snapshot_falls_back_to_reading_every_row() {
 fn purging_everything_drops_the_snapshot_and_many_changes_ask_for_a_new_one() {
     let f = fixture();
     f.add("to be purged", "fact");
-    block_on(f.memories.save_snapshot()).unwrap();
+    save(&f.memories, &f.clock);
     block_on(f.memories.purge(None)).unwrap();
     let progress = RefCell::new(Vec::new());
     let reloaded = reload(&f.store, &f.clock, &progress);
@@ -559,7 +735,7 @@ fn purging_everything_drops_the_snapshot_and_many_changes_ask_for_a_new_one() {
             ..config()
         },
     );
-    block_on(f.memories.save_snapshot()).unwrap();
+    save(&f.memories, &f.clock);
     let items: Vec<NewMemory> = (0..snapshot::JOURNAL_LIMIT + 1)
         .map(|i| new(&format!("bulk {i}"), "fact"))
         .collect();
@@ -572,7 +748,7 @@ fn purging_everything_drops_the_snapshot_and_many_changes_ask_for_a_new_one() {
 fn a_snapshot_replaces_every_other_one_since_it_consumes_the_journal() {
     let f = fixture();
     f.add("shared memory", "fact");
-    block_on(f.memories.save_snapshot()).unwrap();
+    save(&f.memories, &f.clock);
     // A worker of another embedder version snapshots the same table.
     let v2 = words("words/v2");
     let other = block_on(Memories::load(
@@ -584,7 +760,7 @@ fn a_snapshot_replaces_every_other_one_since_it_consumes_the_journal() {
         &|_| {},
     ))
     .unwrap();
-    block_on(other.save_snapshot()).unwrap();
+    save(&other, &f.clock);
     let snapshots: Vec<String> = meta_ids(&f.store)
         .into_iter()
         .filter(|id| id.starts_with("memory-index"))
@@ -736,7 +912,7 @@ fn restore_skips_existing_ids_by_default_and_overwrites_when_asked() {
 fn restore_with_clear_existing_leaves_exactly_the_backup_and_the_index_follows() {
     let f = fixture();
     let gone = f.add("to be replaced by the backup", "fact");
-    block_on(f.memories.save_snapshot()).unwrap();
+    save(&f.memories, &f.clock);
     let e = words("words/v1");
     let rows: Vec<Row> = (0..5)
         .map(|i| {
@@ -776,7 +952,7 @@ fn restore_with_clear_existing_leaves_exactly_the_backup_and_the_index_follows()
     let reloaded = reload(&f.store, &f.clock, &progress);
     assert_eq!(reloaded.stats(), f.memories.stats());
     // The next snapshot consumes the reset row, and a start from it is right too.
-    block_on(f.memories.save_snapshot()).unwrap();
+    save(&f.memories, &f.clock);
     assert!(!meta_ids(&f.store)
         .iter()
         .any(|id| id.starts_with("memory-journal/")));
@@ -788,7 +964,7 @@ fn restore_with_clear_existing_leaves_exactly_the_backup_and_the_index_follows()
 fn a_snapshot_header_landing_after_a_restore_is_not_trusted() {
     let f = fixture();
     f.add("before the restore", "fact");
-    block_on(f.memories.save_snapshot()).unwrap();
+    save(&f.memories, &f.clock);
     let header = block_on(
         f.store
             .get(Table::Meta, vec!["memory-index/words/v1".into()]),
@@ -816,7 +992,7 @@ fn a_snapshot_header_landing_after_a_restore_is_not_trusted() {
 fn a_small_restore_is_journaled_and_keeps_the_snapshot() {
     let f = fixture();
     f.add("already here", "fact");
-    block_on(f.memories.save_snapshot()).unwrap();
+    save(&f.memories, &f.clock);
     let e = words("words/v1");
     restore(
         &f,
@@ -870,7 +1046,7 @@ fn other_workers_follow_a_restore_by_the_published_ids_or_the_reset_row() {
     )
     .unwrap();
     assert_eq!(third.memories.stats().count, 3);
-    block_on(third.memories.save_snapshot()).unwrap();
+    save(&third.memories, &third.clock);
     assert_eq!(third.memories.stats(), f.memories.stats());
     let reloaded = reload(&f.store, &f.clock, &RefCell::new(Vec::new()));
     assert_eq!(reloaded.stats(), f.memories.stats());
@@ -977,7 +1153,7 @@ fn every_failed_restore_leaves_the_store_and_the_index_as_they_were() {
     .unwrap();
     block_on(memories.add(&e, new("kept memory one", "fact"))).unwrap();
     block_on(memories.add(&e, new("kept memory two", "fact"))).unwrap();
-    block_on(memories.save_snapshot()).unwrap();
+    save(&memories, &clock);
     memories.take_changes();
     let good = |n: usize| -> Vec<Row> {
         (0..n)

@@ -1,7 +1,9 @@
 //! The `memory_*` requests: opening the store, loading the index, and answering on it.
 //!
 //! The store opens and the index loads in the background after `init` (with `memory_index`
-//! events); memory requests wait for that, other requests do not. Every memory request is
+//! events); memory requests wait for that, other requests do not. From a saved snapshot the index
+//! is ready once the vectors' 8-bit codes are in, and the exact vectors follow in the background
+//! (searches meanwhile read the few they need from the table: see `Memories::load_exact`). Every memory request is
 //! accounted against the `store` health component: quota and storage errors count as failures,
 //! bad arguments do not.
 
@@ -16,6 +18,7 @@ use super::{
 use crate::embedding::LocalBoxFuture;
 use crate::error::{Error, Result};
 use crate::memory::{Memories, MemoryConfig};
+use crate::tasks::Sleep;
 
 impl WorkerRuntime {
     /// Opens the store and loads the memory index for the active embedder.
@@ -27,6 +30,7 @@ impl WorkerRuntime {
         let seed = self.platform.seed;
         let emit = Rc::clone(&self.platform.emit);
         let spawn = Rc::clone(&self.platform.spawn);
+        let sleep = Rc::clone(&self.platform.sleep);
         let settings = self.memory_settings;
         let future: LocalBoxFuture<'static, Result<Rc<Memories>>> = Box::pin(async move {
             let result = async {
@@ -60,7 +64,13 @@ impl WorkerRuntime {
                     done: true,
                 });
                 let memories = Rc::new(memories);
-                save_snapshot_if_wanted(&memories, &spawn, &shared);
+                let loading = Rc::clone(&memories);
+                let (then_spawn, then_shared) = (Rc::clone(&spawn), Rc::clone(&shared));
+                in_background(&spawn, &shared, async move {
+                    loading.load_exact().await?;
+                    save_snapshot_if_wanted(&loading, &then_spawn, &then_shared, &sleep);
+                    Ok(())
+                });
                 Ok(memories)
             }
             .await;
@@ -99,6 +109,7 @@ impl WorkerRuntime {
         let emit = Rc::clone(&self.platform.emit);
         let publish = Rc::clone(&self.platform.publish_memory_changes);
         let spawn = Rc::clone(&self.platform.spawn);
+        let sleep = Rc::clone(&self.platform.sleep);
         Reply::Spawn(Box::pin(async move {
             let memories = match memories.await {
                 Ok(memories) => memories,
@@ -185,7 +196,7 @@ impl WorkerRuntime {
                     | ResponseBody::MemoryStats(_))
             );
             if reading {
-                save_snapshot_if_wanted(&memories, &spawn, &shared);
+                save_snapshot_if_wanted(&memories, &spawn, &shared, &sleep);
             }
             let changed = memories.take_changes();
             if !changed.is_empty() {
@@ -202,12 +213,16 @@ fn save_snapshot_if_wanted(
     memories: &Rc<Memories>,
     spawn: &Rc<dyn Fn(LocalBoxFuture<'static, ()>)>,
     shared: &super::SharedState,
+    sleep: &Sleep,
 ) {
     if !memories.wants_snapshot() {
         return;
     }
     let memories = Rc::clone(memories);
-    in_background(spawn, shared, async move { memories.save_snapshot().await });
+    let sleep = Rc::clone(sleep);
+    in_background(spawn, shared, async move {
+        memories.save_snapshot(&*sleep).await
+    });
 }
 
 /// Runs store `work` that no answer waits for; a failure counts against the store's health.

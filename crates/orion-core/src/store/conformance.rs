@@ -158,7 +158,9 @@ async fn round_trip(store: &dyn Store) -> Result<(), String> {
             json!({"nested": {"list": [1, "two", null, true]}, "empty": {}}),
         )
         .with_vector("embedding", vector.clone())
-        .with_vector("empty", Vec::new());
+        .with_vector("empty", Vec::new())
+        .with_bytes("codes", (0..=255).collect())
+        .with_bytes("none", Vec::new());
     put(store, Table::Memories, vec![row.clone()]).await?;
     let back = get_one(store, Table::Memories, "m-1")
         .await?
@@ -174,6 +176,9 @@ async fn round_trip(store: &dyn Store) -> Result<(), String> {
     })?;
     ensure(back.vectors.len() == 2, || {
         format!("vector fields {:?}", back.vectors.keys())
+    })?;
+    ensure(back.bytes == row.bytes, || {
+        format!("byte fields {:?} != {:?}", back.bytes, row.bytes)
     })?;
     ensure(
         back.u64_field("createdAt").ok() == Some(1_795_000_000_123),
@@ -206,7 +211,8 @@ async fn get_keeps_order(store: &dyn Store) -> Result<(), String> {
 async fn put_replaces(store: &dyn Store) -> Result<(), String> {
     let first = memory("x", "fact")
         .with("extra", 1)
-        .with_vector("embedding", vec![1.0, 2.0]);
+        .with_vector("embedding", vec![1.0, 2.0])
+        .with_bytes("codes", vec![1, 2]);
     put(store, Table::Memories, vec![first]).await?;
     put(store, Table::Memories, vec![memory("x", "feedback")]).await?;
     let back = get_one(store, Table::Memories, "x")
@@ -218,8 +224,8 @@ async fn put_replaces(store: &dyn Store) -> Result<(), String> {
     ensure(!back.fields.contains_key("extra"), || {
         "a field of the old row survived".into()
     })?;
-    ensure(back.vectors.is_empty(), || {
-        "a vector of the old row survived".into()
+    ensure(back.vectors.is_empty() && back.bytes.is_empty(), || {
+        "a vector or bytes of the old row survived".into()
     })?;
     let count = store.count(Table::Memories).await.map_err(text)?;
     ensure(count == 1, || format!("count {count}"))
@@ -429,21 +435,23 @@ async fn projection(store: &dyn Store) -> Result<(), String> {
         .with("createdAt", 5)
         .with("meta", json!({"big": "x".repeat(100)}))
         .with_vector("embedding", vec![0.5, -0.25])
-        .with_vector("other", vec![1.0]);
+        .with_vector("other", vec![1.0])
+        .with_bytes("codes", vec![7, 200])
+        .with_bytes("skipped", vec![1]);
     put(store, Table::Memories, vec![row.clone()]).await?;
     let rows = store
         .scan(
             Table::Memories,
-            Scan::first(10).only(&["kind", "createdAt", "embedding", "absent"]),
+            Scan::first(10).only(&["kind", "createdAt", "embedding", "codes", "absent"]),
         )
         .await
         .map_err(text)?;
-    let expected = row.project(&["kind", "createdAt", "embedding"]);
+    let expected = row.project(&["kind", "createdAt", "embedding", "codes"]);
     ensure(rows == [expected.clone()], || {
         format!("{rows:?} != [{expected:?}]")
     })?;
     ensure(
-        expected.fields.len() == 2 && expected.vectors.len() == 1,
+        expected.fields.len() == 2 && expected.vectors.len() == 1 && expected.bytes.len() == 1,
         || "project kept the wrong fields".into(),
     )
 }

@@ -242,6 +242,7 @@ impl WorkflowRecord {
                     id: self.id.clone(),
                     fields,
                     vectors: Default::default(),
+                    bytes: Default::default(),
                 })
             }
             Ok(_) => Err(Error::Internal(
