@@ -254,6 +254,13 @@ export interface MemoryStats {
   /** The profile's budget: past it the least recently used memories are evicted. */
   maxMemories: number;
   toolResultTtlMs: number;
+  /**
+   * Whether the index's saved snapshot (with the journal of changes since) lets the next start
+   * load fast; false while it is missing, stale or being written. It is written in the background
+   * after a read, yielding to requests, so a page about to close after a bulk import may wait for
+   * it (polling `stats()`) to keep the next start fast.
+   */
+  indexSaved: boolean;
 }
 
 /**

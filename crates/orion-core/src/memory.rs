@@ -242,6 +242,10 @@ pub struct MemoryStats {
     pub max_memories: usize,
     /// How long `tool_result` memories live.
     pub tool_result_ttl_ms: u64,
+    /// Whether the index's saved snapshot, with the journal of changes since, lets the next start
+    /// load fast: false while it is missing, stale or being written (in the background, after a
+    /// read).
+    pub index_saved: bool,
 }
 
 /// What the index knows of a memory without reading the store.
@@ -366,12 +370,14 @@ impl Memories {
     /// more memories changed since than [`snapshot::JOURNAL_LIMIT`] or a quarter of the index
     /// (so that saves cost O(1) per change, amortised).
     pub fn wants_snapshot(&self) -> bool {
-        let state = self.state.borrow();
-        let limit = snapshot::JOURNAL_LIMIT.max(state.entries.len() / 4);
         // Not before the start's exact vectors are in: the save would read them row by row.
-        !self.saving.get()
-            && state.vectors.is_exact()
-            && self.journaled.get().is_none_or(|count| count > limit)
+        !self.saving.get() && self.state.borrow().vectors.is_exact() && !self.snapshot_current()
+    }
+
+    /// Whether the saved snapshot plus the journal is small enough to start from.
+    fn snapshot_current(&self) -> bool {
+        let limit = snapshot::JOURNAL_LIMIT.max(self.state.borrow().entries.len() / 4);
+        self.journaled.get().is_some_and(|count| count <= limit)
     }
 
     /// Waits until no request has begun for [`SAVE_QUIET_MS`], [`SAVE_MAX_WAIT_MS`] at most.
@@ -830,6 +836,7 @@ impl Memories {
             embedding_version: self.model.version.clone(),
             max_memories: self.config.max_memories,
             tool_result_ttl_ms: self.config.tool_result_ttl_ms,
+            index_saved: !self.saving.get() && self.snapshot_current(),
         }
     }
 
