@@ -61,6 +61,60 @@ test('add, get, search, list, delete, purge and stats', async ({ page }, testInf
   expect(problems).toEqual([]);
 });
 
+test('a restart loads the saved index (codes first) and searches find exactly what they found before', async ({ page, context }, testInfo) => {
+  const problems = watchProblems(page);
+  const database = databaseName(testInfo);
+  const queries = ['memory about topic 3', 'topic 7 and word 11', 'number 1190'];
+  const before = await page.evaluate(async ({ options, database, queries }) => {
+    const { Orion } = await import('/pkg/index.js');
+    const orion = await Orion.create({ ...options, database });
+    const items = Array.from({ length: 1200 }, (_, n) => ({ text: `memory number ${n} about topic ${n % 13} and word ${n % 17}`, kind: 'fact' }));
+    await orion.memory.addMany(items);
+    const started = performance.now();
+    while (!(await orion.memory.stats()).indexSaved) {
+      if (performance.now() - started > 60_000) throw new Error('no snapshot saved');
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    const hits = [];
+    for (const query of queries) hits.push(await orion.memory.search(query, { k: 5 }));
+    await orion.close();
+    return hits.map((list) => list.map(({ id, similarity }) => ({ id, similarity })));
+  }, { options: OPTIONS, database, queries });
+  const reopened = await context.newPage();
+  const reopenedProblems = watchProblems(reopened);
+  await reopened.goto('/fixture/blank.html');
+  const after = await reopened.evaluate(async ({ options, database, queries }) => {
+    const { Orion } = await import('/pkg/index.js');
+    const loaded = [];
+    let ready;
+    const done = new Promise((resolve) => { ready = resolve; });
+    const orion = await Orion.create({ ...options, database, onProgress: (e) => {
+      if (e.kind !== 'memory_index') return;
+      loaded.push(e.loaded);
+      if (e.done) ready();
+    } });
+    await done;
+    // At once (the exact vectors may still be loading), then after the start's background work.
+    const first = [];
+    for (const query of queries) first.push(await orion.memory.search(query, { k: 5 }));
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    const later = [];
+    for (const query of queries) later.push(await orion.memory.search(query, { k: 5 }));
+    const stats = await orion.memory.stats();
+    await orion.close();
+    const strip = (lists) => lists.map((list) => list.map(({ id, similarity }) => ({ id, similarity })));
+    return { loaded, first: strip(first), later: strip(later), stats };
+  }, { options: OPTIONS, database, queries });
+  // Blocks of 500 entries from the snapshot, not the rows (which load 5 000 at a time).
+  expect(after.loaded).toEqual([500, 1000, 1200, 1200]);
+  expect(after.stats).toMatchObject({ count: 1200, searchable: 1200, indexSaved: true });
+  expect(before.every((hits) => hits.length === 5)).toBe(true);
+  expect(after.first).toEqual(before);
+  expect(after.later).toEqual(before);
+  expect(problems).toEqual([]);
+  expect(reopenedProblems).toEqual([]);
+});
+
 test('bad input is ERR_INVALID_INPUT naming the field, and nothing is written', async ({ page }, testInfo) => {
   const outcome = await page.evaluate(async ({ options, database }) => {
     const { Orion } = await import('/pkg/index.js');

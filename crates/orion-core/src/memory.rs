@@ -286,6 +286,8 @@ pub struct Memories {
     pending_vectors: RefCell<snapshot::PendingVectors>,
     /// When the last request began (clock ms): a snapshot save waits for quiet.
     last_request: Cell<u64>,
+    /// Memory ids this instance has journaled in all (a save counts those made while it ran).
+    journal_writes: Cell<usize>,
 }
 
 /// A snapshot save writes its next block once no request has begun for this long
@@ -342,6 +344,7 @@ impl Memories {
             own_journal: RefCell::new(HashSet::new()),
             pending_vectors: RefCell::new(Vec::new()),
             last_request: Cell::new(0),
+            journal_writes: Cell::new(0),
         };
         let loaded = snapshot::load(&memories, progress).await?;
         let journal = snapshot::read_journal(&memories, &HashSet::new()).await?;
@@ -419,9 +422,12 @@ impl Memories {
         if self.saving.replace(true) {
             return Ok(());
         }
+        let before = self.journal_writes.get();
         let result = snapshot::write(self, sleep).await;
         if result.is_ok() {
-            self.journaled.set(Some(0));
+            // Writes made while it ran are not covered: their journal rows stay, and count.
+            self.journaled
+                .set(Some(self.journal_writes.get().saturating_sub(before)));
         }
         self.saving.set(false);
         result
@@ -437,6 +443,8 @@ impl Memories {
         if let Some(row) = journal {
             self.own_journal.borrow_mut().insert(row.id);
         }
+        self.journal_writes
+            .set(self.journal_writes.get() + changed.len());
         if let Some(count) = self.journaled.get() {
             self.journaled.set(Some(count + changed.len()));
         }

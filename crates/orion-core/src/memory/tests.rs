@@ -670,6 +670,63 @@ fn a_snapshot_save_yields_to_requests_between_blocks() {
 }
 
 #[test]
+fn writes_made_while_a_snapshot_is_saved_still_count_towards_the_next() {
+    let store = Rc::new(MemStore::new());
+    let clock = ManualClock::new(1_000_000);
+    let e = words("words/v1");
+    let config = MemoryConfig {
+        max_memories: 10_000,
+        write_chunk: 1_000,
+        ..config()
+    };
+    let memories = Rc::new(
+        block_on(Memories::load(
+            store.clone(),
+            clock.shared(),
+            config,
+            e.info().clone(),
+            42,
+            &|_| {},
+        ))
+        .unwrap(),
+    );
+    let items = |from: usize, n: usize| {
+        (from..from + n)
+            .map(|i| new(&format!("memory {i}"), "fact"))
+            .collect::<Vec<_>>()
+    };
+    block_on(memories.add_many(&e, items(0, 600), &|_, _| {})).unwrap();
+    // While the save waits for quiet before a block, a bulk write comes in.
+    let written = Rc::new(Cell::new(false));
+    let sleep = {
+        let (memories, clock, written) = (Rc::clone(&memories), clock.clone(), written.clone());
+        move |ms: u64| -> LocalBoxFuture<'static, ()> {
+            clock.advance(ms);
+            let memories = Rc::clone(&memories);
+            let first = !written.replace(true);
+            Box::pin(async move {
+                if first {
+                    let e = words("words/v1");
+                    let late = items(600, snapshot::JOURNAL_LIMIT + 1);
+                    memories.add_many(&e, late, &|_, _| {}).await.unwrap();
+                }
+            })
+        }
+    };
+    memories.begin_request();
+    block_on(memories.save_snapshot(&sleep)).unwrap();
+    assert!(written.get());
+    assert!(
+        !memories.stats().index_saved,
+        "the snapshot misses the late write's {} memories",
+        snapshot::JOURNAL_LIMIT + 1
+    );
+    assert!(memories.wants_snapshot());
+    save(&memories, &clock);
+    assert!(memories.stats().index_saved);
+}
+
+#[test]
 fn a_snapshot_takes_in_other_workers_journaled_writes_it_was_not_told_of() {
     let f = fixture();
     // The fixtures share a seed: a different time keeps this worker's ids apart from the other's.
