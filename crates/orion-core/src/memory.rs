@@ -299,6 +299,11 @@ pub const SAVE_MAX_WAIT_MS: u64 = 2_000;
 
 const EMBEDDING: &str = "embedding";
 
+/// A search that needs more exact vectors than this while a start is still reading them waits for
+/// them rather than read that many rows (each row read costs about as much as a thousand vectors
+/// read in blocks).
+const MAX_ROWS_FOR_VECTORS: usize = 256;
+
 /// Rows re-read per transaction by [`Memories::refresh`].
 const REFRESH_CHUNK: usize = 1_000;
 
@@ -407,8 +412,11 @@ impl Memories {
     /// vectors of the few memories it shortlisted from the table, so its results are exact
     /// either way; this only makes searches faster. Does nothing the second time.
     pub async fn load_exact(&self) -> Result<()> {
-        let pending = std::mem::take(&mut *self.pending_vectors.borrow_mut());
-        snapshot::load_exact(self, pending).await
+        snapshot::load_pending(self).await?;
+        // Entries still without their vector (a block gone because another worker saved a newer
+        // snapshot, or malformed) are read from their rows.
+        let rest = self.state.borrow().vectors.inexact_keys();
+        self.refresh(rest).await
     }
 
     /// Saves the index in packed blocks so that the next start loads fast (runs in the
@@ -712,6 +720,14 @@ impl Memories {
                     });
             let missing = state.vectors.missing(&shortlist);
             (shortlist, missing)
+        };
+        let missing = if missing.len() > MAX_ROWS_FOR_VECTORS {
+            // Too many to read row by row (a query close to nothing shortlists widely): read the
+            // rest of the start's vectors first, at most a second or so at 100 000 memories.
+            snapshot::load_pending(self).await?;
+            self.state.borrow().vectors.missing(&shortlist)
+        } else {
+            missing
         };
         if !missing.is_empty() {
             // Shortlisted memories held by their codes alone (a start is still reading the exact

@@ -50,6 +50,18 @@ impl Server {
         Self::start_with(root, port, Vec::new(), Vec::new())
     }
 
+    /// The server of `cargo xtask test`: the usual mounts, and the end-to-end tests' npm packages
+    /// (`tests/node_modules/`) at `/test-modules/`, so that a test page can load a library it
+    /// checks ORION against (Dexie and dexie-export-import) from here, never from a CDN.
+    pub fn start_test(root: &Path, port: u16) -> Result<Self> {
+        Self::start_with(
+            root,
+            port,
+            vec![("/test-modules/".to_owned(), root.join("tests/node_modules"))],
+            Vec::new(),
+        )
+    }
+
     /// The server of `cargo xtask bench`: the usual mounts, the benchmarks' npm packages
     /// (`tests/bench/node_modules/`) at `/node_modules/` so that transformers.js, onnxruntime-web's
     /// wasm files, Dexie and idb-keyval come from here (never from a CDN), and the fixture app

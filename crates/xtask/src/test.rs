@@ -32,7 +32,7 @@ pub fn all(root: &Path) -> Result<()> {
     build::wasm(root, Some("release"))?;
     // One server for the wasm tests (which fetch the models from it, so its address is compiled in
     // and must not change between runs) and the Playwright tests.
-    let server = serve::Server::start(root, TEST_SERVER_PORT)?;
+    let server = serve::Server::start_test(root, TEST_SERVER_PORT)?;
     section("wasm tests in headless Chromium (wasm-bindgen-test, dedicated worker)");
     run_checked(
         Command::new("cargo")

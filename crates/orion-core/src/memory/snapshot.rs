@@ -22,8 +22,9 @@
 //!
 //! A start reads the header and the blocks, and the index can search as soon as they are in: it
 //! holds those rows by their codes alone ([`VectorIndex::insert_codes`]). The exact vectors follow
-//! in the background ([`load_exact`]); meanwhile a search reads the few shortlisted rows it needs
-//! exactly from `memories` (see [`super::Memories::search`]), so results are exact throughout.
+//! in the background ([`super::Memories::load_exact`]); meanwhile a search reads the few shortlisted
+//! rows it needs exactly from `memories` (or, when it shortlists many, waits for the vectors), so
+//! results are exact throughout.
 //!
 //! A new snapshot is written in the background when none exists or the journal has grown: blocks
 //! first, each with its vectors in its own transaction (bounded memory), then the header in one
@@ -55,8 +56,9 @@ const BLOCK: usize = 500;
 /// The layout described above; headers of other formats are not read.
 const FORMAT: u64 = 2;
 
-/// Blocks of exact vectors read per transaction by [`load_exact`] (about 6 MB): requests are
-/// answered between reads.
+/// Blocks of exact vectors read per transaction by [`load_pending`] (0.8 MB each): requests are
+/// answered between reads. Measured at 100 000 memories, searches during the read took 30–60 ms
+/// with 8 blocks per read and 20–30 ms with one.
 const EXACT_READ: usize = 1;
 
 const VECTORS_SUFFIX: &str = "/vectors";
@@ -163,7 +165,7 @@ pub(super) type PendingVectors = Vec<(String, Vec<String>)>;
 
 /// Loads the saved snapshot of this version into the index, the searchable entries by their codes
 /// alone; `Ok(None)` when there is none (or none this code reads). The vectors still to read
-/// ([`load_exact`]) otherwise.
+/// ([`load_pending`]) otherwise.
 pub(super) async fn load(
     memories: &Memories,
     progress: &dyn Fn(usize),
@@ -264,12 +266,20 @@ fn unpack(memories: &Memories, row: &Row) -> Result<Vec<String>> {
     Ok(searchable_ids)
 }
 
-/// Reads the exact vectors of the entries [`load`] indexed by their codes, a few blocks per
-/// transaction; entries still without one after that (a block gone because another worker saved
-/// a newer snapshot, or malformed) are re-read from `memories`.
-pub(super) async fn load_exact(memories: &Memories, pending: PendingVectors) -> Result<()> {
+/// Reads the exact vectors of the entries [`load`] indexed by their codes, taking a few blocks at a
+/// time from the queue [`super::Memories::load_exact`] and a search both drain; returns once the
+/// queue is empty (a block another caller took may still be on its way).
+pub(super) async fn load_pending(memories: &Memories) -> Result<()> {
     let dims = memories.model.dims;
-    for group in pending.chunks(EXACT_READ) {
+    loop {
+        let group: PendingVectors = {
+            let mut pending = memories.pending_vectors.borrow_mut();
+            let n = pending.len().min(EXACT_READ);
+            pending.drain(..n).collect()
+        };
+        if group.is_empty() {
+            return Ok(());
+        }
         let ids = group.iter().map(|(id, _)| id.clone()).collect();
         let rows = memories.store.get(Table::Meta, ids).await?;
         let mut state = memories.state.borrow_mut();
@@ -289,8 +299,6 @@ pub(super) async fn load_exact(memories: &Memories, pending: PendingVectors) -> 
             }
         }
     }
-    let rest = memories.state.borrow().vectors.inexact_keys();
-    memories.refresh(rest).await
 }
 
 /// Writes a snapshot of the index as it is now, covering the journal rows read first.
@@ -325,7 +333,7 @@ pub(super) async fn write(
         memories.refresh(changed).await?;
     }
     // Entries still held by their codes alone get their vectors first (a save normally waits
-    // until the start's [`load_exact`] is done: see `Memories::wants_snapshot`).
+    // until the start's `Memories::load_exact` is done: see `Memories::wants_snapshot`).
     let inexact = memories.state.borrow().vectors.inexact_keys();
     memories.refresh(inexact).await?;
     let version = memories.model.version.clone();

@@ -617,6 +617,46 @@ fn a_start_searches_by_the_codes_and_reads_the_exact_vectors_after() {
 }
 
 #[test]
+fn a_search_shortlisting_widely_during_a_start_reads_the_vectors_first() {
+    let config = MemoryConfig {
+        max_memories: 1_000,
+        write_chunk: 1_000,
+        ..config()
+    };
+    let f = fixture_with(Rc::new(MemStore::new()), config);
+    let items = (0..600)
+        .map(|i| new(&format!("memory {i}"), "fact"))
+        .collect();
+    block_on(f.memories.add_many(&f.embedder, items, &|_, _| {})).unwrap();
+    save(&f.memories, &f.clock);
+    let reloaded = block_on(Memories::load(
+        f.store.clone(),
+        f.clock.shared(),
+        config,
+        f.embedder.info().clone(),
+        7,
+        &|_| {},
+    ))
+    .unwrap();
+    assert_eq!(reloaded.state.borrow().vectors.inexact_keys().len(), 600);
+    // Every memory can be in the top 100 above -1: more than MAX_ROWS_FOR_VECTORS to read.
+    let wide = |m: &Memories| {
+        block_on(m.search(&f.embedder, "nothing alike", 100, -1.0, None))
+            .unwrap()
+            .into_iter()
+            .map(|hit| (hit.id, hit.similarity))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(wide(&reloaded), wide(&f.memories));
+    assert!(
+        reloaded.state.borrow().vectors.is_exact(),
+        "the search read the start's vectors"
+    );
+    block_on(reloaded.load_exact()).unwrap();
+    assert_eq!(wide(&reloaded), wide(&f.memories));
+}
+
+#[test]
 fn a_snapshot_save_yields_to_requests_between_blocks() {
     let f = fixture_with(
         Rc::new(MemStore::new()),
