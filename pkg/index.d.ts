@@ -955,10 +955,17 @@ export interface OrionBackups {
   stats(): Promise<BackupStats>;
   /** Checks a stored backup as an import would. */
   verify(id: string): Promise<{ valid: boolean; issues: string[] }>;
-  /** The backup's file: JSON that dexie-export-import's `importDB` accepts, with ORION's header. */
-  export(id: string): Promise<string>;
-  /** Saves the backup's file from the page as `orion-backup-<date>.json`; resolves to the file name. */
-  download(id: string): Promise<string>;
+  /**
+   * The backup's file: JSON that dexie-export-import's `importDB` accepts, with ORION's header.
+   * Without an id, the file of a backup of every memory taken now (one read transaction), which is
+   * not stored.
+   */
+  export(id?: string): Promise<string>;
+  /**
+   * Saves the backup's file (without an id, one taken now, as `export()`) from the page as
+   * `orion-backup-<date>.json`; resolves to the file name.
+   */
+  download(id?: string): Promise<string>;
   /** Deletes a stored backup; resolves to whether there was one. */
   delete(id: string): Promise<boolean>;
   /**

@@ -201,7 +201,7 @@ export class Orion {
       list: async () => this.#call({ type: 'backups_list' }),
       stats: async () => this.#call({ type: 'backups_stats' }),
       verify: async (id) => this.#call({ type: 'backups_verify', backupId: id }),
-      export: async (id) => this.#call({ type: 'backups_export', backupId: id }),
+      export: async (id) => this.#call({ type: 'backups_export', ...(id === undefined ? {} : { backupId: id }) }),
       delete: async (id) => this.#call({ type: 'backups_delete', backupId: id }),
       restore: async (id, options = {}) => this.#call({
         type: 'backups_restore',
@@ -214,8 +214,8 @@ export class Orion {
         return this.#call({ type: 'backups_import', text: textPieces(text), options: picked });
       },
       download: async (id) => {
-        const [info] = (await this.#call({ type: 'backups_list' })).filter((backup) => backup.id === id);
-        const text = await this.#call({ type: 'backups_export', backupId: id });
+        const [info] = id === undefined ? [] : (await this.#call({ type: 'backups_list' })).filter((backup) => backup.id === id);
+        const text = await this.backups.export(id);
         const date = new Date(info?.createdAt ?? Date.now()).toISOString().replace(/[:.]/g, '-');
         const name = `orion-backup-${date}.json`;
         const url = URL.createObjectURL(new Blob([text], { type: 'application/json' }));

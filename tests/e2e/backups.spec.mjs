@@ -61,6 +61,19 @@ test('a manual backup is listed, verified, exported and downloaded as a file', a
   expect(download.suggestedFilename()).toMatch(/^orion-backup-\d{4}-\d{2}-\d{2}T[\d-]+Z\.json$/);
   const saved = await download.path().then((path) => import('node:fs').then((fs) => fs.readFileSync(path, 'utf8')));
   expect(saved).toBe(outcome.text);
+
+  // Without an id: a backup taken now, downloaded and not stored.
+  const [fresh] = await Promise.all([
+    page.waitForEvent('download'),
+    page.evaluate(() => globalThis.orion.backups.download()),
+  ]);
+  expect(fresh.suggestedFilename()).toMatch(/^orion-backup-\d{4}-\d{2}-\d{2}T[\d-]+Z\.json$/);
+  const freshFile = JSON.parse(await fresh.path().then((path) => import('node:fs').then((fs) => fs.readFileSync(path, 'utf8'))));
+  expect(freshFile.orion.itemCount).toBe(3);
+  expect(freshFile.orion.backupId).not.toBe(outcome.backup.id);
+  expect(freshFile.orion.checksum).toBe(outcome.backup.checksum);
+  const after = await page.evaluate(() => globalThis.orion.backups.list());
+  expect(after.map((b) => b.id)).toEqual([outcome.backup.id]);
   expect(problems).toEqual([]);
 });
 

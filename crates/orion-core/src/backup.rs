@@ -296,6 +296,38 @@ impl BackupManager {
                 ));
             }
         }
+        let (info, parts) = self.take(kind, label, embedding).await?;
+        let id = info.id.clone();
+        let mut ops = vec![WriteOp::Put(Table::Backups, info.to_row())];
+        for (n, text) in (0u32..).zip(parts) {
+            ops.push(WriteOp::Put(
+                Table::Backups,
+                Row::new(part_id(&id, n))
+                    .with("kind", json!(PART_KIND))
+                    .with("backupId", json!(id))
+                    .with("text", Value::String(text)),
+            ));
+        }
+        if kind == BackupKind::Auto {
+            let mut autos = self.of_kind(BackupKind::Auto).await?;
+            autos.sort_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
+            // The new one counts among the kept.
+            for old in autos.iter().skip(self.config.keep_auto.saturating_sub(1)) {
+                ops.extend(deletion(old));
+            }
+        }
+        self.store.write(ops).await?;
+        Ok(info)
+    }
+
+    /// A backup of every memory as they are at one moment (one read transaction): its info and
+    /// its document, in parts of [`ROWS_PER_PART`] rows. Stores nothing.
+    async fn take(
+        &self,
+        kind: BackupKind,
+        label: Option<String>,
+        embedding: &EmbeddingModelInfo,
+    ) -> Result<(BackupInfo, Vec<String>)> {
         let mut snapshot = self.store.snapshot(vec![Table::Memories]).await?;
         let memories = snapshot
             .pop()
@@ -335,26 +367,13 @@ impl BackupManager {
             parts: u32::try_from(parts.len())
                 .map_err(|_| Error::Internal("a backup of more than 2^32 parts".into()))?,
         };
-        let mut ops = vec![WriteOp::Put(Table::Backups, info.to_row())];
-        for (n, text) in (0u32..).zip(parts) {
-            ops.push(WriteOp::Put(
-                Table::Backups,
-                Row::new(part_id(&id, n))
-                    .with("kind", json!(PART_KIND))
-                    .with("backupId", json!(id))
-                    .with("text", Value::String(text)),
-            ));
-        }
-        if kind == BackupKind::Auto {
-            let mut autos = self.of_kind(BackupKind::Auto).await?;
-            autos.sort_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
-            // The new one counts among the kept.
-            for old in autos.iter().skip(self.config.keep_auto.saturating_sub(1)) {
-                ops.extend(deletion(old));
-            }
-        }
-        self.store.write(ops).await?;
-        Ok(info)
+        Ok((info, parts))
+    }
+
+    /// The document of a backup taken now and not stored: what `export()` without an id gives.
+    pub async fn export_current(&self, embedding: &EmbeddingModelInfo) -> Result<String> {
+        let (_, parts) = self.take(BackupKind::Manual, None, embedding).await?;
+        Ok(parts.concat())
     }
 
     /// Every backup, newest first.

@@ -291,11 +291,12 @@ pub enum Request {
         #[serde(rename = "backupId")]
         backup_id: String,
     },
-    /// A stored backup's file (the JSON users download).
+    /// A stored backup's file (the JSON users download), or without an id that of a backup taken
+    /// now and not stored.
     BackupsExport {
         /// The backup's id.
-        #[serde(rename = "backupId")]
-        backup_id: String,
+        #[serde(rename = "backupId", default)]
+        backup_id: Option<String>,
     },
     /// Deletes a stored backup.
     BackupsDelete {

@@ -39,6 +39,31 @@ fn setup(memories: usize) -> (ManualClock, Rc<MemStore>, BackupManager) {
 }
 
 #[test]
+fn an_export_without_an_id_is_a_backup_taken_now_and_not_stored() {
+    let (clock, store, manager) = setup(1_200);
+    let stored = block_on(manager.create(BackupKind::Manual, None, &model())).unwrap();
+    block_on(store.write(vec![WriteOp::Put(Table::Memories, memory(5_000))])).unwrap();
+    clock.advance(1_000);
+    let document = block_on(manager.export_current(&model())).unwrap();
+    let contents = decode_and_validate(&document, &BackupLimits::default()).unwrap();
+    assert_eq!(
+        contents.memories.len(),
+        1_201,
+        "the memories as they are now"
+    );
+    let header = contents.header.unwrap();
+    assert_eq!(header.item_count, 1_201);
+    assert_ne!(header.backup_id, stored.id);
+    assert_eq!(header.created_at, 1_700_000_001_000);
+    let listed: Vec<String> = block_on(manager.list())
+        .unwrap()
+        .into_iter()
+        .map(|info| info.id)
+        .collect();
+    assert_eq!(listed, [stored.id], "nothing stored");
+}
+
+#[test]
 fn a_backup_holds_every_memory_in_parts_and_exports_a_valid_file() {
     let (_, store, manager) = setup(2_500);
     let info =

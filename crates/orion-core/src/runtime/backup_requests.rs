@@ -238,7 +238,10 @@ async fn answer(
         Request::BackupsList {} => json(&manager.list().await?),
         Request::BackupsStats {} => json(&manager.stats().await?),
         Request::BackupsVerify { backup_id } => json(&manager.verify(&backup_id).await?),
-        Request::BackupsExport { backup_id } => json(&manager.export(&backup_id).await?),
+        Request::BackupsExport {
+            backup_id: Some(backup_id),
+        } => json(&manager.export(&backup_id).await?),
+        Request::BackupsExport { backup_id: None } => json(&manager.export_current(model).await?),
         Request::BackupsDelete { backup_id } => json(&manager.delete(&backup_id).await?),
         other => Err(Error::Internal(format!(
             "`{}` is not a backup request",
