@@ -295,6 +295,16 @@ export interface MemoryProgressEvent {
   total: number;
 }
 
+/** A backup's file is being read (or taken) for `backups.export` / `backups.download`. */
+export interface BackupProgressEvent {
+  kind: 'backup_progress';
+  operation: 'export';
+  /** Memories so far. */
+  done: number;
+  /** Memories in the backup. */
+  total: number;
+}
+
 export interface MemoryIndexEvent {
   kind: 'memory_index';
   loaded: number;
@@ -326,7 +336,7 @@ export interface OrionOptions {
   /** Where the model files are; without an embedding URL the hashing embedder (micro) is used. */
   models?: ModelUrls;
   /** Model download, memory index loading and addMany progress. */
-  onProgress?: (event: ModelProgressEvent | MemoryProgressEvent | MemoryIndexEvent) => void;
+  onProgress?: (event: ModelProgressEvent | MemoryProgressEvent | MemoryIndexEvent | BackupProgressEvent) => void;
   /** Allow debug-only requests (`orion.debug.crash()`). Off by default. */
   debug?: boolean;
   /** Where the worker script is, if a bundler moved it (default: `./worker.js` beside this module). */
@@ -1133,6 +1143,7 @@ export type OrionEvent =
   | ModelProgressEvent
   | EmbedderFallbackEvent
   | MemoryProgressEvent
+  | BackupProgressEvent
   | MemoryIndexEvent
   | LeadershipEvent
   | TaskRunEvent
@@ -1159,6 +1170,7 @@ export interface OrionEventMap {
   model_progress: ModelProgressEvent;
   embedder_fallback: EmbedderFallbackEvent;
   memory_progress: MemoryProgressEvent;
+  backup_progress: BackupProgressEvent;
   memory_index: MemoryIndexEvent;
   leadership: LeadershipEvent;
   task_run: TaskRunEvent;

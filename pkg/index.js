@@ -201,7 +201,7 @@ export class Orion {
       list: async () => this.#call({ type: 'backups_list' }),
       stats: async () => this.#call({ type: 'backups_stats' }),
       verify: async (id) => this.#call({ type: 'backups_verify', backupId: id }),
-      export: async (id) => this.#call({ type: 'backups_export', ...(id === undefined ? {} : { backupId: id }) }),
+      export: async (id) => (await this.#exportParts(id)).join(''),
       delete: async (id) => this.#call({ type: 'backups_delete', backupId: id }),
       restore: async (id, options = {}) => this.#call({
         type: 'backups_restore',
@@ -215,10 +215,11 @@ export class Orion {
       },
       download: async (id) => {
         const [info] = id === undefined ? [] : (await this.#call({ type: 'backups_list' })).filter((backup) => backup.id === id);
-        const text = await this.backups.export(id);
+        // A Blob of the parts: no single string of the whole file, in the worker or here.
+        const parts = await this.#exportParts(id);
         const date = new Date(info?.createdAt ?? Date.now()).toISOString().replace(/[:.]/g, '-');
         const name = `orion-backup-${date}.json`;
-        const url = URL.createObjectURL(new Blob([text], { type: 'application/json' }));
+        const url = URL.createObjectURL(new Blob(parts, { type: 'application/json' }));
         try {
           const link = Object.assign(document.createElement('a'), { href: url, download: name });
           link.click();
@@ -524,6 +525,11 @@ export class Orion {
     }
   }
 
+  /** A backup's file in the parts the worker stores it in (`backup_progress` events meanwhile). */
+  async #exportParts(id) {
+    return this.#call({ type: 'backups_export', ...(id === undefined ? {} : { backupId: id }) });
+  }
+
   async #define(wire, code) {
     for (const key of Object.keys(wire)) if (wire[key] === undefined) delete wire[key];
     const previous = this.#tasks.get(wire.name);
@@ -721,7 +727,7 @@ function generateRequest(input, field) {
 }
 
 /** Events also delivered to `onProgress`. */
-const PROGRESS_EVENTS = new Set(['model_progress', 'memory_progress', 'memory_index']);
+const PROGRESS_EVENTS = new Set(['model_progress', 'memory_progress', 'memory_index', 'backup_progress']);
 
 // The named options of `method`, without undefined ones; an unknown option is an error rather
 // than silently ignored (or, worse, sent as a protocol field).

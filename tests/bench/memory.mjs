@@ -45,7 +45,8 @@ const DATABASES = {
 };
 const log = (...args) => console.error('[bench memory]', ...args);
 
-const { browser, openPage: openGuarded, closePage, finish } = await launchGuarded(base);
+// A profile on disk, as users have (see harness.mjs for what an in-memory one changes).
+const { browser, openPage: openGuarded, closePage, finish } = await launchGuarded(base, { persistent: true });
 try {
   // A page with the deterministic text generator (`window.bench.text(n)`: 100–200 characters from
   // the 200 reference sentences, unique by its number) and the reference sentences.

@@ -51,6 +51,9 @@ use crate::store::{Row, Scan, Store, Table, WriteOp};
 /// Memories per part row.
 pub const ROWS_PER_PART: usize = 1_000;
 
+/// Parts read per transaction by [`BackupManager::export`] (a few MB), with progress after each.
+const PARTS_PER_READ: usize = 4;
+
 /// The longest label, in UTF-8 bytes.
 pub const MAX_LABEL_BYTES: usize = crate::backup_file::MAX_LABEL_BYTES;
 
@@ -370,10 +373,16 @@ impl BackupManager {
         Ok((info, parts))
     }
 
-    /// The document of a backup taken now and not stored: what `export()` without an id gives.
-    pub async fn export_current(&self, embedding: &EmbeddingModelInfo) -> Result<String> {
-        let (_, parts) = self.take(BackupKind::Manual, None, embedding).await?;
-        Ok(parts.concat())
+    /// The document of a backup taken now and not stored, in parts (as [`BackupManager::export`]):
+    /// what `export()` without an id gives.
+    pub async fn export_current(
+        &self,
+        embedding: &EmbeddingModelInfo,
+        progress: &dyn Fn(u64, u64),
+    ) -> Result<Vec<String>> {
+        let (info, parts) = self.take(BackupKind::Manual, None, embedding).await?;
+        progress(info.item_count, info.item_count);
+        Ok(parts)
     }
 
     /// Every backup, newest first.
@@ -436,31 +445,48 @@ impl BackupManager {
         }
     }
 
-    /// The backup's document (the file users download), read in one transaction.
-    pub async fn export(&self, id: &str) -> Result<String> {
+    /// The backup's document (the file users download) in its stored parts, read a few parts per
+    /// transaction, calling `progress(memories, total)` after each read: the caller joins them
+    /// where it needs the text (the page, or a `Blob`), so the worker never builds one string of a
+    /// large backup.
+    pub async fn export(&self, id: &str, progress: &dyn Fn(u64, u64)) -> Result<Vec<String>> {
         let info = self.require(id).await?;
-        let rows = self.store.get(Table::Backups, info.part_ids()).await?;
-        let mut document = String::with_capacity(usize::try_from(info.bytes).unwrap_or(0));
-        for (n, row) in rows.into_iter().enumerate() {
-            let text = row
-                .as_ref()
-                .and_then(|row| row.fields.get("text"))
-                .and_then(Value::as_str)
-                .ok_or_else(|| {
-                    Error::Store(format!(
-                        "backup `{id}`: its part {n} is missing or unreadable"
-                    ))
-                })?;
-            document.push_str(text);
+        let ids = info.part_ids();
+        let mut parts = Vec::with_capacity(ids.len());
+        for group in ids.chunks(PARTS_PER_READ) {
+            let rows = self.store.get(Table::Backups, group.to_vec()).await?;
+            for row in rows {
+                let n = parts.len();
+                let text = row
+                    .and_then(|mut row| row.fields.remove("text"))
+                    .and_then(|text| match text {
+                        Value::String(text) => Some(text),
+                        _ => None,
+                    })
+                    .ok_or_else(|| {
+                        Error::Store(format!(
+                            "backup `{id}`: its part {n} is missing or unreadable"
+                        ))
+                    })?;
+                parts.push(text);
+            }
+            // Part 0 opens the document; parts 1.. hold ROWS_PER_PART memories each.
+            let rows = (parts.len().saturating_sub(1) * ROWS_PER_PART) as u64;
+            progress(rows.min(info.item_count), info.item_count);
         }
-        Ok(document)
+        Ok(parts)
+    }
+
+    /// The backup's whole document, for the checks that parse it.
+    async fn document(&self, id: &str) -> Result<String> {
+        Ok(self.export(id, &|_, _| {}).await?.concat())
     }
 
     /// Checks a stored backup as an import would, and against what was recorded when it was
     /// taken (id, item count, checksum, size).
     pub async fn verify(&self, id: &str) -> Result<Verification> {
         let info = self.require(id).await?;
-        let document = match self.export(id).await {
+        let document = match self.document(id).await {
             Ok(document) => document,
             Err(Error::Store(reason)) => {
                 return Ok(Verification {
@@ -512,7 +538,7 @@ impl BackupManager {
         progress: &dyn Fn(usize),
     ) -> Result<RestoreReport> {
         let info = self.require(id).await?;
-        let document = self.export(id).await.map_err(|error| match error {
+        let document = self.document(id).await.map_err(|error| match error {
             Error::Store(reason) => Error::backup_invalid(".", reason),
             other => other,
         })?;

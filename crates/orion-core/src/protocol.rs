@@ -719,6 +719,15 @@ pub enum Event {
         /// Bytes in all over all of the model's files, once every file's size is known.
         overall_total: Option<u64>,
     },
+    /// `backups_export` read (or took) another part of the file.
+    BackupProgress {
+        /// What is under way: `"export"`.
+        operation: String,
+        /// Memories so far.
+        done: u64,
+        /// Memories in the backup.
+        total: u64,
+    },
     /// `memory_add_many` stored another chunk.
     MemoryProgress {
         /// Memories stored so far.

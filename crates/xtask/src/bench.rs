@@ -553,7 +553,7 @@ the same transactions. The figures at that size are for a store of that many mem
 Written by `cargo xtask bench memory` {machine}, ORION core {core} / web {web} (release build, \
 wasm32 with `+simd128`, one thread), profile `{active}` (embedder `{embedding}`, no model), \
 budget `stats().maxMemories` = {max:.0}.\n\n\
-One Chromium run through the npm API: `Orion.create({{ profile: 'micro', database, memory: {{ \
+One Chromium run through the npm API, in a browser profile on disk (a temporary directory; an off-the-record context keeps IndexedDB in memory, which behaves differently): `Orion.create({{ profile: 'micro', database, memory: {{ \
 maxMemories: 200000 }} }})` on a page under the server's strict CSP, a database of its own. \
 Texts: {min:.0}–{maxlen:.0} characters (mean {mean:.0}), made deterministically from the 200 \
 sentences of `shared/reference/minilm-reference.json` (sentences joined up to at least 100 \

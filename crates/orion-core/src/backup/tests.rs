@@ -1,3 +1,5 @@
+use std::cell::RefCell;
+
 use serde_json::json;
 
 use super::*;
@@ -44,7 +46,7 @@ fn an_export_without_an_id_is_a_backup_taken_now_and_not_stored() {
     let stored = block_on(manager.create(BackupKind::Manual, None, &model())).unwrap();
     block_on(store.write(vec![WriteOp::Put(Table::Memories, memory(5_000))])).unwrap();
     clock.advance(1_000);
-    let document = block_on(manager.export_current(&model())).unwrap();
+    let document = block_on(manager.export_current(&model(), &|_, _| {})).unwrap().concat();
     let contents = decode_and_validate(&document, &BackupLimits::default()).unwrap();
     assert_eq!(
         contents.memories.len(),
@@ -72,7 +74,15 @@ fn a_backup_holds_every_memory_in_parts_and_exports_a_valid_file() {
     // The opening, three chunks of at most 1000 memories, the header.
     assert_eq!(info.parts, 5);
     assert_eq!(info.label.as_deref(), Some("before"));
-    let document = block_on(manager.export(&info.id)).unwrap();
+    let progress = RefCell::new(Vec::new());
+    let parts = block_on(manager.export(&info.id, &|done, total| {
+        progress.borrow_mut().push((done, total));
+    }))
+    .unwrap();
+    assert_eq!(parts.len(), 5, "the stored parts, not one string");
+    // Four parts per read: the opening and three chunks, then the header.
+    assert_eq!(*progress.borrow(), [(2_500, 2_500), (2_500, 2_500)]);
+    let document = parts.concat();
     assert_eq!(document.len() as u64, info.bytes);
     let contents = decode_and_validate(&document, &BackupLimits::default()).unwrap();
     assert_eq!(contents.memories.len(), 2_500);
@@ -170,7 +180,7 @@ fn an_empty_database_backs_up_and_deleting_removes_everything() {
     assert_eq!(block_on(store.count(Table::Backups)).unwrap(), 0);
     assert!(block_on(manager.get(&info.id)).unwrap().is_none());
     assert!(matches!(
-        block_on(manager.export(&info.id)),
+        block_on(manager.export(&info.id, &|_, _| {})),
         Err(Error::InvalidInput { field, .. }) if field == "id"
     ));
 }
@@ -321,7 +331,7 @@ fn a_damaged_or_mismatched_stored_backup_is_refused_and_nothing_changes() {
 fn an_exported_file_imports_into_another_database_identically() {
     let (clock, store, manager) = setup(25);
     let info = block_on(manager.create(BackupKind::Manual, None, &model())).unwrap();
-    let text = block_on(manager.export(&info.id)).unwrap();
+    let text = block_on(manager.export(&info.id, &|_, _| {})).unwrap().concat();
 
     let (_, other_store, other_manager) = setup(0);
     let other = memories_on(&other_store, &clock);
@@ -351,7 +361,7 @@ fn an_exported_file_imports_into_another_database_identically() {
 fn a_bad_file_or_a_failed_write_leaves_the_database_byte_for_byte_unchanged() {
     let (clock, source, manager) = setup(20);
     let info = block_on(manager.create(BackupKind::Manual, None, &model())).unwrap();
-    let text = block_on(manager.export(&info.id)).unwrap();
+    let text = block_on(manager.export(&info.id, &|_, _| {})).unwrap().concat();
     drop(source);
 
     let (_, store, target) = setup(5);

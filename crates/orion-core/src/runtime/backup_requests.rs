@@ -111,9 +111,10 @@ impl WorkerRuntime {
             return self.restore(id, backups, request);
         }
         let shared = Rc::clone(&self.shared);
+        let emit = Rc::clone(&self.platform.emit);
         Reply::Spawn(Box::pin(async move {
             let result = match backups.await {
-                Ok(manager) => answer(&manager, embedder.await.info(), request).await,
+                Ok(manager) => answer(&manager, embedder.await.info(), request, &*emit).await,
                 Err(error) => Err(error),
             };
             finish(&shared, id, STORE_COMPONENT, result)
@@ -230,7 +231,15 @@ async fn answer(
     manager: &BackupManager,
     model: &crate::embedding::EmbeddingModelInfo,
     request: Request,
+    emit: &dyn Fn(Event),
 ) -> Result<ResponseBody> {
+    let exported = |done, total| {
+        emit(Event::BackupProgress {
+            operation: "export".into(),
+            done,
+            total,
+        })
+    };
     match request {
         Request::BackupsCreate { label } => {
             json(&manager.create(BackupKind::Manual, label, model).await?)
@@ -240,8 +249,8 @@ async fn answer(
         Request::BackupsVerify { backup_id } => json(&manager.verify(&backup_id).await?),
         Request::BackupsExport {
             backup_id: Some(backup_id),
-        } => json(&manager.export(&backup_id).await?),
-        Request::BackupsExport { backup_id: None } => json(&manager.export_current(model).await?),
+        } => json(&manager.export(&backup_id, &exported).await?),
+        Request::BackupsExport { backup_id: None } => json(&manager.export_current(model, &exported).await?),
         Request::BackupsDelete { backup_id } => json(&manager.delete(&backup_id).await?),
         other => Err(Error::Internal(format!(
             "`{}` is not a backup request",

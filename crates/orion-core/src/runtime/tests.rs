@@ -916,9 +916,15 @@ fn backups_are_taken_listed_verified_exported_and_scheduled_hourly() {
         &mut rt,
         json!({"v": 1, "id": 5, "type": "backups_export", "backupId": id}),
     );
-    let document = exported[0]["result"].as_str().unwrap();
+    // The file comes in its stored parts; the page joins them.
+    let document: String = exported[0]["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|part| part.as_str().unwrap())
+        .collect();
     let contents = crate::backup_file::decode_and_validate(
-        document,
+        &document,
         &crate::backup_file::BackupLimits::default(),
     )
     .unwrap();
@@ -1087,7 +1093,12 @@ fn backups_restore_and_import_through_the_protocol() {
 
     // Import of the exported file into a second database: identical memories.
     let exported = h.call(25, json!({"type": "backups_export", "backupId": id}));
-    let text = exported["result"].as_str().unwrap().to_owned();
+    let text: String = exported["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|part| part.as_str().unwrap())
+        .collect();
     let mut second = memory_harness(Rc::new(MemStore::new()));
     let (a, b) = text.split_at(text.len() / 2);
     let imported = second.call(
