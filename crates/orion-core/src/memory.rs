@@ -12,8 +12,8 @@
 //!   on they are not returned by `get`, `list` or `search`, and they are deleted with the next
 //!   write (or at the next start);
 //! - past `max_memories` (the profile's budget) the least recently used memories (by
-//!   `lastAccessed`, which `search` updates for its hits (written just after the search answers,
-//!   see [`Memories::flush_touches`]); ties by id) are deleted in the same
+//!   `lastAccessed`, which `search` updates for its hits (written within a second after the search
+//!   answers, see [`Memories::flush_touches`]); ties by id) are deleted in the same
 //!   transaction as the write that went over.
 //!
 //! Restoring a backup ([`Memories::restore`], in `restore.rs`) writes its memories in one
@@ -275,6 +275,8 @@ pub struct Memories {
     changes: RefCell<Vec<String>>,
     /// Search hits whose new `lastAccessed` is not written yet ([`Memories::flush_touches`]).
     touched: RefCell<HashMap<String, u64>>,
+    /// Whether a write of `touched` is scheduled ([`Memories::schedule_flush`]).
+    flush_scheduled: Cell<bool>,
     /// Memory ids journaled since the saved snapshot ([`snapshot`]); `None` when there is none.
     journaled: Cell<Option<usize>>,
     /// Whether a snapshot is being written (one at a time).
@@ -289,6 +291,10 @@ pub struct Memories {
     /// Memory ids this instance has journaled in all (a save counts those made while it ran).
     journal_writes: Cell<usize>,
 }
+
+/// How long after a search the `lastAccessed` times of its hits (and of every search meanwhile)
+/// are written ([`Memories::schedule_flush`]).
+pub const TOUCH_FLUSH_DELAY_MS: u64 = 1_000;
 
 /// A snapshot save writes its next block once no request has begun for this long
 /// ([`Memories::save_snapshot`]).
@@ -344,6 +350,7 @@ impl Memories {
             model,
             changes: RefCell::new(Vec::new()),
             touched: RefCell::new(HashMap::new()),
+            flush_scheduled: Cell::new(false),
             journaled: Cell::new(None),
             saving: Cell::new(false),
             own_journal: RefCell::new(HashSet::new()),
@@ -782,10 +789,21 @@ impl Memories {
         Ok(results)
     }
 
+    /// Whether the caller should write the recent search hits' `lastAccessed` times
+    /// ([`Memories::flush_touches`]) after [`TOUCH_FLUSH_DELAY_MS`]: true once per batch of
+    /// touches, false while a write is already scheduled or there is nothing to write.
+    pub fn schedule_flush(&self) -> bool {
+        !self.touched.borrow().is_empty() && !self.flush_scheduled.replace(true)
+    }
+
     /// Writes the `lastAccessed` times of recent search hits. Searches answer without waiting
-    /// for this write (the platform runs it right after); until it lands, the index already
-    /// orders evictions by the new times, and a crash in between loses only those times.
+    /// for this write (the platform runs it [`TOUCH_FLUSH_DELAY_MS`] after the first unwritten
+    /// one, for every search meanwhile: a write on `memories` makes the next search's read wait
+    /// for its commit); until it lands, the index already orders evictions by the new times, and
+    /// a crash in between loses only those times.
     pub async fn flush_touches(&self) -> Result<()> {
+        // Touches from now on need a write of their own.
+        self.flush_scheduled.set(false);
         let touched = std::mem::take(&mut *self.touched.borrow_mut());
         if touched.is_empty() {
             return Ok(());

@@ -46,7 +46,9 @@ fn an_export_without_an_id_is_a_backup_taken_now_and_not_stored() {
     let stored = block_on(manager.create(BackupKind::Manual, None, &model())).unwrap();
     block_on(store.write(vec![WriteOp::Put(Table::Memories, memory(5_000))])).unwrap();
     clock.advance(1_000);
-    let document = block_on(manager.export_current(&model(), &|_, _| {})).unwrap().concat();
+    let document = block_on(manager.export_current(&model(), &|_, _| {}))
+        .unwrap()
+        .concat();
     let contents = decode_and_validate(&document, &BackupLimits::default()).unwrap();
     assert_eq!(
         contents.memories.len(),
@@ -331,7 +333,9 @@ fn a_damaged_or_mismatched_stored_backup_is_refused_and_nothing_changes() {
 fn an_exported_file_imports_into_another_database_identically() {
     let (clock, store, manager) = setup(25);
     let info = block_on(manager.create(BackupKind::Manual, None, &model())).unwrap();
-    let text = block_on(manager.export(&info.id, &|_, _| {})).unwrap().concat();
+    let text = block_on(manager.export(&info.id, &|_, _| {}))
+        .unwrap()
+        .concat();
 
     let (_, other_store, other_manager) = setup(0);
     let other = memories_on(&other_store, &clock);
@@ -361,7 +365,9 @@ fn an_exported_file_imports_into_another_database_identically() {
 fn a_bad_file_or_a_failed_write_leaves_the_database_byte_for_byte_unchanged() {
     let (clock, source, manager) = setup(20);
     let info = block_on(manager.create(BackupKind::Manual, None, &model())).unwrap();
-    let text = block_on(manager.export(&info.id, &|_, _| {})).unwrap().concat();
+    let text = block_on(manager.export(&info.id, &|_, _| {}))
+        .unwrap()
+        .concat();
     drop(source);
 
     let (_, store, target) = setup(5);

@@ -164,6 +164,29 @@ fn search_ranks_by_meaning_filters_and_touches_its_hits() {
 }
 
 #[test]
+fn touches_are_written_once_per_batch_of_searches() {
+    let f = fixture();
+    let cat = f.add("the cat sat on the mat", "fact");
+    assert!(!f.memories.schedule_flush(), "nothing touched yet");
+    f.clock.advance(10);
+    f.search("cat", 1, None);
+    assert!(f.memories.schedule_flush());
+    f.clock.advance(10);
+    f.search("cat on the mat", 1, None);
+    assert!(!f.memories.schedule_flush(), "already scheduled");
+    block_on(f.memories.flush_touches()).unwrap();
+    let stored = block_on(f.memories.get(&cat.id)).unwrap().unwrap();
+    assert_eq!(
+        stored.last_accessed,
+        cat.created_at + 20,
+        "the later search's time"
+    );
+    assert!(!f.memories.schedule_flush(), "all written");
+    f.search("cat", 1, None);
+    assert!(f.memories.schedule_flush(), "a new batch");
+}
+
+#[test]
 fn bad_input_is_a_typed_error_naming_the_field_and_writes_nothing() {
     let f = fixture();
     let writes = f.store.committed_writes();

@@ -250,7 +250,9 @@ async fn answer(
         Request::BackupsExport {
             backup_id: Some(backup_id),
         } => json(&manager.export(&backup_id, &exported).await?),
-        Request::BackupsExport { backup_id: None } => json(&manager.export_current(model, &exported).await?),
+        Request::BackupsExport { backup_id: None } => {
+            json(&manager.export_current(model, &exported).await?)
+        }
         Request::BackupsDelete { backup_id } => json(&manager.delete(&backup_id).await?),
         other => Err(Error::Internal(format!(
             "`{}` is not a backup request",

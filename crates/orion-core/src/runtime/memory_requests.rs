@@ -17,7 +17,7 @@ use super::{
 };
 use crate::embedding::LocalBoxFuture;
 use crate::error::{Error, Result};
-use crate::memory::{Memories, MemoryConfig};
+use crate::memory::{Memories, MemoryConfig, TOUCH_FLUSH_DELAY_MS};
 use crate::tasks::Sleep;
 
 impl WorkerRuntime {
@@ -178,13 +178,13 @@ impl WorkerRuntime {
                     other.kind()
                 ))),
             };
-            if matches!(&result, Ok(ResponseBody::Hits(hits)) if !hits.is_empty()) {
+            if memories.schedule_flush() {
                 let flushing = Rc::clone(&memories);
-                in_background(
-                    &spawn,
-                    &shared,
-                    async move { flushing.flush_touches().await },
-                );
+                let sleep = Rc::clone(&sleep);
+                in_background(&spawn, &shared, async move {
+                    sleep(TOUCH_FLUSH_DELAY_MS).await;
+                    flushing.flush_touches().await
+                });
             }
             // Not in the middle of writes (a bulk import would rewrite it over and over): the
             // next read saves it.
