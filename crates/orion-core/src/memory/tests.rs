@@ -469,6 +469,15 @@ fn reload(store: &Rc<MemStore>, clock: &ManualClock, progress: &RefCell<Vec<usiz
     .unwrap()
 }
 
+/// The saved snapshot's header row of `words/v1`.
+fn snapshot_header(store: &MemStore) -> Row {
+    block_on(store.get(Table::Meta, vec!["memory-index/words/v1".into()]))
+        .unwrap()
+        .pop()
+        .flatten()
+        .unwrap()
+}
+
 fn meta_ids(store: &MemStore) -> Vec<String> {
     block_on(store.scan(Table::Meta, Scan::first(10_000)))
         .unwrap()
@@ -613,14 +622,7 @@ fn a_start_searches_by_the_codes_and_reads_the_exact_vectors_after() {
     }
 
     // A header of an earlier format is not read: the rows are.
-    let header = block_on(
-        f.store
-            .get(Table::Meta, vec!["memory-index/words/v1".into()]),
-    )
-    .unwrap()
-    .pop()
-    .flatten()
-    .unwrap();
+    let header = snapshot_header(&f.store);
     block_on(
         f.store
             .write(vec![WriteOp::Put(Table::Meta, header.with("format", 1))]),
@@ -1087,14 +1089,7 @@ fn a_snapshot_header_landing_after_a_restore_is_not_trusted() {
     let f = fixture();
     f.add("before the restore", "fact");
     save(&f.memories, &f.clock);
-    let header = block_on(
-        f.store
-            .get(Table::Meta, vec!["memory-index/words/v1".into()]),
-    )
-    .unwrap()
-    .pop()
-    .flatten()
-    .unwrap();
+    let header = snapshot_header(&f.store);
     let e = words("words/v1");
     restore(
         &f,
