@@ -134,6 +134,10 @@ impl WorkerRuntime {
         };
         let embedder = self.embedder.clone();
         let memories = self.memories.clone();
+        let (spawn, sleep) = (
+            Rc::clone(&self.platform.spawn),
+            Rc::clone(&self.platform.sleep),
+        );
         let access = self.generator_access();
         let shared = Rc::clone(&self.shared);
         let cancelled = Rc::new(Cell::new(false));
@@ -172,6 +176,7 @@ impl WorkerRuntime {
                     })
                     .into_iter()
                     .collect();
+                let searched = memories.clone();
                 let resources = Resources {
                     profile,
                     embedder,
@@ -180,8 +185,13 @@ impl WorkerRuntime {
                     guard: Rc::new(RuntimeGuard(Rc::clone(&shared))),
                     degraded,
                 };
-                let answer = orchestrator.ask(&request, &resources, &observer).await?;
-                json_body(&answer)
+                let answer = orchestrator.ask(&request, &resources, &observer).await;
+                // The memory search touched its hits: their access times are written as a
+                // `memory_search`'s are.
+                if let Some(memories) = &searched {
+                    super::memory_requests::flush_touches_later(memories, &spawn, &shared, &sleep);
+                }
+                json_body(&answer?)
             }
             .await;
             shared.borrow_mut().asks.remove(&id);

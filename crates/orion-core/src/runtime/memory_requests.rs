@@ -178,14 +178,7 @@ impl WorkerRuntime {
                     other.kind()
                 ))),
             };
-            if memories.schedule_flush() {
-                let flushing = Rc::clone(&memories);
-                let sleep = Rc::clone(&sleep);
-                in_background(&spawn, &shared, async move {
-                    sleep(TOUCH_FLUSH_DELAY_MS).await;
-                    flushing.flush_touches().await
-                });
-            }
+            flush_touches_later(&memories, &spawn, &shared, &sleep);
             // Not in the middle of writes (a bulk import would rewrite it over and over): the
             // next read saves it.
             let reading = matches!(
@@ -205,6 +198,25 @@ impl WorkerRuntime {
             finish(&shared, id, STORE_COMPONENT, result)
         }))
     }
+}
+
+/// Writes the search hits' `lastAccessed` times [`TOUCH_FLUSH_DELAY_MS`] from now, unless a write
+/// is already scheduled (one write for every search meanwhile).
+pub(super) fn flush_touches_later(
+    memories: &Rc<Memories>,
+    spawn: &Rc<dyn Fn(LocalBoxFuture<'static, ()>)>,
+    shared: &super::SharedState,
+    sleep: &Sleep,
+) {
+    if !memories.schedule_flush() {
+        return;
+    }
+    let memories = Rc::clone(memories);
+    let sleep = Rc::clone(sleep);
+    in_background(spawn, shared, async move {
+        sleep(TOUCH_FLUSH_DELAY_MS).await;
+        memories.flush_touches().await
+    });
 }
 
 /// Saves the index's snapshot in the background when it is missing or stale, so that the next
