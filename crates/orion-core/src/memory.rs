@@ -277,8 +277,9 @@ pub struct Memories {
     touched: RefCell<HashMap<String, u64>>,
     /// Whether a write of `touched` is scheduled ([`Memories::schedule_flush`]).
     flush_scheduled: Cell<bool>,
-    /// Memory ids journaled since the saved snapshot ([`snapshot`]); `None` when there is none.
-    journaled: Cell<Option<usize>>,
+    /// How many of [`Memories::journal_writes`] the saved snapshot covers ([`snapshot`]); `None`
+    /// when there is none.
+    saved_at: Cell<Option<usize>>,
     /// Whether a snapshot is being written (one at a time).
     saving: Cell<bool>,
     /// Journal rows this instance wrote: their changes are in the index already, so a snapshot
@@ -288,7 +289,8 @@ pub struct Memories {
     pending_vectors: RefCell<snapshot::PendingVectors>,
     /// When the last request began (clock ms): a snapshot save waits for quiet.
     last_request: Cell<u64>,
-    /// Memory ids this instance has journaled in all (a save counts those made while it ran).
+    /// Memory ids journaled in all: those the journal held at start, then every one this
+    /// instance wrote (a save covers those counted when it began, not those made while it ran).
     journal_writes: Cell<usize>,
 }
 
@@ -351,7 +353,7 @@ impl Memories {
             changes: RefCell::new(Vec::new()),
             touched: RefCell::new(HashMap::new()),
             flush_scheduled: Cell::new(false),
-            journaled: Cell::new(None),
+            saved_at: Cell::new(None),
             saving: Cell::new(false),
             own_journal: RefCell::new(HashSet::new()),
             pending_vectors: RefCell::new(Vec::new()),
@@ -361,7 +363,8 @@ impl Memories {
         let loaded = snapshot::load(&memories, progress).await?;
         let journal = snapshot::read_journal(&memories, &HashSet::new()).await?;
         if let (Some(pending), false) = (loaded, journal.reset) {
-            memories.journaled.set(Some(journal.changed.len()));
+            memories.journal_writes.set(journal.changed.len());
+            memories.saved_at.set(Some(0));
             memories.refresh(journal.changed).await?;
             *memories.pending_vectors.borrow_mut() = pending;
         } else {
@@ -392,7 +395,9 @@ impl Memories {
     /// Whether the saved snapshot plus the journal is small enough to start from.
     fn snapshot_current(&self) -> bool {
         let limit = snapshot::JOURNAL_LIMIT.max(self.state.borrow().entries.len() / 4);
-        self.journaled.get().is_some_and(|count| count <= limit)
+        self.saved_at
+            .get()
+            .is_some_and(|at| self.journal_writes.get().saturating_sub(at) <= limit)
     }
 
     /// Waits until no request has begun for [`SAVE_QUIET_MS`], [`SAVE_MAX_WAIT_MS`] at most.
@@ -441,8 +446,7 @@ impl Memories {
         let result = snapshot::write(self, sleep).await;
         if result.is_ok() {
             // Writes made while it ran are not covered: their journal rows stay, and count.
-            self.journaled
-                .set(Some(self.journal_writes.get().saturating_sub(before)));
+            self.saved_at.set(Some(before));
         }
         self.saving.set(false);
         result
@@ -460,9 +464,6 @@ impl Memories {
         }
         self.journal_writes
             .set(self.journal_writes.get() + changed.len());
-        if let Some(count) = self.journaled.get() {
-            self.journaled.set(Some(count + changed.len()));
-        }
         Ok(())
     }
 
@@ -834,7 +835,7 @@ impl Memories {
                 &ids,
             )
             .await?;
-            self.journaled.set(None);
+            self.saved_at.set(None);
             self.forget(&ids);
             return Ok(count);
         };

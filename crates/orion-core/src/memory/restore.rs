@@ -207,7 +207,7 @@ impl Memories {
             ops.push(WriteOp::Put(Table::Meta, reset.clone()));
             self.store.write(ops).await?;
             self.own_journal.borrow_mut().insert(reset.id);
-            self.journaled.set(None);
+            self.saved_at.set(None);
         }
         // Committed: the index follows the rows written.
         self.index_restored(&to_write, &removed, options.clear_existing, progress);

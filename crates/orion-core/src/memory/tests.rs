@@ -560,6 +560,15 @@ fn a_start_searches_by_the_codes_and_reads_the_exact_vectors_after() {
     save(&f.memories, &f.clock);
     let inexact = |m: &Memories| m.state.borrow().vectors.inexact_keys().len();
     let queries = ["topic 3 and 4", "note 12", "topic 6"];
+    let ranks_alike = |reloaded: &Memories| {
+        for query in queries {
+            assert_eq!(
+                ranked(reloaded, query),
+                ranked(&f.memories, query),
+                "{query}"
+            );
+        }
+    };
 
     let progress = RefCell::new(Vec::new());
     let reloaded = reload(&f.store, &f.clock, &progress);
@@ -582,22 +591,10 @@ fn a_start_searches_by_the_codes_and_reads_the_exact_vectors_after() {
         (3..40).contains(&filled),
         "the search read its shortlist's vectors only ({filled})"
     );
-    for query in queries {
-        assert_eq!(
-            ranked(&reloaded, query),
-            ranked(&f.memories, query),
-            "{query}"
-        );
-    }
+    ranks_alike(&reloaded);
     block_on(reloaded.load_exact()).unwrap();
     assert_eq!(inexact(&reloaded), 0);
-    for query in queries {
-        assert_eq!(
-            ranked(&reloaded, query),
-            ranked(&f.memories, query),
-            "{query}"
-        );
-    }
+    ranks_alike(&reloaded);
 
     // A vectors row gone (a newer snapshot replaced this one): those memories are read from
     // their rows instead.
@@ -613,13 +610,7 @@ fn a_start_searches_by_the_codes_and_reads_the_exact_vectors_after() {
     let reloaded = reload(&f.store, &f.clock, &progress);
     block_on(reloaded.load_exact()).unwrap();
     assert_eq!(inexact(&reloaded), 0);
-    for query in queries {
-        assert_eq!(
-            ranked(&reloaded, query),
-            ranked(&f.memories, query),
-            "{query}"
-        );
-    }
+    ranks_alike(&reloaded);
 
     // A header of an earlier format is not read: the rows are.
     let header = snapshot_header(&f.store);

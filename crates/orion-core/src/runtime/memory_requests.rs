@@ -3,9 +3,9 @@
 //! The store opens and the index loads in the background after `init` (with `memory_index`
 //! events); memory requests wait for that, other requests do not. From a saved snapshot the index
 //! is ready once the vectors' 8-bit codes are in, and the exact vectors follow in the background
-//! (searches meanwhile read the few they need from the table: see `Memories::load_exact`). Every memory request is
-//! accounted against the `store` health component: quota and storage errors count as failures,
-//! bad arguments do not.
+//! (searches meanwhile read the few they need from the table: see `Memories::load_exact`).
+//! Every memory request is accounted against the `store` health component: quota and storage
+//! errors count as failures, bad arguments do not.
 
 use std::rc::Rc;
 
