@@ -967,8 +967,10 @@ export interface OrionBackups {
   verify(id: string): Promise<{ valid: boolean; issues: string[] }>;
   /**
    * The backup's file: JSON that dexie-export-import's `importDB` accepts, with ORION's header.
-   * Without an id, the file of a backup of every memory taken now (one read transaction), which is
-   * not stored.
+   * Without an id, the file of a backup of every memory taken now (one read transaction, read in
+   * chunks while searches go on), which is not stored. The worker sends the file part by part
+   * as it reads it (`backup_progress` events); they are joined here. For a large database prefer
+   * `download`, which never makes one string of it.
    */
   export(id?: string): Promise<string>;
   /**
@@ -990,8 +992,9 @@ export interface OrionBackups {
    * Imports a backup file (ORION's, or a Dexie `exportDB` of ORION's database: no checksum then,
    * every row still checked). Everything is validated before anything is written; any problem is
    * `ERR_BACKUP_INVALID` with the path of the first bad field (e.g.
-   * `data.data[0].rows[17].embedding`) and the database unchanged. A File or Blob is read in the
-   * page with `.text()`.
+   * `data.data[0].rows[17].embedding`) and the database unchanged. A File or Blob is read as
+   * bytes and moved to the worker (no copy of the file as a string); it must be UTF-8 (the
+   * encoding `export` and `download` write), or it is `ERR_BACKUP_INVALID`.
    */
   import(source: string | Blob, options?: RestoreOptions): Promise<RestoreReport>;
 }

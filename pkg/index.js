@@ -75,6 +75,8 @@ export class Orion {
   #asks = new Map();
   /** Calls of the page's `llm` function and tools in flight, by call id: their AbortControllers. */
   #hostCalls = new Map();
+  /** `backups_export` requests in flight, by request id: the parts received so far. */
+  #exports = new Map();
 
   constructor(options, token) {
     if (token !== CREATE) throw new TypeError('use `await Orion.create(options)`');
@@ -210,8 +212,13 @@ export class Orion {
       }),
       import: async (source, options = {}) => {
         const picked = pickOptions('backups.import', options, RESTORE_OPTIONS);
-        const text = await backupText(source);
-        return this.#call({ type: 'backups_import', text: textPieces(text), options: picked });
+        if (typeof source === 'string') return this.#call({ type: 'backups_import', text: textPieces(source), options: picked });
+        if (typeof Blob !== 'undefined' && source instanceof Blob) {
+          // The file's bytes, moved to the worker (transferred, not copied): never a string here.
+          const bytes = await source.arrayBuffer();
+          return this.#call({ type: 'backups_import', bytes, options: picked }, undefined, [bytes]);
+        }
+        throw new OrionError(ErrorCode.INVALID_INPUT, 'invalid `text`: backups.import takes a string, a File or a Blob');
       },
       download: async (id) => {
         const [info] = id === undefined ? [] : (await this.#call({ type: 'backups_list' })).filter((backup) => backup.id === id);
@@ -454,7 +461,8 @@ export class Orion {
     }
   }
 
-  async #call(request, track) {
+  // `transfer`: objects moved to the worker with the request (postMessage's transfer list).
+  async #call(request, track, transfer) {
     if (this.#closed) throw new OrionError(ErrorCode.CLOSED, 'the orchestrator is closed');
     // After a crash the next call starts a fresh worker; calls during a start wait for it.
     if (this.#worker) await this.#ready;
@@ -462,17 +470,17 @@ export class Orion {
     if (this.#closed) throw new OrionError(ErrorCode.CLOSED, 'the orchestrator is closed');
     const worker = this.#worker;
     if (!worker) throw new OrionError(ErrorCode.WORKER_CRASHED, 'the worker crashed before the call was sent');
-    return this.#send(worker, request, track);
+    return this.#send(worker, request, track, transfer);
   }
 
   // `track(worker, id)` learns the request's id once it is posted.
-  #send(worker, request, track) {
+  #send(worker, request, track, transfer = []) {
     return new Promise((resolve, reject) => {
       const id = this.#nextId;
       this.#nextId = id >= MAX_REQUEST_ID ? 1 : id + 1;
       this.#pending.set(id, { resolve, reject });
       try {
-        worker.postMessage({ ...request, v: PROTOCOL_VERSION, id });
+        worker.postMessage({ ...request, v: PROTOCOL_VERSION, id }, transfer);
         track?.(worker, id);
       } catch (error) {
         this.#pending.delete(id);
@@ -501,6 +509,8 @@ export class Orion {
         return;
       }
       case 'event':
+        // A part of an export goes to its request only: subscribers get `backup_progress`.
+        if (message.event.kind === 'backup_part') return this.#onExportPart(message.event);
         if (message.event.kind === 'task_run') this.#runTask(message.event);
         else if (message.event.kind === 'task_abort') this.#runs.get(message.event.runId)?.abort(new DOMException('the task was cancelled, timed out or lost its lease', 'AbortError'));
         else if (message.event.kind === 'llm_token') this.#onToken(message.event);
@@ -525,9 +535,33 @@ export class Orion {
     }
   }
 
-  /** A backup's file in the parts the worker stores it in (`backup_progress` events meanwhile). */
+  /**
+   * A backup's file in the parts the worker sends as it reads (or takes) them, `backup_part`
+   * events ahead of the answer, which says how many there are (`backup_progress` events
+   * meanwhile).
+   */
   async #exportParts(id) {
-    return this.#call({ type: 'backups_export', ...(id === undefined ? {} : { backupId: id }) });
+    const parts = [];
+    let sent = null;
+    try {
+      const { parts: count } = await this.#call({ type: 'backups_export', ...(id === undefined ? {} : { backupId: id }) }, (worker, requestId) => {
+        sent = requestId;
+        this.#exports.set(requestId, parts);
+      });
+      if (parts.length !== count || parts.some((part) => typeof part !== 'string')) {
+        throw new OrionError(ErrorCode.INTERNAL, `the export sent ${parts.length} of its ${count} parts`);
+      }
+      return parts;
+    } finally {
+      if (sent !== null) this.#exports.delete(sent);
+    }
+  }
+
+  #onExportPart({ requestId, index, text }) {
+    const parts = this.#exports.get(requestId);
+    // Out of order, a part is refused by the count check above (a hole is not a string).
+    if (parts && index === parts.length) parts.push(text);
+    else if (parts) parts[index] = undefined;
   }
 
   async #define(wire, code) {
@@ -678,6 +712,7 @@ export class Orion {
     for (const controller of this.#hostCalls.values()) controller.abort(error);
     this.#hostCalls.clear();
     this.#generations.clear();
+    this.#exports.clear();
     this.#worker?.terminate();
     this.#worker = null;
     this.#ready = null;
@@ -746,13 +781,6 @@ function pickOptions(method, options, allowed) {
 }
 
 const RESTORE_OPTIONS = ['clearExisting', 'onConflict'];
-
-/** The text of a backup file given as a string, a File or a Blob (read here, in the page). */
-async function backupText(source) {
-  if (typeof source === 'string') return source;
-  if (typeof Blob !== 'undefined' && source instanceof Blob) return source.text();
-  throw new OrionError(ErrorCode.INVALID_INPUT, 'invalid `text`: backups.import takes a string, a File or a Blob');
-}
 
 /** Strings in a message are at most 2^20 UTF-16 units: a larger text goes in pieces, never cut
  * between the two halves of a surrogate pair (the worker joins them in order). */

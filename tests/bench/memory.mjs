@@ -16,7 +16,7 @@
 //    Dexie's `bulkPut`, 500 per call, into other databases; then Dexie's records read back in a
 //    fresh page, 2000 per call, to compare with the cold start.
 // Every request must go to our server: anything else fails the run.
-import { launchGuarded } from './harness.mjs';
+import { installBenchText, launchGuarded } from './harness.mjs';
 
 const base = process.argv[2];
 if (!base) {
@@ -48,34 +48,10 @@ const log = (...args) => console.error('[bench memory]', ...args);
 // A profile on disk, as users have (see harness.mjs for what an in-memory one changes).
 const { browser, openPage: openGuarded, closePage, finish } = await launchGuarded(base, { persistent: true });
 try {
-  // A page with the deterministic text generator (`window.bench.text(n)`: 100–200 characters from
-  // the 200 reference sentences, unique by its number) and the reference sentences.
+  // A page with the deterministic texts and queries of `benchText` (harness.mjs).
   const openPage = async () => {
     const page = await openGuarded(PAGE);
-    await page.evaluate(async () => {
-      const { sentences } = await (await fetch('/reference/minilm-reference.json')).json();
-      const text = (n) => {
-        const a = sentences[n % sentences.length];
-        const b = sentences[(Math.floor(n / sentences.length) * 7 + n * 13 + 5) % sentences.length];
-        let t = `${a} ${b}`;
-        for (let k = 1; t.length < 100; k++) t += ` ${sentences[(n * 31 + k * 17) % sentences.length]}`;
-        if (t.length > 185) t = t.slice(0, t.lastIndexOf(' ', 185));
-        return `${t} (note ${n})`;
-      };
-      // Queries: a few words of one sentence and of another, unlike any stored text.
-      const query = (q) => {
-        const words = (s) => s.split(/\s+/);
-        const a = words(sentences[(q * 37 + 3) % sentences.length]).slice(0, 5);
-        const b = words(sentences[(q * 53 + 11) % sentences.length]).slice(-3);
-        return [...a, ...b].join(' ');
-      };
-      const stats = (values) => {
-        const sorted = [...values].sort((x, y) => x - y);
-        const at = (p) => sorted[Math.min(sorted.length - 1, Math.ceil(p * sorted.length) - 1)];
-        return { median: at(0.5), p95: at(0.95), min: sorted[0], max: sorted[sorted.length - 1], n: sorted.length };
-      };
-      window.bench = { text, query, stats, sentences: sentences.length };
-    });
+    await installBenchText(page);
     return page;
   };
 

@@ -149,7 +149,10 @@ test('restore brings deleted memories back, an export imports identically elsewh
     // Corrupted files: refused with the path, and the database is unchanged.
     const listBeforeBad = await all(second);
     const refusals = [];
-    for (const bad of [text.replace('"kind":"fact"', '"kind":7'), text.slice(0, text.length >> 1), text.replace(/"checksum":"sha256:[0-9a-f]/, '"checksum":"sha256:g')]) {
+    // Strings, then Blobs (read as bytes in the worker): one with a byte that is not UTF-8.
+    const notUtf8 = new Blob([text.slice(0, 200), new Uint8Array([0xff]), text.slice(200)]);
+    const wrongKind = text.replace('"kind":"fact"', '"kind":7');
+    for (const bad of [wrongKind, text.slice(0, text.length >> 1), text.replace(/"checksum":"sha256:[0-9a-f]/, '"checksum":"sha256:g'), notUtf8, new Blob([wrongKind])]) {
       try {
         await second.backups.import(bad, { clearExisting: true });
         refusals.push(null);
@@ -192,6 +195,8 @@ test('restore brings deleted memories back, an export imports identically elsewh
   expect(outcome.refusals[0].message).toContain('data.data[0].rows[');
   expect(outcome.refusals[0].message).toContain('].kind');
   expect(outcome.refusals[2].message).toContain('orion.checksum');
+  expect(outcome.refusals[3].message).toContain('not UTF-8 text (at byte 200)');
+  expect(outcome.refusals[4].message).toBe(outcome.refusals[0].message);
   expect(outcome.listAfterBad).toEqual(outcome.listBeforeBad);
   expect(outcome.badOption.code).toBe('ERR_INVALID_INPUT');
   expect(outcome.badOption.message).toContain('options.onConflict');

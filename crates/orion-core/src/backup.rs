@@ -15,8 +15,12 @@
 //!
 //! # Consistency
 //!
-//! The memories are read with [`Store::snapshot`], one read transaction: a backup is the table as
-//! it was at one moment, whatever is written meanwhile.
+//! The memories are read with [`Store::visit_snapshot`], one read transaction: a backup is the
+//! table as it was at one moment, whatever is written meanwhile. The transaction is read
+//! [`ROWS_PER_PART`] rows at a time, each chunk written as a part while the next is read: in
+//! IndexedDB the worker answers other requests (memory searches) between the chunks, and no
+//! more than a part of the table is held at once. A stored backup keeps its parts until they
+//! are written together; an export hands each part on as soon as it is written.
 //!
 //! # Restore and import
 //!
@@ -32,6 +36,7 @@
 //! to check the rows against. Restoring a *stored* backup without a header is refused, since
 //! ORION always writes one.
 
+use std::cell::Cell;
 use std::rc::Rc;
 
 use serde::{Deserialize, Serialize};
@@ -46,7 +51,7 @@ use crate::error::{Error, Result};
 use crate::ids::IdClock;
 use crate::input::{check_id, in_range};
 use crate::memory::{Memories, RestoreOptions, RestoreReport};
-use crate::store::{Row, Scan, Store, Table, WriteOp};
+use crate::store::{Row, Scan, SnapshotVisitor, Store, Table, WriteOp};
 
 /// Memories per part row.
 pub const ROWS_PER_PART: usize = 1_000;
@@ -267,6 +272,8 @@ pub struct BackupManager {
     clock: SharedClock,
     config: BackupConfig,
     ids: std::cell::RefCell<(IdClock, fastrand::Rng)>,
+    /// Backups being taken (reading `memories` in one transaction) now.
+    taking: Rc<Cell<u32>>,
 }
 
 impl BackupManager {
@@ -277,7 +284,17 @@ impl BackupManager {
             clock,
             config,
             ids: std::cell::RefCell::new((IdClock::default(), fastrand::Rng::with_seed(seed))),
+            taking: Rc::default(),
         }
+    }
+
+    /// Counts the backups being taken in `taking` (shared with the caller) rather than a counter
+    /// of its own. While it is above 0 a read transaction over `memories` is open, and a write
+    /// there would wait for it to end, as would every read placed after that write: a caller
+    /// holds back writes that can wait (search hits' `lastAccessed`) meanwhile.
+    pub fn counting_backups_in(mut self, taking: Rc<Cell<u32>>) -> Self {
+        self.taking = taking;
+        self
     }
 
     /// Takes a backup of every memory, as they are at one moment, and stores it (pruning
@@ -299,7 +316,14 @@ impl BackupManager {
                 ));
             }
         }
-        let (info, parts) = self.take(kind, label, embedding).await?;
+        let mut parts = Vec::new();
+        let mut keep = |part| {
+            parts.push(part);
+            Ok(())
+        };
+        let info = self
+            .take(kind, label, embedding, &mut keep, &|_, _| {})
+            .await?;
         let id = info.id.clone();
         let mut ops = vec![WriteOp::Put(Table::Backups, info.to_row())];
         for (n, text) in (0u32..).zip(parts) {
@@ -323,20 +347,18 @@ impl BackupManager {
         Ok(info)
     }
 
-    /// A backup of every memory as they are at one moment (one read transaction): its info and
-    /// its document, in parts of [`ROWS_PER_PART`] rows. Stores nothing.
+    /// A backup of every memory as they are at one moment (one read transaction, read
+    /// [`ROWS_PER_PART`] rows at a time): its document goes to `sink` part by part as it is
+    /// written, with `progress(memories, total)` after each part; answers its info. Stores
+    /// nothing.
     async fn take(
         &self,
         kind: BackupKind,
         label: Option<String>,
         embedding: &EmbeddingModelInfo,
-    ) -> Result<(BackupInfo, Vec<String>)> {
-        let mut snapshot = self.store.snapshot(vec![Table::Memories]).await?;
-        let memories = snapshot
-            .pop()
-            .filter(|(table, _)| *table == Table::Memories)
-            .map(|(_, rows)| rows)
-            .ok_or_else(|| Error::Internal("the snapshot lacks the memories".into()))?;
+        sink: &mut dyn FnMut(String) -> Result<()>,
+        progress: &dyn Fn(u64, u64),
+    ) -> Result<BackupInfo> {
         let now = self.clock.now_ms();
         let id = {
             let mut ids = self.ids.borrow_mut();
@@ -350,39 +372,52 @@ impl BackupManager {
             label: label.clone(),
             embedding: embedding.clone(),
         };
-        let (mut writer, first) =
-            BackupWriter::begin(meta, memories.len() as u64, &self.config.limits)?;
-        let mut parts = vec![first];
-        for chunk in memories.chunks(ROWS_PER_PART) {
-            parts.push(writer.rows(chunk)?);
-        }
+        let _counted = Counted::new(&self.taking);
+        let mut taking = Taking {
+            meta: Some(meta),
+            limits: &self.config.limits,
+            writer: None,
+            sink,
+            progress,
+            total: 0,
+            done: 0,
+            bytes: 0,
+            parts: 0,
+        };
+        self.store
+            .visit_snapshot(Table::Memories, ROWS_PER_PART, &mut taking)
+            .await?;
+        let writer = taking
+            .writer
+            .take()
+            .ok_or_else(|| Error::Internal("the snapshot gave no count".into()))?;
         let (last, header) = writer.finish()?;
-        parts.push(last);
-        let info = BackupInfo {
-            id: id.clone(),
+        taking.emit(last)?;
+        Ok(BackupInfo {
+            id,
             kind,
             label,
             created_at: now,
             item_count: header.item_count,
-            bytes: parts.iter().map(|part| part.len() as u64).sum(),
+            bytes: taking.bytes,
             embedding_version: embedding.version.clone(),
-            checksum: header.checksum.clone(),
-            parts: u32::try_from(parts.len())
-                .map_err(|_| Error::Internal("a backup of more than 2^32 parts".into()))?,
-        };
-        Ok((info, parts))
+            checksum: header.checksum,
+            parts: taking.parts,
+        })
     }
 
-    /// The document of a backup taken now and not stored, in parts (as [`BackupManager::export`]):
-    /// what `export()` without an id gives.
+    /// The document of a backup taken now and not stored, part by part to `sink` (as
+    /// [`BackupManager::export`]): what `export()` without an id gives.
     pub async fn export_current(
         &self,
         embedding: &EmbeddingModelInfo,
+        sink: &mut dyn FnMut(String) -> Result<()>,
         progress: &dyn Fn(u64, u64),
-    ) -> Result<Vec<String>> {
-        let (info, parts) = self.take(BackupKind::Manual, None, embedding).await?;
-        progress(info.item_count, info.item_count);
-        Ok(parts)
+    ) -> Result<Exported> {
+        let info = self
+            .take(BackupKind::Manual, None, embedding, sink, progress)
+            .await?;
+        Ok(Exported::of(&info))
     }
 
     /// Every backup, newest first.
@@ -446,17 +481,21 @@ impl BackupManager {
     }
 
     /// The backup's document (the file users download) in its stored parts, read a few parts per
-    /// transaction, calling `progress(memories, total)` after each read: the caller joins them
-    /// where it needs the text (the page, or a `Blob`), so the worker never builds one string of a
-    /// large backup.
-    pub async fn export(&self, id: &str, progress: &dyn Fn(u64, u64)) -> Result<Vec<String>> {
+    /// transaction and handed to `sink` in order, calling `progress(memories, total)` after each
+    /// read: the caller joins them where it needs the text (the page, or a `Blob`), so the worker
+    /// never holds more than a few parts of a large backup.
+    pub async fn export(
+        &self,
+        id: &str,
+        sink: &mut dyn FnMut(String) -> Result<()>,
+        progress: &dyn Fn(u64, u64),
+    ) -> Result<Exported> {
         let info = self.require(id).await?;
         let ids = info.part_ids();
-        let mut parts = Vec::with_capacity(ids.len());
+        let mut n: usize = 0;
         for group in ids.chunks(PARTS_PER_READ) {
             let rows = self.store.get(Table::Backups, group.to_vec()).await?;
             for row in rows {
-                let n = parts.len();
                 let text = row
                     .and_then(|mut row| row.fields.remove("text"))
                     .and_then(|text| match text {
@@ -468,18 +507,29 @@ impl BackupManager {
                             "backup `{id}`: its part {n} is missing or unreadable"
                         ))
                     })?;
-                parts.push(text);
+                sink(text)?;
+                n += 1;
             }
             // Part 0 opens the document; parts 1.. hold ROWS_PER_PART memories each.
-            let rows = (parts.len().saturating_sub(1) * ROWS_PER_PART) as u64;
+            let rows = (n.saturating_sub(1) * ROWS_PER_PART) as u64;
             progress(rows.min(info.item_count), info.item_count);
         }
-        Ok(parts)
+        Ok(Exported::of(&info))
     }
 
     /// The backup's whole document, for the checks that parse it.
     async fn document(&self, id: &str) -> Result<String> {
-        Ok(self.export(id, &|_, _| {}).await?.concat())
+        let mut document = String::new();
+        self.export(
+            id,
+            &mut |part| {
+                document.push_str(&part);
+                Ok(())
+            },
+            &|_, _| {},
+        )
+        .await?;
+        Ok(document)
     }
 
     /// Checks a stored backup as an import would, and against what was recorded when it was
@@ -595,6 +645,95 @@ impl BackupManager {
         self.get(id)
             .await?
             .ok_or_else(|| Error::invalid_input("id", format!("there is no backup `{id}`")))
+    }
+}
+
+/// What an export sent, for the caller to check that every part arrived.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Exported {
+    /// Parts sent, in order.
+    pub parts: u32,
+    /// Their length in all, in UTF-8 bytes.
+    pub bytes: u64,
+    /// Memories in the document.
+    pub item_count: u64,
+}
+
+impl Exported {
+    fn of(info: &BackupInfo) -> Self {
+        Self {
+            parts: info.parts,
+            bytes: info.bytes,
+            item_count: info.item_count,
+        }
+    }
+}
+
+/// One backup being taken, counted while it lives.
+struct Counted<'a>(&'a Cell<u32>);
+
+impl<'a> Counted<'a> {
+    fn new(counter: &'a Cell<u32>) -> Self {
+        counter.set(counter.get() + 1);
+        Self(counter)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
+    }
+}
+
+/// [`BackupManager::take`]'s side of [`Store::visit_snapshot`]: writes each chunk of rows as a
+/// part and hands it on.
+struct Taking<'a> {
+    /// The header's fields, until the count is known.
+    meta: Option<BackupMeta>,
+    limits: &'a BackupLimits,
+    writer: Option<BackupWriter>,
+    sink: &'a mut dyn FnMut(String) -> Result<()>,
+    progress: &'a dyn Fn(u64, u64),
+    total: u64,
+    done: u64,
+    bytes: u64,
+    parts: u32,
+}
+
+impl Taking<'_> {
+    fn emit(&mut self, part: String) -> Result<()> {
+        self.bytes += part.len() as u64;
+        self.parts = self
+            .parts
+            .checked_add(1)
+            .ok_or_else(|| Error::Internal("a backup of more than 2^32 parts".into()))?;
+        (self.sink)(part)
+    }
+}
+
+impl SnapshotVisitor for Taking<'_> {
+    fn count(&mut self, rows: u64) -> Result<()> {
+        let meta = self
+            .meta
+            .take()
+            .ok_or_else(|| Error::Internal("the snapshot gave two counts".into()))?;
+        let (writer, first) = BackupWriter::begin(meta, rows, self.limits)?;
+        self.writer = Some(writer);
+        self.total = rows;
+        self.emit(first)
+    }
+
+    fn rows(&mut self, rows: Vec<Row>) -> Result<()> {
+        let writer = self
+            .writer
+            .as_mut()
+            .ok_or_else(|| Error::Internal("the snapshot gave rows before a count".into()))?;
+        let part = writer.rows(&rows)?;
+        self.done += rows.len() as u64;
+        self.emit(part)?;
+        (self.progress)(self.done.min(self.total), self.total);
+        Ok(())
     }
 }
 

@@ -392,13 +392,49 @@ pub enum Request {
 }
 
 /// A backup file's text in a `backups_import` request: one string or consecutive pieces.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum BackupText {
     /// The whole text.
     Whole(String),
     /// The text in pieces, to be joined in order.
     Pieces(Vec<String>),
+}
+
+/// By hand rather than `#[serde(untagged)]`, which buffers the value and copies the string out
+/// of the buffer: a file read from a `Blob` (`orion-web`) is moved in, all of it at once.
+impl<'de> Deserialize<'de> for BackupText {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TextVisitor;
+
+        impl<'de> serde::de::Visitor<'de> for TextVisitor {
+            type Value = BackupText;
+
+            fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+                formatter.write_str("a string or an array of strings")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<BackupText, E> {
+                Ok(BackupText::Whole(text.to_owned()))
+            }
+
+            fn visit_string<E: serde::de::Error>(self, text: String) -> Result<BackupText, E> {
+                Ok(BackupText::Whole(text))
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<BackupText, A::Error> {
+                let mut pieces = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+                while let Some(piece) = seq.next_element::<String>()? {
+                    pieces.push(piece);
+                }
+                Ok(BackupText::Pieces(pieces))
+            }
+        }
+
+        deserializer.deserialize_any(TextVisitor)
+    }
 }
 
 impl BackupText {
@@ -718,6 +754,17 @@ pub enum Event {
         overall_loaded: u64,
         /// Bytes in all over all of the model's files, once every file's size is known.
         overall_total: Option<u64>,
+    },
+    /// The next part of the file a `backups_export` request sends: the page joins the parts in
+    /// order (the request's answer says how many there are), so that neither side builds the
+    /// file as one string in the worker.
+    BackupPart {
+        /// The `backups_export` request's id.
+        request_id: RequestId,
+        /// The part's place, from 0.
+        index: u32,
+        /// The part's text.
+        text: String,
     },
     /// `backups_export` read (or took) another part of the file.
     BackupProgress {

@@ -170,6 +170,8 @@ struct Common {
     llm: llm_requests::LlmState,
     /// The cancellation flag of each running `ask`, by request id.
     asks: HashMap<RequestId, Rc<Cell<bool>>>,
+    /// Backups being taken now ([`crate::backup::BackupManager::counting_backups_in`]).
+    backups_taking: Rc<Cell<u32>>,
 }
 
 type SharedState = Rc<RefCell<Common>>;
@@ -220,6 +222,7 @@ impl WorkerRuntime {
             alerts: Vec::new(),
             llm: llm_requests::LlmState::default(),
             asks: HashMap::new(),
+            backups_taking: Rc::default(),
         };
         let tool_calls = PageCalls::new(Rc::clone(&platform.emit), "t", |call_id| {
             Event::ToolHostAbort { call_id }

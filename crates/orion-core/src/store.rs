@@ -224,6 +224,14 @@ impl Scan {
 /// Whole tables read together: each table with its rows in id order.
 pub type Snapshot = Vec<(Table, Vec<Row>)>;
 
+/// What [`Store::visit_snapshot`] hands a table's rows to.
+pub trait SnapshotVisitor {
+    /// The number of rows in the snapshot, before any of them.
+    fn count(&mut self, rows: u64) -> Result<()>;
+    /// The next rows, in id order (never empty).
+    fn rows(&mut self, rows: Vec<Row>) -> Result<()>;
+}
+
 /// Field values by name, as [`Guarded`] checks and merges them. The names are mostly the caller's
 /// constants: a guarded write of a thousand rows then allocates no names.
 pub type Fields = Vec<(Cow<'static, str>, Value)>;
@@ -290,6 +298,35 @@ pub trait Store {
 
     /// Every row of `tables`, read in one transaction (a consistent snapshot), in table order.
     fn snapshot(&self, tables: Vec<Table>) -> LocalBoxFuture<'_, Result<Snapshot>>;
+
+    /// Every row of `table` in id order, read in one transaction (a consistent snapshot) and
+    /// handed to `visitor` at most `chunk` rows at a time, after the count of rows the snapshot
+    /// holds. An error from `visitor` ends the read and is answered.
+    ///
+    /// This default reads the whole table with [`Store::snapshot`], then hands it out. A store
+    /// with asynchronous reads reads one chunk per request instead (`IdbStore` does), so that a
+    /// large table is never held whole, and other work runs while each chunk is read.
+    fn visit_snapshot<'a>(
+        &'a self,
+        table: Table,
+        chunk: usize,
+        visitor: &'a mut dyn SnapshotVisitor,
+    ) -> LocalBoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let rows = self
+                .snapshot(vec![table])
+                .await?
+                .pop()
+                .map(|(_, rows)| rows)
+                .unwrap_or_default();
+            visitor.count(rows.len() as u64)?;
+            let mut rows = rows.into_iter().peekable();
+            while rows.peek().is_some() {
+                visitor.rows(rows.by_ref().take(chunk.max(1)).collect())?;
+            }
+            Ok(())
+        })
+    }
 
     /// Applies each of `changes` to its row of `table` if the row matches (see [`Guarded`]),
     /// then `then`, all in one transaction (on `Err`, nothing is written); answers what became of

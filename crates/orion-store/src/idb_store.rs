@@ -3,7 +3,7 @@
 use idb::{Database, TransactionMode};
 use orion_core::embedding::LocalBoxFuture;
 use orion_core::store::{
-    check_scan, Fields, Guard, Guarded, Row, Scan, Snapshot, Store, Table, WriteOp,
+    check_scan, Fields, Guard, Guarded, Row, Scan, Snapshot, SnapshotVisitor, Store, Table, WriteOp,
 };
 use orion_core::Error;
 use serde_json::{Map, Value};
@@ -138,13 +138,44 @@ impl IdbStore {
     async fn count_rows(&self, table: Table) -> Result<u64, Error> {
         let context = format!("counting `{}`", table.name());
         let transaction = self.transaction([table], TransactionMode::ReadOnly)?;
-        let request = object_store(&transaction, table)?
-            .count()
-            .map_err(|error| dom::thrown(&context, &error))?;
-        let count = Pending::new(request).result(&context).await?;
-        match count.as_f64() {
-            Some(count) if count >= 0.0 && count.fract() == 0.0 => Ok(count as u64),
-            _ => Err(Error::Store(format!("{context}: the count is {count:?}"))),
+        count_of(&object_store(&transaction, table)?, &context).await
+    }
+
+    /// One read transaction: the count, then `chunk` rows per `getAll` after the last id read.
+    /// `visitor` runs between the requests, synchronously, so the transaction stays active; the
+    /// worker answers other messages while each request is in flight.
+    async fn visit_rows(
+        &self,
+        table: Table,
+        chunk: usize,
+        visitor: &mut dyn SnapshotVisitor,
+    ) -> Result<(), Error> {
+        let context = format!("reading `{}`", table.name());
+        let transaction = self.transaction([table], TransactionMode::ReadOnly)?;
+        let store = object_store(&transaction, table)?;
+        visitor.count(count_of(&store, &context).await?)?;
+        let limit = u32::try_from(chunk.max(1)).unwrap_or(u32::MAX);
+        let mut after: Option<String> = None;
+        loop {
+            let range = match &after {
+                Some(after) => IdbKeyRange::lower_bound_with_open(&after.into(), true)
+                    .map_err(|error| dom::thrown(&context, &error))?
+                    .into(),
+                None => JsValue::UNDEFINED,
+            };
+            let request = store
+                .get_all_with_key_and_limit(&range, limit)
+                .map_err(|error| dom::thrown(&context, &error))?;
+            let records = Pending::new(request).result(&context).await?;
+            let rows = records_to_rows(table, &records, None)?;
+            let full = rows.len() >= chunk.max(1);
+            after = rows.last().map(|row| row.id.clone());
+            if !rows.is_empty() {
+                visitor.rows(rows)?;
+            }
+            if !full {
+                return Ok(());
+            }
         }
     }
 
@@ -322,6 +353,18 @@ impl Drop for IdbStore {
     }
 }
 
+/// The number of rows in `store`.
+async fn count_of(store: &IdbObjectStore, context: &str) -> Result<u64, Error> {
+    let request = store
+        .count()
+        .map_err(|error| dom::thrown(context, &error))?;
+    let count = Pending::new(request).result(context).await?;
+    match count.as_f64() {
+        Some(count) if count >= 0.0 && count.fract() == 0.0 => Ok(count as u64),
+        _ => Err(Error::Store(format!("{context}: the count is {count:?}"))),
+    }
+}
+
 /// One write, ready for IndexedDB.
 enum Change {
     Put(JsValue),
@@ -479,6 +522,15 @@ impl Store for IdbStore {
         tables: Vec<Table>,
     ) -> LocalBoxFuture<'_, orion_core::error::Result<Snapshot>> {
         Box::pin(self.snapshot_tables(tables))
+    }
+
+    fn visit_snapshot<'a>(
+        &'a self,
+        table: Table,
+        chunk: usize,
+        visitor: &'a mut dyn SnapshotVisitor,
+    ) -> LocalBoxFuture<'a, orion_core::error::Result<()>> {
+        Box::pin(self.visit_rows(table, chunk, visitor))
     }
 
     /// Checks and changes each row in one transaction (not the trait's read, then write).

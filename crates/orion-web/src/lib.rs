@@ -9,6 +9,7 @@ mod bench_llm;
 mod bench_tasks;
 mod clock;
 pub mod headroom;
+mod import_file;
 mod llm_loader;
 mod memory_sync;
 mod message_guard;
@@ -111,8 +112,11 @@ impl OrionWorker {
     /// Handles one message from the page. Never throws for a bad message: it is answered with an
     /// error. Throws only when the instance dies (a panic), after posting a `crashed` message.
     pub fn handle(&mut self, message: JsValue) {
-        let reply = match self.take_provided_files(&message) {
-            Ok(()) => self.handle_json(&message),
+        let reply = match self
+            .take_provided_files(&message)
+            .and_then(|()| import_file::take(&message))
+        {
+            Ok(file) => self.handle_json(&message, file),
             Err(error) => Reply::Send(
                 self.runtime
                     .reject(message_guard::peek_id(&message), &error),
@@ -158,11 +162,18 @@ impl OrionWorker {
         Ok(())
     }
 
-    fn handle_json(&mut self, message: &JsValue) -> Reply {
+    /// Checks and decodes `message`; `file` is an import's text taken out of it as bytes
+    /// ([`import_file::take`]), put back as its `text`.
+    fn handle_json(&mut self, message: &JsValue, file: Option<String>) -> Reply {
         match check_message(message, &self.limits)
             .and_then(|()| message_guard::to_json(message.clone()))
         {
-            Ok(json) => self.runtime.handle(json),
+            Ok(mut json) => {
+                if let (Some(text), Some(fields)) = (file, json.as_object_mut()) {
+                    fields.insert("text".to_owned(), serde_json::Value::String(text));
+                }
+                self.runtime.handle(json)
+            }
             Err(error) => Reply::Send(self.runtime.reject(message_guard::peek_id(message), &error)),
         }
     }

@@ -21,6 +21,7 @@ use serde_json::Value;
 use crate::{build, models, output_of, serve, setup};
 
 mod ask;
+mod backup;
 pub mod eval;
 mod llm;
 
@@ -37,11 +38,12 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
         Some("tasks") => tasks(root),
         Some("llm") => llm::run(root),
         Some("ask") => ask::run(root),
+        Some("backup") => backup::run(root),
         Some(other) => {
-            bail!("unknown benchmark `{other}` (try `embed`, `memory`, `tasks`, `llm` or `ask`)")
+            bail!("unknown benchmark `{other}` (try `embed`, `memory`, `tasks`, `llm`, `ask` or `backup`)")
         }
         None => bail!(
-            "which benchmark? `cargo xtask bench embed`, `cargo xtask bench memory`, `cargo xtask bench tasks`, `cargo xtask bench llm` or `cargo xtask bench ask`"
+            "which benchmark? `cargo xtask bench embed`, `cargo xtask bench memory`, `cargo xtask bench tasks`, `cargo xtask bench llm`, `cargo xtask bench ask` or `cargo xtask bench backup`"
         ),
     }
 }

@@ -1,4 +1,4 @@
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 use serde_json::json;
 
@@ -40,15 +40,55 @@ fn setup(memories: usize) -> (ManualClock, Rc<MemStore>, BackupManager) {
     (clock, store, manager)
 }
 
+/// The parts `export` sends, in order, and what it answers.
+fn export_parts(
+    manager: &BackupManager,
+    id: &str,
+    progress: &dyn Fn(u64, u64),
+) -> Result<(Vec<String>, Exported)> {
+    let mut parts = Vec::new();
+    let mut keep = |part| {
+        parts.push(part);
+        Ok(())
+    };
+    let exported = block_on(manager.export(id, &mut keep, progress))?;
+    Ok((parts, exported))
+}
+
+/// A stored backup's file.
+fn export_text(manager: &BackupManager, id: &str) -> String {
+    export_parts(manager, id, &|_, _| {}).unwrap().0.concat()
+}
+
 #[test]
 fn an_export_without_an_id_is_a_backup_taken_now_and_not_stored() {
     let (clock, store, manager) = setup(1_200);
     let stored = block_on(manager.create(BackupKind::Manual, None, &model())).unwrap();
     block_on(store.write(vec![WriteOp::Put(Table::Memories, memory(5_000))])).unwrap();
     clock.advance(1_000);
-    let document = block_on(manager.export_current(&model(), &|_, _| {}))
-        .unwrap()
-        .concat();
+    let mut parts = Vec::new();
+    let progress = RefCell::new(Vec::new());
+    let exported = block_on(manager.export_current(
+        &model(),
+        &mut |part| {
+            parts.push(part);
+            Ok(())
+        },
+        &|done, total| progress.borrow_mut().push((done, total)),
+    ))
+    .unwrap();
+    // The opening, two chunks of at most 1000 memories (one read each), the header.
+    assert_eq!(parts.len(), 4, "sent part by part");
+    assert_eq!(*progress.borrow(), [(1_000, 1_201), (1_201, 1_201)]);
+    let document = parts.concat();
+    assert_eq!(
+        exported,
+        Exported {
+            parts: 4,
+            bytes: document.len() as u64,
+            item_count: 1_201
+        }
+    );
     let contents = decode_and_validate(&document, &BackupLimits::default()).unwrap();
     assert_eq!(
         contents.memories.len(),
@@ -77,11 +117,12 @@ fn a_backup_holds_every_memory_in_parts_and_exports_a_valid_file() {
     assert_eq!(info.parts, 5);
     assert_eq!(info.label.as_deref(), Some("before"));
     let progress = RefCell::new(Vec::new());
-    let parts = block_on(manager.export(&info.id, &|done, total| {
+    let (parts, exported) = export_parts(&manager, &info.id, &|done, total| {
         progress.borrow_mut().push((done, total));
-    }))
+    })
     .unwrap();
     assert_eq!(parts.len(), 5, "the stored parts, not one string");
+    assert_eq!((exported.parts, exported.bytes), (5, info.bytes));
     // Four parts per read: the opening and three chunks, then the header.
     assert_eq!(*progress.borrow(), [(2_500, 2_500), (2_500, 2_500)]);
     let document = parts.concat();
@@ -182,7 +223,7 @@ fn an_empty_database_backs_up_and_deleting_removes_everything() {
     assert_eq!(block_on(store.count(Table::Backups)).unwrap(), 0);
     assert!(block_on(manager.get(&info.id)).unwrap().is_none());
     assert!(matches!(
-        block_on(manager.export(&info.id, &|_, _| {})),
+        export_parts(&manager, &info.id, &|_, _| {}),
         Err(Error::InvalidInput { field, .. }) if field == "id"
     ));
 }
@@ -333,9 +374,7 @@ fn a_damaged_or_mismatched_stored_backup_is_refused_and_nothing_changes() {
 fn an_exported_file_imports_into_another_database_identically() {
     let (clock, store, manager) = setup(25);
     let info = block_on(manager.create(BackupKind::Manual, None, &model())).unwrap();
-    let text = block_on(manager.export(&info.id, &|_, _| {}))
-        .unwrap()
-        .concat();
+    let text = export_text(&manager, &info.id);
 
     let (_, other_store, other_manager) = setup(0);
     let other = memories_on(&other_store, &clock);
@@ -365,9 +404,7 @@ fn an_exported_file_imports_into_another_database_identically() {
 fn a_bad_file_or_a_failed_write_leaves_the_database_byte_for_byte_unchanged() {
     let (clock, source, manager) = setup(20);
     let info = block_on(manager.create(BackupKind::Manual, None, &model())).unwrap();
-    let text = block_on(manager.export(&info.id, &|_, _| {}))
-        .unwrap()
-        .concat();
+    let text = export_text(&manager, &info.id);
     drop(source);
 
     let (_, store, target) = setup(5);
@@ -527,4 +564,80 @@ fn stats_count_sizes_and_dates_and_a_smaller_retention_keeps_fewer() {
             keep_auto: 2,
         }
     );
+}
+
+/// A store that records, at each snapshot read, how many backups are counted as being taken.
+struct Watching {
+    inner: Rc<MemStore>,
+    taking: Rc<Cell<u32>>,
+    seen: RefCell<Vec<u32>>,
+}
+
+impl Store for Watching {
+    fn get(
+        &self,
+        table: Table,
+        ids: Vec<String>,
+    ) -> crate::embedding::LocalBoxFuture<'_, Result<Vec<Option<Row>>>> {
+        self.inner.get(table, ids)
+    }
+    fn scan(
+        &self,
+        table: Table,
+        scan: Scan,
+    ) -> crate::embedding::LocalBoxFuture<'_, Result<Vec<Row>>> {
+        self.inner.scan(table, scan)
+    }
+    fn count(&self, table: Table) -> crate::embedding::LocalBoxFuture<'_, Result<u64>> {
+        self.inner.count(table)
+    }
+    fn write(&self, ops: Vec<WriteOp>) -> crate::embedding::LocalBoxFuture<'_, Result<()>> {
+        self.inner.write(ops)
+    }
+    fn patch(
+        &self,
+        table: Table,
+        patches: Vec<(String, serde_json::Map<String, Value>)>,
+    ) -> crate::embedding::LocalBoxFuture<'_, Result<()>> {
+        self.inner.patch(table, patches)
+    }
+    fn snapshot(
+        &self,
+        tables: Vec<Table>,
+    ) -> crate::embedding::LocalBoxFuture<'_, Result<crate::store::Snapshot>> {
+        self.inner.snapshot(tables)
+    }
+    fn visit_snapshot<'a>(
+        &'a self,
+        table: Table,
+        chunk: usize,
+        visitor: &'a mut dyn SnapshotVisitor,
+    ) -> crate::embedding::LocalBoxFuture<'a, Result<()>> {
+        self.seen.borrow_mut().push(self.taking.get());
+        self.inner.visit_snapshot(table, chunk, visitor)
+    }
+}
+
+#[test]
+fn a_backup_is_counted_as_being_taken_while_it_reads_the_memories() {
+    let (clock, inner, _) = setup(30);
+    let taking = Rc::new(Cell::new(0));
+    let store = Rc::new(Watching {
+        inner,
+        taking: Rc::clone(&taking),
+        seen: RefCell::new(Vec::new()),
+    });
+    let manager = BackupManager::new(store.clone(), clock.shared(), BackupConfig::default(), 7)
+        .counting_backups_in(Rc::clone(&taking));
+    block_on(manager.create(BackupKind::Auto, None, &model())).unwrap();
+    block_on(manager.export_current(&model(), &mut |_| Ok(()), &|_, _| {})).unwrap();
+    // A failing sink ends the export; the count still comes back down.
+    let failed = block_on(manager.export_current(
+        &model(),
+        &mut |_| Err(Error::Store("the page is gone".into())),
+        &|_, _| {},
+    ));
+    assert!(matches!(failed, Err(Error::Store(_))));
+    assert_eq!(*store.seen.borrow(), [1, 1, 1]);
+    assert_eq!(taking.get(), 0);
 }

@@ -168,3 +168,30 @@ fn outgoing_messages_have_the_documented_shape() {
             "code": "ERR_INVALID_MESSAGE", "message": "invalid message at `id`: missing field"}})
     );
 }
+
+#[test]
+fn an_import_takes_its_text_whole_or_in_pieces_and_nothing_else() {
+    let import = |text: Value| {
+        decode(json!({"v": 1, "id": 3, "type": "backups_import", "text": text}))
+            .map(|envelope| envelope.request)
+    };
+    let whole = import(json!("{\"formatName\":\"dexie\"}")).unwrap();
+    assert!(matches!(
+        whole,
+        Request::BackupsImport { text: BackupText::Whole(ref text), .. } if text == "{\"formatName\":\"dexie\"}"
+    ));
+    let Request::BackupsImport { text: pieces, .. } = import(json!(["{\"a\"", ":1}"])).unwrap()
+    else {
+        panic!("not an import");
+    };
+    assert_eq!(pieces.join(), "{\"a\":1}");
+    for (bad, path) in [
+        (json!(7), "text"),
+        (json!(["a", 1]), "text[1]"),
+        (json!({"text": "x"}), "text"),
+        (Value::Null, "text"),
+    ] {
+        let rejection = import(bad.clone()).unwrap_err();
+        assert_eq!(invalid_at(&rejection), path, "{bad}");
+    }
+}

@@ -66,7 +66,10 @@ impl WorkerRuntime {
                 let tasks = tasks.await?;
                 let model = embedder.await.info().clone();
                 let now = clock.now_ms();
-                let manager = Rc::new(BackupManager::new(store, clock, config, seed));
+                let taking = Rc::clone(&shared.borrow().backups_taking);
+                let manager = Rc::new(
+                    BackupManager::new(store, clock, config, seed).counting_backups_in(taking),
+                );
                 let handler = Rc::clone(&manager);
                 tasks.queue().register(BACKUP_JOB, 1, move |_context| {
                     let manager = Rc::clone(&handler);
@@ -114,7 +117,7 @@ impl WorkerRuntime {
         let emit = Rc::clone(&self.platform.emit);
         Reply::Spawn(Box::pin(async move {
             let result = match backups.await {
-                Ok(manager) => answer(&manager, embedder.await.info(), request, &*emit).await,
+                Ok(manager) => answer(&manager, embedder.await.info(), id, request, &*emit).await,
                 Err(error) => Err(error),
             };
             finish(&shared, id, STORE_COMPONENT, result)
@@ -230,9 +233,20 @@ async fn schedule_auto_backups(
 async fn answer(
     manager: &BackupManager,
     model: &crate::embedding::EmbeddingModelInfo,
+    id: RequestId,
     request: Request,
     emit: &dyn Fn(Event),
 ) -> Result<ResponseBody> {
+    let mut index = 0;
+    let mut send = |text| {
+        emit(Event::BackupPart {
+            request_id: id,
+            index,
+            text,
+        });
+        index += 1;
+        Ok(())
+    };
     let exported = |done, total| {
         emit(Event::BackupProgress {
             operation: "export".into(),
@@ -249,9 +263,9 @@ async fn answer(
         Request::BackupsVerify { backup_id } => json(&manager.verify(&backup_id).await?),
         Request::BackupsExport {
             backup_id: Some(backup_id),
-        } => json(&manager.export(&backup_id, &exported).await?),
+        } => json(&manager.export(&backup_id, &mut send, &exported).await?),
         Request::BackupsExport { backup_id: None } => {
-            json(&manager.export_current(model, &exported).await?)
+            json(&manager.export_current(model, &mut send, &exported).await?)
         }
         Request::BackupsDelete { backup_id } => json(&manager.delete(&backup_id).await?),
         other => Err(Error::Internal(format!(

@@ -201,7 +201,9 @@ impl WorkerRuntime {
 }
 
 /// Writes the search hits' `lastAccessed` times [`TOUCH_FLUSH_DELAY_MS`] from now, unless a write
-/// is already scheduled (one write for every search meanwhile).
+/// is already scheduled (one write for every search meanwhile), and not while a backup is being
+/// taken: that write would wait for the backup's read of `memories` to end, and so would every
+/// search's read placed after it.
 pub(super) fn flush_touches_later(
     memories: &Rc<Memories>,
     spawn: &Rc<dyn Fn(LocalBoxFuture<'static, ()>)>,
@@ -213,8 +215,12 @@ pub(super) fn flush_touches_later(
     }
     let memories = Rc::clone(memories);
     let sleep = Rc::clone(sleep);
+    let taking = Rc::clone(&shared.borrow().backups_taking);
     in_background(spawn, shared, async move {
         sleep(TOUCH_FLUSH_DELAY_MS).await;
+        while taking.get() > 0 {
+            sleep(TOUCH_FLUSH_DELAY_MS).await;
+        }
         memories.flush_touches().await
     });
 }

@@ -888,7 +888,11 @@ fn init_asks_for_the_databases_leader_lock_and_health_says_once_granted() {
 
 #[test]
 fn backups_are_taken_listed_verified_exported_and_scheduled_hourly() {
-    let (_, mut rt) = runtime();
+    let (_, mut platform) = fake_platform(false);
+    let events = Rc::new(RefCell::new(Vec::new()));
+    let sink = Rc::clone(&events);
+    platform.emit = Rc::new(move |event| sink.borrow_mut().push(event));
+    let mut rt = WorkerRuntime::new(ManualClock::new(500).shared(), "9.9.9", platform);
     init(&mut rt, false);
     let added = send(
         &mut rt,
@@ -916,13 +920,8 @@ fn backups_are_taken_listed_verified_exported_and_scheduled_hourly() {
         &mut rt,
         json!({"v": 1, "id": 5, "type": "backups_export", "backupId": id}),
     );
-    // The file comes in its stored parts; the page joins them.
-    let document: String = exported[0]["result"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|part| part.as_str().unwrap())
-        .collect();
+    // The file comes in its stored parts, as events; the page joins them.
+    let document = exported_text(&events.borrow(), 5, &exported[0]["result"]);
     let contents = crate::backup_file::decode_and_validate(
         &document,
         &crate::backup_file::BackupLimits::default(),
@@ -957,6 +956,32 @@ fn backups_are_taken_listed_verified_exported_and_scheduled_hourly() {
         json!({"v": 1, "id": 8, "type": "backups_export", "backupId": id}),
     );
     assert_eq!(bad[0]["error"]["code"], "ERR_INVALID_INPUT");
+}
+
+/// The file a `backups_export` request `id` sent in `backup_part` events, checked against its
+/// answer (`{parts, bytes, itemCount}`).
+fn exported_text(events: &[Event], id: RequestId, answer: &Value) -> String {
+    let parts: Vec<(u32, &str)> = events
+        .iter()
+        .filter_map(|event| match event {
+            Event::BackupPart {
+                request_id,
+                index,
+                text,
+            } if *request_id == id => Some((*index, text.as_str())),
+            _ => None,
+        })
+        .collect();
+    let indexes: Vec<u32> = parts.iter().map(|(index, _)| *index).collect();
+    assert_eq!(
+        indexes,
+        (0..indexes.len() as u32).collect::<Vec<_>>(),
+        "in order, none missing"
+    );
+    assert_eq!(answer["parts"], parts.len());
+    let text: String = parts.iter().map(|(_, text)| *text).collect();
+    assert_eq!(answer["bytes"], text.len());
+    text
 }
 
 /// The automatic backup schedule, if there is one.
@@ -1093,12 +1118,7 @@ fn backups_restore_and_import_through_the_protocol() {
 
     // Import of the exported file into a second database: identical memories.
     let exported = h.call(25, json!({"type": "backups_export", "backupId": id}));
-    let text: String = exported["result"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|part| part.as_str().unwrap())
-        .collect();
+    let text = exported_text(&h.events.borrow(), 25, &exported["result"]);
     let mut second = memory_harness(Rc::new(MemStore::new()));
     let (a, b) = text.split_at(text.len() / 2);
     let imported = second.call(

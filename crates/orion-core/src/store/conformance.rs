@@ -13,7 +13,7 @@ use std::task::{Wake, Waker};
 
 use serde_json::json;
 
-use super::{Fields, Guard, Guarded, Row, Scan, Store, Table, WriteOp};
+use super::{Fields, Guard, Guarded, Row, Scan, SnapshotVisitor, Store, Table, WriteOp};
 use crate::embedding::LocalBoxFuture;
 use crate::error::Result;
 
@@ -23,7 +23,7 @@ pub type StoreFactory<'a> = dyn Fn() -> LocalBoxFuture<'static, Result<Box<dyn S
 type Check = for<'a> fn(&'a dyn Store) -> LocalBoxFuture<'a, Result<(), String>>;
 
 /// Every check, by name.
-pub const CHECKS: [(&str, Check); 14] = [
+pub const CHECKS: [(&str, Check); 15] = [
     ("rows round-trip exactly", |s| Box::pin(round_trip(s))),
     ("get returns rows in the order asked", |s| {
         Box::pin(get_keeps_order(s))
@@ -36,6 +36,9 @@ pub const CHECKS: [(&str, Check); 14] = [
     ("scan pages in id order", |s| Box::pin(scan_pages(s))),
     ("scan filters on an index", |s| Box::pin(scan_index(s))),
     ("snapshot reads whole tables", |s| Box::pin(snapshot(s))),
+    ("a visited snapshot comes in chunks, in id order", |s| {
+        Box::pin(visit_snapshot(s))
+    }),
     ("a large batch with vectors", |s| Box::pin(large_batch(s))),
     ("an empty batch is fine", |s| Box::pin(empty_batch(s))),
     ("scanning an unindexed field is refused", |s| {
@@ -395,6 +398,74 @@ async fn snapshot(store: &dyn Store) -> Result<(), String> {
                 (Table::Backups, vec!["b"]),
             ],
         || format!("{shape:?}"),
+    )
+}
+
+/// What a [`SnapshotVisitor`] was given: the count, then each chunk's ids; it fails on the chunk
+/// `fail_at`.
+#[derive(Default)]
+struct Visits {
+    count: Option<u64>,
+    chunks: Vec<Vec<String>>,
+    fail_at: Option<usize>,
+}
+
+impl SnapshotVisitor for Visits {
+    fn count(&mut self, rows: u64) -> Result<()> {
+        if self.count.is_some() || !self.chunks.is_empty() {
+            return Err(crate::error::Error::Internal("a count after rows".into()));
+        }
+        self.count = Some(rows);
+        Ok(())
+    }
+
+    fn rows(&mut self, rows: Vec<Row>) -> Result<()> {
+        if self.fail_at == Some(self.chunks.len()) {
+            return Err(crate::error::Error::Store("the visitor stops".into()));
+        }
+        self.chunks
+            .push(rows.into_iter().map(|row| row.id).collect());
+        Ok(())
+    }
+}
+
+async fn visit_snapshot(store: &dyn Store) -> Result<(), String> {
+    let mut empty = Visits::default();
+    store
+        .visit_snapshot(Table::Memories, 2, &mut empty)
+        .await
+        .map_err(text)?;
+    ensure(empty.count == Some(0) && empty.chunks.is_empty(), || {
+        format!("empty: {:?} {:?}", empty.count, empty.chunks)
+    })?;
+    let rows: Vec<Row> = ["v3", "v1", "v5", "v2", "v4"]
+        .iter()
+        .map(|id| memory(id, "fact"))
+        .collect();
+    put(store, Table::Memories, rows).await?;
+    for (chunk, expected) in [
+        (2, vec![vec!["v1", "v2"], vec!["v3", "v4"], vec!["v5"]]),
+        (5, vec![vec!["v1", "v2", "v3", "v4", "v5"]]),
+        (9, vec![vec!["v1", "v2", "v3", "v4", "v5"]]),
+    ] {
+        let mut visits = Visits::default();
+        store
+            .visit_snapshot(Table::Memories, chunk, &mut visits)
+            .await
+            .map_err(text)?;
+        ensure(visits.count == Some(5) && visits.chunks == expected, || {
+            format!("chunks of {chunk}: {:?} {:?}", visits.count, visits.chunks)
+        })?;
+    }
+    let mut failing = Visits {
+        fail_at: Some(1),
+        ..Visits::default()
+    };
+    let outcome = store.visit_snapshot(Table::Memories, 2, &mut failing).await;
+    ensure(
+        matches!(&outcome, Err(crate::error::Error::Store(reason)) if reason == "the visitor stops")
+            && failing.chunks.len() == 1,
+        || format!("a failing visitor: {outcome:?}, {:?}", failing.chunks),
     )
 }
 
