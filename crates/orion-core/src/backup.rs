@@ -17,9 +17,9 @@
 //!
 //! The memories are read with [`Store::visit_snapshot`], one read transaction: a backup is the
 //! table as it was at one moment, whatever is written meanwhile. The transaction is read
-//! [`ROWS_PER_PART`] rows at a time, each chunk written as a part while the next is read: in
-//! IndexedDB the worker answers other requests (memory searches) between the chunks, and no
-//! more than a part of the table is held at once. A stored backup keeps its parts until they
+//! `READ_ROWS` (250) rows per request, each read written into the current part before the next is
+//! placed: in IndexedDB the worker answers other requests (memory searches) between the reads,
+//! and no more than a part of the table is held at once. A stored backup keeps its parts until they
 //! are written together; an export hands each part on as soon as it is written.
 //!
 //! # Restore and import
@@ -55,6 +55,11 @@ use crate::store::{Row, Scan, SnapshotVisitor, Store, Table, WriteOp};
 
 /// Memories per part row.
 pub const ROWS_PER_PART: usize = 1_000;
+
+/// Memories read per request while a backup is taken: the worker answers other requests between
+/// two reads, so this bounds how long one waits for a backup (about 15 ms at 250).
+const READ_ROWS: usize = 250;
+const _: () = assert!(ROWS_PER_PART % READ_ROWS == 0, "a part is whole reads");
 
 /// Parts read per transaction by [`BackupManager::export`] (a few MB), with progress after each.
 const PARTS_PER_READ: usize = 4;
@@ -348,7 +353,7 @@ impl BackupManager {
     }
 
     /// A backup of every memory as they are at one moment (one read transaction, read
-    /// [`ROWS_PER_PART`] rows at a time): its document goes to `sink` part by part as it is
+    /// [`READ_ROWS`] rows at a time): its document goes to `sink` part by part as it is
     /// written, with `progress(memories, total)` after each part; answers its info. Stores
     /// nothing.
     async fn take(
@@ -383,10 +388,13 @@ impl BackupManager {
             done: 0,
             bytes: 0,
             parts: 0,
+            part: String::new(),
+            part_rows: 0,
         };
         self.store
-            .visit_snapshot(Table::Memories, ROWS_PER_PART, &mut taking)
+            .visit_snapshot(Table::Memories, READ_ROWS, &mut taking)
             .await?;
+        taking.end_part()?;
         let writer = taking
             .writer
             .take()
@@ -686,8 +694,8 @@ impl Drop for Counted<'_> {
     }
 }
 
-/// [`BackupManager::take`]'s side of [`Store::visit_snapshot`]: writes each chunk of rows as a
-/// part and hands it on.
+/// [`BackupManager::take`]'s side of [`Store::visit_snapshot`]: writes the rows of each read into
+/// the current part, and hands each part on once it holds [`ROWS_PER_PART`] memories.
 struct Taking<'a> {
     /// The header's fields, until the count is known.
     meta: Option<BackupMeta>,
@@ -699,9 +707,24 @@ struct Taking<'a> {
     done: u64,
     bytes: u64,
     parts: u32,
+    /// The part being written and its memories: [`ROWS_PER_PART`] make a part.
+    part: String,
+    part_rows: usize,
 }
 
 impl Taking<'_> {
+    /// Sends the part being written, if it holds any memory.
+    fn end_part(&mut self) -> Result<()> {
+        if self.part_rows == 0 {
+            return Ok(());
+        }
+        self.part_rows = 0;
+        let part = std::mem::take(&mut self.part);
+        self.emit(part)?;
+        (self.progress)(self.done.min(self.total), self.total);
+        Ok(())
+    }
+
     fn emit(&mut self, part: String) -> Result<()> {
         self.bytes += part.len() as u64;
         self.parts = self
@@ -729,10 +752,12 @@ impl SnapshotVisitor for Taking<'_> {
             .writer
             .as_mut()
             .ok_or_else(|| Error::Internal("the snapshot gave rows before a count".into()))?;
-        let part = writer.rows(&rows)?;
+        self.part.push_str(&writer.rows(&rows)?);
+        self.part_rows += rows.len();
         self.done += rows.len() as u64;
-        self.emit(part)?;
-        (self.progress)(self.done.min(self.total), self.total);
+        if self.part_rows >= ROWS_PER_PART {
+            self.end_part()?;
+        }
         Ok(())
     }
 }
