@@ -195,6 +195,7 @@ async function main() {
   setupLlm(orion);
   setupMemory(orion);
   setupTasks(orion);
+  setupBackups(orion);
 
   await refreshHealth(orion);
   setInterval(() => refreshHealth(orion), 5000);
@@ -917,3 +918,154 @@ function setupMemory(orion) {
 }
 
 main();
+
+// Backups: the panel lists what `orion.backups.list()` answers and runs each action through
+// `orion.backups`, with `backup_progress` (export, download) and `memory_index` (restore, import)
+// events on one progress bar.
+const BACKUP_ACTIONS = [['verify', 'Verify'], ['restore', 'Restore'], ['download', 'Download'], ['delete', 'Delete']];
+
+function backupRow(backup) {
+  const tr = document.createElement('tr');
+  tr.dataset.backupId = backup.id;
+  const actions = document.createElement('td');
+  actions.className = 'actions-cell';
+  for (const [action, label] of BACKUP_ACTIONS) {
+    const button = element('button', action === 'delete' ? 'danger' : '', label);
+    button.type = 'button';
+    button.dataset.action = action;
+    button.setAttribute('aria-label', `${label} backup ${backup.label ?? backup.id}`);
+    actions.append(button);
+  }
+  tr.append(
+    idCell(backup.id),
+    cell(backup.kind),
+    cell(backup.label ?? '—'),
+    timeCell(backup.createdAt),
+    cell(String(backup.itemCount)),
+    cell(`${(backup.bytes / MB).toFixed(2)} MB`),
+    cell(backup.embeddingVersion),
+    actions,
+  );
+  return tr;
+}
+
+/** The memories a backup file announces near its start (Dexie's `rowCount` of `memories`, which
+ * ORION's files carry too), or null. */
+async function announcedCount(file) {
+  const head = await file.slice(0, 8192).text();
+  const match = /\{"name":"memories","schema":"[^"]*","rowCount":(\d+)\}/.exec(head);
+  return match ? Number(match[1]) : null;
+}
+
+function setupBackups(orion) {
+  const bar = $('backup-progress');
+  const controls = ['backup-create', 'backup-download-now', 'backup-import'].map($);
+  const tbody = $('backup-list').tBodies[0];
+  // What the progress events count towards while an action runs: null when none does.
+  let tracking = null;
+
+  const status = (phase, text) => {
+    $('backup-status').dataset.phase = phase;
+    $('backup-status').textContent = text;
+  };
+  const progress = (done, total) => {
+    bar.hidden = false;
+    if (total > 0) {
+      bar.max = total;
+      bar.value = Math.min(done, total);
+    } else {
+      bar.removeAttribute('value'); // indeterminate
+    }
+  };
+  orion.on('backup_progress', (e) => {
+    if (tracking === 'export') progress(e.done, e.total);
+  });
+  orion.on('memory_index', (e) => {
+    if (tracking?.index) progress(e.loaded, tracking.total);
+  });
+
+  const refresh = async () => {
+    try {
+      const [list, stats] = await Promise.all([orion.backups.list(), orion.backups.stats()]);
+      renderRows(tbody, list, (backup) => backup.id, backupRow, () => emptyRow(8, 'no backups yet'));
+      const size = `${(stats.bytes / MB).toFixed(2)} MB`;
+      $('backup-stats').textContent = `${stats.count} stored (${stats.auto} automatic, the newest ${stats.keepAuto} kept; ${stats.manual} manual) · ${size}`;
+    } catch (error) {
+      $('backup-stats').textContent = `could not read the backups: ${error.code}`;
+    }
+  };
+
+  // Runs one action at a time: `run()` answers the text shown when it is done.
+  let running = false;
+  const act = async (what, track, run) => {
+    if (running) return;
+    running = true;
+    for (const control of controls) control.disabled = true;
+    for (const button of tbody.querySelectorAll('button')) button.disabled = true;
+    status('working', `${what}…`);
+    tracking = track;
+    progress(0, track?.total ?? 0);
+    try {
+      const text = await run();
+      status('done', text);
+      log(`backups: ${text}`);
+    } catch (error) {
+      status('error', `${what} failed: ${error.code}: ${error.message}`);
+      log(`backups: ${what} failed: ${error.code}: ${error.message}`, 'error');
+    } finally {
+      tracking = null;
+      bar.hidden = true;
+      running = false;
+      for (const control of controls) control.disabled = false;
+      await refresh();
+      for (const button of tbody.querySelectorAll('button')) button.disabled = false;
+    }
+  };
+  const clearExisting = () => $('backup-clear').checked;
+  const restored = (report) =>
+    `${report.restored} memories written (${report.replaced} replaced), ${report.skipped} skipped${report.otherVersions ? `, ${report.otherVersions} of another embedding version` : ''}`;
+
+  $('backup-create').addEventListener('click', () =>
+    act('backing up', null, async () => {
+      const label = $('backup-label').value.trim();
+      const backup = await orion.backups.create(label ? { label } : {});
+      $('backup-label').value = '';
+      return `backup ${backup.id} taken: ${backup.itemCount} memories, ${(backup.bytes / MB).toFixed(2)} MB`;
+    }));
+  $('backup-download-now').addEventListener('click', () =>
+    act('exporting every memory', 'export', async () => `saved ${await orion.backups.download()}`));
+  $('backup-import').addEventListener('change', (event) => {
+    const [file] = event.target.files;
+    if (!file) return;
+    act(`importing ${file.name}`, { index: true, total: 0 }, async () => {
+      tracking.total = (await announcedCount(file)) ?? 0;
+      const report = await orion.backups.import(file, { clearExisting: clearExisting() });
+      return `imported ${file.name}: ${restored(report)}`;
+    }).finally(() => {
+      event.target.value = '';
+    });
+  });
+  tbody.addEventListener('click', (event) => {
+    const button = event.target.closest('button[data-action]');
+    const id = button?.closest('tr')?.dataset.backupId;
+    if (!id) return;
+    const count = Number(button.closest('tr').children[4].textContent);
+    const actions = {
+      verify: () => act(`verifying ${id}`, null, async () => {
+        const { valid, issues } = await orion.backups.verify(id);
+        return valid ? `${id} is valid` : `${id} is damaged: ${issues.join('; ')}`;
+      }),
+      restore: () => act(`restoring ${id}`, { index: true, total: count }, async () => `restored ${id}: ${restored(await orion.backups.restore(id, { clearExisting: clearExisting() }))}`),
+      download: () => act(`downloading ${id}`, 'export', async () => `saved ${await orion.backups.download(id)}`),
+      delete: () => act(`deleting ${id}`, null, async () => ((await orion.backups.delete(id)) ? `deleted ${id}` : `${id} was already gone`)),
+    };
+    actions[button.dataset.action]?.();
+  });
+
+  for (const control of controls) control.disabled = false;
+  refresh();
+  // Automatic backups appear on their own: read the list again now and then.
+  setInterval(() => {
+    if (!running) refresh();
+  }, 5000);
+}
