@@ -727,6 +727,20 @@ export interface HealthReport {
   leader: boolean;
   /** Task alerts firing now (see `tasks.monitoring.configureAlerts`). */
   alerts: Omit<AlertEvent, 'kind'>[];
+  /** The origin's storage, read in the page. */
+  storage: StorageHealth;
+}
+
+/** `health().storage`: null where the browser does not say. */
+export interface StorageHealth {
+  /** What `navigator.storage.persist()`, asked at `Orion.create`, answered. */
+  persistGranted: boolean | null;
+  /** `navigator.storage.persisted()` now: whether the browser keeps this origin's data under storage pressure. */
+  persisted: boolean | null;
+  /** `navigator.storage.estimate().usage`, bytes. */
+  usageBytes: number | null;
+  /** `navigator.storage.estimate().quota`, bytes. */
+  quotaBytes: number | null;
 }
 
 export type BreakerState = 'CLOSED' | 'OPEN' | 'HALF_OPEN';

@@ -75,6 +75,8 @@ export class Orion {
   #asks = new Map();
   /** Calls of the page's `llm` function and tools in flight, by call id: their AbortControllers. */
   #hostCalls = new Map();
+  /** `navigator.storage.persist()`, asked once at create: whether it was granted, or null. */
+  #persist = Promise.resolve(null);
   /** `backups_export` requests in flight, by request id: the parts received so far. */
   #exports = new Map();
 
@@ -287,6 +289,7 @@ export class Orion {
     if (options.llmOptions !== undefined) pickOptions('Orion.create llmOptions', options.llmOptions, LLM_OPTIONS);
     if (options.tools !== undefined) checkTools(options.tools);
     const orion = new Orion({ ...options }, CREATE);
+    orion.#persist = requestPersistence();
     try {
       await orion.#start();
     } catch (error) {
@@ -302,9 +305,13 @@ export class Orion {
     return this.#call({ type: 'ping', payload });
   }
 
-  /** The WorkerHealthMonitor report: the worst status and one row per component. */
-  health() {
-    return this.#call({ type: 'health' });
+  /**
+   * The WorkerHealthMonitor report: the worst status and one row per component, with the
+   * origin's storage (`navigator.storage.persist()` asked at create, and `estimate()`).
+   */
+  async health() {
+    const [report, storage] = await Promise.all([this.#call({ type: 'health' }), storageHealth(this.#persist)]);
+    return { ...report, storage };
   }
 
   /** Crate and protocol versions of the worker, and this client's version. */
@@ -781,6 +788,36 @@ function pickOptions(method, options, allowed) {
 }
 
 const RESTORE_OPTIONS = ['clearExisting', 'onConflict'];
+
+/**
+ * Asks the browser to keep this origin's storage (IndexedDB: memories, backups) under storage
+ * pressure rather than evict it: true if granted, false if refused, null where the API is missing
+ * or failed. Only a page may ask (workers cannot); the answer goes into `health().storage`.
+ */
+async function requestPersistence() {
+  try {
+    if (typeof navigator?.storage?.persist !== 'function') return null;
+    return await navigator.storage.persist();
+  } catch {
+    return null;
+  }
+}
+
+/** `health().storage`: the persistence asked for at create, and what is persisted and used now. */
+async function storageHealth(persist) {
+  const storage = typeof navigator === 'undefined' ? undefined : navigator.storage;
+  const [granted, persisted, estimate] = await Promise.all([
+    persist,
+    storage?.persisted?.().catch(() => null) ?? null,
+    storage?.estimate?.().catch(() => null) ?? null,
+  ]);
+  return {
+    persistGranted: granted,
+    persisted: persisted ?? null,
+    usageBytes: estimate?.usage ?? null,
+    quotaBytes: estimate?.quota ?? null,
+  };
+}
 
 /** Strings in a message are at most 2^20 UTF-16 units: a larger text goes in pieces, never cut
  * between the two halves of a surrogate pair (the worker joins them in order). */

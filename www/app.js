@@ -63,9 +63,18 @@ function renderHealth(report) {
   $('health').tBodies[0].replaceChildren(...rows);
 }
 
+/** `health().storage` in a line: persistence and what the origin uses of its quota. */
+function describeStorage({ persistGranted, persisted, usageBytes, quotaBytes }) {
+  const kept = persisted ? 'persistent' : `not persistent (persist() ${persistGranted === null ? 'unavailable' : persistGranted ? 'granted' : 'refused'})`;
+  const used = usageBytes === null || quotaBytes === null ? 'usage unknown' : `${(usageBytes / 1_000_000).toFixed(1)} MB of ${(quotaBytes / 1_000_000).toFixed(0)} MB used`;
+  return `${kept} · ${used}`;
+}
+
 async function refreshHealth(orion) {
   try {
-    renderHealth(await orion.health());
+    const report = await orion.health();
+    $('storage').textContent = describeStorage(report.storage);
+    renderHealth(report);
   } catch (error) {
     log(`health failed: ${error.code}: ${error.message}`, 'error');
   }

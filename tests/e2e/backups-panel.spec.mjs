@@ -14,6 +14,7 @@ test('the backups panel takes, verifies, downloads, restores, deletes and import
   await expect(panel.getByRole('heading', { name: 'Backups' })).toBeVisible();
   await expect(page.locator('#backup-create')).toBeEnabled();
   await expect(panel.locator('tbody')).toContainText('no backups yet');
+  await expect(page.locator('#storage')).toContainText(/persist.* · [\d.]+ MB of \d+ MB used/);
   await page.evaluate((texts) => window.orion.memory.addMany(texts.map((text) => ({ text, kind: 'fact' }))), MEMORIES);
   const count = () => page.evaluate(async () => (await window.orion.memory.stats()).count);
   // Every state the progress bar shows, from here on.

@@ -27,8 +27,15 @@ test('a manual backup is listed, verified, exported and downloaded as a file', a
     } catch (error) {
       missing = error.code;
     }
-    return { backup, list, verified, text, utf8Bytes: new TextEncoder().encode(text).length, schedules, missing };
+    const { storage } = await orion.health();
+    return { backup, list, verified, text, utf8Bytes: new TextEncoder().encode(text).length, schedules, missing, storage };
   }, { database });
+
+  // persist() was asked at create; health has its answer and the origin's usage and quota.
+  expect(typeof outcome.storage.persistGranted).toBe('boolean');
+  expect(typeof outcome.storage.persisted).toBe('boolean');
+  expect(outcome.storage.usageBytes).toBeGreaterThan(0);
+  expect(outcome.storage.quotaBytes).toBeGreaterThan(outcome.storage.usageBytes);
 
   expect(outcome.backup).toMatchObject({ kind: 'manual', label: 'before the upgrade', itemCount: 3 });
   expect(outcome.backup.checksum).toMatch(/^sha256:[0-9a-f]{64}$/);

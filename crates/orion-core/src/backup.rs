@@ -341,9 +341,8 @@ impl BackupManager {
             ));
         }
         if kind == BackupKind::Auto {
-            let mut autos = self.of_kind(BackupKind::Auto).await?;
-            autos.sort_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
             // The new one counts among the kept.
+            let autos = self.autos_newest_first().await?;
             for old in autos.iter().skip(self.config.keep_auto.saturating_sub(1)) {
                 ops.extend(deletion(old));
             }
@@ -428,11 +427,32 @@ impl BackupManager {
         Ok(Exported::of(&info))
     }
 
+    /// Makes room after a write ran out of quota ([`Store::set_quota_relief`]): deletes every
+    /// automatic backup but the newest, in one transaction; manual ones are never touched.
+    /// Answers how many it deleted.
+    pub async fn free_space(&self) -> Result<usize> {
+        let autos = self.autos_newest_first().await?;
+        let old = autos.get(1..).unwrap_or_default();
+        if old.is_empty() {
+            return Ok(0);
+        }
+        self.store
+            .write(old.iter().flat_map(deletion).collect())
+            .await?;
+        Ok(old.len())
+    }
+
+    async fn autos_newest_first(&self) -> Result<Vec<BackupInfo>> {
+        let mut autos = self.of_kind(BackupKind::Auto).await?;
+        autos.sort_by(newest_first);
+        Ok(autos)
+    }
+
     /// Every backup, newest first.
     pub async fn list(&self) -> Result<Vec<BackupInfo>> {
         let mut all = self.of_kind(BackupKind::Auto).await?;
         all.extend(self.of_kind(BackupKind::Manual).await?);
-        all.sort_by(|a, b| (b.created_at, &b.id).cmp(&(a.created_at, &a.id)));
+        all.sort_by(newest_first);
         Ok(all)
     }
 
@@ -760,6 +780,11 @@ impl SnapshotVisitor for Taking<'_> {
         }
         Ok(())
     }
+}
+
+/// Orders backups newest first (by id among those taken in the same millisecond).
+fn newest_first(a: &BackupInfo, b: &BackupInfo) -> std::cmp::Ordering {
+    (b.created_at, &b.id).cmp(&(a.created_at, &a.id))
 }
 
 /// The writes that delete a backup: its info row and its parts.

@@ -20,11 +20,13 @@ use crate::embedding::LocalBoxFuture;
 use crate::error::{Error, Result};
 
 mod mem;
+mod quota_relief;
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 
 pub use mem::MemStore;
+pub use quota_relief::{after_relief, QuotaRelief, Relief};
 
 /// The tables of the database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -298,6 +300,14 @@ pub trait Store {
 
     /// Every row of `tables`, read in one transaction (a consistent snapshot), in table order.
     fn snapshot(&self, tables: Vec<Table>) -> LocalBoxFuture<'_, Result<Snapshot>>;
+
+    /// Sets what the store does when [`Store::write`] fails for lack of quota: runs `relief`
+    /// (which deletes the oldest automatic backups) and, if it freed anything, tries the write
+    /// once more; if that fails too, the answer is [`Error::Quota`] and nothing else is lost.
+    /// A store that cannot run out of quota ignores it (this default).
+    fn set_quota_relief(&self, relief: Relief) {
+        drop(relief);
+    }
 
     /// Every row of `table` in id order, read in one transaction (a consistent snapshot) and
     /// handed to `visitor` at most `chunk` rows at a time, after the count of rows the snapshot

@@ -3,7 +3,8 @@
 use idb::{Database, TransactionMode};
 use orion_core::embedding::LocalBoxFuture;
 use orion_core::store::{
-    check_scan, Fields, Guard, Guarded, Row, Scan, Snapshot, SnapshotVisitor, Store, Table, WriteOp,
+    after_relief, check_scan, Fields, Guard, Guarded, QuotaRelief, Relief, Row, Scan, Snapshot,
+    SnapshotVisitor, Store, Table, WriteOp,
 };
 use orion_core::Error;
 use serde_json::{Map, Value};
@@ -24,6 +25,8 @@ use crate::{row, schema};
 #[derive(Debug)]
 pub struct IdbStore {
     database: Database,
+    /// What a write that lacks quota runs before its one retry ([`Store::set_quota_relief`]).
+    relief: QuotaRelief,
 }
 
 impl IdbStore {
@@ -34,6 +37,7 @@ impl IdbStore {
     /// (a newer ORION wrote it) or lacks an object store or index this version needs.
     pub async fn open(name: &str) -> Result<IdbStore, Error> {
         Ok(Self {
+            relief: QuotaRelief::default(),
             database: schema::open(name).await?,
         })
     }
@@ -185,8 +189,21 @@ impl IdbStore {
             return Ok(());
         }
         // Converted before the transaction starts, so a row JS cannot hold fails the batch
-        // before anything is written.
+        // before anything is written; kept, so a retry after freeing space copies nothing.
         let ops = convert(ops)?;
+        match self.write_converted(&ops).await {
+            Err(error @ Error::Quota(_)) => {
+                let deleted = self.relief.relieve(error).await?;
+                self.write_converted(&ops)
+                    .await
+                    .map_err(|error| after_relief(error, deleted))
+            }
+            other => other,
+        }
+    }
+
+    /// One transaction of converted writes: all of them or, on `Err`, none.
+    async fn write_converted(&self, ops: &[(Table, Change)]) -> Result<(), Error> {
         let transaction = self.transaction(
             ops.iter().map(|(table, _)| *table),
             TransactionMode::ReadWrite,
@@ -195,7 +212,7 @@ impl IdbStore {
         // Requests run in the order they are placed, all in this transaction. None is awaited:
         // a failed request aborts the transaction by default (nothing here cancels its error
         // event), and the abort reports the request's error in `IDBTransaction.error`.
-        if let Err(error) = place(&transaction, &ops) {
+        if let Err(error) = place(&transaction, ops) {
             // A request IndexedDB refused outright: undo the earlier ones, and return only once
             // the abort is through, so that no read sees them.
             let _ = transaction.abort();
@@ -507,6 +524,10 @@ impl Store for IdbStore {
 
     fn write(&self, ops: Vec<WriteOp>) -> LocalBoxFuture<'_, orion_core::error::Result<()>> {
         Box::pin(self.write_ops(ops))
+    }
+
+    fn set_quota_relief(&self, relief: Relief) {
+        self.relief.set(relief);
     }
 
     fn patch(

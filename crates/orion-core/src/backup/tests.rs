@@ -641,3 +641,78 @@ fn a_backup_is_counted_as_being_taken_while_it_reads_the_memories() {
     assert_eq!(*store.seen.borrow(), [1, 1, 1]);
     assert_eq!(taking.get(), 0);
 }
+
+/// Rows in all tables of `store`.
+fn rows_in(store: &MemStore) -> usize {
+    [Table::Memories, Table::Backups]
+        .into_iter()
+        .map(|table| block_on(store.count(table)).unwrap() as usize)
+        .sum()
+}
+
+#[test]
+fn a_write_out_of_quota_deletes_the_oldest_automatic_backups_and_is_tried_once_more() {
+    let (clock, store, manager) = setup(3);
+    let manager = Rc::new(manager);
+    let relief = Rc::clone(&manager);
+    store.set_quota_relief(Rc::new(move || {
+        let manager = Rc::clone(&relief);
+        Box::pin(async move { manager.free_space().await })
+    }));
+    let manual =
+        block_on(manager.create(BackupKind::Manual, Some("mine".into()), &model())).unwrap();
+    let mut autos = Vec::new();
+    for _ in 0..3 {
+        clock.advance(3_600_000);
+        autos.push(block_on(manager.create(BackupKind::Auto, None, &model())).unwrap());
+    }
+    // Room for one more row; three new memories do not fit until two old backups are gone.
+    store.set_max_rows(Some(rows_in(&store) + 1));
+    let new: Vec<WriteOp> = (10..13)
+        .map(|n| WriteOp::Put(Table::Memories, memory(n)))
+        .collect();
+    block_on(store.write(new)).unwrap();
+    assert_eq!(block_on(store.count(Table::Memories)).unwrap(), 6);
+    let kept: Vec<String> = block_on(manager.list())
+        .unwrap()
+        .into_iter()
+        .map(|info| info.id)
+        .collect();
+    assert_eq!(
+        kept,
+        [autos[2].id.clone(), manual.id.clone()],
+        "the newest automatic one and the manual one"
+    );
+
+    // Still too large: ERR_QUOTA, and nothing else is lost.
+    store.set_max_rows(Some(rows_in(&store)));
+    let error = block_on(store.write(vec![WriteOp::Put(Table::Memories, memory(20))])).unwrap_err();
+    assert!(
+        matches!(&error, Error::Quota(reason) if reason.contains("no automatic backup to delete")),
+        "{error:?}"
+    );
+    assert_eq!(block_on(store.count(Table::Memories)).unwrap(), 6);
+    assert_eq!(block_on(manager.list()).unwrap().len(), 2);
+    assert!(block_on(manager.verify(&autos[2].id)).unwrap().valid);
+
+    // Room made, but not enough: tried once more only, and the error says what was deleted.
+    store.set_max_rows(None);
+    clock.advance(3_600_000);
+    let newest = block_on(manager.create(BackupKind::Auto, None, &model())).unwrap();
+    store.set_max_rows(Some(rows_in(&store) + 1));
+    let many: Vec<WriteOp> = (100..150)
+        .map(|n| WriteOp::Put(Table::Memories, memory(n)))
+        .collect();
+    let error = block_on(store.write(many)).unwrap_err();
+    assert!(
+        matches!(&error, Error::Quota(reason) if reason.contains("still, after deleting 1 automatic backups")),
+        "{error:?}"
+    );
+    assert_eq!(block_on(store.count(Table::Memories)).unwrap(), 6);
+    let kept: Vec<String> = block_on(manager.list())
+        .unwrap()
+        .into_iter()
+        .map(|info| info.id)
+        .collect();
+    assert_eq!(kept, [newest.id, manual.id]);
+}

@@ -68,8 +68,20 @@ impl WorkerRuntime {
                 let now = clock.now_ms();
                 let taking = Rc::clone(&shared.borrow().backups_taking);
                 let manager = Rc::new(
-                    BackupManager::new(store, clock, config, seed).counting_backups_in(taking),
+                    BackupManager::new(Rc::clone(&store), clock, config, seed)
+                        .counting_backups_in(taking),
                 );
+                // A write out of quota deletes the oldest automatic backups and is tried again.
+                let relief = Rc::downgrade(&manager);
+                store.set_quota_relief(Rc::new(move || {
+                    let manager = relief.upgrade();
+                    Box::pin(async move {
+                        match manager {
+                            Some(manager) => manager.free_space().await,
+                            None => Ok(0),
+                        }
+                    })
+                }));
                 let handler = Rc::clone(&manager);
                 tasks.queue().register(BACKUP_JOB, 1, move |_context| {
                     let manager = Rc::clone(&handler);

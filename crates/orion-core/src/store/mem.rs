@@ -4,7 +4,10 @@ use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 
-use super::{check_scan, Guard, Guarded, Row, Scan, Snapshot, Store, Table, WriteOp};
+use super::{
+    after_relief, check_scan, Guard, Guarded, QuotaRelief, Relief, Row, Scan, Snapshot, Store,
+    Table, WriteOp,
+};
 use crate::embedding::LocalBoxFuture;
 use crate::error::{Error, Result};
 
@@ -16,6 +19,7 @@ pub struct MemStore {
     /// Rows the store may hold before writes fail with [`Error::Quota`] (tests of quota handling).
     max_rows: Cell<Option<usize>>,
     writes: Cell<u64>,
+    relief: QuotaRelief,
 }
 
 impl MemStore {
@@ -35,10 +39,16 @@ impl MemStore {
         self.writes.get()
     }
 
-    fn apply(&self, ops: Vec<WriteOp>) -> Result<()> {
-        let mut tables = self.tables.borrow_mut();
-        self.check_quota(&tables, &ops)?;
-        apply_ops(&mut tables, ops);
+    /// Checks `ops` against the quota, then applies them, all or nothing; a lack of quota asks
+    /// the relief ([`Store::set_quota_relief`]) and checks once more.
+    async fn apply(&self, ops: Vec<WriteOp>) -> Result<()> {
+        let checked = self.check_quota(&self.tables.borrow(), &ops);
+        if let Err(error) = checked {
+            let deleted = self.relief.relieve(error).await?;
+            self.check_quota(&self.tables.borrow(), &ops)
+                .map_err(|error| after_relief(error, deleted))?;
+        }
+        apply_ops(&mut self.tables.borrow_mut(), ops);
         self.writes.set(self.writes.get() + 1);
         Ok(())
     }
@@ -204,7 +214,11 @@ impl Store for MemStore {
     }
 
     fn write(&self, ops: Vec<WriteOp>) -> LocalBoxFuture<'_, Result<()>> {
-        Box::pin(std::future::ready(self.apply(ops)))
+        Box::pin(self.apply(ops))
+    }
+
+    fn set_quota_relief(&self, relief: Relief) {
+        self.relief.set(relief);
     }
 
     fn write_guarded(
