@@ -243,3 +243,68 @@ test('a file larger than one message string imports in pieces, and over the budg
   expect(outcome.smallCount).toBe(1);
   expect(problems).toEqual([]);
 });
+
+const QUOTA_TEST_BYTES = 3_000_000;
+
+test('out of quota, the oldest automatic backups make room: the write is tried again, then ERR_QUOTA with nothing else lost', async ({ page, context }, testInfo) => {
+  const problems = watchProblems(page);
+  await page.goto('/fixture/blank.html');
+  const cdp = await context.newCDPSession(page);
+  const origin = new URL(page.url()).origin;
+  const database = `quota-${testInfo.workerIndex}-${Date.now()}`;
+  // A small disk, set before the origin first opens IndexedDB (which reads its quota then).
+  await cdp.send('Storage.overrideQuotaForOrigin', { origin, quotaSize: QUOTA_TEST_BYTES });
+  try {
+    // Memories of random text (IndexedDB compresses values), two automatic backups of them (the
+    // backup job, run twice) and a manual one.
+    const before = await page.evaluate(async ({ database }) => {
+      const { Orion } = await import('/pkg/index.js');
+      const orion = await Orion.create({ profile: 'micro', database, backups: { automatic: false } });
+      globalThis.big = (i) => `${i} ${btoa(String.fromCharCode(...crypto.getRandomValues(new Uint8Array(45_000))))}`;
+      await orion.memory.addMany(Array.from({ length: 8 }, (_, i) => ({ text: globalThis.big(i) })));
+      for (let n = 0; n < 2; n++) {
+        const job = await orion.tasks.simple.schedule('orion.backup');
+        for (let t = 0; (await orion.tasks.status(job.id)).state !== 'completed'; t++) {
+          if (t > 200) throw new Error('the backup job did not complete');
+          await new Promise((resolve) => setTimeout(resolve, 50));
+        }
+      }
+      const manual = await orion.backups.create({ label: 'mine' });
+      const list = await orion.backups.list();
+      await orion.close();
+      return { list, manual };
+    }, { database });
+    const autos = before.list.filter((b) => b.kind === 'auto');
+    expect(autos).toHaveLength(2);
+    const outcome = await page.evaluate(async ({ database }) => {
+      const { Orion } = await import('/pkg/index.js');
+      const orion = await Orion.create({ profile: 'micro', database, backups: { automatic: false } });
+      const { big } = globalThis;
+      let stored = 0;
+      let error = null;
+      for (let i = 100; i < 200 && !error; i++) {
+        try {
+          await orion.memory.add(big(i));
+          stored += 1;
+        } catch (e) {
+          error = { code: e.code, message: e.message };
+        }
+      }
+      const count = (await orion.memory.stats()).count;
+      const list = await orion.backups.list();
+      const verified = await Promise.all(list.map((b) => orion.backups.verify(b.id)));
+      await orion.close();
+      return { stored, error, count, list, verified };
+    }, { database });
+    expect(outcome.error?.code).toBe('ERR_QUOTA');
+    expect(outcome.error.message).toContain('no automatic backup to delete');
+    expect(outcome.stored).toBeGreaterThan(0);
+    expect(outcome.count).toBe(8 + outcome.stored);
+    // The older automatic backup went; the newest and the manual one are whole.
+    expect(outcome.list.map((b) => b.id).sort()).toEqual([autos[0].id, before.manual.id].sort());
+    expect(outcome.verified.every((v) => v.valid)).toBe(true);
+    expect(problems).toEqual([]);
+  } finally {
+    await cdp.send('Storage.overrideQuotaForOrigin', { origin });
+  }
+});
