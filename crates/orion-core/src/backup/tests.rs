@@ -55,6 +55,15 @@ fn export_parts(
     Ok((parts, exported))
 }
 
+/// The ids `list` answers, newest first.
+fn listed_ids(manager: &BackupManager) -> Vec<String> {
+    block_on(manager.list())
+        .unwrap()
+        .into_iter()
+        .map(|info| info.id)
+        .collect()
+}
+
 /// A stored backup's file.
 fn export_text(manager: &BackupManager, id: &str) -> String {
     export_parts(manager, id, &|_, _| {}).unwrap().0.concat()
@@ -99,11 +108,7 @@ fn an_export_without_an_id_is_a_backup_taken_now_and_not_stored() {
     assert_eq!(header.item_count, 1_201);
     assert_ne!(header.backup_id, stored.id);
     assert_eq!(header.created_at, 1_700_000_001_000);
-    let listed: Vec<String> = block_on(manager.list())
-        .unwrap()
-        .into_iter()
-        .map(|info| info.id)
-        .collect();
+    let listed = listed_ids(&manager);
     assert_eq!(listed, [stored.id], "nothing stored");
 }
 
@@ -673,11 +678,7 @@ fn a_write_out_of_quota_deletes_the_oldest_automatic_backups_and_is_tried_once_m
         .collect();
     block_on(store.write(new)).unwrap();
     assert_eq!(block_on(store.count(Table::Memories)).unwrap(), 6);
-    let kept: Vec<String> = block_on(manager.list())
-        .unwrap()
-        .into_iter()
-        .map(|info| info.id)
-        .collect();
+    let kept = listed_ids(&manager);
     assert_eq!(
         kept,
         [autos[2].id.clone(), manual.id.clone()],
@@ -709,10 +710,6 @@ fn a_write_out_of_quota_deletes_the_oldest_automatic_backups_and_is_tried_once_m
         "{error:?}"
     );
     assert_eq!(block_on(store.count(Table::Memories)).unwrap(), 6);
-    let kept: Vec<String> = block_on(manager.list())
-        .unwrap()
-        .into_iter()
-        .map(|info| info.id)
-        .collect();
+    let kept = listed_ids(&manager);
     assert_eq!(kept, [newest.id, manual.id]);
 }
