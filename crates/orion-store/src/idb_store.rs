@@ -188,13 +188,13 @@ impl IdbStore {
             // Nothing to commit, and IndexedDB refuses a transaction over no object store.
             return Ok(());
         }
-        // Converted before the transaction starts, so a row JS cannot hold fails the batch
-        // before anything is written; kept, so a retry after freeing space copies nothing.
-        let ops = convert(ops)?;
-        match self.write_converted(&ops).await {
-            Err(error @ Error::Quota(_)) => {
+        let count = ops.len();
+        // What was converted is kept, so a retry after freeing space copies nothing again.
+        let mut converted = Vec::with_capacity(count);
+        match self.write_paced(ops, &mut converted).await {
+            Err(error @ Error::Quota(_)) if converted.len() == count => {
                 let deleted = self.relief.relieve(error).await?;
-                self.write_converted(&ops)
+                self.write_converted(&converted)
                     .await
                     .map_err(|error| after_relief(error, deleted))
             }
@@ -202,7 +202,51 @@ impl IdbStore {
         }
     }
 
-    /// One transaction of converted writes: all of them or, on `Err`, none.
+    /// One transaction: each write converted, then placed, in order. Once the writes placed
+    /// since the last pause weigh [`PACE_BYTES`], the last one is awaited before going on (the
+    /// transaction stays active: a request is in flight), so a large batch (a backup's parts)
+    /// lets the worker answer other requests instead of converting and cloning it all at once.
+    /// A write JS cannot hold, or a failed request, aborts the transaction: nothing is written.
+    async fn write_paced(
+        &self,
+        ops: Vec<WriteOp>,
+        converted: &mut Vec<(Table, Change)>,
+    ) -> Result<(), Error> {
+        let transaction = self.transaction(
+            ops.iter().map(WriteOp::table).collect::<Vec<_>>(),
+            TransactionMode::ReadWrite,
+        )?;
+        let outcome = Outcome::new(&transaction);
+        let mut weight = 0;
+        for op in ops {
+            weight += weight_of(&op);
+            let placed = convert_one(op).and_then(|change| {
+                let request = place_one(&transaction, &change);
+                converted.push(change);
+                request
+            });
+            let request = match placed {
+                Ok(request) => request,
+                Err(error) => {
+                    // Undo the earlier requests, and return only once the abort is through, so
+                    // that no read sees them.
+                    let _ = transaction.abort();
+                    let _ = outcome.committed(&transaction).await;
+                    return Err(error);
+                }
+            };
+            if weight >= PACE_BYTES {
+                weight = 0;
+                // A failed request aborts the transaction by default; its outcome says why.
+                if Pending::new(request).result("writing").await.is_err() {
+                    break;
+                }
+            }
+        }
+        outcome.committed(&transaction).await
+    }
+
+    /// One transaction of converted writes, all placed at once: all of them or, on `Err`, none.
     async fn write_converted(&self, ops: &[(Table, Change)]) -> Result<(), Error> {
         let transaction = self.transaction(
             ops.iter().map(|(table, _)| *table),
@@ -391,15 +435,39 @@ enum Change {
 
 /// Write operations as requests to place: a row JS cannot hold fails here, before a transaction.
 fn convert(ops: Vec<WriteOp>) -> Result<Vec<(Table, Change)>, Error> {
-    ops.into_iter()
-        .map(|op| {
-            Ok(match op {
-                WriteOp::Put(table, row) => (table, Change::Put(row::to_js(&row)?)),
-                WriteOp::Delete(table, id) => (table, Change::Delete(JsValue::from_str(&id))),
-                WriteOp::Clear(table) => (table, Change::Clear),
-            })
-        })
-        .collect()
+    ops.into_iter().map(convert_one).collect()
+}
+
+fn convert_one(op: WriteOp) -> Result<(Table, Change), Error> {
+    Ok(match op {
+        WriteOp::Put(table, row) => (table, Change::Put(row::to_js(&row)?)),
+        WriteOp::Delete(table, id) => (table, Change::Delete(JsValue::from_str(&id))),
+        WriteOp::Clear(table) => (table, Change::Clear),
+    })
+}
+
+/// Bytes of writes [`IdbStore::write_paced`] places between two pauses: a few ms of work.
+const PACE_BYTES: usize = 4 << 20;
+
+/// Roughly what a write costs to convert and clone: the bytes of its strings, vectors and bytes.
+fn weight_of(op: &WriteOp) -> usize {
+    match op {
+        WriteOp::Put(_, row) => {
+            let strings: usize = row
+                .fields
+                .values()
+                .map(|value| match value {
+                    Value::String(text) => text.len(),
+                    _ => 8,
+                })
+                .sum();
+            let vectors: usize = row.vectors.values().map(|v| v.len() * 4).sum();
+            let bytes: usize = row.bytes.values().map(Vec::len).sum();
+            row.id.len() + strings + vectors + bytes
+        }
+        WriteOp::Delete(_, id) => id.len(),
+        WriteOp::Clear(_) => 0,
+    }
 }
 
 /// A [`Guarded`] change ready for IndexedDB: the fields to merge as a JS object.
@@ -460,16 +528,23 @@ fn guard_one(
 
 /// Places every request of a write batch, in order.
 fn place(transaction: &IdbTransaction, ops: &[(Table, Change)]) -> Result<(), Error> {
-    for (table, change) in ops {
-        let store = object_store(transaction, *table)?;
-        match change {
-            Change::Put(record) => store.put(record),
-            Change::Delete(id) => store.delete(id),
-            Change::Clear => store.clear(),
-        }
-        .map_err(|error| dom::thrown(&format!("writing `{}`", table.name()), &error))?;
+    for change in ops {
+        place_one(transaction, change)?;
     }
     Ok(())
+}
+
+fn place_one(
+    transaction: &IdbTransaction,
+    (table, change): &(Table, Change),
+) -> Result<web_sys::IdbRequest, Error> {
+    let store = object_store(transaction, *table)?;
+    match change {
+        Change::Put(record) => store.put(record),
+        Change::Delete(id) => store.delete(id),
+        Change::Clear => store.clear(),
+    }
+    .map_err(|error| dom::thrown(&format!("writing `{}`", table.name()), &error))
 }
 
 fn object_store(transaction: &IdbTransaction, table: Table) -> Result<IdbObjectStore, Error> {

@@ -142,7 +142,8 @@ ORION over Dexie (throughput: above 1 is faster; peak rise: below 1 is less memo
 
 `memory.search` (k = 10) back to back at {memories:.0} memories, alone and while \
 `backups.create()` runs in the same worker: the backup reads the memories in one read \
-transaction, 1000 per request, and the worker answers searches between the requests.
+transaction, 250 per request, and the worker answers searches between the requests; then it writes its \
+parts, pausing every 4 MB.
 
 | | backup s | backup MB | searches | search ms, median / p95 / max |
 | --- | ---: | ---: | ---: | --- |
