@@ -305,6 +305,21 @@ export interface BackupProgressEvent {
   total: number;
 }
 
+/**
+ * The re-embedding migration wrote another batch: memories embedded by another embedder version
+ * (a profile change, a model upgrade, a restored or imported backup) get a vector of the active
+ * one, on the job engine (queue `orion.reembed`), a batch per transaction; a reload resumes it.
+ * Until then they are stored but not searchable (`memory.stats().otherVersions`).
+ */
+export interface EmbeddingMigrationEvent {
+  kind: 'embedding_migration';
+  /** Memories re-embedded by this run so far. */
+  migrated: number;
+  /** Memories of another version still to do. */
+  remaining: number;
+  done: boolean;
+}
+
 export interface MemoryIndexEvent {
   kind: 'memory_index';
   loaded: number;
@@ -336,7 +351,7 @@ export interface OrionOptions {
   /** Where the model files are; without an embedding URL the hashing embedder (micro) is used. */
   models?: ModelUrls;
   /** Model download, memory index loading and addMany progress. */
-  onProgress?: (event: ModelProgressEvent | MemoryProgressEvent | MemoryIndexEvent | BackupProgressEvent) => void;
+  onProgress?: (event: ModelProgressEvent | MemoryProgressEvent | MemoryIndexEvent | BackupProgressEvent | EmbeddingMigrationEvent) => void;
   /** Allow debug-only requests (`orion.debug.crash()`). Off by default. */
   debug?: boolean;
   /** Where the worker script is, if a bundler moved it (default: `./worker.js` beside this module). */
@@ -1161,6 +1176,7 @@ export type OrionEvent =
   | EmbedderFallbackEvent
   | MemoryProgressEvent
   | BackupProgressEvent
+  | EmbeddingMigrationEvent
   | MemoryIndexEvent
   | LeadershipEvent
   | TaskRunEvent
@@ -1188,6 +1204,7 @@ export interface OrionEventMap {
   embedder_fallback: EmbedderFallbackEvent;
   memory_progress: MemoryProgressEvent;
   backup_progress: BackupProgressEvent;
+  embedding_migration: EmbeddingMigrationEvent;
   memory_index: MemoryIndexEvent;
   leadership: LeadershipEvent;
   task_run: TaskRunEvent;

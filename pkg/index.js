@@ -769,7 +769,7 @@ function generateRequest(input, field) {
 }
 
 /** Events also delivered to `onProgress`. */
-const PROGRESS_EVENTS = new Set(['model_progress', 'memory_progress', 'memory_index', 'backup_progress']);
+const PROGRESS_EVENTS = new Set(['model_progress', 'memory_progress', 'memory_index', 'backup_progress', 'embedding_migration']);
 
 // The named options of `method`, without undefined ones; an unknown option is an error rather
 // than silently ignored (or, worse, sent as a protocol field).

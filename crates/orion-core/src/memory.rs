@@ -969,6 +969,23 @@ impl Memories {
             .ok_or_else(|| Error::Embedding("the embedder returned no vector".into()))
     }
 
+    /// The vectors of `texts` by `embedder`, which must be this layer's, one of the right size
+    /// per text.
+    async fn embed_checked(
+        &self,
+        embedder: &dyn Embedder,
+        texts: &[&str],
+    ) -> Result<Vec<Vec<f32>>> {
+        self.check_embedder(embedder)?;
+        let vectors = embedder.embed(texts).await?;
+        if vectors.len() != texts.len() || vectors.iter().any(|v| v.len() != self.model.dims) {
+            return Err(Error::Embedding(
+                "the embedder returned vectors of the wrong number or size".into(),
+            ));
+        }
+        Ok(vectors)
+    }
+
     fn check_embedder(&self, embedder: &dyn Embedder) -> Result<()> {
         if embedder.info() == &self.model {
             Ok(())
@@ -987,14 +1004,8 @@ impl Memories {
         chunk: Vec<Validated>,
     ) -> Result<Vec<MemoryRecord>> {
         self.begin_request();
-        self.check_embedder(embedder)?;
         let texts: Vec<&str> = chunk.iter().map(|m| m.text.as_str()).collect();
-        let vectors = embedder.embed(&texts).await?;
-        if vectors.len() != chunk.len() || vectors.iter().any(|v| v.len() != self.model.dims) {
-            return Err(Error::Embedding(
-                "the embedder returned vectors of the wrong number or size".into(),
-            ));
-        }
+        let vectors = self.embed_checked(embedder, &texts).await?;
         let now = self.clock.now_ms();
         let mut records = Vec::with_capacity(chunk.len());
         let mut rows = Vec::with_capacity(chunk.len());
@@ -1182,9 +1193,11 @@ fn record_of(row: &Row) -> Result<MemoryRecord> {
     })
 }
 
+mod reembed;
 mod restore;
 mod snapshot;
 #[cfg(test)]
 mod tests;
 
+pub use reembed::Reembedded;
 pub use restore::{OnConflict, RestoreOptions, RestoreReport};

@@ -766,6 +766,15 @@ pub enum Event {
         /// The part's text.
         text: String,
     },
+    /// The re-embedding migration wrote another batch (see `runtime::migration`).
+    EmbeddingMigration {
+        /// Memories re-embedded by this run so far.
+        migrated: u64,
+        /// Memories of another embedder version still to do.
+        remaining: u64,
+        /// Whether none is left.
+        done: bool,
+    },
     /// `backups_export` read (or took) another part of the file.
     BackupProgress {
         /// What is under way: `"export"`.

@@ -519,6 +519,8 @@ impl WorkerRuntime {
         let backups = self.open_backups();
         self.background.push(Box::pin(backups.clone().map(|_| ())));
         self.backups = Some(backups);
+        let migration = self.open_migration();
+        self.background.push(migration);
     }
 
     /// The platform granted the lock asked for through [`Platform::request_leadership`]: this
@@ -775,6 +777,7 @@ mod ask_requests;
 mod backup_requests;
 mod llm_requests;
 mod memory_requests;
+mod migration;
 mod task_requests;
 #[cfg(test)]
 mod tests;

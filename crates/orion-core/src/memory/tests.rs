@@ -1377,3 +1377,107 @@ fn a_search_with_the_query_already_embedded_finds_the_same_hits() {
     );
     assert_eq!(bad_k.unwrap_err().code(), ErrorCode::InvalidInput);
 }
+
+#[test]
+fn memories_of_another_version_are_re_embedded_in_batches_and_a_stop_resumes() {
+    // Memories made by `words/v0`, then a start on `words/v1`.
+    let old = fixture();
+    let v0 = words("words/v0");
+    let sentences = [
+        "green tea in the morning",
+        "the meeting moved to thursday",
+        "carol sails on weekends",
+        "bob answered the survey",
+        "alice prefers green tea",
+    ];
+    let mut old_memories = Vec::new();
+    {
+        let memories = block_on(Memories::load(
+            old.store.clone(),
+            old.clock.shared(),
+            config(),
+            v0.info().clone(),
+            7,
+            &|_| {},
+        ))
+        .unwrap();
+        for text in sentences {
+            old_memories.push(block_on(memories.add(&v0, new(text, "fact"))).unwrap());
+        }
+    }
+    let f = fixture_with(old.store.clone(), config());
+    let stats = f.memories.stats();
+    assert_eq!((stats.searchable, stats.other_versions), (0, 5));
+    assert!(
+        f.search("green tea", 5, None).is_empty(),
+        "never compared across versions"
+    );
+
+    let first = block_on(f.memories.reembed(&f.embedder, 2)).unwrap();
+    assert_eq!(
+        first,
+        Reembedded {
+            migrated: 2,
+            remaining: 3
+        }
+    );
+    assert_eq!(f.memories.take_changes().len(), 2, "other tabs are told");
+    // A stop here: a new start sees the two batches' worth done, and goes on from there.
+    let resumed = fixture_with(old.store.clone(), config());
+    assert_eq!(resumed.memories.stats().other_versions, 3);
+    let mut batches = vec![];
+    loop {
+        let step = block_on(resumed.memories.reembed(&resumed.embedder, 2)).unwrap();
+        batches.push(step);
+        if step.remaining == 0 {
+            break;
+        }
+    }
+    assert_eq!(
+        batches,
+        [
+            Reembedded {
+                migrated: 2,
+                remaining: 1
+            },
+            Reembedded {
+                migrated: 1,
+                remaining: 0
+            }
+        ]
+    );
+    let stats = resumed.memories.stats();
+    assert_eq!((stats.searchable, stats.other_versions), (5, 0));
+    // Every memory as it was, with the active version's vector of its text.
+    for before in &old_memories {
+        let after = block_on(resumed.memories.get(&before.id)).unwrap().unwrap();
+        assert_eq!(after.embedding_version, "words/v1");
+        assert_eq!(
+            (&after.text, after.created_at, &after.meta),
+            (&before.text, before.created_at, &before.meta)
+        );
+        let row = block_on(resumed.store.get(Table::Memories, vec![before.id.clone()])).unwrap();
+        let vector = row[0]
+            .as_ref()
+            .unwrap()
+            .vector_field(EMBEDDING)
+            .unwrap()
+            .to_vec();
+        assert_eq!(
+            vector,
+            block_on(resumed.embedder.embed(&[before.text.as_str()])).unwrap()[0]
+        );
+    }
+    let hits = resumed.search("green tea", 2, None);
+    assert_eq!(
+        texts(&hits),
+        ["alice prefers green tea", "green tea in the morning"]
+    );
+    assert_eq!(
+        block_on(resumed.memories.reembed(&resumed.embedder, 2)).unwrap(),
+        Reembedded {
+            migrated: 0,
+            remaining: 0
+        }
+    );
+}

@@ -145,6 +145,8 @@ impl WorkerRuntime {
         let shared = Rc::clone(&self.shared);
         let emit = Rc::clone(&self.platform.emit);
         let publish = Rc::clone(&self.platform.publish_memory_changes);
+        let tasks = self.tasks.clone();
+        let clock = self.clock.clone();
         Reply::Spawn(Box::pin(async move {
             let result = async {
                 // Options first: a bad one is refused without reading anything.
@@ -184,6 +186,18 @@ impl WorkerRuntime {
                     loaded: memories.stats().count,
                     done: true,
                 });
+                // Memories of another embedder version are searchable once re-embedded.
+                // A failure to enqueue does not undo the restore: the next start enqueues it.
+                if report.other_versions > 0 {
+                    if let Err(error) =
+                        super::migration::enqueue_when_open(tasks, clock.now_ms()).await
+                    {
+                        shared
+                            .borrow_mut()
+                            .health
+                            .record_failure(STORE_COMPONENT, &error.to_string());
+                    }
+                }
                 json(&report)
             }
             .await;
