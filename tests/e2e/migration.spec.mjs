@@ -1,5 +1,6 @@
 // The re-embedding migration: 2 000 memories made by the micro profile's hashing embedder, imported
-// into a full-profile instance (MiniLM), are re-embedded on the job engine a batch per transaction;
+// into a full-profile instance (MiniLM), are searched with hashing vectors until they are
+// re-embedded on the job engine, a batch per transaction;
 // the page is closed halfway, and a new page on the same database finishes the migration from
 // where it stopped, every memory then on the new version and searchable by meaning.
 import { test, expect } from '@playwright/test';
@@ -29,11 +30,16 @@ test('a migration stopped by closing the page halfway resumes at the next start 
     } });
     globalThis.orion = orion;
     const report = await orion.backups.import(file);
-    return { report, microVersion, fullVersion: (await orion.profile()).embedding.version, stats: await orion.memory.stats() };
+    const stats = await orion.memory.stats();
+    // Not migrated yet: searched with their own (hashing) version's vectors, never MiniLM's.
+    const hits = await orion.memory.search('mountain hiking', { k: 5 });
+    return { report, microVersion, fullVersion: (await orion.profile()).embedding.version, stats, hits };
   }, { count: COUNT, full: FULL, database });
   expect(imported.report.otherVersions).toBe(COUNT);
   expect(imported.fullVersion).not.toBe(imported.microVersion);
   expect(imported.stats).toMatchObject({ count: COUNT, searchable: 0, otherVersions: COUNT });
+  expect(imported.hits).toHaveLength(5);
+  expect(imported.hits.every((hit) => hit.text.includes('mountain hiking'))).toBe(true);
 
   // Halfway (a few batches in, most still to do), the page goes, and its worker with it.
   await expect.poll(() => first.evaluate(() => globalThis.migration.at(-1)?.migrated ?? 0), { timeout: 300_000 }).toBeGreaterThanOrEqual(256);

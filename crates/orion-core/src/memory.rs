@@ -289,6 +289,9 @@ pub struct Memories {
     pending_vectors: RefCell<snapshot::PendingVectors>,
     /// When the last request began (clock ms): a snapshot save waits for quiet.
     last_request: Cell<u64>,
+    /// The vectors of memories of other embedder versions, once a search needed them
+    /// ([`other_versions`]).
+    other: RefCell<Option<other_versions::OtherVectors>>,
     /// Memory ids journaled in all: those the journal held at start, then every one this
     /// instance wrote (a save covers those counted when it began, not those made while it ran).
     journal_writes: Cell<usize>,
@@ -358,6 +361,7 @@ impl Memories {
             own_journal: RefCell::new(HashSet::new()),
             pending_vectors: RefCell::new(Vec::new()),
             last_request: Cell::new(0),
+            other: RefCell::new(None),
             journal_writes: Cell::new(0),
         };
         let loaded = snapshot::load(&memories, progress).await?;
@@ -750,20 +754,33 @@ impl Memories {
                 }
             }
         }
-        let hits = self.state.borrow().vectors.rank(vector, &shortlist);
+        let hits = self
+            .state
+            .borrow()
+            .vectors
+            .rank(vector, &shortlist)
+            .into_iter()
+            .map(|hit| (hit.key, hit.similarity))
+            .collect();
+        self.hits_of(hits).await
+    }
+
+    /// The search hits of `(id, similarity)` pairs, best first, read from their rows; each hit's
+    /// `lastAccessed` becomes now ([`Memories::flush_touches`] writes it).
+    async fn hits_of(&self, hits: Vec<(String, f32)>) -> Result<Vec<SearchHit>> {
         if hits.is_empty() {
             return Ok(Vec::new());
         }
-        let ids: Vec<String> = hits.iter().map(|hit| hit.key.clone()).collect();
-        let rows = self.store.get(Table::Memories, ids.clone()).await?;
+        let ids: Vec<String> = hits.iter().map(|(id, _)| id.clone()).collect();
+        let rows = self.store.get(Table::Memories, ids).await?;
         let now = self.clock.now_ms();
         let mut results = Vec::with_capacity(hits.len());
         let mut touched = Vec::with_capacity(hits.len());
         let mut gone = Vec::new();
-        for (hit, row) in hits.into_iter().zip(rows) {
+        for ((id, similarity), row) in hits.into_iter().zip(rows) {
             // Deleted by another tab since the index saw it.
             let Some(row) = row else {
-                gone.push(hit.key);
+                gone.push(id);
                 continue;
             };
             let record = record_of(&row)?;
@@ -771,7 +788,7 @@ impl Memories {
                 id: record.id,
                 text: record.text,
                 kind: record.kind,
-                similarity: hit.similarity,
+                similarity,
                 created_at: record.created_at,
             });
             touched.push(row.id);
@@ -886,6 +903,8 @@ impl Memories {
     /// Brings the index up to date with rows another worker changed: `ids` are re-read from the
     /// store (present rows are indexed, missing ones forgotten).
     pub async fn refresh(&self, ids: Vec<String>) -> Result<()> {
+        // Another tab's writes may have added or re-embedded memories of other versions.
+        self.reread_other_vectors();
         // In chunks, each its own read: requests are answered between them rather than after the
         // whole list (a snapshot may refresh tens of thousands of ids).
         for chunk in ids.chunks(REFRESH_CHUNK) {
@@ -1094,6 +1113,8 @@ impl Memories {
             state.entries.remove(id);
             state.vectors.remove(id);
         }
+        drop(state);
+        self.drop_other_vectors(ids);
         self.changes.borrow_mut().extend(ids.iter().cloned());
     }
 
@@ -1193,6 +1214,7 @@ fn record_of(row: &Row) -> Result<MemoryRecord> {
     })
 }
 
+mod other_versions;
 mod reembed;
 mod restore;
 mod snapshot;

@@ -89,6 +89,7 @@ impl Memories {
                 }
             }
             drop(state);
+            self.drop_other_vectors(&changed);
             self.changes.borrow_mut().extend(changed);
             migrated = rows.len();
         }

@@ -209,8 +209,10 @@ impl Memories {
             self.own_journal.borrow_mut().insert(reset.id);
             self.saved_at.set(None);
         }
-        // Committed: the index follows the rows written.
+        // Committed: the index follows the rows written, and the other versions' vectors are read
+        // again when a search needs them.
         self.index_restored(&to_write, &removed, options.clear_existing, progress);
+        self.reread_other_vectors();
         Ok(report)
     }
 

@@ -110,6 +110,9 @@ impl WorkerRuntime {
         let publish = Rc::clone(&self.platform.publish_memory_changes);
         let spawn = Rc::clone(&self.platform.spawn);
         let sleep = Rc::clone(&self.platform.sleep);
+        // Memories of the hashing embedder's version (made on micro) are searched with its
+        // vectors until they are re-embedded.
+        let hashing = Rc::clone(&self.platform.fallback);
         Reply::Spawn(Box::pin(async move {
             let memories = match memories.await {
                 Ok(memories) => memories,
@@ -157,8 +160,9 @@ impl WorkerRuntime {
                     kind,
                 } => match whole("k", k, 5) {
                     Ok(k) => memories
-                        .search(
+                        .search_all_versions(
                             embedder,
+                            &[hashing.as_ref()],
                             &query,
                             k,
                             min_similarity.unwrap_or(0.0),
