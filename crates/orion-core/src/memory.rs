@@ -903,12 +903,12 @@ impl Memories {
     /// Brings the index up to date with rows another worker changed: `ids` are re-read from the
     /// store (present rows are indexed, missing ones forgotten).
     pub async fn refresh(&self, ids: Vec<String>) -> Result<()> {
-        // Another tab's writes may have added or re-embedded memories of other versions.
-        self.reread_other_vectors();
         // In chunks, each its own read: requests are answered between them rather than after the
         // whole list (a snapshot may refresh tens of thousands of ids).
         for chunk in ids.chunks(REFRESH_CHUNK) {
             let rows = self.store.get(Table::Memories, chunk.to_vec()).await?;
+            self.drop_other_vectors(chunk);
+            self.note_other_rows(rows.iter().flatten());
             let mut state = self.state.borrow_mut();
             for (id, row) in chunk.iter().zip(rows) {
                 match row.map(|row| {

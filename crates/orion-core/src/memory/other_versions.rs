@@ -7,21 +7,49 @@
 //! (never a vector with one of another version); the hits of all versions are merged by
 //! similarity. Memories of a version no embedder at hand makes are not searched until migrated.
 //!
-//! The other versions' vectors are read from their rows at the first such search and kept (a
-//! migration only removes from them); a restore or another tab's change makes them read again.
+//! The other versions' vectors are read from their rows once, in the background
+//! ([`Memories::read_other_versions`], for the versions the caller has an embedder of; until then
+//! a search skips them), then kept in step with every change: a migration, a deletion, a restore
+//! and another tab's writes each update them from the rows they touch.
 
 use std::collections::HashMap;
 
 use super::{Memories, SearchHit, EMBEDDING};
 use crate::embedding::{cosine, Embedder};
 use crate::error::{Error, Result};
-use crate::store::Table;
+use crate::store::{Row, Table};
 
 /// Rows read per transaction when the other versions' vectors are read.
 const READ_CHUNK: usize = 500;
 
-/// The vectors of memories of other versions: by version, then by memory id.
-pub(super) type OtherVectors = HashMap<String, HashMap<String, Vec<f32>>>;
+/// The vectors of memories of other versions, for the versions wanted: by version, then by id.
+#[derive(Debug, Default)]
+pub(super) struct OtherVectors {
+    wanted: Vec<String>,
+    by_version: HashMap<String, HashMap<String, Vec<f32>>>,
+}
+
+impl OtherVectors {
+    /// Holds `row`'s vector if it is of a wanted version (other than `active`), and forgets any
+    /// other vector of it.
+    fn note(&mut self, row: &Row, active: &str) {
+        for vectors in self.by_version.values_mut() {
+            vectors.remove(&row.id);
+        }
+        let (Ok(version), Ok(vector)) = (
+            row.str_field("embeddingVersion"),
+            row.vector_field(EMBEDDING),
+        ) else {
+            return;
+        };
+        if version != active && self.wanted.iter().any(|wanted| wanted == version) {
+            self.by_version
+                .entry(version.to_owned())
+                .or_default()
+                .insert(row.id.clone(), vector.to_vec());
+        }
+    }
+}
 
 impl Memories {
     /// [`Memories::search`], and the memories of the versions of `others` searched with a query
@@ -42,7 +70,6 @@ impl Memories {
             return Ok(hits);
         }
         let kind = self.check_search(query, k, min_similarity, kind)?;
-        self.read_other_versions().await?;
         let mut scored: Vec<(String, f32)> = Vec::new();
         for other in others {
             let version = &other.info().version;
@@ -53,7 +80,7 @@ impl Memories {
                 .other
                 .borrow()
                 .as_ref()
-                .and_then(|by_version| by_version.get(version))
+                .and_then(|other| other.by_version.get(version))
                 .is_some_and(|vectors| !vectors.is_empty());
             if !has_any {
                 continue;
@@ -66,7 +93,10 @@ impl Memories {
             let other_vectors = self.other.borrow();
             let state = self.state.borrow();
             let now = self.clock.now_ms();
-            let Some(vectors) = other_vectors.as_ref().and_then(|v| v.get(version)) else {
+            let Some(vectors) = other_vectors
+                .as_ref()
+                .and_then(|other| other.by_version.get(version))
+            else {
                 continue;
             };
             scored.extend(vectors.iter().filter_map(|(id, vector)| {
@@ -95,11 +125,10 @@ impl Memories {
         Ok(hits)
     }
 
-    /// Reads the vectors of the memories of other versions, unless they are held already.
-    async fn read_other_versions(&self) -> Result<()> {
-        if self.other.borrow().is_some() {
-            return Ok(());
-        }
+    /// Reads the vectors of the memories of the `wanted` versions (those the caller has an
+    /// embedder of), a chunk per transaction, and keeps them in step from then on. Until it has
+    /// run, [`Memories::search_all_versions`] searches the active version only.
+    pub async fn read_other_versions(&self, wanted: Vec<String>) -> Result<()> {
         let mut ids: Vec<String> = self
             .state
             .borrow()
@@ -109,33 +138,35 @@ impl Memories {
             .map(|(id, _)| id.clone())
             .collect();
         ids.sort_unstable();
-        let mut by_version = OtherVectors::new();
+        let mut other = OtherVectors {
+            wanted,
+            by_version: HashMap::new(),
+        };
         for chunk in ids.chunks(READ_CHUNK) {
             let rows = self.store.get(Table::Memories, chunk.to_vec()).await?;
-            for row in rows.into_iter().flatten() {
-                let (Ok(version), Ok(vector)) = (
-                    row.str_field("embeddingVersion"),
-                    row.vector_field(EMBEDDING),
-                ) else {
-                    continue;
-                };
-                if version != self.model.version {
-                    let vector = vector.to_vec();
-                    by_version
-                        .entry(version.to_owned())
-                        .or_default()
-                        .insert(row.id.clone(), vector);
-                }
+            for row in rows.iter().flatten() {
+                other.note(row, &self.model.version);
             }
         }
-        *self.other.borrow_mut() = Some(by_version);
+        // Rows changed meanwhile were noted in the index; they are noted here at their next
+        // change, or re-embedded.
+        *self.other.borrow_mut() = Some(other);
         Ok(())
+    }
+
+    /// Keeps the other versions' vectors in step with `rows`, just written or re-read.
+    pub(super) fn note_other_rows<'a>(&self, rows: impl IntoIterator<Item = &'a Row>) {
+        if let Some(other) = self.other.borrow_mut().as_mut() {
+            for row in rows {
+                other.note(row, &self.model.version);
+            }
+        }
     }
 
     /// Drops `ids` from the other versions' vectors (re-embedded or deleted).
     pub(super) fn drop_other_vectors(&self, ids: &[String]) {
-        if let Some(by_version) = self.other.borrow_mut().as_mut() {
-            for vectors in by_version.values_mut() {
+        if let Some(other) = self.other.borrow_mut().as_mut() {
+            for vectors in other.by_version.values_mut() {
                 for id in ids {
                     vectors.remove(id);
                 }
@@ -143,8 +174,11 @@ impl Memories {
         }
     }
 
-    /// Forgets the other versions' vectors: the next search that needs them reads them again.
-    pub(super) fn reread_other_vectors(&self) {
-        *self.other.borrow_mut() = None;
+    /// Forgets every other version's vector (a restore that cleared the memories), keeping the
+    /// versions wanted.
+    pub(super) fn clear_other_vectors(&self) {
+        if let Some(other) = self.other.borrow_mut().as_mut() {
+            other.by_version.clear();
+        }
     }
 }

@@ -209,10 +209,12 @@ impl Memories {
             self.own_journal.borrow_mut().insert(reset.id);
             self.saved_at.set(None);
         }
-        // Committed: the index follows the rows written, and the other versions' vectors are read
-        // again when a search needs them.
+        // Committed: the index, and the other versions' vectors, follow the rows written.
         self.index_restored(&to_write, &removed, options.clear_existing, progress);
-        self.reread_other_vectors();
+        if options.clear_existing {
+            self.clear_other_vectors();
+        }
+        self.note_other_rows(&to_write);
         Ok(report)
     }
 

@@ -28,8 +28,9 @@ pub const BATCH: usize = 64;
 
 impl WorkerRuntime {
     /// Once the task engine, the memories and the embedder are open: registers the migration's
-    /// handler and enqueues a migration if any memory has another version. A failure is counted
-    /// against the `store` component (the memories' or tasks' own failure is theirs).
+    /// handler, enqueues a migration if any memory has another version, and reads the vectors of
+    /// those of the hashing embedder's version ([`Memories::read_other_versions`]). A failure is
+    /// counted against the `store` component (the memories' or tasks' own failure is theirs).
     pub(super) fn open_migration(&self) -> LocalBoxFuture<'static, ()> {
         let (Some(tasks), Some(memories), Some(embedder)) = (
             self.tasks.clone(),
@@ -42,13 +43,26 @@ impl WorkerRuntime {
         let publish = Rc::clone(&self.platform.publish_memory_changes);
         let clock = self.clock.clone();
         let shared = Rc::clone(&self.shared);
+        let hashing = Rc::clone(&self.platform.fallback);
         Box::pin(async move {
             let (Ok(tasks), Ok(memories)) = (tasks.await, memories.await) else {
                 return;
             };
             let embedder = embedder.await;
-            let opened = open(&tasks, memories, embedder, emit, publish, clock.now_ms()).await;
-            if let Err(error) = opened {
+            let opened = open(
+                &tasks,
+                Rc::clone(&memories),
+                embedder,
+                emit,
+                publish,
+                clock.now_ms(),
+            )
+            .await;
+            // Memories of the hashing embedder's version are searched with its vectors meanwhile.
+            let read = memories
+                .read_other_versions(vec![hashing.info().version.clone()])
+                .await;
+            if let Err(error) = opened.and(read) {
                 shared
                     .borrow_mut()
                     .health
