@@ -18,7 +18,7 @@
 //    Throughput is the file's size over the operation's time. The files pass from page to page
 //    through Cache Storage, so that no page holds another's.
 // Every request must go to our server: anything else fails the run.
-import { installBenchText, launchGuarded, rendererMemoryMeter } from './harness.mjs';
+import { createOrion, installBenchText, launchGuarded, rendererMemoryMeter } from './harness.mjs';
 
 const base = process.argv[2];
 if (!base) {
@@ -55,29 +55,9 @@ try {
     await installBenchText(page);
     return page;
   };
-  // An ORION instance on `database` as `window.orion`, its index loaded and settled; automatic
-  // backups off so that none starts during a measurement.
-  const openOrion = async (page, database, settleMs) =>
-    page.evaluate(async ({ database, maxMemories, settleMs }) => {
-      const { Orion } = await import('/pkg/index.js');
-      let indexDone;
-      const loaded = new Promise((resolve) => {
-        indexDone = resolve;
-      });
-      const orion = await Orion.create({
-        profile: 'micro',
-        database,
-        memory: { maxMemories },
-        backups: { automatic: false },
-        onProgress: (e) => {
-          if (e.kind === 'memory_index' && e.done) indexDone();
-        },
-      });
-      await loaded;
-      await new Promise((resolve) => setTimeout(resolve, settleMs));
-      window.orion = orion;
-      return (await orion.memory.stats()).count;
-    }, { database, maxMemories: MAX_MEMORIES, settleMs });
+  // ORION on `database`, automatic backups off so that none starts during a measurement.
+  const openOrion = (page, database, settleMs) =>
+    createOrion(page, { database, maxMemories: MAX_MEMORIES, settleMs, backups: { automatic: false } });
 
   // Runs `fn(arg)` in `page` and measures the page's renderer meanwhile (every renderer, should
   // the page have shared one: `memory.renderer` says which).

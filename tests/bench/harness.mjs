@@ -109,6 +109,33 @@ export async function installBenchText(page) {
 }
 
 /**
+ * Creates ORION in `page` as `window.orion` (the micro profile: the hashing embedder, no model
+ * download) on `database` with `maxMemories`, and `backups` settings if given; resolves once its
+ * index has loaded (the `memory_index` event with `done`), and `settleMs` after that.
+ */
+export async function createOrion(page, { database, maxMemories, settleMs = 0, backups }) {
+  await page.evaluate(async ({ database, maxMemories, settleMs, backups }) => {
+    const { Orion } = await import('/pkg/index.js');
+    let indexDone;
+    const loaded = new Promise((resolve) => {
+      indexDone = resolve;
+    });
+    const orion = await Orion.create({
+      profile: 'micro',
+      database,
+      memory: { maxMemories },
+      ...(backups ? { backups } : {}),
+      onProgress: (e) => {
+        if (e.kind === 'memory_index' && e.done) indexDone();
+      },
+    });
+    await loaded;
+    await new Promise((resolve) => setTimeout(resolve, settleMs));
+    window.orion = orion;
+  }, { database, maxMemories, settleMs, backups: backups ?? null });
+}
+
+/**
  * Peak resident memory of the browser's renderer processes (a page's dedicated workers run in its
  * renderer). `renderers()` lists their pids; `reset(pids)` sets the high-water mark (Linux VmHWM)
  * of those renderers (every one by default) to their current resident size, through

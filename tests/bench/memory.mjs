@@ -16,7 +16,7 @@
 //    Dexie's `bulkPut`, 500 per call, into other databases; then Dexie's records read back in a
 //    fresh page, 2000 per call, to compare with the cold start.
 // Every request must go to our server: anything else fails the run.
-import { installBenchText, launchGuarded } from './harness.mjs';
+import { createOrion, installBenchText, launchGuarded } from './harness.mjs';
 
 const base = process.argv[2];
 if (!base) {
@@ -68,24 +68,11 @@ try {
 
   // 1 and 2: ORION, one page, one worker.
   const page = await openPage();
-  const created = await page.evaluate(async ({ database, maxMemories }) => {
-    const { Orion } = await import('/pkg/index.js');
-    let indexDone;
-    const loaded = new Promise((resolve) => {
-      indexDone = resolve;
-    });
-    const orion = await Orion.create({
-      profile: 'micro',
-      database,
-      // Over micro's budget (5000 memories), past which the store would evict the least recently
-      // used; `stats().maxMemories` says what applied.
-      memory: { maxMemories },
-      onProgress: (e) => {
-        if (e.kind === 'memory_index' && e.done) indexDone(e);
-      },
-    });
-    await loaded;
-    window.orion = orion;
+  // Over micro's budget (5000 memories), past which the store would evict the least recently
+  // used; `stats().maxMemories` says what applied.
+  await createOrion(page, { database: DATABASES.orion, maxMemories: 200_000 });
+  const created = await page.evaluate(async () => {
+    const { orion } = window;
     const info = await orion.profile();
     const stats = await orion.memory.stats();
     const lengths = Array.from({ length: 1000 }, (_, n) => window.bench.text(n * 97).length);
@@ -97,7 +84,7 @@ try {
       maxMemories: stats.maxMemories,
       textLength: { min: Math.min(...lengths), max: Math.max(...lengths), mean: lengths.reduce((a, b) => a + b, 0) / lengths.length },
     };
-  }, { database: DATABASES.orion, maxMemories: 200_000 });
+  });
   Object.assign(out, { browser: created.browser, orionVersion: created.version });
   Object.assign(out.orion, {
     active: created.active,
