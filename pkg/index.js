@@ -205,7 +205,16 @@ export class Orion {
       list: async () => this.#call({ type: 'backups_list' }),
       stats: async () => this.#call({ type: 'backups_stats' }),
       verify: async (id) => this.#call({ type: 'backups_verify', backupId: id }),
-      export: async (id) => (await this.#exportParts(id)).join(''),
+      export: async (id) => {
+        // Each part decoded, then its bytes let go: the buffers and the text are not all held.
+        const parts = await this.#exportParts(id);
+        const decoder = new TextDecoder();
+        const texts = parts.map((part, i) => {
+          parts[i] = null;
+          return decoder.decode(part);
+        });
+        return texts.join('');
+      },
       delete: async (id) => this.#call({ type: 'backups_delete', backupId: id }),
       restore: async (id, options = {}) => this.#call({
         type: 'backups_restore',
@@ -224,7 +233,7 @@ export class Orion {
       },
       download: async (id) => {
         const [info] = id === undefined ? [] : (await this.#call({ type: 'backups_list' })).filter((backup) => backup.id === id);
-        // A Blob of the parts: no single string of the whole file, in the worker or here.
+        // A Blob of the parts' bytes: no string of the file, in the worker or here.
         const parts = await this.#exportParts(id);
         const date = new Date(info?.createdAt ?? Date.now()).toISOString().replace(/[:.]/g, '-');
         const name = `orion-backup-${date}.json`;
@@ -543,9 +552,9 @@ export class Orion {
   }
 
   /**
-   * A backup's file in the parts the worker sends as it reads (or takes) them, `backup_part`
-   * events ahead of the answer, which says how many there are (`backup_progress` events
-   * meanwhile).
+   * A backup's file in the parts the worker sends as it reads (or takes) them, as UTF-8 bytes
+   * (`backup_part` events ahead of the answer, which says how many there are; `backup_progress`
+   * events meanwhile).
    */
   async #exportParts(id) {
     const parts = [];
@@ -555,7 +564,7 @@ export class Orion {
         sent = requestId;
         this.#exports.set(requestId, parts);
       });
-      if (parts.length !== count || parts.some((part) => typeof part !== 'string')) {
+      if (parts.length !== count || parts.some((part) => !(part instanceof Uint8Array))) {
         throw new OrionError(ErrorCode.INTERNAL, `the export sent ${parts.length} of its ${count} parts`);
       }
       return parts;
@@ -564,10 +573,10 @@ export class Orion {
     }
   }
 
-  #onExportPart({ requestId, index, text }) {
+  #onExportPart({ requestId, index, bytes }) {
     const parts = this.#exports.get(requestId);
-    // Out of order, a part is refused by the count check above (a hole is not a string).
-    if (parts && index === parts.length) parts.push(text);
+    // Out of order, a part is refused by the check above (a hole is not a Uint8Array).
+    if (parts && index === parts.length) parts.push(bytes);
     else if (parts) parts[index] = undefined;
   }
 

@@ -3,7 +3,8 @@
 import init, { OrionWorker } from './wasm/orion_web.js';
 
 const PROTOCOL_VERSION = 1;
-const post = (message) => self.postMessage(message);
+// `transfer`: buffers moved to the page with the message (a backup file's parts).
+const post = (message, transfer) => self.postMessage(message, transfer ?? []);
 const early = [];
 let orion = null;
 let dead = false;

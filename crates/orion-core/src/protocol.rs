@@ -756,8 +756,9 @@ pub enum Event {
         overall_total: Option<u64>,
     },
     /// The next part of the file a `backups_export` request sends: the page joins the parts in
-    /// order (the request's answer says how many there are), so that neither side builds the
-    /// file as one string in the worker.
+    /// order (the request's answer says how many there are), so that the worker never builds the
+    /// file as one string. `orion-web` posts it with the text as UTF-8 bytes (`bytes`, a
+    /// `Uint8Array` whose buffer is transferred) rather than `text`.
     BackupPart {
         /// The `backups_export` request's id.
         request_id: RequestId,

@@ -21,7 +21,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use js_sys::Function;
-use orion_core::protocol::Outgoing;
+use orion_core::protocol::{Event, Outgoing, RequestId};
 use orion_core::PROTOCOL_VERSION;
 use orion_core::{DeviceFacts, Platform, Reply, WorkerRuntime};
 use orion_embed::HashingEmbedder;
@@ -73,14 +73,19 @@ impl OrionWorker {
             facts,
             store: Rc::new(memory_sync::IdbOpener),
             seed: memory_sync::random_seed(),
-            emit: Rc::new(move |event| {
-                post_message(
+            emit: Rc::new(move |event| match event {
+                Event::BackupPart {
+                    request_id,
+                    index,
+                    text,
+                } => post_backup_part(&emit_target, request_id, index, &text),
+                event => post_message(
                     &emit_target,
                     &Outgoing::Event {
                         v: PROTOCOL_VERSION,
                         event,
                     },
-                )
+                ),
             }),
             publish_memory_changes: memory_sync::publisher(publish.clone()),
             publish_task_changes: memory_sync::task_publisher(publish),
@@ -194,6 +199,29 @@ impl OrionWorker {
             }
             Reply::Crash => panic!("a debug `crash` request asked the worker to panic"),
         }
+    }
+}
+
+/// Posts a `backup_part` event with the part as UTF-8 bytes in a buffer moved to the page (not
+/// copied), rather than as a string: the worker keeps no copy of the part once posted, and the
+/// page can make a `Blob` of the parts without a string of the file (`backups.download`).
+fn post_backup_part(target: &Function, request_id: RequestId, index: u32, text: &str) {
+    let bytes = js_sys::Uint8Array::from(text.as_bytes());
+    let event = js_sys::Object::new();
+    let message = js_sys::Object::new();
+    let set = |object: &js_sys::Object, key: &str, value: JsValue| {
+        let _ = js_sys::Reflect::set(object, &JsValue::from_str(key), &value);
+    };
+    set(&event, "kind", "backup_part".into());
+    set(&event, "requestId", request_id.into());
+    set(&event, "index", index.into());
+    set(&event, "bytes", bytes.clone().into());
+    set(&message, "type", "event".into());
+    set(&message, "v", PROTOCOL_VERSION.into());
+    set(&message, "event", event.into());
+    let transfer = js_sys::Array::of1(&bytes.buffer());
+    if let Err(error) = target.call2(&JsValue::NULL, &message, &transfer) {
+        web_sys::console::error_2(&"ORION: posting a backup part failed".into(), &error);
     }
 }
 
