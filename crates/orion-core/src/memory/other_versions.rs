@@ -105,9 +105,8 @@ impl Memories {
                     && kind.is_none_or(|kind| entry.kind == kind)
                     && !self.expired_at(entry.kind, entry.created_at, now)
                     && vector.len() == query_vector.len();
-                let similarity = cosine(&query_vector, vector);
-                (wanted && f64::from(similarity) >= min_similarity)
-                    .then(|| (id.clone(), similarity))
+                let similarity = wanted.then(|| cosine(&query_vector, vector))?;
+                (f64::from(similarity) >= min_similarity).then(|| (id.clone(), similarity))
             }));
         }
         if scored.is_empty() {
