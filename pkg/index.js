@@ -558,19 +558,13 @@ export class Orion {
    */
   async #exportParts(id) {
     const parts = [];
-    let sent = null;
-    try {
-      const { parts: count } = await this.#call({ type: 'backups_export', ...(id === undefined ? {} : { backupId: id }) }, (worker, requestId) => {
-        sent = requestId;
-        this.#exports.set(requestId, parts);
-      });
-      if (parts.length !== count || parts.some((part) => !(part instanceof Uint8Array))) {
-        throw new OrionError(ErrorCode.INTERNAL, `the export sent ${parts.length} of its ${count} parts`);
-      }
-      return parts;
-    } finally {
-      if (sent !== null) this.#exports.delete(sent);
+    const request = { type: 'backups_export', ...(id === undefined ? {} : { backupId: id }) };
+    // No signal: an export is not cancelled, so no cancel request type either.
+    const { parts: count } = await this.#stream(request, undefined, null, (requestId) => this.#exports.set(requestId, parts), (requestId) => this.#exports.delete(requestId), 'the export');
+    if (parts.length !== count || parts.some((part) => !(part instanceof Uint8Array))) {
+      throw new OrionError(ErrorCode.INTERNAL, `the export sent ${parts.length} of its ${count} parts`);
     }
+    return parts;
   }
 
   #onExportPart({ requestId, index, bytes }) {

@@ -289,8 +289,8 @@ pub struct Memories {
     pending_vectors: RefCell<snapshot::PendingVectors>,
     /// When the last request began (clock ms): a snapshot save waits for quiet.
     last_request: Cell<u64>,
-    /// The vectors of memories of other embedder versions, once a search needed them
-    /// ([`other_versions`]).
+    /// The vectors of memories of other embedder versions, once read
+    /// ([`Memories::read_other_versions`]).
     other: RefCell<Option<other_versions::OtherVectors>>,
     /// Memory ids journaled in all: those the journal held at start, then every one this
     /// instance wrote (a save covers those counted when it began, not those made while it ran).
@@ -1052,16 +1052,24 @@ impl Memories {
         changed.extend(rows.iter().map(|row| row.id.clone()));
         self.commit(ops, &changed).await?;
         self.forget(&removed);
+        self.index_written(&rows);
+        Ok(records)
+    }
+
+    /// Brings the index (and the other versions' vectors) in line with `rows`, just committed,
+    /// and records them as changed for other workers.
+    fn index_written(&self, rows: &[Row]) {
         let mut state = self.state.borrow_mut();
-        for row in &rows {
+        for row in rows {
             if let Ok(entry) = self.index_row(&mut state.vectors, row) {
                 state.entries.insert(row.id.clone(), entry);
             }
         }
+        drop(state);
+        self.note_other_rows(rows);
         self.changes
             .borrow_mut()
             .extend(rows.iter().map(|row| row.id.clone()));
-        Ok(records)
     }
 
     /// The least recently used memories to delete so that `adding` more fit the budget, after

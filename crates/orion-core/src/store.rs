@@ -26,7 +26,7 @@ mod quota_relief;
 pub mod conformance;
 
 pub use mem::MemStore;
-pub use quota_relief::{after_relief, QuotaRelief, Relief};
+pub use quota_relief::{QuotaRelief, Relief};
 
 /// The tables of the database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -110,6 +110,13 @@ impl Outcome {
         Self { done }
     }
 
+    /// Aborts `transaction` (undoing the requests placed) and returns once the abort is through,
+    /// so that no read sees them.
+    pub(crate) async fn abort(self, transaction: &IdbTransaction) {
+        let _ = transaction.abort();
+        let _ = self.committed(transaction).await;
+    }
+
     /// `Ok` once `complete` fired (the changes are committed); on `abort`, the reason the browser
     /// gave in `IDBTransaction.error`: the first failed request's error, or a failure at commit,
     /// which is where Chromium reports a lack of quota. An abort this code asked for has no error.

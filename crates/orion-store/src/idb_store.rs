@@ -3,8 +3,8 @@
 use idb::{Database, TransactionMode};
 use orion_core::embedding::LocalBoxFuture;
 use orion_core::store::{
-    after_relief, check_scan, Fields, Guard, Guarded, QuotaRelief, Relief, Row, Scan, Snapshot,
-    SnapshotVisitor, Store, Table, WriteOp,
+    check_scan, Fields, Guard, Guarded, QuotaRelief, Relief, Row, Scan, Snapshot, SnapshotVisitor,
+    Store, Table, WriteOp,
 };
 use orion_core::Error;
 use serde_json::{Map, Value};
@@ -105,12 +105,7 @@ impl IdbStore {
         let store = object_store(&transaction, table)?;
         let request = match &scan.index {
             None => {
-                let range = match &scan.after {
-                    Some(after) => IdbKeyRange::lower_bound_with_open(&after.into(), true)
-                        .map_err(|error| dom::thrown(&context, &error))?
-                        .into(),
-                    None => JsValue::UNDEFINED,
-                };
+                let range = ids_after(scan.after.as_deref(), &context)?;
                 store.get_all_with_key_and_limit(&range, limit)
             }
             Some((field, value)) => {
@@ -161,12 +156,7 @@ impl IdbStore {
         let limit = u32::try_from(chunk.max(1)).unwrap_or(u32::MAX);
         let mut after: Option<String> = None;
         loop {
-            let range = match &after {
-                Some(after) => IdbKeyRange::lower_bound_with_open(&after.into(), true)
-                    .map_err(|error| dom::thrown(&context, &error))?
-                    .into(),
-                None => JsValue::UNDEFINED,
-            };
+            let range = ids_after(after.as_deref(), &context)?;
             let request = store
                 .get_all_with_key_and_limit(&range, limit)
                 .map_err(|error| dom::thrown(&context, &error))?;
@@ -193,10 +183,9 @@ impl IdbStore {
         let mut converted = Vec::with_capacity(count);
         match self.write_paced(ops, &mut converted).await {
             Err(error @ Error::Quota(_)) if converted.len() == count => {
-                let deleted = self.relief.relieve(error).await?;
-                self.write_converted(&converted)
+                self.relief
+                    .retry(error, || self.write_converted(&converted))
                     .await
-                    .map_err(|error| after_relief(error, deleted))
             }
             other => other,
         }
@@ -228,10 +217,7 @@ impl IdbStore {
             let request = match placed {
                 Ok(request) => request,
                 Err(error) => {
-                    // Undo the earlier requests, and return only once the abort is through, so
-                    // that no read sees them.
-                    let _ = transaction.abort();
-                    let _ = outcome.committed(&transaction).await;
+                    outcome.abort(&transaction).await;
                     return Err(error);
                 }
             };
@@ -257,10 +243,8 @@ impl IdbStore {
         // a failed request aborts the transaction by default (nothing here cancels its error
         // event), and the abort reports the request's error in `IDBTransaction.error`.
         if let Err(error) = place(&transaction, ops) {
-            // A request IndexedDB refused outright: undo the earlier ones, and return only once
-            // the abort is through, so that no read sees them.
-            let _ = transaction.abort();
-            let _ = outcome.committed(&transaction).await;
+            // A request IndexedDB refused outright.
+            outcome.abort(&transaction).await;
             return Err(error);
         }
         outcome.committed(&transaction).await
@@ -411,6 +395,16 @@ impl Drop for IdbStore {
     /// connection's upgrade or deletion of the database.
     fn drop(&mut self) {
         self.database.close();
+    }
+}
+
+/// The key range of the ids after `after` (every id without one).
+fn ids_after(after: Option<&str>, context: &str) -> Result<JsValue, Error> {
+    match after {
+        Some(after) => IdbKeyRange::lower_bound_with_open(&after.into(), true)
+            .map(Into::into)
+            .map_err(|error| dom::thrown(context, &error)),
+        None => Ok(JsValue::UNDEFINED),
     }
 }
 

@@ -66,9 +66,6 @@ impl Memories {
         let mut hits = self
             .search(embedder, query, k, min_similarity, kind)
             .await?;
-        if self.to_reembed() == 0 {
-            return Ok(hits);
-        }
         let kind = self.check_search(query, k, min_similarity, kind)?;
         let mut scored: Vec<(String, f32)> = Vec::new();
         for other in others {
@@ -128,15 +125,7 @@ impl Memories {
     /// embedder of), a chunk per transaction, and keeps them in step from then on. Until it has
     /// run, [`Memories::search_all_versions`] searches the active version only.
     pub async fn read_other_versions(&self, wanted: Vec<String>) -> Result<()> {
-        let mut ids: Vec<String> = self
-            .state
-            .borrow()
-            .entries
-            .iter()
-            .filter(|(_, entry)| !entry.searchable)
-            .map(|(id, _)| id.clone())
-            .collect();
-        ids.sort_unstable();
+        let ids = self.other_version_ids();
         let mut other = OtherVectors {
             wanted,
             by_version: HashMap::new(),

@@ -28,6 +28,20 @@ pub struct Reembedded {
 }
 
 impl Memories {
+    /// The ids of the memories of another embedder version, oldest first.
+    pub(super) fn other_version_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .state
+            .borrow()
+            .entries
+            .iter()
+            .filter(|(_, entry)| !entry.searchable)
+            .map(|(id, _)| id.clone())
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
     /// Memories of another embedder version, waiting for [`Memories::reembed`].
     pub fn to_reembed(&self) -> usize {
         self.state
@@ -41,17 +55,8 @@ impl Memories {
     /// Re-embeds up to `batch` memories of another embedder version with `embedder` (the active
     /// one), in one transaction; see the [module docs](self).
     pub async fn reembed(&self, embedder: &dyn Embedder, batch: usize) -> Result<Reembedded> {
-        let mut ids: Vec<String> = {
-            let state = self.state.borrow();
-            state
-                .entries
-                .iter()
-                .filter(|(_, entry)| !entry.searchable)
-                .map(|(id, _)| id.clone())
-                .collect()
-        };
         // Oldest first, so that a migration goes through the memories in a stable order.
-        ids.sort_unstable();
+        let mut ids = self.other_version_ids();
         ids.truncate(batch.max(1));
         let rows = self.store.get(Table::Memories, ids.clone()).await?;
         let mut records = Vec::with_capacity(rows.len());
@@ -82,15 +87,7 @@ impl Memories {
                 .map(|row| WriteOp::Put(Table::Memories, row.clone()))
                 .collect();
             self.commit(ops, &changed).await?;
-            let mut state = self.state.borrow_mut();
-            for row in &rows {
-                if let Ok(entry) = self.index_row(&mut state.vectors, row) {
-                    state.entries.insert(row.id.clone(), entry);
-                }
-            }
-            drop(state);
-            self.drop_other_vectors(&changed);
-            self.changes.borrow_mut().extend(changed);
+            self.index_written(&rows);
             migrated = rows.len();
         }
         Ok(Reembedded {

@@ -177,10 +177,7 @@ impl WorkerRuntime {
                     }
                     _ => Err(Error::Internal("not a restore".into())),
                 };
-                let changed = memories.take_changes();
-                if !changed.is_empty() {
-                    publish(changed);
-                }
+                super::memory_requests::publish_changes(&memories, &*publish);
                 let report = report?;
                 emit(Event::MemoryIndex {
                     loaded: memories.stats().count,

@@ -195,12 +195,18 @@ impl WorkerRuntime {
             if reading {
                 save_snapshot_if_wanted(&memories, &spawn, &shared, &sleep);
             }
-            let changed = memories.take_changes();
-            if !changed.is_empty() {
-                publish(changed);
-            }
+            publish_changes(&memories, &*publish);
             finish(&shared, id, STORE_COMPONENT, result)
         }))
+    }
+}
+
+/// Tells the other workers on the database which memories `memories` wrote or deleted since the
+/// last call, if any.
+pub(super) fn publish_changes(memories: &Memories, publish: &dyn Fn(Vec<String>)) {
+    let changed = memories.take_changes();
+    if !changed.is_empty() {
+        publish(changed);
     }
 }
 

@@ -96,10 +96,7 @@ async fn open(
                     .reembed(&*embedder, BATCH)
                     .await
                     .map_err(|error| JobError::retryable(error.to_string()))?;
-                let changed = memories.take_changes();
-                if !changed.is_empty() {
-                    publish(changed);
-                }
+                super::memory_requests::publish_changes(&memories, &*publish);
                 migrated += step.migrated;
                 emit(Event::EmbeddingMigration {
                     migrated: migrated as u64,

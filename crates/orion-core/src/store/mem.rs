@@ -5,8 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 
 use super::{
-    after_relief, check_scan, Guard, Guarded, QuotaRelief, Relief, Row, Scan, Snapshot, Store,
-    Table, WriteOp,
+    check_scan, Guard, Guarded, QuotaRelief, Relief, Row, Scan, Snapshot, Store, Table, WriteOp,
 };
 use crate::embedding::LocalBoxFuture;
 use crate::error::{Error, Result};
@@ -44,9 +43,8 @@ impl MemStore {
     async fn apply(&self, ops: Vec<WriteOp>) -> Result<()> {
         let checked = self.check_quota(&self.tables.borrow(), &ops);
         if let Err(error) = checked {
-            let deleted = self.relief.relieve(error).await?;
-            self.check_quota(&self.tables.borrow(), &ops)
-                .map_err(|error| after_relief(error, deleted))?;
+            let again = || async { self.check_quota(&self.tables.borrow(), &ops) };
+            self.relief.retry(error, again).await?;
         }
         apply_ops(&mut self.tables.borrow_mut(), ops);
         self.writes.set(self.writes.get() + 1);

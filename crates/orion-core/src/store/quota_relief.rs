@@ -4,6 +4,7 @@
 //! IndexedDB, its rows already converted), so the retry copies nothing.
 
 use std::cell::{Cell, RefCell};
+use std::future::Future;
 use std::rc::Rc;
 
 use crate::embedding::LocalBoxFuture;
@@ -34,10 +35,25 @@ impl QuotaRelief {
         *self.relief.borrow_mut() = Some(relief);
     }
 
-    /// Runs the relief after a write failed for lack of quota (`error`): `Ok(deleted)` when it
-    /// freed something and the write should be tried once more; otherwise the error to answer,
-    /// saying why nothing was freed.
-    pub async fn relieve(&self, error: Error) -> std::result::Result<usize, Error> {
+    /// After a write failed with `error`: when it lacked quota and the relief freed something,
+    /// the answer of `again()` (the same write, once more; should it lack quota still, the error
+    /// says what was deleted); otherwise `error`, saying why nothing was freed.
+    pub async fn retry<T, F>(&self, error: Error, again: impl FnOnce() -> F) -> Result<T>
+    where
+        F: Future<Output = Result<T>>,
+    {
+        let deleted = self.relieve(error).await?;
+        again().await.map_err(|error| match error {
+            Error::Quota(reason) => Error::Quota(format!(
+                "{reason} (still, after deleting {deleted} automatic backups to make room)"
+            )),
+            other => other,
+        })
+    }
+
+    /// Runs the relief for a write that failed with `error`: `Ok(deleted)` when it freed
+    /// something; otherwise the error to answer.
+    async fn relieve(&self, error: Error) -> std::result::Result<usize, Error> {
         let Error::Quota(reason) = error else {
             return Err(error);
         };
@@ -58,15 +74,5 @@ impl QuotaRelief {
                 "{reason} (and deleting automatic backups to make room failed: {failure})"
             ))),
         }
-    }
-}
-
-/// The error of a write tried again after the relief deleted `deleted` backups.
-pub fn after_relief(error: Error, deleted: usize) -> Error {
-    match error {
-        Error::Quota(reason) => Error::Quota(format!(
-            "{reason} (still, after deleting {deleted} automatic backups to make room)"
-        )),
-        other => other,
     }
 }
