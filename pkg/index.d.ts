@@ -121,7 +121,7 @@ export type EmbeddingModelSource =
 export type LlmModelSource = string | URL | { url: string | URL; sha256?: string };
 
 export interface ModelUrls {
-  /** The embedding model. Without it the hashing embedder (micro) is used. */
+  /** The embedding model, which every profile runs (micro and lite 8-bit, full f32). Without it the hashing embedder (micro) is used. */
   embedding?: EmbeddingModelSource;
   /** The local LLM. Ignored when an `llm` function is given (the function wins). */
   llm?: LlmModelSource;

@@ -8,6 +8,7 @@
 // 1. micro (no model files): TOOL_ASKS tool questions cycling through TOOL_QUESTIONS after
 //    WARM_ASKS unmeasured ones; then MEMORIES synthetic facts stored with `memory.addMany`, and
 //    MEMORY_ASKS questions about them (no tool fits: answered from the memories).
+// 1b. micro with the embedding model (the quantized MiniLM): the same, as many asks.
 // 2. lite without a language model (the quantized MiniLM embedder): the same, LITE_ASKS of each.
 // 3. lite with the local LLM: one generation per DEBATE_QUESTIONS question (each is short, so lite
 //    answers with one generation), after a first ask that loads the model.
@@ -237,6 +238,11 @@ try {
   out.micro = await latency(
     'micro',
     { profile: 'micro', database: `orion-bench-ask-micro-${run}` },
+    { toolAsks: TOOL_ASKS, memoryAsks: MEMORY_ASKS },
+  );
+  out.microModel = await latency(
+    'micro with the model',
+    { profile: 'micro', database: `orion-bench-ask-micro-model-${run}`, models: { embedding: EMBEDDING } },
     { toolAsks: TOOL_ASKS, memoryAsks: MEMORY_ASKS },
   );
   out.lite = await latency(

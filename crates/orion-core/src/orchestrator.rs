@@ -277,7 +277,13 @@ pub struct Resources {
     /// Components routed around before the request arrived, each with why (the embedding model
     /// that failed to load, so the worker runs on micro).
     pub degraded: Vec<(String, String)>,
+    /// Runs work that the answer need not wait for (keeping a tool's result as a memory, which
+    /// embeds it); `None` does that work before answering.
+    pub background: Option<Background>,
 }
+
+/// Runs a future to its end without anyone awaiting it (the platform's executor).
+pub type Background = Rc<dyn Fn(LocalBoxFuture<'static, ()>)>;
 
 /// Answers `ask`.
 pub struct Orchestrator {
@@ -391,37 +397,30 @@ impl Orchestrator {
         }
         let guard = resources.guard.as_ref();
 
-        let query_vector = match self.embed_query(query, resources).await {
-            Ok(vector) => Some(vector),
-            Err(error) => {
-                trace.degraded.push(EMBEDDER.into());
-                trace
-                    .notes
-                    .push(format!("the query could not be embedded ({error}); tools by rule only, no memory search"));
-                None
-            }
-        };
-        check_cancelled(observer)?;
-
-        // Tools.
+        // Tools. Intent rules need no embedding: a query they claim is answered without one.
         observer.stage(Stage::ToolSearch, "looking for a tool");
         let started = self.clock.now_ms();
-        let chosen = match &query_vector {
-            Some(vector) => {
-                self.tools
-                    .choose(query, vector, resources.embedder.as_ref())
-                    .await
-            }
+        let mut query_vector = None;
+        let chosen = match self.tools.choose_by_intent(query) {
+            Some(chosen) => Some(chosen),
             None => {
-                self.tools
-                    .choose(query, &[], resources.embedder.as_ref())
-                    .await
+                let vector = self.query_vector(query, resources, &mut trace).await;
+                check_cancelled(observer)?;
+                let chosen = match &vector {
+                    Some(vector) => self
+                        .tools
+                        .choose_by_similarity(query, vector, resources.embedder.as_ref())
+                        .await
+                        .unwrap_or_else(|error| {
+                            trace.notes.push(format!("tool choice failed: {error}"));
+                            None
+                        }),
+                    None => None,
+                };
+                query_vector = Some(vector);
+                chosen
             }
         };
-        let chosen = chosen.unwrap_or_else(|error| {
-            trace.notes.push(format!("tool choice failed: {error}"));
-            None
-        });
         if let Some(chosen) = chosen {
             let context = ToolContext {
                 now_ms: self.clock.now_ms(),
@@ -481,6 +480,11 @@ impl Orchestrator {
         check_cancelled(observer)?;
 
         // Memories.
+        let query_vector = match query_vector {
+            Some(vector) => vector,
+            None => self.query_vector(query, resources, &mut trace).await,
+        };
+        check_cancelled(observer)?;
         let memory_vectors = match &query_vector {
             Some(vector) => {
                 self.search_memories(query, vector, resources, observer, &mut trace)
@@ -541,18 +545,38 @@ impl Orchestrator {
         };
         self.remember_turn(request, query, &response.response);
         if self.settings.remember_exchanges && response.debug.route != "fallback" {
-            self.keep(
+            // A failure is in the `store` health; the answer stands.
+            let _ = keep(
                 resources,
                 NewMemory {
                     text: format!("Q: {query}\nA: {}", response.response),
                     kind: Some("conversation".into()),
                     meta: None,
                 },
-                &mut Vec::new(),
             )
             .await;
         }
         Ok(response)
+    }
+
+    /// The query's vector; `None` when it could not be embedded, which `trace` records (tools
+    /// then go by intent rules only, and memory search is skipped).
+    async fn query_vector(
+        &self,
+        query: &str,
+        resources: &Resources,
+        trace: &mut Trace,
+    ) -> Option<Vec<f32>> {
+        match self.embed_query(query, resources).await {
+            Ok(vector) => Some(vector),
+            Err(error) => {
+                trace.degraded.push(EMBEDDER.into());
+                trace.notes.push(format!(
+                    "the query could not be embedded ({error}); tools by rule only, no memory search"
+                ));
+                None
+            }
+        }
     }
 
     async fn embed_query(&self, query: &str, resources: &Resources) -> Result<Vec<f32>> {
@@ -589,26 +613,23 @@ impl Orchestrator {
             kind: Some("tool_result".into()),
             meta: Some(serde_json::json!({ "tool": chosen.name() })),
         };
-        self.keep(resources, memory, &mut trace.notes).await;
-    }
-
-    /// Adds a memory; a failure is noted, never fatal to the answer.
-    async fn keep(&self, resources: &Resources, memory: NewMemory, notes: &mut Vec<String>) {
-        let Some(memories) = &resources.memories else {
-            return;
-        };
-        let guard = resources.guard.as_ref();
-        let result = match guard.admit(MEMORY_WRITE_BREAKER) {
-            Err(error) => Err(error),
-            Ok(permit) => {
-                guard.started(STORE);
-                let result = memories.add(resources.embedder.as_ref(), memory).await;
-                guard.finished(STORE, permit, result.as_ref().map(|_| ()));
-                result
+        // Embedding the result costs as much as the rest of a tool answer: it is kept after the
+        // answer when the platform can run it. A failure then shows in the `store` health.
+        match &resources.background {
+            Some(background) => {
+                let resources = resources.clone();
+                background(Box::pin(async move {
+                    let _ = keep(&resources, memory).await;
+                }));
+                trace
+                    .notes
+                    .push("the tool's result is kept as a memory after the answer".into());
             }
-        };
-        if let Err(error) = result {
-            notes.push(format!("a memory was not kept: {error}"));
+            None => {
+                if let Err(error) = keep(resources, memory).await {
+                    trace.notes.push(format!("a memory was not kept: {error}"));
+                }
+            }
         }
     }
 
@@ -932,6 +953,20 @@ impl Trace {
             ok,
         });
     }
+}
+
+/// Adds a memory under the `memory_write` circuit, accounted in the `store` health. Without a
+/// store there is nothing to keep it in, which is not an error.
+async fn keep(resources: &Resources, memory: NewMemory) -> Result<()> {
+    let Some(memories) = &resources.memories else {
+        return Ok(());
+    };
+    let guard = resources.guard.as_ref();
+    let permit = guard.admit(MEMORY_WRITE_BREAKER)?;
+    guard.started(STORE);
+    let result = memories.add(resources.embedder.as_ref(), memory).await;
+    guard.finished(STORE, permit, result.as_ref().map(|_| ()));
+    result.map(|_| ())
 }
 
 fn check_cancelled(observer: &dyn AskObserver) -> Result<()> {

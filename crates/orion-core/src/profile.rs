@@ -2,7 +2,7 @@
 //!
 //! Rules, applied to what the worker can read about the device ([`DeviceFacts`]):
 //! - **micro** when wasm SIMD is missing, or fewer than 2 logical cores, or under 2 GB of device
-//!   memory, or under 200 MB of storage quota: the hashing embedder, tools and memory only;
+//!   memory, or under 200 MB of storage quota: tools and memory only, no language model;
 //! - **lite** when fewer than 4 cores, or under 4 GB of memory, or under 1 GB of quota;
 //! - **full** otherwise.
 //!
@@ -15,11 +15,15 @@
 //! | --- | --- | ---: | --- |
 //! | full | MiniLM f32 | 100 000 | every query |
 //! | lite | MiniLM Q8_0 | 20 000 | long queries only |
-//! | micro | hashing | 5 000 | never |
+//! | micro | MiniLM Q8_0, or hashing without a model | 5 000 | never |
 //!
 //! "Memories kept" is the memory store's size limit, past which the least recently used memories
-//! are evicted. Model memory is not budgeted by a fixed figure: before a load, the loader checks
-//! that the worker can get the weights' size plus working memory, and falls back to micro if not.
+//! are evicted. Every profile runs MiniLM when the host gives a model: micro the same 8-bit
+//! weights as lite (about 24 MB in memory), because recalling memories by meaning needs a semantic
+//! model. The hashing embedder is micro's when no model is given, and every profile's fallback
+//! when the model cannot load. Model memory is not budgeted by a fixed figure: before a load, the
+//! loader checks that the worker can get the weights' size plus working memory, and falls back to
+//! micro's hashing embedder if not.
 
 use serde::{Deserialize, Serialize};
 
@@ -31,7 +35,7 @@ pub enum Profile {
     Full,
     /// Smaller budgets; debate only for long queries.
     Lite,
-    /// The hashing embedder; tools and memory only.
+    /// MiniLM Q8_0 (hashing without a model); tools and memory only.
     Micro,
 }
 

@@ -86,7 +86,7 @@ pub type Heartbeat = Rc<dyn Fn()>;
 
 /// Loads model-backed embedders: the platform fetches, verifies and caches the files.
 pub trait EmbedderLoader {
-    /// The embedder for `profile` (full or lite) from the model files of `source`; calls
+    /// The embedder for `profile` from the model files of `source`; calls
     /// `heartbeat` as the download progresses.
     fn load(
         &self,
@@ -107,7 +107,7 @@ pub trait StoreOpener {
 
 /// What the platform provides.
 pub struct Platform {
-    /// Loads MiniLM for the full and lite profiles.
+    /// Loads MiniLM for a profile (f32 for full, Q8_0 for lite and micro).
     pub loader: Rc<dyn EmbedderLoader>,
     /// The embedder that needs no model (micro, and the fallback when loading fails).
     pub fallback: Rc<dyn Embedder>,
@@ -454,7 +454,9 @@ impl WorkerRuntime {
         self.start_host_llm();
         let fallback = Rc::clone(&self.platform.fallback);
         let load = match (profile, &self.source) {
-            (Profile::Micro, _) => None,
+            // Micro runs MiniLM too when a model is given; without one, the hashing embedder is
+            // its embedder, not a fallback.
+            (Profile::Micro, None) => None,
             (_, None) => Some(Err(Error::model_load(
                 "models.embedding",
                 "no embedding model was given",
@@ -630,7 +632,7 @@ impl WorkerRuntime {
         if active == Some(profile) {
             return OnDemand::Active(profile);
         }
-        if profile == Profile::Micro {
+        if profile == Profile::Micro && self.source.is_none() {
             return OnDemand::Fallback(Rc::clone(&self.platform.fallback));
         }
         if let Some(load) = state.on_demand.get(&profile) {
@@ -679,7 +681,7 @@ impl WorkerRuntime {
 enum OnDemand {
     /// The active embedder is (or is loading as) that profile's.
     Active(Profile),
-    /// Micro: the hashing embedder, always there.
+    /// Micro without a model: the hashing embedder, always there.
     Fallback(Rc<dyn Embedder>),
     /// Loading or loaded on demand.
     Load(OnDemandFuture),

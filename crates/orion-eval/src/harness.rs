@@ -153,6 +153,7 @@ impl Harness {
                 )),
             }),
             degraded: Vec::new(),
+            background: None,
         };
         let started = Instant::now();
         let answer = block_on(self.orchestrator.ask(&request, &resources, &Quiet));

@@ -69,17 +69,24 @@ fn run() -> Result<()> {
         dataset.facts.len(),
         harness::TIME_ZONE
     );
-    let needs_minilm = options
+    // MiniLM f32 is both full's embedder and the relevance judge; the 8-bit model is lite's and
+    // micro's. Each is loaded once.
+    let minilm = Rc::new(load_minilm(&options.models, Precision::F32)?);
+    let quantized = if options
         .profiles
         .iter()
-        .any(|p| matches!(p, Profile::Lite | Profile::Full));
-    // MiniLM f32 is both full's embedder and the relevance judge: loaded once.
-    let minilm = if needs_minilm {
-        Some(Rc::new(load_minilm(&options.models, Precision::F32)?))
+        .any(|p| matches!(p, Profile::Lite | Profile::Micro))
+    {
+        Some(Rc::new(load_minilm(&options.models, Precision::Q8_0)?))
     } else {
         None
     };
-    let generator: Option<Rc<dyn Generator>> = if options.llm && needs_minilm {
+    let generator: Option<Rc<dyn Generator>> = if options.llm
+        && options
+            .profiles
+            .iter()
+            .any(|p| matches!(p, Profile::Lite | Profile::Full))
+    {
         let path = options.models.join(LLM_FILE);
         println!("loading {}", path.display());
         Some(harness::local_generator(&path)?)
@@ -87,22 +94,33 @@ fn run() -> Result<()> {
         None
     };
     let judge_with = |texts: &[&str]| -> Result<Vec<Vec<f32>>> {
-        let minilm = minilm
-            .as_ref()
-            .context("the relevance judge needs MiniLM")?;
         minilm
             .embed_now(texts)
             .map_err(|e| anyhow!("embedding for the relevance check: {e}"))
     };
-    let judge: Option<Judge<'_>> = minilm.is_some().then_some(&judge_with as Judge<'_>);
+    let judge: Judge<'_> = &judge_with;
 
-    let mut summaries = Vec::new();
+    let mut runs: Vec<(String, Profile, Rc<dyn Embedder>)> = Vec::new();
     for &profile in &options.profiles {
         let embedder: Rc<dyn Embedder> = match profile {
-            Profile::Micro => Rc::new(HashingEmbedder::new()),
-            Profile::Lite => Rc::new(load_minilm(&options.models, Precision::Q8_0)?),
-            Profile::Full => minilm.clone().context("MiniLM was not loaded")?,
+            Profile::Micro | Profile::Lite => {
+                quantized.clone().context("MiniLM Q8_0 was not loaded")?
+            }
+            Profile::Full => minilm.clone(),
         };
+        runs.push((profile.name().to_owned(), profile, embedder));
+        // Micro without a model runs the hashing embedder: measured too, since hosts may not
+        // serve a model to small devices.
+        if profile == Profile::Micro {
+            runs.push((
+                "micro, no model".to_owned(),
+                profile,
+                Rc::new(HashingEmbedder::new()),
+            ));
+        }
+    }
+    let mut summaries = Vec::new();
+    for (label, profile, embedder) in runs {
         let generator = match profile {
             Profile::Micro => None,
             Profile::Lite | Profile::Full => generator.clone(),
@@ -110,17 +128,16 @@ fn run() -> Result<()> {
         let version = embedder.info().version.clone();
         let llm = generator.is_some();
         println!(
-            "running {} ({version}{})",
-            profile.name(),
+            "running {label} ({version}{})",
             if llm { ", local LLM" } else { "" }
         );
         let harness = harness::Harness::new(profile, embedder, generator, &dataset)?;
         let mut records = Vec::with_capacity(dataset.queries.len());
         for query in &dataset.queries {
             let outcome = harness.ask(query)?;
-            records.push(report::score(query, outcome, judge)?);
+            records.push(report::score(query, outcome, Some(judge))?);
         }
-        let summary = report::summarize(profile.name(), &version, llm, records);
+        let summary = report::summarize(&label, &version, llm, records);
         report::print(&summary, &dataset.queries);
         summaries.push(summary);
     }

@@ -95,8 +95,8 @@ impl EmbedderLoader for WebModelLoader {
         let source = source.clone();
         let provided = self.provided.borrow().clone();
         let precision = match profile {
-            Profile::Lite => Precision::Q8_0,
-            Profile::Full | Profile::Micro => Precision::F32,
+            Profile::Lite | Profile::Micro => Precision::Q8_0,
+            Profile::Full => Precision::F32,
         };
         Box::pin(async move {
             let cache = match source.location {

@@ -173,6 +173,7 @@ impl Fixture {
             })),
             guard: self.guard.clone(),
             degraded: Vec::new(),
+            background: None,
         }
     }
 

@@ -184,6 +184,7 @@ impl WorkerRuntime {
                     generator: Some(Rc::new(move || access.get())),
                     guard: Rc::new(RuntimeGuard(Rc::clone(&shared))),
                     degraded,
+                    background: Some(Rc::clone(&spawn)),
                 };
                 let answer = orchestrator.ask(&request, &resources, &observer).await;
                 // The memory search touched its hits: their access times are written as a

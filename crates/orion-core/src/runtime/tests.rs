@@ -405,21 +405,41 @@ fn a_failed_load_falls_back_to_micro_with_an_event_and_health() {
 }
 
 #[test]
-fn micro_and_missing_urls_never_call_the_loader() {
+fn micro_runs_the_model_when_given_one_and_hashing_otherwise() {
     let clock = ManualClock::new(0);
     let (loader, platform) = fake_platform(false);
     let mut rt = WorkerRuntime::new(clock.shared(), "1", platform);
-    init_with(
+    let answer = init_with(
         &mut rt,
         json!({"profile": "micro", "models": {"embedding": "/m"}}),
     );
-    let answer = send(
+    assert!(!answer
+        .iter()
+        .any(|m| m["event"]["kind"] == "embedder_fallback"));
+    let embedded = send(
         &mut rt,
         json!({"v": 1, "id": 1, "type": "embed", "texts": ["a"]}),
     );
-    assert_eq!(answer[0]["result"]["model"]["version"], "hashing/v1");
+    assert_eq!(embedded[0]["result"]["model"]["version"], "model/micro");
+    assert_eq!(loader.calls.get(), 1);
+
+    // Without a model, hashing is micro's embedder: no load, no fallback.
+    let (loader, platform) = fake_platform(false);
+    let mut rt = WorkerRuntime::new(clock.shared(), "1", platform);
+    let answer = init_with(&mut rt, json!({"profile": "micro"}));
+    assert!(!answer
+        .iter()
+        .any(|m| m["event"]["kind"] == "embedder_fallback"));
+    let embedded = send(
+        &mut rt,
+        json!({"v": 1, "id": 1, "type": "embed", "texts": ["a"]}),
+    );
+    assert_eq!(embedded[0]["result"]["model"]["version"], "hashing/v1");
+    let profile = send(&mut rt, json!({"v": 1, "id": 2, "type": "profile"}));
+    assert_eq!(profile[0]["result"]["fallbackReason"], Value::Null);
     assert_eq!(loader.calls.get(), 0);
 
+    // A model profile without a model falls back to micro's hashing embedder.
     let (loader, platform) = fake_platform(false);
     let mut rt = WorkerRuntime::new(clock.shared(), "1", platform);
     let answer = init_with(&mut rt, json!({"profile": "lite"}));
@@ -430,6 +450,29 @@ fn micro_and_missing_urls_never_call_the_loader() {
     assert_eq!(profile[0]["result"]["requested"], "lite");
     assert_eq!(profile[0]["result"]["active"], "micro");
     assert_eq!(loader.calls.get(), 0);
+}
+
+#[test]
+fn micro_falls_back_to_hashing_when_its_model_fails() {
+    let clock = ManualClock::new(0);
+    let (loader, platform) = fake_platform(true);
+    let mut rt = WorkerRuntime::new(clock.shared(), "1", platform);
+    let answer = init_with(
+        &mut rt,
+        json!({"profile": "micro", "models": {"embedding": "/m"}}),
+    );
+    assert!(answer
+        .iter()
+        .any(|m| m["event"]["kind"] == "embedder_fallback"));
+    let embedded = send(
+        &mut rt,
+        json!({"v": 1, "id": 1, "type": "embed", "texts": ["a"]}),
+    );
+    assert_eq!(embedded[0]["result"]["model"]["version"], "hashing/v1");
+    let profile = send(&mut rt, json!({"v": 1, "id": 2, "type": "profile"}));
+    assert_eq!(profile[0]["result"]["active"], "micro");
+    assert!(profile[0]["result"]["fallbackReason"].is_string());
+    assert_eq!(loader.calls.get(), 1);
 }
 
 #[test]
@@ -475,14 +518,16 @@ fn embed_can_ask_for_another_profile_which_loads_once_on_demand() {
     assert_eq!(loader.calls.get(), 1);
     let full = embed_as(&mut rt, 1, "full");
     assert_eq!(full["result"]["model"]["version"], "model/full");
-    let micro = embed_as(&mut rt, 2, "micro");
-    assert_eq!(micro["result"]["model"]["version"], "hashing/v1");
-    assert_eq!(loader.calls.get(), 1, "full and micro need no new load");
+    assert_eq!(loader.calls.get(), 1, "full needs no new load");
     for id in 3..5 {
         let lite = embed_as(&mut rt, id, "lite");
         assert_eq!(lite["result"]["model"]["version"], "model/lite");
     }
     assert_eq!(loader.calls.get(), 2, "lite is loaded once");
+    // Given a model, micro runs it too.
+    let micro = embed_as(&mut rt, 5, "micro");
+    assert_eq!(micro["result"]["model"]["version"], "model/micro");
+    assert_eq!(loader.calls.get(), 3);
     // The active embedder is unchanged.
     let answer = send(
         &mut rt,
@@ -512,7 +557,11 @@ fn an_on_demand_load_that_fails_is_an_error_and_is_retried_next_time() {
     loader.fail.set(false);
     let lite = embed_as(&mut rt, 2, "lite");
     assert_eq!(lite["result"]["model"]["version"], "model/lite");
-    assert_eq!(loader.calls.get(), 2);
+    assert_eq!(
+        loader.calls.get(),
+        3,
+        "micro's own load, the failed one, the retry"
+    );
     let health = send(&mut rt, json!({"v": 1, "id": 3, "type": "health"}));
     let embedder = &health[0]["result"]["components"][0];
     assert_eq!(embedder["totalFailures"], 1);

@@ -201,17 +201,38 @@ impl ToolExecutionManager {
         query_vector: &[f32],
         embedder: &dyn Embedder,
     ) -> Result<Option<Chosen>> {
-        for registered in &self.tools {
-            if let Some(arguments) = registered.tool.intent(query) {
-                if registered.check.first_error(&arguments).is_none() {
-                    return Ok(Some(Chosen {
-                        tool: Rc::clone(&registered.tool),
-                        arguments,
-                        choice: Choice::Intent,
-                    }));
-                }
-            }
+        if let Some(chosen) = self.choose_by_intent(query) {
+            return Ok(Some(chosen));
         }
+        self.choose_by_similarity(query, query_vector, embedder)
+            .await
+    }
+
+    /// The first tool whose intent rules claim `query`, with valid arguments. Needs no
+    /// embedding, so a caller can try it before embedding the query.
+    pub fn choose_by_intent(&self, query: &str) -> Option<Chosen> {
+        self.tools.iter().find_map(|registered| {
+            let arguments = registered.tool.intent(query)?;
+            registered
+                .check
+                .first_error(&arguments)
+                .is_none()
+                .then(|| Chosen {
+                    tool: Rc::clone(&registered.tool),
+                    arguments,
+                    choice: Choice::Intent,
+                })
+        })
+    }
+
+    /// The most similar tool to `query_vector` (embedded by `embedder`) above the policy's
+    /// floor that can take its arguments from `query`.
+    pub async fn choose_by_similarity(
+        &self,
+        query: &str,
+        query_vector: &[f32],
+        embedder: &dyn Embedder,
+    ) -> Result<Option<Chosen>> {
         let scores = self.similarities(query_vector, embedder).await?;
         let mut ranked: Vec<(usize, f32)> = scores.into_iter().enumerate().collect();
         ranked.sort_by(|a, b| b.1.total_cmp(&a.1));

@@ -146,11 +146,13 @@ fn generated_rows(runs: &[Value], columns: &[&dyn Fn(&Value) -> f64]) -> String 
 
 /// The section of `cargo xtask bench ask`.
 pub fn document(figures: &Value, machine: &Machine) -> String {
-    let (micro, lite) = (&figures["micro"], &figures["lite"]);
+    let (micro, micro_model, lite) = (&figures["micro"], &figures["microModel"], &figures["lite"]);
     let mut latency = String::new();
     for (what, series) in [
         ("micro, tool", &micro["tool"]),
         ("micro, memory", &micro["memory"]),
+        ("micro with the model, tool", &micro_model["tool"]),
+        ("micro with the model, memory", &micro_model["memory"]),
         ("lite, tool", &lite["tool"]),
         ("lite, memory", &lite["memory"]),
     ] {
@@ -252,7 +254,7 @@ pub fn document(figures: &Value, machine: &Machine) -> String {
         }
     };
 
-    let micro_tool = &micro["tool"]["wall"];
+    let (micro_tool, model_tool) = (&micro["tool"]["wall"], &micro_model["tool"]["wall"]);
     let mut targets = String::new();
     for (what, bound, value) in [
         (
@@ -264,6 +266,16 @@ pub fn document(figures: &Value, machine: &Machine) -> String {
             "tool answer on micro, p95",
             TOOL_TARGET_MS,
             num(&micro_tool["p95"]),
+        ),
+        (
+            "tool answer on micro with the model, p50",
+            TOOL_TARGET_MS,
+            num(&model_tool["p50"]),
+        ),
+        (
+            "tool answer on micro with the model, p95",
+            TOOL_TARGET_MS,
+            num(&model_tool["p95"]),
         ),
         (
             "full debate with the local LLM, median",
@@ -301,19 +313,22 @@ policy), each with a database of its own. **page** is `performance.now()` on the
 - Tool answers: {tool_asks:.0} asks on micro ({lite_asks:.0} on lite) cycling through \
 {questions} questions (arithmetic, unit conversions, dates and times, e.g. \"What is 12 * 7?\", \
 \"Convert 5 km to miles\", \"What day of the week is 2027-01-01?\"), after {warm:.0} unmeasured \
-asks. Each answer is also stored as a `tool_result` memory.\n\
+asks. Each answer is also stored as a `tool_result` memory, after the answer.\n\
 - Memory answers: {memories:.0} synthetic facts stored with one `memory.addMany` (\"{fact}\"), \
 then questions about them (\"{question}\") that no tool answers: on micro and lite without a \
 language model they are answered from the memories ({micro_asks:.0} on micro, {lite_mem_asks:.0} \
-on lite, after {warm:.0} unmeasured). Storing them took {micro_seed} ms on micro, {lite_seed} ms \
-on lite.\n\
-- micro has the hashing embedder and no model; lite the quantized all-MiniLM-L6-v2, which embeds \
-every question (tool selection and memory search) at a higher cost.\n\n\
+on lite, after {warm:.0} unmeasured). Storing them took {micro_seed} ms on micro, {model_seed} ms \
+on micro with the model, {lite_seed} ms on lite.\n\
+- micro runs without a model (the hashing embedder), and with `models.embedding` (the same \
+8-bit all-MiniLM-L6-v2 as lite); lite runs that model. A tool question that the intent rules \
+claim is answered without embedding it; any other question is embedded (tool similarity and \
+memory search).\n\n\
 | profile, answer | asks | routes | page p50, ms | page p95 | page max | worker p50, ms | worker p95 | worker max |\n\
 | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n\
 {latency}\n\
 Memory answers with at least one memory hit: {micro_hits:.0} of {micro_asks:.0} on micro, \
-{lite_hits:.0} of {lite_mem_asks:.0} on lite.\n\n\
+{model_hits:.0} of {micro_asks:.0} on micro with the model, {lite_hits:.0} of {lite_mem_asks:.0} \
+on lite.\n\n\
 ### The debate on full, with the local LLM\n\n\
 `Orion.create({{ profile: 'full', models: {{ embedding: '/models/all-MiniLM-L6-v2/', llm: \
 '/models/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf' }}, llmOptions: {{ weights: \
@@ -360,7 +375,9 @@ For comparison, lite with the same model answers these short questions with one 
         lite_mem_asks = num(&lite["memory"]["wall"]["n"]),
         micro_seed = ms(num(&micro["memory"]["seedMs"])),
         lite_seed = ms(num(&lite["memory"]["seedMs"])),
+        model_seed = ms(num(&micro_model["memory"]["seedMs"])),
         micro_hits = num(&micro["memory"]["withMemoryHits"]),
+        model_hits = num(&micro_model["memory"]["withMemoryHits"]),
         lite_hits = num(&lite["memory"]["withMemoryHits"]),
         stages = stages.join(" | "),
         first_question = full["first"]["query"].as_str().unwrap_or("?"),

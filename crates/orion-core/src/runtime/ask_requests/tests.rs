@@ -80,6 +80,19 @@ fn a_tool_question_is_answered_with_its_status_events() {
         names.contains(&"orchestrator") && names.contains(&"tools"),
         "{names:?}"
     );
+    // The result is kept as a memory after the answer, by the platform's executor.
+    assert!(result["debug"]["notes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|note| note
+            .as_str()
+            .unwrap()
+            .contains("kept as a memory after the answer")));
+    let kept = h.call(3, json!({"type": "memory_list", "kind": "tool_result"}));
+    let items = kept["result"]["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{kept}");
+    assert!(items[0]["text"].as_str().unwrap().contains("84"));
 }
 
 #[test]
