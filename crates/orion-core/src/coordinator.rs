@@ -334,11 +334,9 @@ pub struct MultiAgentCoordinator {
     state: DebateState,
     /// The query, trimmed (clipped only when put into a prompt).
     query: String,
-    /// Tells this debate's review conversation from every other's (see
-    /// [`REVIEW_CONVERSATION_PREFIX`]).
-    debate: u64,
-    /// The synthesizer continues the critic's conversation (a local generator, which caches it).
-    review_in_conversation: bool,
+    /// The conversation in which the synthesizer continues the critic's (a local generator,
+    /// which caches it; see [`REVIEW_CONVERSATION_PREFIX`]); `None` for self-contained prompts.
+    review_conversation: Option<String>,
     /// The memories that go into prompts: non-empty, at most `max_memories_in_prompt`.
     memories: Vec<String>,
     responses: Vec<AgentResponse>,
@@ -355,8 +353,7 @@ impl MultiAgentCoordinator {
             settings,
             state: DebateState::Idle,
             query: String::new(),
-            debate: 0,
-            review_in_conversation: false,
+            review_conversation: None,
             memories: Vec::new(),
             responses: Vec::new(),
             stage_started_ms: 0,
@@ -440,7 +437,7 @@ impl MultiAgentCoordinator {
         self.responses.clear();
         self.stage_started_ms = 0;
         self.failure = None;
-        self.review_in_conversation = false;
+        self.review_conversation = None;
     }
 
     /// Ends an active debate as cancelled by the user: [`DebateState::Failed`] with
@@ -475,7 +472,6 @@ impl MultiAgentCoordinator {
         }
         self.settings.validate()?;
         self.reset();
-        self.debate = DEBATES.fetch_add(1, Ordering::Relaxed);
         self.query = query.to_owned();
         self.memories = memories
             .iter()
@@ -506,6 +502,14 @@ impl MultiAgentCoordinator {
         role: AgentRole,
         result: Result<Generated>,
     ) -> Result<NextStep> {
+        let response = self.response_from(role, result);
+        self.accept(response)
+    }
+
+    /// Records a response made earlier (by [`MultiAgentCoordinator::handle_agent_response`], in
+    /// this or another worker) and advances the debate, as that method does.
+    pub fn accept(&mut self, response: AgentResponse) -> Result<NextStep> {
+        let role = response.role;
         let expected = match self.state {
             DebateState::ParallelGeneration => {
                 matches!(role, AgentRole::Logical | AgentRole::Creative)
@@ -521,7 +525,6 @@ impl MultiAgentCoordinator {
                 self.state
             )));
         }
-        let response = self.response_from(role, result);
         self.responses.push(response);
         Ok(match self.state {
             DebateState::ParallelGeneration => self.after_parallel(),
@@ -555,58 +558,111 @@ impl MultiAgentCoordinator {
         memories: &[String],
         observer: &dyn DebateObserver,
     ) -> Result<DebateOutcome> {
-        const PARALLEL: [AgentRole; 2] = [AgentRole::Logical, AgentRole::Creative];
-        let requests = self.launch_debate(query, memories)?;
-        self.review_in_conversation = generator.info().kind == LOCAL_KIND;
-        observer.stage(self.state);
-        let mut step = NextStep::Wait;
-        if !observer.cancelled() {
-            let sink = self.sink(observer, &PARALLEL);
-            let mut results = generator.generate_many(&requests, &sink).await.into_iter();
-            if !observer.cancelled() {
-                for role in PARALLEL {
-                    let result = results.next().unwrap_or_else(|| {
-                        Err(Error::Internal(format!(
-                            "the generator returned no result for the {role} agent"
-                        )))
-                    });
-                    step = self.handle_agent_response(role, result)?;
-                }
-            }
+        let review = (generator.info().kind == LOCAL_KIND).then(|| {
+            format!(
+                "{REVIEW_CONVERSATION_PREFIX}{}",
+                DEBATES.fetch_add(1, Ordering::Relaxed)
+            )
+        });
+        let mut pending = self.resume(query, memories, review, &[])?;
+        while !pending.is_empty() {
+            pending = self.run_stage(generator, pending, observer).await?;
         }
-        loop {
-            match step {
-                NextStep::Run { role, request } => {
-                    observer.stage(self.state);
-                    if observer.cancelled() {
-                        break;
-                    }
-                    let roles = [role];
-                    let sink = self.sink(observer, &roles);
-                    let result = generator.generate(&request, &sink).await;
-                    if observer.cancelled() {
-                        break;
-                    }
-                    step = self.handle_agent_response(role, result)?;
-                }
-                NextStep::Done | NextStep::Failed => return Ok(self.outcome(observer)),
-                // Reached only when the observer cancelled before both parallel answers were in.
-                NextStep::Wait => break,
-            }
-        }
-        self.cancel("the debate was cancelled");
-        Ok(self.outcome(observer))
+        Ok(self.finish(observer))
     }
 
-    /// Reports the final state and packs the outcome.
-    fn outcome(&self, observer: &dyn DebateObserver) -> DebateOutcome {
+    /// Starts a debate on `query` with `memories` and records `responses` made earlier (by
+    /// another run of the same debate, with the same settings), then returns the generations
+    /// to run next: both parallel agents', one agent's, or none when the debate ended. The
+    /// synthesizer continues the critic's conversation `review_conversation` if given (a
+    /// local generator, which caches it).
+    ///
+    /// Errors: those of [`MultiAgentCoordinator::launch_debate`] and
+    /// [`MultiAgentCoordinator::accept`] (a response the debate does not expect).
+    pub fn resume(
+        &mut self,
+        query: &str,
+        memories: &[String],
+        review_conversation: Option<String>,
+        responses: &[AgentResponse],
+    ) -> Result<Vec<(AgentRole, GenerateRequest)>> {
+        let requests = self.launch_debate(query, memories)?;
+        self.review_conversation = review_conversation;
+        let mut pending: Vec<(AgentRole, GenerateRequest)> =
+            [AgentRole::Logical, AgentRole::Creative]
+                .into_iter()
+                .zip(requests)
+                .collect();
+        for response in responses {
+            let role = response.role;
+            pending = match self.accept(response.clone())? {
+                NextStep::Wait => pending.into_iter().filter(|(r, _)| *r != role).collect(),
+                NextStep::Run { role, request } => vec![(role, request)],
+                NextStep::Done | NextStep::Failed => Vec::new(),
+            };
+        }
+        Ok(pending)
+    }
+
+    /// Runs one stage's generations (`pending`, from [`MultiAgentCoordinator::resume`] or an
+    /// earlier stage), reporting the stage and its text to `observer`, records their responses
+    /// and returns the next stage's generations: none once the debate ended. Two generations
+    /// run as one [`Generator::generate_many`] batch. A cancel reported by the observer ends the
+    /// debate as [`DebateState::Failed`] with [`Error::Cancelled`].
+    pub async fn run_stage(
+        &mut self,
+        generator: &dyn Generator,
+        pending: Vec<(AgentRole, GenerateRequest)>,
+        observer: &dyn DebateObserver,
+    ) -> Result<Vec<(AgentRole, GenerateRequest)>> {
+        if pending.is_empty() || !self.is_debate_active() {
+            return Ok(Vec::new());
+        }
         observer.stage(self.state);
+        let (roles, requests): (Vec<AgentRole>, Vec<GenerateRequest>) = pending.into_iter().unzip();
+        let results = if observer.cancelled() {
+            Vec::new()
+        } else {
+            let sink = self.sink(observer, &roles);
+            match requests.as_slice() {
+                [one] => vec![generator.generate(one, &sink).await],
+                many => generator.generate_many(many, &sink).await,
+            }
+        };
+        if observer.cancelled() {
+            self.cancel("the debate was cancelled");
+            return Ok(Vec::new());
+        }
+        let mut results = results.into_iter();
+        let mut next = NextStep::Wait;
+        for role in roles {
+            let result = results.next().unwrap_or_else(|| {
+                Err(Error::Internal(format!(
+                    "the generator returned no result for the {role} agent"
+                )))
+            });
+            next = self.handle_agent_response(role, result)?;
+        }
+        Ok(match next {
+            NextStep::Run { role, request } => vec![(role, request)],
+            NextStep::Wait | NextStep::Done | NextStep::Failed => Vec::new(),
+        })
+    }
+
+    /// How the debate stands: its state, best answer, responses and failure.
+    pub fn outcome(&self) -> DebateOutcome {
         DebateOutcome {
             state: self.state,
             answer: self.final_answer().cloned(),
             responses: self.responses.clone(),
             error: self.failure.clone(),
         }
+    }
+
+    /// Reports the final state and packs the outcome.
+    fn finish(&self, observer: &dyn DebateObserver) -> DebateOutcome {
+        observer.stage(self.state);
+        self.outcome()
     }
 
     /// The sink for the current stage's generation of `roles` (by batch index).
@@ -673,7 +729,7 @@ impl MultiAgentCoordinator {
     /// the answers and the critique if any (a page's LLM function may well read `prompt` alone).
     fn synthesis_request(&self) -> GenerateRequest {
         match self.answer(AgentRole::Critical) {
-            Some(critique) if self.review_in_conversation => {
+            Some(critique) if self.review_conversation.is_some() => {
                 let mut request = self.critic_request();
                 request.history = vec![
                     Turn {
@@ -705,9 +761,7 @@ impl MultiAgentCoordinator {
     /// debate's conversation id.
     fn review_request(&self, role: AgentRole, prompt: String) -> GenerateRequest {
         GenerateRequest {
-            conversation_id: self
-                .review_in_conversation
-                .then(|| format!("{REVIEW_CONVERSATION_PREFIX}{}", self.debate)),
+            conversation_id: self.review_conversation.clone(),
             ..self.request(role, prompt, true)
         }
     }
