@@ -48,11 +48,13 @@
 //! prompt token costs time, and long instructions confuse it more than they guide it.
 
 use std::fmt;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
 use crate::clock::{Clock, SharedClock};
+use crate::embedding::LocalBoxFuture;
 use crate::error::{Error, Result};
 use crate::generation::{
     FinishReason, GenerateRequest, Generated, GenerationSink, Generator, Turn, LOCAL_KIND,
@@ -314,6 +316,36 @@ pub trait DebateObserver {
     fn cancelled(&self) -> bool;
 }
 
+/// A debate to run: what [`MultiAgentCoordinator::run_debate`] takes, as one value (the input of
+/// a debate workflow, see [`crate::debate_workflow`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DebateRequest {
+    /// The question.
+    pub query: String,
+    /// The memories for the prompts, best first.
+    pub memories: Vec<String>,
+    /// How the debate runs.
+    pub settings: DebateSettings,
+    /// Whether a debate that ends with nobody waiting for it (resumed after a reload) keeps its
+    /// answer as a `conversation` memory, as `ask` keeps the answers it returns.
+    pub remember: bool,
+}
+
+/// Runs whole debates outside the asking future, e.g. as checkpointed workflows on the job engine
+/// ([`crate::debate_workflow::WorkflowDebates`]). The orchestrator hands its debates to one when
+/// its resources have one.
+pub trait DebateRunner {
+    /// Runs `debate` over `generator` to its end, reporting to `observer` as
+    /// [`MultiAgentCoordinator::run_debate`] does and ending with the same kind of outcome.
+    fn run(
+        &self,
+        debate: DebateRequest,
+        generator: Rc<dyn Generator>,
+        observer: Rc<dyn DebateObserver>,
+    ) -> LocalBoxFuture<'static, Result<DebateOutcome>>;
+}
+
 /// How a debate run by [`MultiAgentCoordinator::run_debate`] ended.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DebateOutcome {
@@ -444,9 +476,15 @@ impl MultiAgentCoordinator {
     /// [`Error::Cancelled`]. Does nothing when no debate is active (an ended debate keeps its
     /// outcome).
     pub fn cancel(&mut self, reason: impl Into<String>) {
+        self.fail(Error::Cancelled(reason.into()));
+    }
+
+    /// Ends an active debate as [`DebateState::Failed`] with `error` (what stopped it before it
+    /// ended); the responses gathered so far are kept. Does nothing when no debate is active.
+    pub fn fail(&mut self, error: Error) {
         if self.is_debate_active() {
             self.state = DebateState::Failed;
-            self.failure = Some(Error::Cancelled(reason.into()));
+            self.failure = Some(error);
         }
     }
 

@@ -12,6 +12,7 @@ pub mod circuit_breaker;
 pub mod clock;
 pub mod conversation;
 pub mod coordinator;
+pub mod debate_workflow;
 pub mod embedding;
 pub mod error;
 pub mod generation;

@@ -33,8 +33,8 @@ use crate::answer::{AskResponse, MemoryHitRef, ReasoningStep};
 use crate::clock::SharedClock;
 use crate::conversation::{Conversations, HistoryPolicy};
 use crate::coordinator::{
-    AgentResponse, AgentRole, DebateObserver, DebateSettings, DebateState, MultiAgentCoordinator,
-    ANSWER_REPETITION_PENALTY, MEMORIES_HEADER,
+    AgentResponse, AgentRole, DebateObserver, DebateRequest, DebateRunner, DebateSettings,
+    DebateState, MultiAgentCoordinator, ANSWER_REPETITION_PENALTY, MEMORIES_HEADER,
 };
 use crate::embedding::{Embedder, LocalBoxFuture};
 use crate::error::{Error, Result};
@@ -277,6 +277,9 @@ pub struct Resources {
     /// Components routed around before the request arrived, each with why (the embedding model
     /// that failed to load, so the worker runs on micro).
     pub degraded: Vec<(String, String)>,
+    /// Runs debates as checkpointed workflows (when this worker runs the job engine); `None`
+    /// runs them in the asking future.
+    pub debates: Option<Rc<dyn DebateRunner>>,
     /// Runs work that the answer need not wait for (keeping a tool's result as a memory, which
     /// embeds it); `None` does that work before answering.
     pub background: Option<Background>,
@@ -304,6 +307,8 @@ struct Turn<'a> {
     query: &'a str,
     resources: &'a Resources,
     observer: &'a dyn AskObserver,
+    /// The same observer, for a debate that runs outside this future.
+    shared_observer: &'a Rc<dyn AskObserver>,
 }
 
 /// The memories found for the query: their texts for the prompts, their vectors for the
@@ -357,12 +362,14 @@ impl Orchestrator {
         &self,
         request: &AskRequest,
         resources: &Resources,
-        observer: &dyn AskObserver,
+        observer: Rc<dyn AskObserver>,
     ) -> Result<AskResponse> {
         let time_zone = request.validate()?;
         let permit = resources.guard.admit(QUERY_BREAKER)?;
         resources.guard.started(ORCHESTRATOR_COMPONENT);
-        let outcome = self.pipeline(request, time_zone, resources, observer).await;
+        let outcome = self
+            .pipeline(request, time_zone, resources, &observer)
+            .await;
         resources
             .guard
             .finished(ORCHESTRATOR_COMPONENT, permit, outcome.as_ref().map(|_| ()));
@@ -380,8 +387,9 @@ impl Orchestrator {
         request: &AskRequest,
         time_zone: Tz,
         resources: &Resources,
-        observer: &dyn AskObserver,
+        shared_observer: &Rc<dyn AskObserver>,
     ) -> Result<AskResponse> {
+        let observer = shared_observer.as_ref();
         let query = request.query.trim();
         let mut trace = Trace {
             id: self.trace_id(),
@@ -535,9 +543,10 @@ impl Orchestrator {
             query,
             resources,
             observer,
+            shared_observer,
         };
         let response = if debate {
-            self.debate(&turn, &grounding, generator.as_ref(), &mut trace)
+            self.debate(&turn, &grounding, &generator, &mut trace)
                 .await?
         } else {
             self.single(&turn, &grounding, generator.as_ref(), &mut trace)
@@ -738,6 +747,7 @@ impl Orchestrator {
             query,
             resources,
             observer,
+            ..
         } = *turn;
         let (memories, memory_vectors) = (&grounding.texts, &grounding.vectors);
         observer.stage(Stage::LlmReasoning, "thinking");
@@ -819,30 +829,44 @@ impl Orchestrator {
         &self,
         turn: &Turn<'_>,
         grounding: &Grounding,
-        generator: &dyn Generator,
+        generator: &Rc<dyn Generator>,
         trace: &mut Trace,
     ) -> Result<AskResponse> {
         let Turn {
             query,
             resources,
-            observer,
+            shared_observer,
             ..
         } = *turn;
         let (memories, memory_vectors) = (&grounding.texts, &grounding.vectors);
         let guard = resources.guard.as_ref();
         let permit = guard.admit(crate::runtime::LLM_INFERENCE_BREAKER)?;
         guard.started(GENERATOR);
-        let watcher = DebateWatch {
-            observer,
-            clock: &self.clock,
+        let watcher = Rc::new(DebateWatch {
+            observer: Rc::clone(shared_observer),
+            clock: self.clock.clone(),
             stages: RefCell::new(Vec::new()),
+        });
+        let outcome = match &resources.debates {
+            Some(runner) => {
+                let debate = DebateRequest {
+                    query: query.to_owned(),
+                    memories: memories.clone(),
+                    settings: self.settings.debate.clone(),
+                    remember: self.settings.remember_exchanges,
+                };
+                let observer: Rc<dyn DebateObserver> = watcher.clone();
+                runner.run(debate, Rc::clone(generator), observer).await
+            }
+            None => {
+                // A coordinator per debate: concurrent `ask`s never share a debate's state.
+                let mut coordinator =
+                    MultiAgentCoordinator::new(self.clock.clone(), self.settings.debate.clone());
+                coordinator
+                    .run_debate(generator.as_ref(), query, memories, watcher.as_ref())
+                    .await
+            }
         };
-        // A coordinator per debate: concurrent `ask`s never share a debate's state.
-        let mut coordinator =
-            MultiAgentCoordinator::new(self.clock.clone(), self.settings.debate.clone());
-        let outcome = coordinator
-            .run_debate(generator, query, memories, &watcher)
-            .await;
         let outcome = match outcome {
             Ok(outcome) => outcome,
             Err(error) => {
@@ -858,7 +882,7 @@ impl Orchestrator {
         if let Some(Error::Cancelled(reason)) = failure {
             return Err(Error::Cancelled(reason));
         }
-        let stages = watcher.stages.into_inner();
+        let stages = watcher.stages.take();
         let now = self.clock.now_ms();
         for (i, (state, at)) in stages.iter().enumerate() {
             if let Some(stage) = debate_stage(*state) {
@@ -1003,13 +1027,13 @@ impl GenerationSink for AskSink<'_> {
 }
 
 /// Turns the debate's progress into status events, remembering when each stage began.
-struct DebateWatch<'a> {
-    observer: &'a dyn AskObserver,
-    clock: &'a SharedClock,
+struct DebateWatch {
+    observer: Rc<dyn AskObserver>,
+    clock: SharedClock,
     stages: RefCell<Vec<(DebateState, u64)>>,
 }
 
-impl DebateObserver for DebateWatch<'_> {
+impl DebateObserver for DebateWatch {
     fn stage(&self, state: DebateState) {
         self.stages.borrow_mut().push((state, self.clock.now_ms()));
         if let Some(stage) = debate_stage(state) {

@@ -189,6 +189,8 @@ pub struct WorkerRuntime {
     store: Option<StoreFuture>,
     tasks: Option<TasksFuture>,
     backups: Option<backup_requests::BackupsFuture>,
+    /// Runs debates as workflows, once the task engines are open.
+    debates: Option<debates::DebatesFuture>,
     database: String,
     /// Whether the platform granted this worker its database's leader lock.
     leader: Rc<Cell<bool>>,
@@ -239,6 +241,7 @@ impl WorkerRuntime {
             store: None,
             tasks: None,
             backups: None,
+            debates: None,
             database: DEFAULT_DATABASE.to_owned(),
             leader: Rc::new(Cell::new(false)),
             memory_settings: MemorySettings::default(),
@@ -518,6 +521,9 @@ impl WorkerRuntime {
         let tasks = self.open_tasks();
         self.background.push(Box::pin(tasks.clone().map(|_| ())));
         self.tasks = Some(tasks);
+        let debates = self.open_debates();
+        self.background.push(Box::pin(debates.clone().map(|_| ())));
+        self.debates = Some(debates);
         let backups = self.open_backups();
         self.background.push(Box::pin(backups.clone().map(|_| ())));
         self.backups = Some(backups);
@@ -777,6 +783,7 @@ fn json_body(value: &impl serde::Serialize) -> crate::error::Result<ResponseBody
 
 mod ask_requests;
 mod backup_requests;
+mod debates;
 mod llm_requests;
 mod memory_requests;
 mod migration;

@@ -27,6 +27,7 @@ mod host;
 mod status;
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::rc::Rc;
 
 use futures_channel::mpsc;
@@ -56,10 +57,13 @@ use crate::task_metrics::{
 };
 use crate::workflows::{
     EngineConfig, Step, StepContext, WorkflowDefinition, WorkflowEngine, WorkflowFilter,
-    WorkflowOptions, WorkflowStatus,
+    WorkflowOptions, WorkflowRecord, WorkflowStatus,
 };
 use definition::Registry;
 use host::{HostRuns, ProgressFn};
+
+/// Told of each workflow of one type that this worker ran to its end, as it was written.
+pub type FinishedListener = Rc<dyn Fn(&WorkflowRecord)>;
 
 /// Waits this many ms (the platform's timer).
 pub type Sleep = Rc<dyn Fn(u64) -> LocalBoxFuture<'static, ()>>;
@@ -209,6 +213,8 @@ pub struct Tasks {
     wake: mpsc::UnboundedSender<()>,
     woken: RefCell<Option<mpsc::UnboundedReceiver<()>>>,
     metrics: Rc<RefCell<TaskMetrics>>,
+    /// By workflow type.
+    finished: Rc<RefCell<HashMap<String, FinishedListener>>>,
 }
 
 impl Tasks {
@@ -250,7 +256,12 @@ impl Tasks {
         let (wake, woken) = mpsc::unbounded();
         let metrics = Rc::new(RefCell::new(TaskMetrics::new()));
         queue.set_observer(job_observer(&metrics, clock.clone()));
-        engine.set_observer(workflow_observer(&metrics, clock.clone()));
+        let finished = Rc::new(RefCell::new(HashMap::new()));
+        engine.set_observer(workflow_observer(
+            &metrics,
+            clock.clone(),
+            Rc::clone(&finished),
+        ));
         Ok(Rc::new(Self {
             queue,
             scheduler,
@@ -265,6 +276,7 @@ impl Tasks {
             wake,
             woken: RefCell::new(Some(woken)),
             metrics,
+            finished,
         }))
     }
 
@@ -277,6 +289,14 @@ impl Tasks {
     /// The workflow engine, for workflows whose steps are Rust.
     pub fn engine(&self) -> &WorkflowEngine {
         &self.engine
+    }
+
+    /// Tells `listener` of each workflow of `workflow_type` that this worker runs to its end
+    /// (completed, failed, compensated, cancelled or timed out), replacing an earlier listener.
+    pub fn on_finished(&self, workflow_type: &str, listener: FinishedListener) {
+        self.finished
+            .borrow_mut()
+            .insert(workflow_type.to_owned(), listener);
     }
 
     /// Defines (or redefines) a task whose code runs in the page.
@@ -811,25 +831,27 @@ fn job_observer(
 fn workflow_observer(
     metrics: &Rc<RefCell<TaskMetrics>>,
     clock: SharedClock,
+    listeners: Rc<RefCell<HashMap<String, FinishedListener>>>,
 ) -> crate::workflows::WorkflowObserver {
     let metrics = Rc::downgrade(metrics);
-    Rc::new(move |workflow: &crate::workflows::WorkflowRecord| {
-        let (Some(metrics), Some(outcome)) = (
-            metrics.upgrade(),
-            WorkflowOutcome::from_status(workflow.status),
-        ) else {
+    Rc::new(move |workflow: &WorkflowRecord| {
+        let Some(outcome) = WorkflowOutcome::from_status(workflow.status) else {
             return;
         };
-        let Ok(mut metrics) = metrics.try_borrow_mut() else {
-            return;
-        };
-        let at = workflow.finished_at.unwrap_or_else(|| clock.now_ms());
-        let _ = metrics.record_workflow(
-            &workflow.workflow_type,
-            outcome,
-            at,
-            at.saturating_sub(workflow.created_at),
-        );
+        if let Some(Ok(mut metrics)) = metrics.upgrade().as_ref().map(|m| m.try_borrow_mut()) {
+            let at = workflow.finished_at.unwrap_or_else(|| clock.now_ms());
+            let _ = metrics.record_workflow(
+                &workflow.workflow_type,
+                outcome,
+                at,
+                at.saturating_sub(workflow.created_at),
+            );
+        }
+        // Cloned out first: a listener may register another.
+        let listener = listeners.borrow().get(&workflow.workflow_type).cloned();
+        if let Some(listener) = listener {
+            listener(workflow);
+        }
     })
 }
 

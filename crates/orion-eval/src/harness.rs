@@ -153,10 +153,11 @@ impl Harness {
                 )),
             }),
             degraded: Vec::new(),
+            debates: None,
             background: None,
         };
         let started = Instant::now();
-        let answer = block_on(self.orchestrator.ask(&request, &resources, &Quiet));
+        let answer = block_on(self.orchestrator.ask(&request, &resources, Rc::new(Quiet)));
         let wall_ms = started.elapsed().as_secs_f64() * 1000.0;
         self.reset()?;
         let facts_hit = match &answer {

@@ -173,6 +173,7 @@ impl Fixture {
             })),
             guard: self.guard.clone(),
             degraded: Vec::new(),
+            debates: None,
             background: None,
         }
     }
@@ -181,7 +182,7 @@ impl Fixture {
         &self,
         query: &str,
         resources: &Resources,
-        watch: &Watch,
+        watch: &Rc<Watch>,
         conversation: Option<&str>,
     ) -> Result<AskResponse> {
         let request = AskRequest {
@@ -189,11 +190,11 @@ impl Fixture {
             conversation_id: conversation.map(str::to_owned),
             time_zone: None,
         };
-        block_on(self.orchestrator.ask(&request, resources, watch))
+        block_on(self.orchestrator.ask(&request, resources, watch.clone()))
     }
 
-    fn ask(&self, query: &str, profile: Profile) -> (Result<AskResponse>, Watch) {
-        let watch = Watch::default();
+    fn ask(&self, query: &str, profile: Profile) -> (Result<AskResponse>, Rc<Watch>) {
+        let watch = Rc::new(Watch::default());
         let answer = self.ask_with(query, &self.resources(profile), &watch, None);
         (answer, watch)
     }
@@ -379,7 +380,7 @@ fn without_a_model_the_answer_comes_from_memory_and_says_so() {
     resources.generator = Some(Rc::new(|| {
         Box::pin(async { Err(Error::model_load("smollm.gguf", "404")) })
     }));
-    let watch = Watch::default();
+    let watch = Rc::new(Watch::default());
     let answer = f
         .ask_with("What is the capital of France?", &resources, &watch, None)
         .unwrap();
@@ -427,7 +428,7 @@ fn a_failing_model_degrades_the_debate_to_a_fallback() {
 #[test]
 fn cancelling_stops_the_request() {
     let f = fixture();
-    let watch = Watch::default();
+    let watch = Rc::new(Watch::default());
     watch.cancel_at.set(Some(Stage::MultiAgentParallel));
     let error = f
         .ask_with(
@@ -439,7 +440,7 @@ fn cancelling_stops_the_request() {
         .unwrap_err();
     assert_eq!(error.code(), ErrorCode::Cancelled);
     assert!(!watch.stages.borrow().contains(&Stage::MultiAgentCritical));
-    let watch = Watch::default();
+    let watch = Rc::new(Watch::default());
     watch.cancel_at.set(Some(Stage::ToolSearch));
     let error = f
         .ask_with("What is 2 + 2?", &f.resources(Profile::Full), &watch, None)
@@ -477,11 +478,12 @@ fn bad_requests_are_refused_before_anything_runs() {
             conversation_id: None,
             time_zone: zone.map(str::to_owned),
         };
-        let watch = Watch::default();
-        let error = block_on(
-            f.orchestrator
-                .ask(&request, &f.resources(Profile::Full), &watch),
-        )
+        let watch = Rc::new(Watch::default());
+        let error = block_on(f.orchestrator.ask(
+            &request,
+            &f.resources(Profile::Full),
+            watch.clone(),
+        ))
         .unwrap_err();
         assert!(
             matches!(&error, Error::InvalidInput { field: got, .. } if got == field),
@@ -501,7 +503,7 @@ fn bad_requests_are_refused_before_anything_runs() {
 fn a_conversation_carries_its_history_into_the_next_generation() {
     let f = fixture();
     let resources = f.resources(Profile::Lite);
-    let watch = Watch::default();
+    let watch = Rc::new(Watch::default());
     f.ask_with(
         "What is the capital of France?",
         &resources,
@@ -524,7 +526,7 @@ fn without_a_store_the_pipeline_still_answers() {
     let f = fixture();
     let mut resources = f.resources(Profile::Full);
     resources.memories = None;
-    let watch = Watch::default();
+    let watch = Rc::new(Watch::default());
     let answer = f
         .ask_with("What is the capital of France?", &resources, &watch, None)
         .unwrap();

@@ -15,6 +15,7 @@ use super::{
     EMBEDDER_COMPONENT, RUNTIME_COMPONENT,
 };
 use crate::circuit_breaker::Permit;
+use crate::coordinator::DebateRunner;
 use crate::error::{Error, Result};
 use crate::guard::{settle, Guard};
 use crate::health::HealthStatus;
@@ -139,15 +140,16 @@ impl WorkerRuntime {
             Rc::clone(&self.platform.sleep),
         );
         let access = self.generator_access();
+        let debates = self.debates.clone();
         let shared = Rc::clone(&self.shared);
         let cancelled = Rc::new(Cell::new(false));
         shared.borrow_mut().asks.insert(id, Rc::clone(&cancelled));
-        let observer = Observer {
+        let observer: Rc<dyn AskObserver> = Rc::new(Observer {
             request_id: id,
             emit: Rc::clone(&self.platform.emit),
             shared: Rc::clone(&shared),
             cancelled,
-        };
+        });
         Reply::Spawn(Box::pin(async move {
             let result = async {
                 let embedder = match embedder {
@@ -184,9 +186,17 @@ impl WorkerRuntime {
                     generator: Some(Rc::new(move || access.get())),
                     guard: Rc::new(RuntimeGuard(Rc::clone(&shared))),
                     degraded,
+                    debates: match debates {
+                        // Only the leader runs workflows; elsewhere the debate runs here.
+                        Some(debates) => debates
+                            .await
+                            .filter(|debates| debates.is_running_workflows())
+                            .map(|debates| debates as Rc<dyn DebateRunner>),
+                        None => None,
+                    },
                     background: Some(Rc::clone(&spawn)),
                 };
-                let answer = orchestrator.ask(&request, &resources, &observer).await;
+                let answer = orchestrator.ask(&request, &resources, observer).await;
                 // The memory search touched its hits: their access times are written as a
                 // `memory_search`'s are.
                 if let Some(memories) = &searched {
