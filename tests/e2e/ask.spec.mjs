@@ -160,3 +160,69 @@ test('bad questions and bad tools are refused with their field', async ({ browse
   expect(problems).toEqual([]);
   await context.close();
 });
+
+test('a debate interrupted by a reload is finished from its checkpoint by the next page, which keeps its answer', async ({ browser }, testInfo) => {
+  test.setTimeout(120_000);
+  const { baseURL, serviceWorkers } = testInfo.project.use;
+  const context = await browser.newContext({ baseURL, serviceWorkers });
+  const page = await context.newPage();
+  const problems = watchProblems(page);
+  const database = `orion-ask-reload-${testInfo.workerIndex}-${Date.now()}`;
+  const query = 'What is the capital of France?';
+  // The page's LLM double: each page records the agents it was asked for; the first page's
+  // critic never answers, so the page reloads while the debate waits for it.
+  const open = async (hangCritic) => {
+    await page.goto('/fixture/blank.html');
+    await page.evaluate(async ({ embedding, database, hangCritic }) => {
+      const { Orion } = await import('/pkg/index.js');
+      globalThis.agents = [];
+      globalThis.orion = await Orion.create({
+        profile: 'full',
+        database,
+        models: { embedding },
+        tasks: { leaseMs: 1_000 },
+        llm: async ({ agent, signal }) => {
+          globalThis.agents.push(agent);
+          if (hangCritic && agent === 'critical') {
+            await new Promise((_, reject) => signal.addEventListener('abort', () => reject(new Error('aborted')), { once: true }));
+          }
+          return `The ${agent} agent says Paris is the capital of France.`;
+        },
+      });
+      for (let i = 0; i < 200 && !(await globalThis.orion.health()).leader; i += 1) {
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    }, { embedding: EMBEDDING, database, hangCritic });
+  };
+  await open(true);
+  await page.evaluate((query) => {
+    globalThis.stages = [];
+    globalThis.orion.ask(query, { onStatus: ({ stage }) => globalThis.stages.push(stage) }).catch(() => {});
+  }, query);
+  await page.waitForFunction(() => globalThis.stages.includes('multi_agent_critical') && globalThis.agents.includes('critical'));
+  const during = await page.evaluate(() => globalThis.orion.tasks.list({ source: 'workflow' }));
+  const debate = during.items.find((t) => t.name === 'orion.debate');
+  expect(debate).toMatchObject({ state: 'running', step: 'critical' });
+
+  await open(false);
+  const kept = await page.evaluate(async () => {
+    for (let i = 0; i < 240; i += 1) {
+      const found = (await globalThis.orion.memory.list({ kind: 'conversation' })).items.find((m) => m.meta?.resumed);
+      if (found) return found;
+      await new Promise((resolve) => setTimeout(resolve, 250));
+    }
+    return null;
+  });
+  expect(kept?.text).toBe(`Q: ${query}\nA: The synthesizer agent says Paris is the capital of France.`);
+  const after = await page.evaluate(async (id) => ({
+    status: await globalThis.orion.tasks.status(id),
+    agents: globalThis.agents,
+    answer: await globalThis.orion.ask('What is 6 * 7?'),
+  }), debate.id);
+  expect(after.status).toMatchObject({ state: 'completed', step: null });
+  // The logical and creative answers came from the checkpoint: only the later agents ran here.
+  expect(after.agents).toEqual(['critical', 'synthesizer']);
+  expect(after.answer.response).toContain('42');
+  expect(problems).toEqual([]);
+  await context.close();
+});

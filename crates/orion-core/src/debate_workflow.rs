@@ -161,7 +161,7 @@ impl DebateRunner for WorkflowDebates {
     ) -> LocalBoxFuture<'static, Result<DebateOutcome>> {
         let n = self.started.get() + 1;
         self.started.set(n);
-        let id = format!("{DEBATE_WORKFLOW}/{:08x}-{n}", self.seed & 0xffff_ffff);
+        let id = format!("{DEBATE_WORKFLOW}-{:08x}-{n}", self.seed & 0xffff_ffff);
         let (tasks, clock, live) = (
             Rc::clone(&self.tasks),
             self.clock.clone(),
