@@ -2,11 +2,13 @@
 //!
 //! One request, in order (ARCHITECTURE.md "One request, end to end"):
 //! 1. the circuit `query_processing` admits it (`ERR_CIRCUIT_OPEN` otherwise);
-//! 2. the profile's embedder embeds the query (component `embedder`); if it fails, tools are
-//!    chosen by intent rules only and memory search is skipped;
-//! 3. `tool_search`: the [`ToolExecutionManager`] looks for a tool and runs it. A result is kept
-//!    as a `tool_result` memory (`handleToolSuccess`) and answered with confidence 1. A failed
+//! 2. `tool_search`: the [`ToolExecutionManager`] looks for a tool by its intent rules, then,
+//!    once the profile's embedder has embedded the query (component `embedder`), by similarity;
+//!    if embedding fails, tools go by intent rules only and memory search is skipped. A tool runs;
+//!    its result is answered with confidence 1 and kept as a `tool_result` memory
+//!    (`handleToolSuccess`; after the answer when [`Resources::background`] is given). A failed
 //!    tool is noted and the pipeline goes on;
+//! 3. (a question the rules claimed is embedded only if it still needs memories);
 //! 4. `memory_search`: the best [`OrchestratorSettings::memory_k`] memories above
 //!    [`OrchestratorSettings::memory_min_similarity`] (component `store`);
 //! 5. with no tool (`handleNoTool`): on micro, or when the generator is unhealthy or cannot
@@ -14,7 +16,8 @@
 //!    (and on lite for queries of at least [`OrchestratorSettings::lite_debate_min_words`]
 //!    words) the multi-agent debate (`multi_agent_parallel`, `multi_agent_critical`,
 //!    `multi_agent_synthesis`); else one generation (`llm_reasoning`). Text streams as token
-//!    events;
+//!    events. With [`Resources::debates`] the debate runs as a checkpointed workflow
+//!    ([`crate::debate_workflow`]), with the same events and outcome;
 //! 6. the answer is formatted with a computed quality ([`crate::answer_quality`]);
 //! 7. the exchange joins the conversation's history and, when the request succeeded through a
 //!    model, is kept as a `conversation` memory.
