@@ -20,7 +20,10 @@
 //! The asking `ask` registers itself under the workflow's id before starting it: its steps
 //! stream their stages and text to the ask's observer, use the ask's generator, and stop when the
 //! ask is cancelled. The ask waits for the workflow to finish ([`Tasks::on_finished`]) and builds
-//! the outcome from the steps' results, so it answers exactly as an in-process debate would.
+//! the outcome from the steps' results, so it answers exactly as an in-process debate would; then
+//! it deletes the finished workflow ([`crate::workflows::WorkflowEngine::remove_finished`]), so
+//! answered debates leave no rows behind. A resumed debate's row stays, as the record of what
+//! happened after the reload.
 //!
 //! After a reload mid-debate, the asking page is gone; its workflow stays `running` under the
 //! dead worker's lease. Once the lease has expired, the new leader takes it over and runs the
@@ -202,6 +205,9 @@ impl DebateRunner for WorkflowDebates {
             let record = finished
                 .await
                 .map_err(|_| Error::Internal(format!("the debate workflow `{id}` ended unseen")))?;
+            // The ask has the outcome and keeps the answer itself: the workflow's row goes. A
+            // failure to delete it leaves a finished row behind, which is harmless.
+            let _ = tasks.engine().remove_finished(&id).await;
             let mut outcome = outcome_of(&record, &debate, clock)?;
             // A stage stopped by the ask's cancel failed its workflow: it was a cancel.
             if observer.cancelled() && outcome.state == DebateState::Failed {

@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::ids::IdClock;
 use crate::jobs::index::{Journal, Reading};
 use crate::jobs::{CancelReason, CancelSignal};
-use crate::store::{Row, Scan, Store, Table, WriteOp};
+use crate::store::{Guard, Guarded, Row, Scan, Store, Table, WriteOp};
 
 /// What [`WorkflowEngine::set_observer`] takes: a function of a workflow as it was just written.
 pub type WorkflowObserver = Rc<dyn Fn(&WorkflowRecord)>;
@@ -573,6 +573,34 @@ impl WorkflowEngine {
     pub async fn get_workflow(&self, id: &str) -> Result<Option<WorkflowRecord>> {
         check_id("id", id)?;
         self.read(id).await
+    }
+
+    /// Deletes the workflow `id` if it has finished, in any status; `Ok(false)` if there is no
+    /// such workflow or it has not finished (it is left alone). The row is deleted only if its
+    /// status is still the finished one read, so a workflow never disappears mid-run.
+    pub async fn remove_finished(&self, id: &str) -> Result<bool> {
+        let Some(record) = self.get_workflow(id).await? else {
+            return Ok(false);
+        };
+        if !record.status.is_finished() {
+            return Ok(false);
+        }
+        let guarded = Guarded {
+            id: id.to_owned(),
+            expect: vec![("status".into(), json!(record.status.name()))],
+            merge: None,
+            read_back: false,
+        };
+        let outcome = self
+            .inner
+            .store
+            .write_guarded(Table::Workflows, vec![guarded], Vec::new())
+            .await?;
+        let removed = matches!(outcome.first(), Some(Guard::Applied(_)));
+        if removed {
+            self.inner.state.borrow_mut().forget(id);
+        }
+        Ok(removed)
     }
 
     async fn read(&self, id: &str) -> Result<Option<WorkflowRecord>> {

@@ -1577,3 +1577,18 @@ fn a_row_written_before_the_paused_flag_reads_as_not_paused() {
     assert!(!read.paused && !read.is_paused());
     assert_eq!(read, record);
 }
+
+#[test]
+fn only_a_finished_workflow_can_be_removed() {
+    let mut f = Fixture::new();
+    f.register("order", saga(&f.world, &["reserve", "charge"]));
+    f.start("order", json!({}), json!({"workflowId": "o1"}));
+    assert!(!block_on(f.engine.remove_finished("o1")).unwrap());
+    assert_eq!(f.get("o1").status, WorkflowStatus::Running);
+    assert!(!block_on(f.engine.remove_finished("nothing")).unwrap());
+    f.step();
+    assert_eq!(f.get("o1").status, WorkflowStatus::Completed);
+    assert!(block_on(f.engine.remove_finished("o1")).unwrap());
+    assert_eq!(block_on(f.engine.get_workflow("o1")).unwrap(), None);
+    assert!(!block_on(f.engine.remove_finished("o1")).unwrap());
+}
