@@ -3,9 +3,11 @@
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
+use std::task::{Poll, Waker};
 
 use chrono_tz::Tz;
 
+use crate::clock::{Clock, ManualClock};
 use crate::embedding::{normalize, Embedder, EmbeddingModelInfo, LocalBoxFuture};
 use crate::error::Result;
 use crate::generation::{GenerateRequest, Generated, GenerationSink, Generator, GeneratorInfo};
@@ -182,4 +184,55 @@ pub(crate) fn assert_spec_complete(tool: &dyn Tool, name: &str) {
     for example in &spec.examples {
         assert!(tool.intent(example).is_some(), "{example}");
     }
+}
+
+/// Timers on a [`ManualClock`]: a sleep ends once the clock has passed its due time and
+/// [`ManualTimers::fire`] ran (as a platform timer would fire).
+#[derive(Default)]
+pub(crate) struct ManualTimers {
+    waiting: RefCell<Vec<Waker>>,
+}
+
+impl ManualTimers {
+    /// A sleep of `ms` on `clock`, from now.
+    pub(crate) fn sleep(
+        self: &Rc<Self>,
+        clock: &ManualClock,
+        ms: u64,
+    ) -> LocalBoxFuture<'static, ()> {
+        let due = clock.now_ms().saturating_add(ms);
+        let clock = clock.clone();
+        let timers = Rc::clone(self);
+        Box::pin(std::future::poll_fn(move |cx| {
+            if clock.now_ms() >= due {
+                Poll::Ready(())
+            } else {
+                timers.waiting.borrow_mut().push(cx.waker().clone());
+                Poll::Pending
+            }
+        }))
+    }
+
+    /// Wakes every sleep, so that those now due end.
+    pub(crate) fn fire(&self) {
+        for waker in self.waiting.take() {
+            waker.wake();
+        }
+    }
+}
+
+/// Spawns `future` on `pool`; its output lands in the returned slot once it finishes.
+pub(crate) fn spawn_into_slot<T: 'static>(
+    pool: &futures_executor::LocalPool,
+    future: impl std::future::Future<Output = T> + 'static,
+) -> Rc<RefCell<Option<T>>> {
+    use futures_util::task::LocalSpawnExt;
+    let slot = Rc::new(RefCell::new(None));
+    let out = Rc::clone(&slot);
+    pool.spawner()
+        .spawn_local(async move {
+            *out.borrow_mut() = Some(future.await);
+        })
+        .expect("the executor is alive");
+    slot
 }

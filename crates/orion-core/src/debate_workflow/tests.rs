@@ -3,20 +3,18 @@
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-use std::task::{Poll, Waker};
 
 use futures_executor::LocalPool;
-use futures_util::future::poll_fn;
 use futures_util::task::LocalSpawnExt;
 
 use super::*;
-use crate::clock::{Clock, ManualClock};
+use crate::clock::ManualClock;
 use crate::coordinator::{AgentRole, DebateSettings};
 use crate::generation::{FinishReason, GenerateRequest, Generated, GenerationSink};
 use crate::jobs::CancelReason;
 use crate::store::{MemStore, Store};
 use crate::tasks::{TaskHooks, TaskSettings};
-use crate::testing::AnswersInOrder;
+use crate::testing::{AnswersInOrder, ManualTimers};
 use crate::workflows::WorkflowFilter;
 
 /// Answers every agent with a sentence naming it, one word at a time; hangs (never answers) for
@@ -80,20 +78,13 @@ impl DebateObserver for Watch {
     }
 }
 
-/// Sleeps on the manual clock: a sleep ends once the clock passed its due time and
-/// [`Tab::settle`] ran.
-#[derive(Default)]
-struct Timers {
-    waiting: RefCell<Vec<Waker>>,
-}
-
 /// One tab's worker: task engines on the shared store, the debate workflow registered with a
 /// generator for resumed debates, and what it kept.
 struct Tab {
     debates: Rc<WorkflowDebates>,
     tasks: Rc<Tasks>,
     pool: RefCell<LocalPool>,
-    timers: Rc<Timers>,
+    timers: Rc<ManualTimers>,
     kept: Rc<RefCell<Vec<NewMemory>>>,
 }
 
@@ -106,7 +97,7 @@ impl Tab {
     ) -> Self {
         let pool = LocalPool::new();
         let spawner = pool.spawner();
-        let timers = Rc::new(Timers::default());
+        let timers = Rc::new(ManualTimers::default());
         let (sleeper, sleep_clock) = (Rc::clone(&timers), clock.clone());
         let hooks = TaskHooks {
             emit: Rc::new(|_| {}),
@@ -114,18 +105,7 @@ impl Tab {
             spawn: Rc::new(move |work| {
                 spawner.spawn_local(work).expect("the executor is alive");
             }),
-            sleep: Rc::new(move |ms| {
-                let due = sleep_clock.now_ms().saturating_add(ms);
-                let (clock, timers) = (sleep_clock.clone(), Rc::clone(&sleeper));
-                Box::pin(poll_fn(move |cx| {
-                    if clock.now_ms() >= due {
-                        Poll::Ready(())
-                    } else {
-                        timers.waiting.borrow_mut().push(cx.waker().clone());
-                        Poll::Pending
-                    }
-                }))
-            }),
+            sleep: Rc::new(move |ms| sleeper.sleep(&sleep_clock, ms)),
             alerts: Rc::new(|_| {}),
             schemas: Rc::new(crate::json_schema::JsonSchemas),
             report: Rc::new(|_| {}),
@@ -173,9 +153,7 @@ impl Tab {
     /// Runs everything that can run without the clock moving.
     fn settle(&self) {
         for _ in 0..50 {
-            for waker in self.timers.waiting.take() {
-                waker.wake();
-            }
+            self.timers.fire();
             self.pool.borrow_mut().run_until_stalled();
         }
     }
@@ -186,16 +164,8 @@ impl Tab {
         generator: Rc<Agents>,
         watch: Rc<Watch>,
     ) -> Rc<RefCell<Option<Result<DebateOutcome>>>> {
-        let slot = Rc::new(RefCell::new(None));
-        let out = Rc::clone(&slot);
         let running = self.debates.run(request(), generator, watch);
-        self.pool
-            .borrow()
-            .spawner()
-            .spawn_local(async move {
-                *out.borrow_mut() = Some(running.await);
-            })
-            .expect("the executor is alive");
+        let slot = crate::testing::spawn_into_slot(&self.pool.borrow(), running);
         self.settle();
         slot
     }

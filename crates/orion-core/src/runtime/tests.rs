@@ -404,75 +404,59 @@ fn a_failed_load_falls_back_to_micro_with_an_event_and_health() {
     assert!(embedder["lastError"].as_str().unwrap().contains("HTTP 404"));
 }
 
-#[test]
-fn micro_runs_the_model_when_given_one_and_hashing_otherwise() {
-    let clock = ManualClock::new(0);
-    let (loader, platform) = fake_platform(false);
-    let mut rt = WorkerRuntime::new(clock.shared(), "1", platform);
-    let answer = init_with(
-        &mut rt,
-        json!({"profile": "micro", "models": {"embedding": "/m"}}),
-    );
-    assert!(!answer
+/// A runtime initialised with `init` over a loader that fails when `fail`: whether init fell
+/// back, the version `embed` answers with, the profile, and how many loads were made.
+fn started_with(init: Value, fail: bool) -> (bool, Value, Value, u32) {
+    let (loader, platform) = fake_platform(fail);
+    let mut rt = WorkerRuntime::new(ManualClock::new(0).shared(), "1", platform);
+    let answer = init_with(&mut rt, init);
+    let fell_back = answer
         .iter()
-        .any(|m| m["event"]["kind"] == "embedder_fallback"));
+        .any(|m| m["event"]["kind"] == "embedder_fallback");
     let embedded = send(
         &mut rt,
         json!({"v": 1, "id": 1, "type": "embed", "texts": ["a"]}),
     );
-    assert_eq!(embedded[0]["result"]["model"]["version"], "model/micro");
-    assert_eq!(loader.calls.get(), 1);
-
-    // Without a model, hashing is micro's embedder: no load, no fallback.
-    let (loader, platform) = fake_platform(false);
-    let mut rt = WorkerRuntime::new(clock.shared(), "1", platform);
-    let answer = init_with(&mut rt, json!({"profile": "micro"}));
-    assert!(!answer
-        .iter()
-        .any(|m| m["event"]["kind"] == "embedder_fallback"));
-    let embedded = send(
-        &mut rt,
-        json!({"v": 1, "id": 1, "type": "embed", "texts": ["a"]}),
-    );
-    assert_eq!(embedded[0]["result"]["model"]["version"], "hashing/v1");
     let profile = send(&mut rt, json!({"v": 1, "id": 2, "type": "profile"}));
-    assert_eq!(profile[0]["result"]["fallbackReason"], Value::Null);
-    assert_eq!(loader.calls.get(), 0);
-
-    // A model profile without a model falls back to micro's hashing embedder.
-    let (loader, platform) = fake_platform(false);
-    let mut rt = WorkerRuntime::new(clock.shared(), "1", platform);
-    let answer = init_with(&mut rt, json!({"profile": "lite"}));
-    assert!(answer
-        .iter()
-        .any(|m| m["event"]["kind"] == "embedder_fallback"));
-    let profile = send(&mut rt, json!({"v": 1, "id": 2, "type": "profile"}));
-    assert_eq!(profile[0]["result"]["requested"], "lite");
-    assert_eq!(profile[0]["result"]["active"], "micro");
-    assert_eq!(loader.calls.get(), 0);
+    (
+        fell_back,
+        embedded[0]["result"]["model"]["version"].clone(),
+        profile[0]["result"].clone(),
+        loader.calls.get(),
+    )
 }
 
 #[test]
-fn micro_falls_back_to_hashing_when_its_model_fails() {
-    let clock = ManualClock::new(0);
-    let (loader, platform) = fake_platform(true);
-    let mut rt = WorkerRuntime::new(clock.shared(), "1", platform);
-    let answer = init_with(
-        &mut rt,
-        json!({"profile": "micro", "models": {"embedding": "/m"}}),
-    );
-    assert!(answer
-        .iter()
-        .any(|m| m["event"]["kind"] == "embedder_fallback"));
-    let embedded = send(
-        &mut rt,
-        json!({"v": 1, "id": 1, "type": "embed", "texts": ["a"]}),
-    );
-    assert_eq!(embedded[0]["result"]["model"]["version"], "hashing/v1");
-    let profile = send(&mut rt, json!({"v": 1, "id": 2, "type": "profile"}));
-    assert_eq!(profile[0]["result"]["active"], "micro");
-    assert!(profile[0]["result"]["fallbackReason"].is_string());
-    assert_eq!(loader.calls.get(), 1);
+fn micro_runs_the_model_when_given_one_and_hashing_otherwise() {
+    let with_model = json!({"profile": "micro", "models": {"embedding": "/m"}});
+    let (fell_back, version, profile, loads) = started_with(with_model.clone(), false);
+    assert!(!fell_back);
+    assert_eq!(version, "model/micro");
+    assert_eq!(profile["active"], "micro");
+    assert_eq!(loads, 1);
+
+    // Without a model, hashing is micro's embedder: no load, no fallback.
+    let (fell_back, version, profile, loads) = started_with(json!({"profile": "micro"}), false);
+    assert!(!fell_back);
+    assert_eq!(version, "hashing/v1");
+    assert_eq!(profile["fallbackReason"], Value::Null);
+    assert_eq!(loads, 0);
+
+    // A model profile without a model falls back to micro's hashing embedder.
+    let (fell_back, version, profile, loads) = started_with(json!({"profile": "lite"}), false);
+    assert!(fell_back);
+    assert_eq!(version, "hashing/v1");
+    assert_eq!(profile["requested"], "lite");
+    assert_eq!(profile["active"], "micro");
+    assert_eq!(loads, 0);
+
+    // Micro's model failing to load: the hashing embedder, and why.
+    let (fell_back, version, profile, loads) = started_with(with_model, true);
+    assert!(fell_back);
+    assert_eq!(version, "hashing/v1");
+    assert_eq!(profile["active"], "micro");
+    assert!(profile["fallbackReason"].is_string());
+    assert_eq!(loads, 1);
 }
 
 #[test]

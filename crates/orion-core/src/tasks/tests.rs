@@ -3,52 +3,22 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::task::{Poll, Waker};
 
 use futures_executor::LocalPool;
-use futures_util::future::poll_fn;
 use futures_util::task::LocalSpawnExt;
 use serde_json::{json, Value};
 
 use super::*;
-use crate::clock::{Clock, ManualClock};
+use crate::clock::ManualClock;
 use crate::store::MemStore;
-
-/// Timers on the manual clock: a sleep ends once the clock has passed its due time and
-/// [`Timers::fire`] ran.
-#[derive(Default)]
-struct Timers {
-    waiting: RefCell<Vec<Waker>>,
-}
-
-impl Timers {
-    fn sleep(self: &Rc<Self>, clock: &ManualClock, ms: u64) -> LocalBoxFuture<'static, ()> {
-        let due = clock.now_ms().saturating_add(ms);
-        let clock = clock.clone();
-        let timers = Rc::clone(self);
-        Box::pin(poll_fn(move |cx| {
-            if clock.now_ms() >= due {
-                Poll::Ready(())
-            } else {
-                timers.waiting.borrow_mut().push(cx.waker().clone());
-                Poll::Pending
-            }
-        }))
-    }
-
-    fn fire(&self) {
-        for waker in self.waiting.take() {
-            waker.wake();
-        }
-    }
-}
+use crate::testing::ManualTimers;
 
 /// One tab's worker: its task engines on the shared store, its executor, what it emitted and
 /// published.
 struct Tab {
     tasks: Rc<Tasks>,
     pool: RefCell<LocalPool>,
-    timers: Rc<Timers>,
+    timers: Rc<ManualTimers>,
     events: Rc<RefCell<Vec<Event>>>,
     published: Rc<RefCell<Vec<TaskChanges>>>,
 }
@@ -57,7 +27,7 @@ impl Tab {
     fn open(store: &Rc<MemStore>, clock: &ManualClock, seed: u64) -> Self {
         let pool = LocalPool::new();
         let spawner = pool.spawner();
-        let timers = Rc::new(Timers::default());
+        let timers = Rc::new(ManualTimers::default());
         let events = Rc::new(RefCell::new(Vec::new()));
         let published = Rc::new(RefCell::new(Vec::new()));
         let sink = Rc::clone(&events);
@@ -108,15 +78,7 @@ impl Tab {
 
     /// Runs `future` to its end on this tab's executor.
     fn run<T: 'static>(&self, future: impl std::future::Future<Output = T> + 'static) -> T {
-        let out = Rc::new(RefCell::new(None));
-        let slot = Rc::clone(&out);
-        self.pool
-            .borrow()
-            .spawner()
-            .spawn_local(async move {
-                *slot.borrow_mut() = Some(future.await);
-            })
-            .expect("the executor is alive");
+        let out = crate::testing::spawn_into_slot(&self.pool.borrow(), future);
         self.settle();
         let result = out.borrow_mut().take();
         result.expect("the future finished without outside work")

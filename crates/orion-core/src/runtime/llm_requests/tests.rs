@@ -1,10 +1,7 @@
 //! The `llm_*` requests against scripted generators and a scripted page, on a manual clock.
 
 use std::cell::{Cell, RefCell};
-use std::future::Future;
-use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll, Waker};
 
 use futures_executor::LocalPool;
 use futures_util::task::LocalSpawnExt;
@@ -12,33 +9,9 @@ use serde_json::{json, Value};
 
 use super::super::tests::fake_platform;
 use super::*;
-use crate::clock::{Clock, ManualClock};
-use crate::testing::AnswersInOrder;
+use crate::clock::ManualClock;
+use crate::testing::{AnswersInOrder, ManualTimers};
 use crate::ErrorCode;
-
-/// Timers on the manual clock: a sleep resolves once the clock reaches its end.
-#[derive(Default)]
-struct Timers {
-    wakers: RefCell<Vec<Waker>>,
-}
-
-struct Timer {
-    clock: ManualClock,
-    due: u64,
-    timers: Rc<Timers>,
-}
-
-impl Future for Timer {
-    type Output = ();
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if self.clock.now_ms() >= self.due {
-            Poll::Ready(())
-        } else {
-            self.timers.wakers.borrow_mut().push(cx.waker().clone());
-            Poll::Pending
-        }
-    }
-}
 
 /// Streams `pieces`, sleeping 10 ms before each (so a test can act between them); fails with
 /// `fail` instead when set.
@@ -114,7 +87,7 @@ impl GeneratorLoader for Loader {
 struct Harness {
     rt: WorkerRuntime,
     clock: ManualClock,
-    timers: Rc<Timers>,
+    timers: Rc<ManualTimers>,
     pool: LocalPool,
     /// Every message posted to the page (answers and events), in order.
     posted: Rc<RefCell<Vec<Value>>>,
@@ -123,17 +96,11 @@ struct Harness {
 
 fn harness(pieces: Vec<&'static str>, fail: Option<Error>) -> Harness {
     let clock = ManualClock::new(1_000);
-    let timers = Rc::new(Timers::default());
+    let timers = Rc::new(ManualTimers::default());
     let sleep: crate::tasks::Sleep = {
         let clock = clock.clone();
         let timers = Rc::clone(&timers);
-        Rc::new(move |ms| {
-            Box::pin(Timer {
-                due: clock.now_ms() + ms,
-                clock: clock.clone(),
-                timers: Rc::clone(&timers),
-            })
-        })
+        Rc::new(move |ms| timers.sleep(&clock, ms))
     };
     let posted = Rc::new(RefCell::new(Vec::new()));
     let loader = Rc::new(Loader {
@@ -212,8 +179,7 @@ impl Harness {
             let step = left.min(10);
             self.clock.advance(step);
             left -= step;
-            let wakers: Vec<Waker> = self.timers.wakers.borrow_mut().drain(..).collect();
-            wakers.into_iter().for_each(Waker::wake);
+            self.timers.fire();
             self.pool.run_until_stalled();
         }
     }
