@@ -4,6 +4,7 @@
 pub mod chat_template;
 pub mod generator;
 pub mod gguf;
+mod int8_linear;
 pub mod llama;
 pub mod tokenizer;
 
