@@ -4,7 +4,6 @@
 pub mod chat_template;
 pub mod generator;
 pub mod gguf;
-mod int8_linear;
 pub mod llama;
 pub mod tokenizer;
 

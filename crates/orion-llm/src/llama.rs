@@ -4,8 +4,7 @@
 //!   serves many conversations and decodes several of them in one batch;
 //! - the projections that read the same input are fused (q, k, v; gate, up) by concatenating
 //!   their quantized rows, which is exact, and quantization of the activations happens once;
-//! - the weights may be re-quantized at load time to Q8_0, whose products then run on ORION's
-//!   int8 kernel ([`crate::int8_linear`]).
+//! - the weights may be re-quantized at load time to a type with SIMD kernels on wasm.
 
 use std::sync::Arc;
 
@@ -15,7 +14,6 @@ use candle_transformers::quantized_nn::RmsNorm;
 use orion_core::Error;
 
 use crate::gguf::Gguf;
-use crate::int8_linear::Int8Weights;
 
 /// The shape of a llama model, from the GGUF metadata.
 #[derive(Debug, Clone, PartialEq)]
@@ -109,38 +107,25 @@ pub enum WeightFormat {
 const DEQUANTIZED_FROM_ROWS: usize = 8;
 
 /// A quantized linear layer, `y = x W^T`.
-enum Linear {
-    /// candle's quantized product, for any type.
-    Candle {
-        weights: Arc<QTensor>,
-        quantized: QMatMul,
-    },
-    /// Q8_0 weights through ORION's int8 kernel ([`Int8Weights`]).
-    Int8(Int8Weights),
+struct Linear {
+    weights: Arc<QTensor>,
+    quantized: QMatMul,
 }
 
 impl Linear {
-    /// Q8_0 weights go to the int8 kernel when `format` asked for Q8_0 (the wasm build's choice
-    /// for speed); anything else stays with candle.
-    fn new(weights: Arc<QTensor>, format: WeightFormat) -> candle_core::Result<Self> {
-        if format == WeightFormat::Q8_0 && weights.dtype() == GgmlDType::Q8_0 {
-            return Ok(Self::Int8(Int8Weights::from_q8_0(&weights)?));
-        }
-        Ok(Self::Candle {
+    fn new(weights: Arc<QTensor>) -> candle_core::Result<Self> {
+        Ok(Self {
             quantized: QMatMul::from_arc(weights.clone())?,
             weights,
         })
     }
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let many = x.dim(0)? >= DEQUANTIZED_FROM_ROWS;
-        match self {
-            Self::Candle { weights, .. } if many => {
-                x.matmul(&weights.dequantize(&Device::Cpu)?.t()?)
-            }
-            Self::Candle { quantized, .. } => quantized.forward(x),
-            Self::Int8(weights) if many => x.matmul(&weights.dequantize()?.t()?),
-            Self::Int8(weights) => weights.product(x),
+        if x.dim(0)? >= DEQUANTIZED_FROM_ROWS {
+            let w = self.weights.dequantize(&Device::Cpu)?;
+            x.matmul(&w.t()?)
+        } else {
+            self.quantized.forward(x)
         }
     }
 }
@@ -279,7 +264,7 @@ impl Llama {
                 .collect::<Result<Vec<_>, _>>()?;
             let fused = stack_rows(parts).map_err(|e| gguf.error(format!("{}: {e}", names[0])))?;
             let fused = requantize(fused, format).map_err(|e| gguf.error(e.to_string()))?;
-            Linear::new(Arc::new(fused), format).map_err(|e| gguf.error(e.to_string()))
+            Linear::new(Arc::new(fused)).map_err(|e| gguf.error(e.to_string()))
         };
         let norm = |name: &str| -> Result<RmsNorm, Error> {
             let t = gguf.tensor(name)?;
@@ -312,7 +297,7 @@ impl Llama {
             linear(&["output.weight"], &[vocab], config.dim)?
         } else {
             // Tied embeddings (SmolLM2): the embedding table is the output layer.
-            Linear::new(embeddings.clone(), format).map_err(|e| gguf.error(e.to_string()))?
+            Linear::new(embeddings.clone()).map_err(|e| gguf.error(e.to_string()))?
         };
         let (cos, sin) = rope_tables(&config).map_err(|e| gguf.error(e.to_string()))?;
         Ok(Self {
