@@ -32,7 +32,7 @@
 //! stage that cannot run there (no language model can load) fails the workflow cleanly: its
 //! status and error say why, and nothing else changes.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 
@@ -41,12 +41,12 @@ use serde_json::{json, Map, Value};
 
 use crate::clock::SharedClock;
 use crate::coordinator::{
-    AgentResponse, DebateObserver, DebateOutcome, DebateRequest, DebateRunner, DebateState,
-    MultiAgentCoordinator, REVIEW_CONVERSATION_PREFIX,
+    AgentResponse, AgentRole, DebateObserver, DebateOutcome, DebateRequest, DebateRunner,
+    DebateState, MultiAgentCoordinator, REVIEW_CONVERSATION_PREFIX,
 };
 use crate::embedding::LocalBoxFuture;
 use crate::error::{Error, Result};
-use crate::generation::{Generator, LOCAL_KIND};
+use crate::generation::{GenerateRequest, Generator, LOCAL_KIND};
 use crate::jobs::CancelSignal;
 use crate::memory::NewMemory;
 use crate::orchestrator::GeneratorSource;
@@ -89,7 +89,7 @@ pub struct WorkflowDebates {
     live: LiveDebates,
     /// Makes workflow ids unique across workers.
     seed: u64,
-    started: std::cell::Cell<u64>,
+    started: Cell<u64>,
 }
 
 impl WorkflowDebates {
@@ -145,7 +145,7 @@ impl WorkflowDebates {
             clock,
             live,
             seed,
-            started: std::cell::Cell::new(0),
+            started: Cell::new(0),
         }))
     }
 
@@ -243,8 +243,7 @@ fn outcome_of(
 ) -> Result<DebateOutcome> {
     let responses = responses_before(&record.results(), STAGE_STEPS.len())
         .map_err(|e| Error::Internal(format!("debate workflow `{}`: {e}", record.id)))?;
-    let mut coordinator = MultiAgentCoordinator::new(clock, debate.settings.clone());
-    coordinator.resume(&debate.query, &debate.memories, None, &responses)?;
+    let (mut coordinator, _) = replay(debate, clock, None, &responses)?;
     if coordinator.is_debate_active() {
         let why = record.error.as_ref().map_or_else(
             || format!("the debate workflow ended {}", record.status.name()),
@@ -257,6 +256,19 @@ fn outcome_of(
         });
     }
     Ok(coordinator.outcome())
+}
+
+/// `debate` rebuilt from `responses` made earlier, and the generations it runs next (see
+/// [`MultiAgentCoordinator::resume`]).
+fn replay(
+    debate: &DebateRequest,
+    clock: SharedClock,
+    review: Option<String>,
+    responses: &[AgentResponse],
+) -> Result<(MultiAgentCoordinator, Vec<(AgentRole, GenerateRequest)>)> {
+    let mut coordinator = MultiAgentCoordinator::new(clock, debate.settings.clone());
+    let pending = coordinator.resume(&debate.query, &debate.memories, review, responses)?;
+    Ok((coordinator, pending))
 }
 
 /// The responses that the first `stages` stage steps returned, in order.
@@ -310,9 +322,7 @@ async fn run_stage(
     // One review conversation per debate, whichever worker runs which stage.
     let review = (generator.info().kind == LOCAL_KIND)
         .then(|| format!("{REVIEW_CONVERSATION_PREFIX}{}", context.workflow_id));
-    let mut coordinator = MultiAgentCoordinator::new(clock, debate.settings.clone());
-    let pending = coordinator
-        .resume(&debate.query, &debate.memories, review, &earlier)
+    let (mut coordinator, pending) = replay(&debate, clock, review, &earlier)
         .map_err(|error| StepError::fatal(error.to_string()))?;
     let observer = StepObserver {
         inner: observer,
@@ -346,9 +356,7 @@ async fn remember(
     let debate = input_of(&context)?;
     let responses =
         responses_before(&context.results, STAGE_STEPS.len()).map_err(StepError::fatal)?;
-    let mut coordinator = MultiAgentCoordinator::new(clock, debate.settings.clone());
-    coordinator
-        .resume(&debate.query, &debate.memories, None, &responses)
+    let (coordinator, _) = replay(&debate, clock, None, &responses)
         .map_err(|error| StepError::fatal(error.to_string()))?;
     let answer = coordinator.final_answer().map(|answer| answer.text.clone());
     let (Some(answer), true) = (answer, debate.remember) else {
@@ -376,7 +384,7 @@ impl DebateObserver for StepObserver {
         self.inner.stage(state);
     }
 
-    fn text(&self, role: crate::coordinator::AgentRole, text: &str) {
+    fn text(&self, role: AgentRole, text: &str) {
         self.inner.text(role, text);
     }
 
@@ -391,7 +399,7 @@ struct Quiet;
 impl DebateObserver for Quiet {
     fn stage(&self, _state: DebateState) {}
 
-    fn text(&self, _role: crate::coordinator::AgentRole, _text: &str) {}
+    fn text(&self, _role: AgentRole, _text: &str) {}
 
     fn cancelled(&self) -> bool {
         false

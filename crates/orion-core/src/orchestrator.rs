@@ -8,18 +8,18 @@
 //!    its result is answered with confidence 1 and kept as a `tool_result` memory
 //!    (`handleToolSuccess`; after the answer when [`Resources::background`] is given). A failed
 //!    tool is noted and the pipeline goes on;
-//! 3. (a question the rules claimed is embedded only if it still needs memories);
-//! 4. `memory_search`: the best [`OrchestratorSettings::memory_k`] memories above
+//! 3. `memory_search` (the query embedded now if the intent rules spared it so far): the best
+//!    [`OrchestratorSettings::memory_k`] memories above
 //!    [`OrchestratorSettings::memory_min_similarity`] (component `store`);
-//! 5. with no tool (`handleNoTool`): on micro, or when the generator is unhealthy or cannot
+//! 4. with no tool (`handleNoTool`): on micro, or when the generator is unhealthy or cannot
 //!    load, a template answer from the memories (`formatFallbackResponse`). Otherwise, on full
 //!    (and on lite for queries of at least [`OrchestratorSettings::lite_debate_min_words`]
 //!    words) the multi-agent debate (`multi_agent_parallel`, `multi_agent_critical`,
 //!    `multi_agent_synthesis`); else one generation (`llm_reasoning`). Text streams as token
 //!    events. With [`Resources::debates`] the debate runs as a checkpointed workflow
 //!    ([`crate::debate_workflow`]), with the same events and outcome;
-//! 6. the answer is formatted with a computed quality ([`crate::answer_quality`]);
-//! 7. the exchange joins the conversation's history and, when the request succeeded through a
+//! 5. the answer is formatted with a computed quality ([`crate::answer_quality`]);
+//! 6. the exchange joins the conversation's history and, when the request succeeded through a
 //!    model, is kept as a `conversation` memory.
 //!
 //! Whatever was routed around is named in `provenance.degraded` and explained in `debug.notes`.
@@ -415,9 +415,10 @@ impl Orchestrator {
         let chosen = match self.tools.choose_by_intent(query) {
             Some(chosen) => Some(chosen),
             None => {
-                let vector = self.query_vector(query, resources, &mut trace).await;
+                let vector =
+                    query_vector.insert(self.query_vector(query, resources, &mut trace).await);
                 check_cancelled(observer)?;
-                let chosen = match &vector {
+                match vector {
                     Some(vector) => self
                         .tools
                         .choose_by_similarity(query, vector, resources.embedder.as_ref())
@@ -427,9 +428,7 @@ impl Orchestrator {
                             None
                         }),
                     None => None,
-                };
-                query_vector = Some(vector);
-                chosen
+                }
             }
         };
         if let Some(chosen) = chosen {
