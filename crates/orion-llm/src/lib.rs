@@ -5,6 +5,9 @@ pub mod chat_template;
 pub mod generator;
 pub mod gguf;
 pub mod llama;
+#[cfg(target_arch = "wasm32")]
+#[allow(unsafe_code)]
+mod q8_matmul;
 pub mod tokenizer;
 
 pub use generator::{LoadOptions, LocalGenerator, LocalModel, Yield};

@@ -95,37 +95,50 @@ pub enum WeightFormat {
     /// As the file stores them.
     #[default]
     AsStored,
-    /// Re-quantized to Q8_0 at load time: candle has wasm SIMD kernels for it (not for Q4_1), at
-    /// about twice the memory of 4-bit weights.
+    /// Re-quantized to Q8_0 at load time, at about twice the memory of 4-bit weights: on wasm
+    /// it runs on ORION's integer SIMD kernel (`q8_matmul.rs`), elsewhere on candle's.
     Q8_0,
 }
 
-/// From this many input rows on (a prompt being read), a linear layer dequantizes its weights
-/// and multiplies in f32: gemm's SIMD f32 kernels are several times faster per multiply-add than
-/// the int8 dot products, which pays for dequantizing once per pass. Fewer rows (decoding) stay
-/// quantized: there the weights' memory traffic dominates.
+/// From this many input rows on (a prompt being read), a linear layer that runs on candle
+/// dequantizes its weights and multiplies in f32: gemm's SIMD f32 kernels are several times faster
+/// per multiply-add than candle's int8 dot products, which pays for dequantizing once per pass.
+/// Fewer rows (decoding) stay quantized: there the weights' memory traffic dominates.
 const DEQUANTIZED_FROM_ROWS: usize = 8;
 
 /// A quantized linear layer, `y = x W^T`.
-struct Linear {
-    weights: Arc<QTensor>,
-    quantized: QMatMul,
+enum Linear {
+    /// Q8_0 weights on wasm: the integer SIMD kernel of `q8_matmul.rs`, for prompts and
+    /// decoding alike (in Chromium it beats both of candle's paths, see `docs/BENCHMARKS.md`).
+    #[cfg(target_arch = "wasm32")]
+    Packed(crate::q8_matmul::PackedQ8),
+    /// Any other type, and every type natively: candle's kernels.
+    Candle {
+        weights: Arc<QTensor>,
+        quantized: QMatMul,
+    },
 }
 
 impl Linear {
     fn new(weights: Arc<QTensor>) -> candle_core::Result<Self> {
-        Ok(Self {
+        #[cfg(target_arch = "wasm32")]
+        if let Some(packed) = crate::q8_matmul::PackedQ8::pack(&weights)? {
+            return Ok(Self::Packed(packed));
+        }
+        Ok(Self::Candle {
             quantized: QMatMul::from_arc(weights.clone())?,
             weights,
         })
     }
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        if x.dim(0)? >= DEQUANTIZED_FROM_ROWS {
-            let w = self.weights.dequantize(&Device::Cpu)?;
-            x.matmul(&w.t()?)
-        } else {
-            self.quantized.forward(x)
+        match self {
+            #[cfg(target_arch = "wasm32")]
+            Self::Packed(packed) => packed.forward(x),
+            Self::Candle { weights, .. } if x.dim(0)? >= DEQUANTIZED_FROM_ROWS => {
+                x.matmul(&weights.dequantize(&Device::Cpu)?.t()?)
+            }
+            Self::Candle { quantized, .. } => quantized.forward(x),
         }
     }
 }
