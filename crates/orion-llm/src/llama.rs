@@ -177,6 +177,10 @@ struct LayerCache {
     v: Option<Tensor>,
 }
 
+/// Query positions attended together: a chunk reads only the keys up to its last position, so
+/// a prompt skips most of the masked half of its score matrix.
+const ATTENTION_CHUNK: usize = 64;
+
 /// Positions are added to a cache this many at a time, to avoid a copy per token.
 const CACHE_GROWTH: usize = 256;
 
@@ -373,19 +377,23 @@ impl Llama {
         let mut x = self.embeddings.embedding(&ids)?;
         let head_dim = cfg.head_dim();
         let kv_dim = cfg.kv_heads * head_dim;
+        let masks = steps
+            .iter()
+            .map(|s| self.causal_masks(s.sequence.len, s.tokens.len()))
+            .collect::<candle_core::Result<Vec<_>>>()?;
         for (layer, block) in self.blocks.iter().enumerate() {
             let h = block.attn_norm.forward(&x)?;
             let qkv = block.qkv.forward(&h)?;
             let mut attended = Vec::with_capacity(steps.len());
             let mut row = 0;
-            for step in steps.iter_mut() {
+            for (step, masks) in steps.iter_mut().zip(&masks) {
                 let n = step.tokens.len();
                 let part = qkv.narrow(0, row, n)?;
                 row += n;
                 let q = part.narrow(1, 0, cfg.dim)?;
                 let k = part.narrow(1, cfg.dim, kv_dim)?;
                 let v = part.narrow(1, cfg.dim + kv_dim, kv_dim)?;
-                attended.push(self.attention(layer, step.sequence, &q, &k, &v)?);
+                attended.push(self.attention(layer, step.sequence, (&q, &k, &v), masks)?);
             }
             let a = Tensor::cat(&attended, 0)?;
             x = (block.out.forward(&a)? + x)?;
@@ -409,14 +417,45 @@ impl Llama {
         logits.to_dtype(DType::F32)?.to_vec2()
     }
 
-    /// Causal self-attention of `n` new positions of one sequence; `q`, `k`, `v` are `(n, _)`.
+    /// Per chunk of `n` new positions after `start` read ones, the additive causal mask over the
+    /// keys the chunk sees, `(groups * chunk, keys)`; `None` where nothing is masked (one
+    /// position). The same for every layer, so a pass builds them once.
+    fn causal_masks(&self, start: usize, n: usize) -> candle_core::Result<Vec<Option<Tensor>>> {
+        let groups = self.config.heads / self.config.kv_heads;
+        (0..n)
+            .step_by(ATTENTION_CHUNK)
+            .map(|first| {
+                let len = ATTENTION_CHUNK.min(n - first);
+                if len == 1 {
+                    return Ok(None);
+                }
+                let keys = start + first + len;
+                let mut mask = Vec::with_capacity(groups * len * keys);
+                for _ in 0..groups {
+                    for i in 0..len {
+                        let visible = start + first + i + 1;
+                        mask.extend((0..keys).map(|j| {
+                            if j < visible {
+                                0.0
+                            } else {
+                                f32::NEG_INFINITY
+                            }
+                        }));
+                    }
+                }
+                Tensor::from_vec(mask, (groups * len, keys), &Device::Cpu).map(Some)
+            })
+            .collect()
+    }
+
+    /// Causal self-attention of `n` new positions of one sequence; `q`, `k`, `v` are `(n, _)`,
+    /// `masks` are [`Self::causal_masks`] of the sequence's length and `n`.
     fn attention(
         &self,
         layer: usize,
         sequence: &mut Sequence,
-        q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
+        (q, k, v): (&Tensor, &Tensor, &Tensor),
+        masks: &[Option<Tensor>],
     ) -> candle_core::Result<Tensor> {
         let cfg = &self.config;
         let head_dim = cfg.head_dim();
@@ -429,28 +468,40 @@ impl Llama {
         };
         let cos = self.cos.narrow(0, start, n)?;
         let sin = self.sin.narrow(0, start, n)?;
-        let q = candle_nn::rotary_emb::rope_i(&heads(q, cfg.heads)?, &cos, &sin)?;
+        // The score scale goes on the queries: fewer numbers than the scores.
+        let q = (candle_nn::rotary_emb::rope_i(&heads(q, cfg.heads)?, &cos, &sin)?
+            * (1.0 / (head_dim as f64).sqrt()))?;
         let k = candle_nn::rotary_emb::rope_i(&heads(k, cfg.kv_heads)?, &cos, &sin)?;
         let v = heads(v, cfg.kv_heads)?;
         let (k, v) = sequence.append(layer, &k, &v)?;
+        let (k, v) = (k.contiguous()?, v.contiguous()?);
         // Grouped-query attention without copying keys and values for every query head: the
         // `groups` query heads that share a key/value head are stacked as rows of one matrix.
         let groups = cfg.heads / cfg.kv_heads;
-        let q = q.reshape((1, cfg.kv_heads, groups * n, head_dim))?;
-        let scores = (q.matmul(&k.contiguous()?.t()?)? / (head_dim as f64).sqrt())?;
-        let scores = if n > 1 {
-            let mask = candle_transformers::utils::build_causal_mask(n, start, &Device::Cpu)?;
-            let mask = Tensor::cat(&vec![&mask; groups], 0)?.broadcast_as(scores.shape())?;
-            let blocked =
-                Tensor::new(f32::NEG_INFINITY, &Device::Cpu)?.broadcast_as(scores.shape())?;
-            mask.where_cond(&blocked, &scores)?
-        } else {
-            scores
-        };
-        let weights = candle_nn::ops::softmax_last_dim(&scores)?;
-        weights
-            .matmul(&v.contiguous()?)?
-            .reshape((1, cfg.heads, n, head_dim))?
+        let mut chunks = Vec::with_capacity(masks.len());
+        for (index, mask) in masks.iter().enumerate() {
+            let first = index * ATTENTION_CHUNK;
+            let len = ATTENTION_CHUNK.min(n - first);
+            let keys = start + first + len;
+            let q = q.narrow(2, first, len)?.contiguous()?.reshape((
+                1,
+                cfg.kv_heads,
+                groups * len,
+                head_dim,
+            ))?;
+            let scores = q.matmul(&k.narrow(2, 0, keys)?.t()?)?;
+            let scores = match mask {
+                Some(mask) => scores.broadcast_add(mask)?,
+                None => scores,
+            };
+            let weights = candle_nn::ops::softmax_last_dim(&scores)?;
+            chunks.push(
+                weights
+                    .matmul(&v.narrow(2, 0, keys)?)?
+                    .reshape((1, cfg.heads, len, head_dim))?,
+            );
+        }
+        Tensor::cat(&chunks, 2)?
             .transpose(1, 2)?
             .reshape((n, cfg.dim))
     }

@@ -25,6 +25,20 @@ fn sampled(prompt: &str, seed: u64) -> GenerateRequest {
 }
 
 #[test]
+fn a_prompt_read_in_one_pass_or_in_pieces_gives_the_same_next_token() -> Result<(), Error> {
+    for format in [WeightFormat::AsStored, WeightFormat::Q8_0] {
+        let generator = common::generator(format)?;
+        let (difference, same_pick) = common::one_pass_against_pieces(generator.model())?;
+        assert!(
+            difference < 1e-3,
+            "{format:?}: relative difference {difference}"
+        );
+        assert!(same_pick, "{format:?}");
+    }
+    Ok(())
+}
+
+#[test]
 fn the_same_seed_gives_the_same_text_and_another_seed_another() -> Result<(), Error> {
     let generator = generator()?;
     let prompt = "Invent a name for a cat.";

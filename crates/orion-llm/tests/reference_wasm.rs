@@ -6,6 +6,8 @@
 // a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::rc::Rc;
 
 use orion_core::embedding::LocalBoxFuture;
@@ -124,6 +126,26 @@ async fn greedy_generation_matches_llama_cpp_in_wasm() {
             let generated = generator.generate(&request, &Silent).await.unwrap();
             assert_eq!(generated.text, case.text, "{format:?}");
         }
+    }
+}
+
+/// The wasm kernels (the integer Q8_0 product among them) read a prompt in one pass as they
+/// read it in pieces.
+#[wasm_bindgen_test]
+async fn a_prompt_read_in_one_pass_or_in_pieces_gives_the_same_next_token_in_wasm() {
+    let bytes = model_bytes().await;
+    for format in [WeightFormat::AsStored, WeightFormat::Q8_0] {
+        let options = LoadOptions {
+            format,
+            ..LoadOptions::default()
+        };
+        let model = LocalModel::load(&bytes, "SmolLM2", &options).unwrap();
+        let (difference, same_pick) = common::one_pass_against_pieces(&model).unwrap();
+        assert!(
+            difference < 1e-3,
+            "{format:?}: relative difference {difference}"
+        );
+        assert!(same_pick, "{format:?}");
     }
 }
 

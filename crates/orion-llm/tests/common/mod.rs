@@ -103,3 +103,49 @@ impl GenerationSink for Recorder {
             .is_some_and(|(i, after)| i == index && self.count(index) >= after)
     }
 }
+
+/// Reads a 200-token prompt in one pass and again in pieces of 70, 9, 64 and 57 (attention
+/// chunks cut at other places, cached prefixes; every piece long enough to take the same matrix
+/// path as the whole), and returns the largest difference between the two passes' logits for the
+/// next token, relative to the largest logit, and whether both pick the same token.
+pub fn one_pass_against_pieces(model: &LocalModel) -> Result<(f32, bool), Error> {
+    let text = "The lighthouse keeper counted the ships that passed each night and wrote their \
+                names in a book. "
+        .repeat(12);
+    let ids = model.tokenizer().encode(&text)?;
+    let ids = ids
+        .get(..200)
+        .ok_or_else(|| Error::Internal(format!("only {} tokens", ids.len())))?;
+    let llama = model.llama();
+    let mut whole = llama.sequence();
+    let expected = llama.forward(&mut [orion_llm::llama::Step {
+        tokens: ids,
+        sequence: &mut whole,
+    }])?;
+    let mut pieces = llama.sequence();
+    let mut got = Vec::new();
+    let mut at = 0;
+    for len in [70, 9, 64, 57] {
+        got = llama.forward(&mut [orion_llm::llama::Step {
+            tokens: &ids[at..at + len],
+            sequence: &mut pieces,
+        }])?;
+        at += len;
+    }
+    let (expected, got) = match (expected.first(), got.first()) {
+        (Some(e), Some(g)) if e.len() == g.len() => (e, g),
+        _ => return Err(Error::Internal("no logits".into())),
+    };
+    let largest = expected.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let difference = expected
+        .iter()
+        .zip(got)
+        .fold(0f32, |m, (e, g)| m.max((e - g).abs()));
+    let argmax = |v: &[f32]| {
+        v.iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map(|(i, _)| i)
+    };
+    Ok((difference / largest, argmax(expected) == argmax(got)))
+}
