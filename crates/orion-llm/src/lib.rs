@@ -1,6 +1,7 @@
 //! ORION's local text generation: a llama-architecture GGUF model (SmolLM2-135M-Instruct by
 //! default) on candle's quantized kernels, with the tokenizer and the chat template read from the
 //! file's metadata, behind `orion_core`'s [`Generator`](orion_core::Generator) contract.
+mod activations;
 pub mod chat_template;
 pub mod generator;
 pub mod gguf;

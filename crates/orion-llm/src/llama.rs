@@ -13,6 +13,7 @@ use candle_core::{DType, Device, IndexOp, Module, Tensor};
 use candle_transformers::quantized_nn::RmsNorm;
 use orion_core::Error;
 
+use crate::activations;
 use crate::gguf::Gguf;
 
 /// The shape of a llama model, from the GGUF metadata.
@@ -377,31 +378,25 @@ impl Llama {
         let mut x = self.embeddings.embedding(&ids)?;
         let head_dim = cfg.head_dim();
         let kv_dim = cfg.kv_heads * head_dim;
-        let masks = steps
-            .iter()
-            .map(|s| self.causal_masks(s.sequence.len, s.tokens.len()))
-            .collect::<candle_core::Result<Vec<_>>>()?;
         for (layer, block) in self.blocks.iter().enumerate() {
             let h = block.attn_norm.forward(&x)?;
             let qkv = block.qkv.forward(&h)?;
             let mut attended = Vec::with_capacity(steps.len());
             let mut row = 0;
-            for (step, masks) in steps.iter_mut().zip(&masks) {
+            for step in steps.iter_mut() {
                 let n = step.tokens.len();
                 let part = qkv.narrow(0, row, n)?;
                 row += n;
                 let q = part.narrow(1, 0, cfg.dim)?;
                 let k = part.narrow(1, cfg.dim, kv_dim)?;
                 let v = part.narrow(1, cfg.dim + kv_dim, kv_dim)?;
-                attended.push(self.attention(layer, step.sequence, (&q, &k, &v), masks)?);
+                attended.push(self.attention(layer, step.sequence, (&q, &k, &v))?);
             }
             let a = Tensor::cat(&attended, 0)?;
             x = (block.out.forward(&a)? + x)?;
             let h = block.ffn_norm.forward(&x)?;
             let gate_up = block.gate_up.forward(&h)?;
-            let gate = gate_up.narrow(1, 0, cfg.ffn_dim)?;
-            let up = gate_up.narrow(1, cfg.ffn_dim, cfg.ffn_dim)?;
-            let h = (candle_nn::ops::silu(&gate)? * up)?;
+            let h = activations::silu_gate(&gate_up, cfg.ffn_dim)?;
             x = (block.down.forward(&h)? + x)?;
         }
         // Only the last position of each sequence is needed for the next token.
@@ -417,45 +412,12 @@ impl Llama {
         logits.to_dtype(DType::F32)?.to_vec2()
     }
 
-    /// Per chunk of `n` new positions after `start` read ones, the additive causal mask over the
-    /// keys the chunk sees, `(groups * chunk, keys)`; `None` where nothing is masked (one
-    /// position). The same for every layer, so a pass builds them once.
-    fn causal_masks(&self, start: usize, n: usize) -> candle_core::Result<Vec<Option<Tensor>>> {
-        let groups = self.config.heads / self.config.kv_heads;
-        (0..n)
-            .step_by(ATTENTION_CHUNK)
-            .map(|first| {
-                let len = ATTENTION_CHUNK.min(n - first);
-                if len == 1 {
-                    return Ok(None);
-                }
-                let keys = start + first + len;
-                let mut mask = Vec::with_capacity(groups * len * keys);
-                for _ in 0..groups {
-                    for i in 0..len {
-                        let visible = start + first + i + 1;
-                        mask.extend((0..keys).map(|j| {
-                            if j < visible {
-                                0.0
-                            } else {
-                                f32::NEG_INFINITY
-                            }
-                        }));
-                    }
-                }
-                Tensor::from_vec(mask, (groups * len, keys), &Device::Cpu).map(Some)
-            })
-            .collect()
-    }
-
-    /// Causal self-attention of `n` new positions of one sequence; `q`, `k`, `v` are `(n, _)`,
-    /// `masks` are [`Self::causal_masks`] of the sequence's length and `n`.
+    /// Causal self-attention of `n` new positions of one sequence; `q`, `k`, `v` are `(n, _)`.
     fn attention(
         &self,
         layer: usize,
         sequence: &mut Sequence,
         (q, k, v): (&Tensor, &Tensor, &Tensor),
-        masks: &[Option<Tensor>],
     ) -> candle_core::Result<Tensor> {
         let cfg = &self.config;
         let head_dim = cfg.head_dim();
@@ -478,9 +440,8 @@ impl Llama {
         // Grouped-query attention without copying keys and values for every query head: the
         // `groups` query heads that share a key/value head are stacked as rows of one matrix.
         let groups = cfg.heads / cfg.kv_heads;
-        let mut chunks = Vec::with_capacity(masks.len());
-        for (index, mask) in masks.iter().enumerate() {
-            let first = index * ATTENTION_CHUNK;
+        let mut chunks = Vec::with_capacity(n.div_ceil(ATTENTION_CHUNK));
+        for first in (0..n).step_by(ATTENTION_CHUNK) {
             let len = ATTENTION_CHUNK.min(n - first);
             let keys = start + first + len;
             let q = q.narrow(2, first, len)?.contiguous()?.reshape((
@@ -489,12 +450,10 @@ impl Llama {
                 groups * len,
                 head_dim,
             ))?;
+            // Rows are `groups` query heads times `len` positions; position `i` sees
+            // `start + first + i + 1` keys.
             let scores = q.matmul(&k.narrow(2, 0, keys)?.t()?)?;
-            let scores = match mask {
-                Some(mask) => scores.broadcast_add(mask)?,
-                None => scores,
-            };
-            let weights = candle_nn::ops::softmax_last_dim(&scores)?;
+            let weights = activations::causal_softmax(&scores, start + first + 1, len)?;
             chunks.push(
                 weights
                     .matmul(&v.narrow(2, 0, keys)?)?

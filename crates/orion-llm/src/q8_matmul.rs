@@ -27,7 +27,9 @@ const Q8_0_BYTES: usize = 34;
 /// Output rows per lane group.
 const LANES: usize = 4;
 /// Activation rows a micro-kernel reads at once.
-const TILE_ROWS: usize = 3;
+const TILE_ROWS: usize = 6;
+/// Weight bytes of a panel (see [`PackedQ8::forward`]).
+const PANEL_BYTES: usize = 64 * 1024;
 
 /// A Q8_0 matrix re-laid for the kernel: for each group of four output rows and each block of
 /// 32 columns, 16 column pairs of 8 bytes (`row0 c, row0 c+1, row1 c, …, row3 c+1`), and the
@@ -85,23 +87,32 @@ impl PackedQ8 {
             candle_core::bail!("{cols} input columns for a matrix of {}", self.cols);
         }
         let x = x.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
-        let input = QuantizedRows::new(&x, cols);
+        let input = QuantizedRows::new(&x);
         let mut out = vec![0f32; n * self.rows];
-        let mut row = 0;
-        while row < n {
-            let take = (n - row).min(TILE_ROWS);
-            for group in 0..self.rows / LANES {
-                // SAFETY: `group` and `row..row + take` are inside the matrices, whose sizes the
-                // constructors fixed from `rows` and `cols`.
-                unsafe {
-                    match take {
-                        1 => self.tile::<1>(group, &input, row, &mut out),
-                        2 => self.tile::<2>(group, &input, row, &mut out),
-                        _ => self.tile::<TILE_ROWS>(group, &input, row, &mut out),
+        let groups = self.rows / LANES;
+        // A panel of lane groups stays in the L2 cache while every tile of input rows meets it.
+        let panel = (PANEL_BYTES / (self.cols * LANES)).clamp(1, groups);
+        for first in (0..groups).step_by(panel) {
+            let last = (first + panel).min(groups);
+            let mut row = 0;
+            while row < n {
+                let take = (n - row).min(TILE_ROWS);
+                for group in first..last {
+                    // SAFETY: `group < rows / 4` and `row + take <= n`; `input` was quantized
+                    // from `n` rows of `cols` numbers and `out` holds `n * rows`.
+                    unsafe {
+                        match take {
+                            1 => self.tile::<1>(group, &input, row, &mut out),
+                            2 => self.tile::<2>(group, &input, row, &mut out),
+                            3 => self.tile::<3>(group, &input, row, &mut out),
+                            4 => self.tile::<4>(group, &input, row, &mut out),
+                            5 => self.tile::<5>(group, &input, row, &mut out),
+                            _ => self.tile::<TILE_ROWS>(group, &input, row, &mut out),
+                        }
                     }
                 }
+                row += take;
             }
-            row += take;
         }
         Tensor::from_vec(out, (n, self.rows), &Device::Cpu)
     }
@@ -164,7 +175,7 @@ struct QuantizedRows {
 }
 
 impl QuantizedRows {
-    fn new(x: &[f32], cols: usize) -> Self {
+    fn new(x: &[f32]) -> Self {
         let mut values = Vec::with_capacity(x.len());
         let mut scales = Vec::with_capacity(x.len() / BLOCK);
         for block in x.chunks_exact(BLOCK) {
@@ -174,7 +185,6 @@ impl QuantizedRows {
             scales.push(scale);
             values.extend(block.iter().map(|v| (v * inverse).round() as i16));
         }
-        debug_assert_eq!(values.len(), x.len() - x.len() % cols);
         Self { values, scales }
     }
 }
