@@ -4,7 +4,10 @@
 //!   serves many conversations and decodes several of them in one batch;
 //! - the projections that read the same input are fused (q, k, v; gate, up) by concatenating
 //!   their quantized rows, which is exact, and quantization of the activations happens once;
-//! - the weights may be re-quantized at load time to a type with SIMD kernels on wasm.
+//! - the weights may be re-quantized at load time to Q8_0, which on wasm runs on ORION's own
+//!   integer SIMD kernel (`q8_matmul.rs`), the embedding table shared with a tied output layer;
+//! - causal attention reads a prompt in chunks of queries that see only their keys, and the
+//!   softmax and the SiLU gate run on a vectorizable `exp` (`activations.rs`).
 
 use std::sync::Arc;
 
@@ -104,7 +107,8 @@ pub enum WeightFormat {
 /// From this many input rows on (a prompt being read), a linear layer that runs on candle
 /// dequantizes its weights and multiplies in f32: gemm's SIMD f32 kernels are several times faster
 /// per multiply-add than candle's int8 dot products, which pays for dequantizing once per pass.
-/// Fewer rows (decoding) stay quantized: there the weights' memory traffic dominates.
+/// Fewer rows (decoding) stay quantized: there the weights' memory traffic dominates. (On wasm,
+/// Q8_0 weights take neither path: see [`Linear::Packed`].)
 const DEQUANTIZED_FROM_ROWS: usize = 8;
 
 /// A quantized linear layer, `y = x W^T`.
@@ -142,6 +146,15 @@ impl Linear {
             Self::Candle { quantized, .. } => quantized.forward(x),
         }
     }
+
+    /// Rows `ids` of `W` (an embedding lookup), `(ids, cols)`.
+    fn rows(&self, ids: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            #[cfg(target_arch = "wasm32")]
+            Self::Packed(packed) => packed.rows(&ids.to_vec1::<u32>()?),
+            Self::Candle { weights, .. } => weights.embedding(ids),
+        }
+    }
 }
 
 struct Block {
@@ -158,10 +171,12 @@ struct Block {
 /// A loaded llama model. Immutable: the state of a generation lives in [`Sequence`].
 pub struct Llama {
     config: LlamaConfig,
-    embeddings: Arc<QTensor>,
+    /// The token embedding table, as a matrix whose rows are looked up.
+    embeddings: Arc<Linear>,
     blocks: Vec<Block>,
     norm: RmsNorm,
-    output: Linear,
+    /// The output layer: the same matrix as `embeddings` when they are tied (SmolLM2).
+    output: Arc<Linear>,
     cos: Tensor,
     sin: Tensor,
 }
@@ -264,7 +279,8 @@ impl Llama {
             )));
         }
         config.vocab = vocab;
-        let embeddings = Arc::new(embeddings);
+        let embeddings =
+            Arc::new(Linear::new(Arc::new(embeddings)).map_err(|e| gguf.error(e.to_string()))?);
         let linear = |names: &[&str], rows: &[usize], cols: usize| -> Result<Linear, Error> {
             let parts = names
                 .iter()
@@ -312,10 +328,10 @@ impl Llama {
             });
         }
         let output = if gguf.has_tensor("output.weight") {
-            linear(&["output.weight"], &[vocab], config.dim)?
+            Arc::new(linear(&["output.weight"], &[vocab], config.dim)?)
         } else {
             // Tied embeddings (SmolLM2): the embedding table is the output layer.
-            Linear::new(embeddings.clone()).map_err(|e| gguf.error(e.to_string()))?
+            embeddings.clone()
         };
         let (cos, sin) = rope_tables(&config).map_err(|e| gguf.error(e.to_string()))?;
         Ok(Self {
@@ -375,7 +391,7 @@ impl Llama {
             .flat_map(|s| s.tokens.iter().copied())
             .collect();
         let ids = Tensor::new(ids.as_slice(), &Device::Cpu)?;
-        let mut x = self.embeddings.embedding(&ids)?;
+        let mut x = self.embeddings.rows(&ids)?;
         let head_dim = cfg.head_dim();
         let kv_dim = cfg.kv_heads * head_dim;
         for (layer, block) in self.blocks.iter().enumerate() {

@@ -117,6 +117,29 @@ impl PackedQ8 {
         Tensor::from_vec(out, (n, self.rows), &Device::Cpu)
     }
 
+    /// Rows `ids` of the matrix, dequantized: `(ids, cols)`.
+    pub fn rows(&self, ids: &[u32]) -> candle_core::Result<Tensor> {
+        let blocks = self.cols / BLOCK;
+        let mut out = Vec::with_capacity(ids.len() * self.cols);
+        for &id in ids {
+            let row = id as usize;
+            if row >= self.rows {
+                candle_core::bail!("row {row} of a matrix of {}", self.rows);
+            }
+            let (group, lane) = (row / LANES, row % LANES);
+            for b in 0..blocks {
+                let at = group * blocks + b;
+                let scale = self.scales[at * LANES + lane];
+                let block = &self.weights[at * BLOCK * LANES..(at + 1) * BLOCK * LANES];
+                for pair in block.chunks_exact(2 * LANES) {
+                    out.push(f32::from(pair[lane * 2]) * scale);
+                    out.push(f32::from(pair[lane * 2 + 1]) * scale);
+                }
+            }
+        }
+        Tensor::from_vec(out, (ids.len(), self.cols), &Device::Cpu)
+    }
+
     /// Rows `row..row + T` of the output, columns of lane group `group`.
     ///
     /// # Safety
@@ -262,6 +285,24 @@ mod tests {
         assert!(PackedQ8::pack(&quantized(6, 64, GgmlDType::Q8_0))
             .unwrap()
             .is_none());
+    }
+
+    #[wasm_bindgen_test]
+    fn rows_are_the_dequantized_rows() {
+        let weights = quantized(12, 64, GgmlDType::Q8_0);
+        let packed = PackedQ8::pack(&weights).unwrap().unwrap();
+        let ids = [11u32, 0, 5, 5];
+        let expected = weights
+            .dequantize(&Device::Cpu)
+            .unwrap()
+            .index_select(&Tensor::new(&ids[..], &Device::Cpu).unwrap(), 0)
+            .unwrap();
+        let got = packed.rows(&ids).unwrap();
+        assert_eq!(
+            got.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            expected.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        );
+        assert!(packed.rows(&[12]).is_err());
     }
 
     #[wasm_bindgen_test]
