@@ -417,7 +417,7 @@ export interface BackupSettings {
 export interface LlmOptions {
   /**
    * The local model's weights in memory: 'q8_0' (default) re-quantizes at load time: in wasm
-   * it decodes about 7 times faster and reads prompts about twice as fast (an integer SIMD
+   * it decodes about 6 times faster and reads prompts about twice as fast (an integer SIMD
    * kernel), at about twice the memory of a Q4_1 file; 'as-stored' keeps the file's format.
    */
   weights?: 'q8_0' | 'as-stored';

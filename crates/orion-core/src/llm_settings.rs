@@ -16,7 +16,7 @@ pub const MAX_CONTEXT_LIMIT: u32 = 8192;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 pub enum LlmWeights {
     /// Re-quantized to Q8_0 at load time (the default): in wasm it runs on an integer SIMD
-    /// kernel, while Q4_1 has only candle's scalar one, so this decodes about 7 times faster and
+    /// kernel, while Q4_1 has only candle's scalar one, so this decodes about 6 times faster and
     /// reads prompts about twice as fast, at about twice the memory.
     #[default]
     #[serde(rename = "q8_0")]
