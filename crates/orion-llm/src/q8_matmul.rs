@@ -49,10 +49,7 @@ impl PackedQ8 {
         let Ok((rows, cols)) = tensor.shape().dims2() else {
             return Ok(None);
         };
-        if tensor.dtype() != GgmlDType::Q8_0
-            || cols == 0
-            || cols % BLOCK != 0
-            || rows % LANES != 0
+        if tensor.dtype() != GgmlDType::Q8_0 || cols == 0 || cols % BLOCK != 0 || rows % LANES != 0
         {
             return Ok(None);
         }
