@@ -90,6 +90,17 @@ fn lanes(values: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
 mod tests {
     use super::*;
 
+    fn largest_difference(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
     #[test]
     fn exp_is_within_a_few_ulps_of_the_library_one() {
         let mut worst = 0f32;
@@ -114,14 +125,7 @@ mod tests {
         let up = gate_up.narrow(1, 8, 8).unwrap();
         let expected = (candle_nn::ops::silu(&gate).unwrap() * up).unwrap();
         let got = silu_gate(&gate_up, 8).unwrap();
-        let difference = (got - expected)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let difference = largest_difference(&got, &expected);
         assert!(difference < 1e-5, "{difference}");
         assert!(silu_gate(&gate_up, 7).is_err());
     }
@@ -146,14 +150,7 @@ mod tests {
         let expected =
             candle_nn::ops::softmax_last_dim(&scores.broadcast_add(&mask).unwrap()).unwrap();
         let got = causal_softmax(&scores, 4, 3).unwrap();
-        let difference = (got - expected)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let difference = largest_difference(&got, &expected);
         assert!(difference < 1e-6, "{difference}");
         assert!(causal_softmax(&scores, 5, 3).is_err());
         assert!(causal_softmax(&scores, 0, 3).is_err());
