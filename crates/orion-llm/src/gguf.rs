@@ -23,6 +23,9 @@ impl<'a> Gguf<'a> {
             source_name: source_name.to_string(),
             reason,
         };
+        if declares_zero_alignment(bytes) {
+            return Err(fail("`general.alignment` is 0".into()));
+        }
         let content = Content::read(&mut Cursor::new(bytes))
             .map_err(|e| fail(format!("not a readable GGUF file: {e}")))?;
         let gguf = Self {
@@ -146,6 +149,105 @@ impl<'a> Gguf<'a> {
     /// Whether the file has tensor `name`.
     pub fn has_tensor(&self, name: &str) -> bool {
         self.content.tensor_infos.contains_key(name)
+    }
+}
+
+/// Whether the header sets `general.alignment` to 0. candle 0.11's reader divides by that value
+/// without checking it, so such a file would panic inside candle, and a panic aborts the worker;
+/// candle reads the whole header in one call, so this walks the key-value pairs first. It only
+/// looks: anything else wrong with the header is left to candle's checks (hence `false`).
+fn declares_zero_alignment(bytes: &[u8]) -> bool {
+    let mut header = Header {
+        rest: bytes,
+        wide: true,
+    };
+    let found = (|| {
+        if header.take(4)? != b"GGUF" {
+            return None;
+        }
+        let version = header.u32()?;
+        header.wide = version >= 2;
+        let _tensors = header.length()?;
+        for _ in 0..header.length()? {
+            let key = header
+                .length()
+                .and_then(|n| header.take(usize::try_from(n).ok()?))?;
+            let kind = header.u32()?;
+            if key == b"general.alignment" {
+                // The integer types candle reads the value as (others fall back to its default).
+                let size = match kind {
+                    0 | 1 => 1,
+                    2 | 3 => 2,
+                    4 | 5 => 4,
+                    _ => return Some(false),
+                };
+                return Some(header.take(size)?.iter().all(|&b| b == 0));
+            }
+            header.skip(kind, 0)?;
+        }
+        Some(false)
+    })();
+    found.unwrap_or(false)
+}
+
+/// A cursor over a GGUF header (version 1 writes lengths as u32, later versions as u64).
+struct Header<'a> {
+    rest: &'a [u8],
+    wide: bool,
+}
+
+impl<'a> Header<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let (taken, rest) = self.rest.split_at_checked(n)?;
+        self.rest = rest;
+        Some(taken)
+    }
+
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+
+    fn length(&mut self) -> Option<u64> {
+        if self.wide {
+            Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+        } else {
+            self.u32().map(u64::from)
+        }
+    }
+
+    /// Skips a value of GGUF type `kind`; arrays nest at most as deep as candle allows.
+    fn skip(&mut self, kind: u32, depth: usize) -> Option<()> {
+        let fixed = |kind: u32| match kind {
+            0 | 1 | 7 => Some(1u64),
+            2 | 3 => Some(2),
+            4..=6 => Some(4),
+            10..=12 => Some(8),
+            _ => None,
+        };
+        match kind {
+            8 => {
+                let n = self.length()?;
+                self.take(usize::try_from(n).ok()?)?;
+            }
+            9 if depth < 64 => {
+                let item = self.u32()?;
+                let n = self.length()?;
+                match fixed(item) {
+                    Some(size) => {
+                        self.take(usize::try_from(n.checked_mul(size)?).ok()?)?;
+                    }
+                    None => {
+                        for _ in 0..n {
+                            self.skip(item, depth + 1)?;
+                        }
+                    }
+                }
+            }
+            _ => {
+                self.take(usize::try_from(fixed(kind)?).ok()?)?;
+            }
+        }
+        Some(())
     }
 }
 

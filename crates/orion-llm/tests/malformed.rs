@@ -104,3 +104,46 @@ fn corrupted_headers_load_or_are_refused_but_never_panic() -> Result<(), String>
     );
     Ok(())
 }
+
+#[test]
+fn a_zero_alignment_is_refused_before_candle_divides_by_it() {
+    use candle_core::quantized::gguf_file::{self, Value};
+    use candle_core::quantized::{GgmlDType, QTensor};
+
+    let tensor = QTensor::quantize(
+        &candle_core::Tensor::zeros((4, 32), candle_core::DType::F32, &candle_core::Device::Cpu)
+            .unwrap_or_else(|e| panic!("{e}")),
+        GgmlDType::Q8_0,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let file = |alignment: Value| {
+        let mut bytes = std::io::Cursor::new(Vec::new());
+        gguf_file::write(
+            &mut bytes,
+            &[
+                ("general.architecture", &Value::String("llama".into())),
+                (
+                    "tokenizer.ggml.tokens",
+                    &Value::Array(vec![Value::String("a".into())]),
+                ),
+                ("general.alignment", &alignment),
+            ],
+            &[("token_embd.weight", &tensor)],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        bytes.into_inner()
+    };
+    let reason = |bytes: &[u8]| match LocalModel::load(bytes, "x.gguf", &Default::default()) {
+        Err(e) if e.code() == ErrorCode::ModelLoad => e.to_string(),
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("loaded"),
+    };
+    for zero in [Value::U32(0), Value::U8(0), Value::I16(0)] {
+        assert_eq!(outcome(&file(zero.clone())), Ok(false), "{zero:?}");
+        assert!(reason(&file(zero)).contains("`general.alignment` is 0"));
+    }
+    // The same file with a sound alignment gets past the header and fails later, on the
+    // missing model metadata.
+    let sound = reason(&file(Value::U32(32)));
+    assert!(!sound.contains("alignment"), "{sound}");
+}
