@@ -2,7 +2,11 @@
 //! host page's LLM function in `orion-web`, scripted generators in tests), and the checks every
 //! request passes before any of them sees it.
 
+mod stop_strings;
+
 use serde::{Deserialize, Serialize};
+
+pub use stop_strings::StopStrings;
 
 use crate::embedding::LocalBoxFuture;
 use crate::error::{Error, Result};

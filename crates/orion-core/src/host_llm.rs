@@ -27,7 +27,8 @@ use crate::clock::SharedClock;
 use crate::embedding::LocalBoxFuture;
 use crate::error::{Error, Result};
 use crate::generation::{
-    FinishReason, GenerateRequest, Generated, GenerationSink, Generator, GeneratorInfo, HOST_KIND,
+    FinishReason, GenerateRequest, Generated, GenerationSink, Generator, GeneratorInfo,
+    StopStrings, HOST_KIND,
 };
 use crate::jobs::Backoff;
 use crate::protocol::Event;
@@ -277,11 +278,12 @@ impl HostLlm {
             request: request.clone(),
             attempt,
         }));
-        let mut text = String::new();
+        // The function may ignore `request.stop`: the worker cuts the text itself.
+        let mut text = StopStrings::new(&request.stop);
         let mut pieces = 0u32;
         loop {
             if sink.cancelled(index) {
-                return Attempt::Done(cancelled(text, pieces));
+                return Attempt::Done(cancelled(text.text().to_owned(), pieces));
             }
             let now = self.clock.now_ms();
             if now >= deadline {
@@ -302,29 +304,26 @@ impl HostLlm {
             match message {
                 Some(Message::Chunk(piece)) => {
                     if !piece.is_empty() {
-                        sink.text(index, &piece);
-                        text.push_str(&piece);
                         pieces += 1;
+                        if let Some(piece) = text.push(&piece) {
+                            sink.text(index, &piece);
+                        }
                     }
+                    if !text.stopped() {
+                        continue;
+                    }
+                    // A stop string ended the answer: the call is dropped (and aborted) here.
                 }
                 Some(Message::Done(Ok(whole))) => {
-                    if let Some(whole) = whole {
-                        if pieces == 0 && !whole.is_empty() {
-                            sink.text(index, &whole);
-                            pieces = 1;
+                    if let Some(whole) = whole.filter(|w| !w.is_empty()) {
+                        pieces = pieces.max(1);
+                        if let Some(piece) = text.set(whole) {
+                            sink.text(index, &piece);
                         }
-                        text = whole;
                     }
-                    let elapsed = self.clock.now_ms().saturating_sub(started);
-                    return Attempt::Done(Generated {
-                        text,
-                        finish: FinishReason::EndOfTurn,
-                        prompt_tokens: 0,
-                        cached_tokens: 0,
-                        tokens: pieces,
-                        prefill_ms: 0.0,
-                        decode_ms: elapsed as f64,
-                    });
+                    if let Some(piece) = text.finish() {
+                        sink.text(index, &piece);
+                    }
                 }
                 Some(Message::Done(Err(failure))) => {
                     return Attempt::Failed {
@@ -346,6 +345,20 @@ impl HostLlm {
                     }
                 }
             }
+            let elapsed = self.clock.now_ms().saturating_sub(started);
+            return Attempt::Done(Generated {
+                finish: if text.stopped() {
+                    FinishReason::Stop
+                } else {
+                    FinishReason::EndOfTurn
+                },
+                text: text.text().to_owned(),
+                prompt_tokens: 0,
+                cached_tokens: 0,
+                tokens: pieces,
+                prefill_ms: 0.0,
+                decode_ms: elapsed as f64,
+            });
         }
     }
 }

@@ -11,7 +11,7 @@ use candle_core::{Device, Tensor};
 use candle_transformers::generation::{LogitsProcessor, Sampling};
 use orion_core::embedding::LocalBoxFuture;
 use orion_core::generation::{
-    FinishReason, GenerateRequest, Generated, GenerationSink, Generator, GeneratorInfo,
+    FinishReason, GenerateRequest, Generated, GenerationSink, Generator, GeneratorInfo, StopStrings,
 };
 use orion_core::{Error, SharedClock};
 
@@ -133,13 +133,11 @@ pub struct Decoding {
     /// Tokens to read on the next forward pass.
     pending: Vec<u32>,
     generated: Vec<u32>,
-    /// Bytes of the generated text already reported.
-    emitted: usize,
-    text: String,
+    /// The answer's text, cut at a stop string.
+    text: StopStrings,
     sampler: LogitsProcessor,
     repetition_penalty: f32,
     max_tokens: usize,
-    stop: Vec<String>,
     finish: Option<FinishReason>,
     prompt_tokens: usize,
     cached_tokens: usize,
@@ -163,7 +161,7 @@ impl Decoding {
     fn result(&self) -> Generated {
         let prefill = self.prefill_ms.unwrap_or(self.finished_ms);
         Generated {
-            text: self.text.clone(),
+            text: self.text.text().to_owned(),
             finish: self.finish.unwrap_or(FinishReason::Cancelled),
             prompt_tokens: self.prompt_tokens as u32,
             cached_tokens: self.cached_tokens as u32,
@@ -287,12 +285,10 @@ impl LocalGenerator {
             pending: prompt[shared..].to_vec(),
             read,
             generated: Vec::new(),
-            emitted: 0,
-            text: String::new(),
+            text: StopStrings::new(&request.stop),
             sampler: LogitsProcessor::from_sampling(request.seed, sampling),
             repetition_penalty: request.repetition_penalty,
             max_tokens: request.max_tokens as usize,
-            stop: request.stop.clone(),
             finish: None,
             prompt_tokens: prompt.len(),
             cached_tokens: shared,
@@ -363,57 +359,45 @@ impl LocalGenerator {
         let tokenizer = &self.model.tokenizer;
         // Control tokens never belong to the answer: `<|im_end|>`, `<|endoftext|>` and the
         // like end the turn.
-        if token == tokenizer.eos() || tokenizer.is_special(token) {
-            decoding.finish = Some(FinishReason::EndOfTurn);
-            self.flush(index, decoding, decoding.text.len(), sink);
-            self.finish(decoding);
-            return Ok(());
+        let ended = if token == tokenizer.eos() || tokenizer.is_special(token) {
+            Some(FinishReason::EndOfTurn)
+        } else {
+            decoding.generated.push(token);
+            let text = tokenizer.decode(&decoding.generated)?;
+            // Wait while the last token ends inside a character.
+            if !text.ends_with('\u{FFFD}') {
+                if let Some(piece) = decoding.text.set(text) {
+                    sink.text(index, &piece);
+                }
+            }
+            if decoding.text.stopped() {
+                Some(FinishReason::Stop)
+            } else if decoding.generated.len() >= decoding.max_tokens {
+                Some(FinishReason::Length)
+            } else {
+                None
+            }
+        };
+        match ended {
+            Some(reason) => self.end(index, decoding, reason, sink),
+            None => decoding.pending = vec![token],
         }
-        decoding.generated.push(token);
-        let text = tokenizer.decode(&decoding.generated)?;
-        // Wait while the last token ends inside a character.
-        if !text.ends_with('\u{FFFD}') {
-            decoding.text = text;
-        }
-        if let Some(at) = decoding
-            .stop
-            .iter()
-            .filter_map(|s| decoding.text.find(s.as_str()))
-            .min()
-        {
-            decoding.text.truncate(at);
-            decoding.finish = Some(FinishReason::Stop);
-            self.flush(index, decoding, at, sink);
-            self.finish(decoding);
-            return Ok(());
-        }
-        if decoding.generated.len() >= decoding.max_tokens {
-            decoding.finish = Some(FinishReason::Length);
-            self.flush(index, decoding, decoding.text.len(), sink);
-            self.finish(decoding);
-            return Ok(());
-        }
-        // Hold back an ending that may be the start of a stop string.
-        let held = decoding
-            .stop
-            .iter()
-            .map(|s| partial_suffix(&decoding.text, s))
-            .max()
-            .unwrap_or(0);
-        let safe = decoding.text.len() - held;
-        self.flush(index, decoding, safe, sink);
-        decoding.pending = vec![token];
         Ok(())
     }
 
-    /// Reports the text up to byte `upto` that was not reported yet.
-    fn flush(&self, index: usize, decoding: &mut Decoding, upto: usize, sink: &dyn GenerationSink) {
-        if upto > decoding.emitted {
-            if let Some(piece) = decoding.text.get(decoding.emitted..upto) {
-                sink.text(index, piece);
-                decoding.emitted = upto;
-            }
+    /// Ends `decoding` for `reason`, streaming what was held back.
+    fn end(
+        &self,
+        index: usize,
+        decoding: &mut Decoding,
+        reason: FinishReason,
+        sink: &dyn GenerationSink,
+    ) {
+        decoding.finish = Some(reason);
+        if let Some(piece) = decoding.text.finish() {
+            sink.text(index, &piece);
         }
+        self.finish(decoding);
     }
 
     /// Ends `decoding` and keeps its cache for the conversation's next turn.
@@ -447,15 +431,6 @@ impl LocalGenerator {
             (self.yield_now)().await;
         }
     }
-}
-
-/// The length of the longest proper prefix of `stop` that `text` ends with.
-fn partial_suffix(text: &str, stop: &str) -> usize {
-    (1..stop.len())
-        .rev()
-        .filter(|&n| stop.is_char_boundary(n))
-        .find(|&n| text.ends_with(&stop[..n]))
-        .unwrap_or(0)
 }
 
 impl Generator for LocalGenerator {

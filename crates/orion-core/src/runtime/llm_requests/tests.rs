@@ -471,6 +471,56 @@ fn a_streaming_host_function_streams_its_chunks() {
 }
 
 #[test]
+fn a_host_function_that_ignores_stop_strings_is_cut_at_the_first_and_aborted() {
+    let mut h = host_harness(json!({}));
+    h.generate(1, json!({"prompt": "hi", "stop": ["\nUser:"]}));
+    let call_id = host_calls(&h)[0]["callId"].clone();
+    for (i, piece) in ["Paris.", "\nUs", "er: and", " more"].iter().enumerate() {
+        h.send(json!({"v": 1, "id": 10 + i, "type": "llm_host_chunk", "callId": call_id, "text": piece}));
+        h.advance(50);
+    }
+    let answer = h.answer(1);
+    assert_eq!(answer["result"]["text"], "Paris.", "{answer}");
+    assert_eq!(answer["result"]["finish"], "stop");
+    // "\nUs" was held back, and nothing of the stop string or after it was streamed.
+    let streamed: Vec<Value> = h
+        .events("llm_token")
+        .iter()
+        .map(|e| e["text"].clone())
+        .collect();
+    assert_eq!(streamed, vec![json!("Paris.")]);
+    assert_eq!(
+        h.events("llm_host_abort"),
+        vec![json!({"kind": "llm_host_abort", "callId": call_id})],
+        "the page is told to stop"
+    );
+    // A whole answer is cut the same way, and held-back text that never became a stop string
+    // is streamed at the end.
+    h.generate(2, json!({"prompt": "hi", "stop": ["END"]}));
+    let call_id = host_calls(&h)[1]["callId"].clone();
+    h.send(json!({"v": 1, "id": 20, "type": "llm_host_result", "callId": call_id, "text": "one END two"}));
+    h.advance(50);
+    assert_eq!(h.answer(2)["result"]["text"], "one ");
+    assert_eq!(h.answer(2)["result"]["finish"], "stop");
+    h.generate(3, json!({"prompt": "hi", "stop": ["END"]}));
+    let call_id = host_calls(&h)[2]["callId"].clone();
+    h.send(
+        json!({"v": 1, "id": 30, "type": "llm_host_chunk", "callId": call_id, "text": "the EN"}),
+    );
+    h.send(json!({"v": 1, "id": 31, "type": "llm_host_result", "callId": call_id}));
+    h.advance(50);
+    assert_eq!(h.answer(3)["result"]["text"], "the EN");
+    assert_eq!(h.answer(3)["result"]["finish"], "endOfTurn");
+    let last: Vec<Value> = h
+        .events("llm_token")
+        .iter()
+        .skip(2)
+        .map(|e| e["text"].clone())
+        .collect();
+    assert_eq!(last, vec![json!("the "), json!("EN")]);
+}
+
+#[test]
 fn a_hung_host_function_times_out_and_is_aborted() {
     let mut h = host_harness(json!({"timeoutMs": 2000, "attempts": 3}));
     h.generate(1, json!({"prompt": "hi"}));
