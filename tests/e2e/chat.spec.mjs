@@ -90,7 +90,19 @@ test.describe('the chat panel', () => {
       await expect(turn.locator(`[data-agent="${agent}"] .agent-text`), agent).not.toBeEmpty();
     }
     expect(seen.streamed.sort()).toEqual([...AGENTS].sort());
-    await expect(turn.locator('[data-detail="agents"]')).toContainText('synthesizer');
+    // The panel names the agents the answer came from: the synthesis with its contributors, or,
+    // when a 135M model's synthesis drifts off the question and an agent's own answer scores
+    // clearly better (by design, see response_formatter.rs), that one agent and a note saying so.
+    const agents = (await turn.locator('[data-detail="agents"]').textContent()).split(', ');
+    if (agents.includes('synthesizer')) {
+      expect(agents.length, agents.join(', ')).toBeGreaterThan(1);
+    } else {
+      expect(agents.length, agents.join(', ')).toBe(1);
+      expect(['logical', 'creative', 'critical']).toContain(agents[0]);
+      await expect(turn.locator('[data-detail="notes"]')).toContainText(
+        new RegExp(`below the ${agents[0]} agent's|answered with the ${agents[0]} agent's answer`),
+      );
+    }
     const answer = await turn.locator('.response').textContent();
     const hits = await turn.locator('[data-detail="memory-hits"]').textContent();
     expect(`${answer}\n${hits}`).toContain('Miso');
