@@ -214,11 +214,15 @@ test('a debate interrupted by a reload is finished from its checkpoint by the ne
     return null;
   });
   expect(kept?.text).toBe(`Q: ${query}\nA: The synthesizer agent says Paris is the capital of France.`);
-  const after = await page.evaluate(async (id) => ({
-    status: await globalThis.orion.tasks.status(id),
-    agents: globalThis.agents,
-    answer: await globalThis.orion.ask('What is 6 * 7?'),
-  }), debate.id);
+  // The workflow is marked completed in the tick after its last step kept the memory.
+  const after = await page.evaluate(async (id) => {
+    let status = await globalThis.orion.tasks.status(id);
+    for (let i = 0; i < 100 && status.state !== 'completed'; i += 1) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      status = await globalThis.orion.tasks.status(id);
+    }
+    return { status, agents: globalThis.agents, answer: await globalThis.orion.ask('What is 6 * 7?') };
+  }, debate.id);
   expect(after.status).toMatchObject({ state: 'completed', step: null });
   // The logical and creative answers came from the checkpoint: only the later agents ran here.
   expect(after.agents).toEqual(['critical', 'synthesizer']);
